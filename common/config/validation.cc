@@ -1,0 +1,467 @@
+#include "common/config/validation.h"
+#include "common/strings/strings.h"
+
+#include <arpa/inet.h>
+
+#include <set>
+
+#include "onedomain/v1/bootstrap.pb.h"
+#include "onedomain/v1/snapshot.pb.h"
+
+namespace onedomain::config {
+namespace {
+
+class Checker {
+ public:
+  explicit Checker(FieldErrors& errors) : errors_(errors) {}
+
+  void Add(std::string path, std::string message) {
+    errors_.push_back({std::move(path), std::move(message)});
+  }
+
+  void Name(const std::string& path, std::string_view name, std::string_view what) {
+    if (name.empty()) {
+      Add(path, str::Cat(what, " name is required"));
+    } else if (!IsValidName(name)) {
+      Add(path, str::Cat("'", name, "' is not a valid name (letters, digits, '.', '_', '-'; ",
+                             "at most 128)"));
+    }
+  }
+
+  void Port(const std::string& path, uint64_t port, bool allow_zero) {
+    if (port > 65535 || (!allow_zero && port == 0)) {
+      Add(path, str::Cat("must be ", allow_zero ? 0 : 1, "..65535, got ", port));
+    }
+  }
+
+  void Duration(const std::string& path, const google::protobuf::Duration& d) {
+    if (d.seconds() < 0 || d.nanos() < 0 || d.nanos() > 999999999) {
+      Add(path, "must be a non-negative duration");
+    }
+  }
+
+  void Listener(const std::string& p, const v1::Listener& l) {
+    Name(p + ".name", l.name(), "listener");
+    if (!l.address().empty() && !IsIpLiteral(l.address())) {
+      Add(p + ".address", str::Cat("'", l.address(), "' is not an IPv4 or IPv6 address"));
+    }
+    if (l.has_port()) Port(p + ".port", l.port(), /*allow_zero=*/true);
+    if (l.has_tls()) {
+      if (l.tls().cert_file().empty()) Add(p + ".tls.cert_file", "required when tls is set");
+      if (l.tls().key_file().empty()) Add(p + ".tls.key_file", "required when tls is set");
+      const std::string& v = l.tls().min_version();
+      if (!v.empty() && v != "TLSv1.2" && v != "TLSv1.3") {
+        Add(p + ".tls.min_version", str::Cat("must be TLSv1.2 or TLSv1.3, got '", v, "'"));
+      }
+      for (int i = 0; i < l.tls().alpn_size(); ++i) {
+        const std::string& a = l.tls().alpn(i);
+        if (a.empty() || a.size() > 255) {
+          Add(str::Cat(p, ".tls.alpn[", i, "]"), "must be 1..255 bytes");
+        }
+      }
+    }
+    if (l.has_limits()) {
+      const v1::HttpLimits& lim = l.limits();
+      if (lim.has_max_header_bytes() &&
+          (lim.max_header_bytes() < 1024 || lim.max_header_bytes() > 1048576)) {
+        Add(p + ".limits.max_header_bytes",
+            str::Cat("must be 1024..1048576, got ", lim.max_header_bytes()));
+      }
+      Duration(p + ".limits.header_timeout", lim.header_timeout());
+      Duration(p + ".limits.idle_timeout", lim.idle_timeout());
+    }
+    const std::string& fp = l.forwarded_proto();
+    if (!fp.empty() && fp != "http" && fp != "https") {
+      Add(p + ".forwarded_proto", str::Cat("must be http or https, got '", fp, "'"));
+    }
+  }
+
+  void Cluster(const std::string& p, const v1::Cluster& c) {
+    Name(p + ".name", c.name(), "cluster");
+    if (c.endpoints_size() == 0) Add(p + ".endpoints", "a cluster needs at least one endpoint");
+    for (int i = 0; i < c.endpoints_size(); ++i) {
+      const std::string ep = str::Cat(p, ".endpoints[", i, "]");
+      const v1::Endpoint& e = c.endpoints(i);
+      if (e.host().empty()) {
+        Add(ep + ".host", "required");
+      } else if (!IsValidHost(e.host())) {
+        Add(ep + ".host", str::Cat("'", e.host(), "' is not a host name or IP address"));
+      }
+      Port(ep + ".port", e.port(), /*allow_zero=*/false);
+    }
+    Duration(p + ".connect_timeout", c.connect_timeout());
+    Duration(p + ".response_timeout", c.response_timeout());
+    Duration(p + ".pool.idle_timeout", c.pool().idle_timeout());
+    Duration(p + ".outlier_detection.ejection_time", c.outlier_detection().ejection_time());
+    Duration(p + ".dns_refresh_interval", c.dns_refresh_interval());
+    if (c.has_tls() && !c.tls().server_name().empty() && !IsValidHost(c.tls().server_name())) {
+      Add(p + ".tls.server_name", str::Cat("'", c.tls().server_name(), "' is not a host name"));
+    }
+  }
+
+  void WebSocket(const std::string& p, const v1::WebSocketPolicy& w) {
+    for (int i = 0; i < w.allowed_origins_size(); ++i) {
+      const std::string& o = w.allowed_origins(i);
+      if (o != "*" && !IsValidOrigin(o)) {
+        Add(str::Cat(p, ".allowed_origins[", i, "]"),
+            str::Cat("'", o, "' is not an origin (scheme://host[:port], no path) or \"*\""));
+      }
+    }
+    if (!w.required_cookie().empty() && !IsValidNamePattern(w.required_cookie())) {
+      Add(p + ".required_cookie",
+          str::Cat("'", w.required_cookie(), "' is not a cookie name or name prefix ending "
+                       "in '*'"));
+    }
+    Duration(p + ".idle_timeout", w.idle_timeout());
+    Duration(p + ".keepalive_interval", w.keepalive_interval());
+    Duration(p + ".drain_grace", w.drain_grace());
+    Duration(p + ".drain_spread", w.drain_spread());
+  }
+
+  void Cookies(const std::string& p, const v1::CookiePolicy& c, std::string_view site_domain) {
+    for (int i = 0; i < c.domain_rewrites_size(); ++i) {
+      const std::string rp = str::Cat(p, ".domain_rewrites[", i, "]");
+      const v1::DomainRewrite& r = c.domain_rewrites(i);
+      if (r.from().empty()) {
+        Add(rp + ".from", "required (\"*\" matches any domain)");
+      } else if (r.from() != "*" && !IsValidHost(str::StripPrefix(r.from(), "."))) {
+        Add(rp + ".from", str::Cat("'", r.from(), "' is not a domain"));
+      }
+      if (r.to().empty()) {
+        Add(rp + ".to", "required");
+      } else if (!IsValidCookieDomain(r.to())) {
+        Add(rp + ".to", str::Cat("'", r.to(), "' is not a cookie domain"));
+      } else if (site_domain.empty()) {
+        Add(rp + ".to", "site.cookie_domain must be set before cookie domains can be rewritten");
+      } else if (!IsDomainOrParent(r.to(), site_domain)) {
+        Add(rp + ".to", str::Cat("'", r.to(), "' is neither the site's cookie domain '",
+                                     site_domain, "' nor a parent of it"));
+      }
+    }
+    for (int i = 0; i < c.path_rewrites_size(); ++i) {
+      const std::string rp = str::Cat(p, ".path_rewrites[", i, "]");
+      if (!str::StartsWith(c.path_rewrites(i).from(), "/")) Add(rp + ".from", "must start with '/'");
+      if (!str::StartsWith(c.path_rewrites(i).to(), "/")) Add(rp + ".to", "must start with '/'");
+    }
+    for (int i = 0; i < c.attribute_rules_size(); ++i) {
+      const std::string rp = str::Cat(p, ".attribute_rules[", i, "]");
+      const v1::AttributeRule& r = c.attribute_rules(i);
+      if (!IsValidNamePattern(r.name())) {
+        Add(rp + ".name", str::Cat("'", r.name(), "' is not a cookie name pattern (a name, ",
+                                       "a prefix ending in '*', or \"*\")"));
+      }
+      if (r.same_site() == v1::SAME_SITE_NONE && !r.secure()) {
+        Add(rp + ".same_site", "SameSite=None requires secure: true (browsers drop it otherwise)");
+      }
+      Duration(rp + ".max_age_cap", r.max_age_cap());
+    }
+    const v1::RequestCookies& rc = c.request_cookies();
+    if (rc.mode() == v1::RequestCookies::MODE_ALLOW_LIST && rc.names_size() == 0) {
+      Add(p + ".request_cookies.names", "allow_list mode needs at least one name");
+    }
+    for (int i = 0; i < rc.names_size(); ++i) {
+      if (!IsValidNamePattern(rc.names(i))) {
+        Add(str::Cat(p, ".request_cookies.names[", i, "]"),
+            str::Cat("'", rc.names(i), "' is not a cookie name pattern"));
+      }
+    }
+  }
+
+  static bool IsIpLiteral(std::string_view s) {
+    const std::string str(s);
+    unsigned char buf[16];
+    return inet_pton(AF_INET, str.c_str(), buf) == 1 || inet_pton(AF_INET6, str.c_str(), buf) == 1;
+  }
+
+ private:
+  FieldErrors& errors_;
+};
+
+template <typename T>
+void CheckUniqueNames(Checker& check, const google::protobuf::RepeatedPtrField<T>& items,
+                      std::string_view field) {
+  std::set<std::string> seen;
+  for (int i = 0; i < items.size(); ++i) {
+    const std::string& name = items[i].name();
+    if (!name.empty() && !seen.insert(name).second) {
+      check.Add(str::Cat(field, "[", i, "].name"),
+                str::Cat("duplicate name '", name, "'"));
+    }
+  }
+}
+
+void Prefix(FieldErrors& errors, size_t from, std::string_view prefix) {
+  for (size_t i = from; i < errors.size(); ++i) {
+    errors[i].path = errors[i].path.empty() ? std::string(prefix)
+                                            : str::Cat(prefix, ".", errors[i].path);
+  }
+}
+
+}  // namespace
+
+bool IsValidName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  for (const char c : name) {
+    if (!str::IsAlnum(c) && c != '.' && c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool IsValidHost(std::string_view host) {
+  if (Checker::IsIpLiteral(host)) return true;
+  if (host.empty() || host.size() > 253) return false;
+  if (host.back() == '.') host.remove_suffix(1);
+  for (std::string_view label : str::Split(host, '.')) {
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (const char c : label) {
+      if (!str::IsAlnum(c) && c != '-' && c != '_') return false;
+    }
+  }
+  return true;
+}
+
+bool IsValidOrigin(std::string_view origin) {
+  std::string_view rest = origin;
+  if (!str::ConsumePrefix(rest, "https://") && !str::ConsumePrefix(rest, "http://")) {
+    return false;
+  }
+  if (rest.empty() || rest.find('/') != std::string_view::npos) return false;
+  std::string_view host = rest;
+  if (str::StartsWith(rest, "[")) {  // [ipv6]:port
+    const size_t close = rest.find(']');
+    if (close == std::string_view::npos) return false;
+    host = rest.substr(1, close - 1);
+    std::string_view after = rest.substr(close + 1);
+    if (!after.empty()) {
+      uint32_t port;
+      if (!str::ConsumePrefix(after, ":") || !str::ParseInt(after, port) || port == 0 ||
+          port > 65535) {
+        return false;
+      }
+    }
+    return Checker::IsIpLiteral(host);
+  }
+  const size_t colon = rest.rfind(':');
+  if (colon != std::string_view::npos) {
+    host = rest.substr(0, colon);
+    uint32_t port;
+    if (!str::ParseInt(rest.substr(colon + 1), port) || port == 0 || port > 65535) {
+      return false;
+    }
+  }
+  return IsValidHost(host) && host.back() != '.';
+}
+
+bool IsValidCookieDomain(std::string_view domain) {
+  str::ConsumePrefix(domain, ".");
+  return !domain.empty() && domain.back() != '.' && IsValidHost(domain) &&
+         !Checker::IsIpLiteral(domain);
+}
+
+bool IsValidNamePattern(std::string_view pattern) {
+  if (pattern == "*") return true;
+  str::ConsumeSuffix(pattern, "*");
+  if (pattern.empty()) return false;
+  // RFC 6265 cookie-name is an RFC 7230 token.
+  static constexpr std::string_view kTchar = "!#$%&'*+-.^_`|~";
+  for (const char c : pattern) {
+    if (!str::IsAlnum(c) &&
+        kTchar.find(c) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return pattern.find('*') == std::string_view::npos;
+}
+
+bool IsDomainOrParent(std::string_view domain, std::string_view site_domain) {
+  str::ConsumePrefix(domain, ".");
+  str::ConsumePrefix(site_domain, ".");
+  const std::string d = str::ToLower(domain);
+  const std::string s = str::ToLower(site_domain);
+  if (d.find('.') == std::string::npos) return false;  // a bare TLD is never a cookie domain
+  return s == d || str::EndsWith(s, str::Cat(".", d));
+}
+
+FieldErrors ValidateCookiePolicy(const v1::CookiePolicy& policy, std::string_view cookie_domain) {
+  FieldErrors errors;
+  Checker check(errors);
+  check.Cookies("", policy, cookie_domain);
+  for (FieldError& e : errors) e.path = std::string(str::StripPrefix(e.path, "."));
+  return errors;
+}
+
+FieldErrors ValidateSnapshot(const v1::Snapshot& s) {
+  FieldErrors errors;
+  Checker check(errors);
+  for (int i = 0; i < s.site().origins_size(); ++i) {
+    if (!IsValidOrigin(s.site().origins(i))) {
+      check.Add(str::Cat("site.origins[", i, "]"),
+                str::Cat("'", s.site().origins(i),
+                             "' is not an origin (scheme://host[:port], no path)"));
+    }
+  }
+  const std::string& cookie_domain = s.site().cookie_domain();
+  if (!cookie_domain.empty() && !IsValidCookieDomain(cookie_domain)) {
+    check.Add("site.cookie_domain", str::Cat("'", cookie_domain, "' is not a cookie domain"));
+  }
+
+  if (s.listeners_size() == 0) check.Add("listeners", "at least one listener is required");
+  for (int i = 0; i < s.listeners_size(); ++i) {
+    check.Listener(str::Cat("listeners[", i, "]"), s.listeners(i));
+  }
+  CheckUniqueNames(check, s.listeners(), "listeners");
+  std::set<std::pair<std::string, uint32_t>> bound;
+  for (int i = 0; i < s.listeners_size(); ++i) {
+    const v1::Listener& l = s.listeners(i);
+    const uint32_t port = l.has_port() ? l.port() : 3456;
+    if (port != 0 && !bound.emplace(l.address().empty() ? "0.0.0.0" : l.address(), port).second) {
+      check.Add(str::Cat("listeners[", i, "].port"),
+                str::Cat("address and port ", port, " already used by another listener"));
+    }
+  }
+
+  std::set<std::string> clusters;
+  for (int i = 0; i < s.clusters_size(); ++i) {
+    check.Cluster(str::Cat("clusters[", i, "]"), s.clusters(i));
+    clusters.insert(s.clusters(i).name());
+  }
+  CheckUniqueNames(check, s.clusters(), "clusters");
+
+  for (int i = 0; i < s.routes_size(); ++i) {
+    const std::string p = str::Cat("routes[", i, "]");
+    const v1::Route& r = s.routes(i);
+    check.Name(p + ".name", r.name(), "route");
+    const v1::RouteMatch& m = r.match();
+    if (m.prefix().empty() == m.exact().empty()) {
+      check.Add(p + ".match", "exactly one of prefix and exact is required");
+    }
+    if (!m.prefix().empty() && m.prefix()[0] != '/') {
+      check.Add(p + ".match.prefix", str::Cat("must start with '/', got '", m.prefix(), "'"));
+    }
+    if (!m.exact().empty() && m.exact()[0] != '/') {
+      check.Add(p + ".match.exact", str::Cat("must start with '/', got '", m.exact(), "'"));
+    }
+    if (!m.host().empty() && !IsValidHost(str::StripPrefix(m.host(), "*."))) {
+      check.Add(p + ".match.host", str::Cat("'", m.host(), "' is not a host name pattern"));
+    }
+    if (r.cluster().empty()) {
+      check.Add(p + ".cluster", "required");
+    } else if (clusters.count(r.cluster()) == 0) {
+      check.Add(p + ".cluster", str::Cat("unknown cluster '", r.cluster(), "'"));
+    }
+    if (!r.prefix_rewrite().empty()) {
+      if (m.prefix().empty()) check.Add(p + ".prefix_rewrite", "only allowed with match.prefix");
+      if (r.prefix_rewrite()[0] != '/') check.Add(p + ".prefix_rewrite", "must start with '/'");
+    }
+    if (!r.host_rewrite().empty() && !IsValidHost(r.host_rewrite())) {
+      // Host may carry a port: accept host[:port].
+      const size_t colon = r.host_rewrite().rfind(':');
+      if (colon == std::string::npos || !IsValidHost(r.host_rewrite().substr(0, colon))) {
+        check.Add(p + ".host_rewrite",
+                  str::Cat("'", r.host_rewrite(), "' is not a host[:port]"));
+      }
+    }
+    check.Duration(p + ".request_timeout", r.request_timeout());
+    if (r.has_websocket_policy()) check.WebSocket(p + ".websocket_policy", r.websocket_policy());
+    if (r.has_cookie_policy()) check.Cookies(p + ".cookie_policy", r.cookie_policy(), cookie_domain);
+  }
+  CheckUniqueNames(check, s.routes(), "routes");
+
+  check.WebSocket("websocket_policy", s.websocket_policy());
+  check.Cookies("cookie_policy", s.cookie_policy(), cookie_domain);
+  return errors;
+}
+
+FieldErrors ValidateDataplaneBootstrap(const v1::DataplaneBootstrap& b) {
+  FieldErrors errors;
+  Checker check(errors);
+  if (!b.node().id().empty() && !IsValidName(b.node().id())) {
+    check.Add("node.id", str::Cat("'", b.node().id(), "' is not a valid node id"));
+  }
+  if (!b.admin().address().empty() && !Checker::IsIpLiteral(b.admin().address())) {
+    check.Add("admin.address", str::Cat("'", b.admin().address(), "' is not an IP address"));
+  }
+  if (b.admin().has_port()) check.Port("admin.port", b.admin().port(), /*allow_zero=*/true);
+  if (b.workers() > 256) check.Add("workers", str::Cat("must be 0..256, got ", b.workers()));
+  if (b.has_controlplane()) {
+    const v1::ControlPlaneSource& cp = b.controlplane();
+    const size_t colon = cp.address().rfind(':');
+    uint32_t port = 0;
+    if (cp.address().empty()) {
+      check.Add("controlplane.address", "required (host:port of the control plane)");
+    } else if (colon == std::string::npos ||
+               !IsValidHost(str::StripSuffix(
+                   str::StripPrefix(std::string_view(cp.address()).substr(0, colon), "["), "]")) ||
+               !str::ParseInt(cp.address().substr(colon + 1), port) || port == 0 ||
+               port > 65535) {
+      check.Add("controlplane.address",
+                str::Cat("'", cp.address(), "' is not host:port"));
+    }
+    if (cp.cert_file().empty() != cp.key_file().empty()) {
+      check.Add("controlplane.cert_file", "cert_file and key_file go together");
+    }
+    check.Duration("controlplane.backoff_initial", cp.backoff_initial());
+    check.Duration("controlplane.backoff_max", cp.backoff_max());
+    check.Duration("controlplane.report_interval", cp.report_interval());
+  } else if (!b.has_snapshot()) {
+    check.Add("snapshot", "required in static mode (no controlplane section)");
+  }
+  if (b.has_snapshot()) {
+    const size_t from = errors.size();
+    FieldErrors inner = ValidateSnapshot(b.snapshot());
+    errors.insert(errors.end(), inner.begin(), inner.end());
+    Prefix(errors, from, "snapshot");
+  }
+  check.Duration("drain.delay", b.drain().delay());
+  check.Duration("drain.timeout", b.drain().timeout());
+  const std::string& fmt = b.access_log().format();
+  if (!fmt.empty() && fmt != "json" && fmt != "text") {
+    check.Add("access_log.format", str::Cat("must be json or text, got '", fmt, "'"));
+  }
+  const std::string& level = b.logging().level();
+  if (!level.empty() && level != "debug" && level != "info" && level != "warn" &&
+      level != "error") {
+    check.Add("logging.level", str::Cat("must be debug, info, warn or error, got '", level,
+                                            "'"));
+  }
+  return errors;
+}
+
+FieldErrors ValidateControlplaneConfig(const v1::ControlplaneConfig& c) {
+  FieldErrors errors;
+  Checker check(errors);
+  if (!c.grpc().address().empty() && !Checker::IsIpLiteral(c.grpc().address())) {
+    check.Add("grpc.address", str::Cat("'", c.grpc().address(), "' is not an IP address"));
+  }
+  if (c.grpc().has_port()) check.Port("grpc.port", c.grpc().port(), /*allow_zero=*/true);
+  if (c.grpc().cert_file().empty() != c.grpc().key_file().empty()) {
+    check.Add("grpc.cert_file", "cert_file and key_file go together");
+  }
+  if (!c.http().address().empty() && !Checker::IsIpLiteral(c.http().address())) {
+    check.Add("http.address", str::Cat("'", c.http().address(), "' is not an IP address"));
+  }
+  if (c.http().has_port()) check.Port("http.port", c.http().port(), /*allow_zero=*/true);
+  if (c.store().has_keep_versions() && c.store().keep_versions() < 2) {
+    check.Add("store.keep_versions",
+              str::Cat("must be at least 2, got ", c.store().keep_versions()));
+  }
+  if (c.has_seed()) {
+    const size_t from = errors.size();
+    FieldErrors inner = ValidateSnapshot(c.seed());
+    errors.insert(errors.end(), inner.begin(), inner.end());
+    Prefix(errors, from, "seed");
+  }
+  const std::string& level = c.logging().level();
+  if (!level.empty() && level != "debug" && level != "info" && level != "warn" &&
+      level != "error") {
+    check.Add("logging.level", str::Cat("must be debug, info, warn or error, got '", level,
+                                            "'"));
+  }
+  return errors;
+}
+
+}  // namespace onedomain::config

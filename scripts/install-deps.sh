@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package onedomain needs to build, test and run.
+# Idempotent: packages already installed are skipped, and apt is not touched at all
+# when nothing is missing. Usage: scripts/install-deps.sh [--with-bench] [--with-browser]
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config git
+  # libraries (Boost: versioned 1.81 packages only; the unversioned ones pull 1.74 and conflict)
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libboost1.81-dev libssl-dev prometheus-cpp-dev libyaml-cpp-dev
+  libgtest-dev libgmock-dev
+  # test clients and tools
+  curl openssl python3 python3-pytest python3-websockets python3-grpcio python3-grpc-tools
+  clang libclang-rt-14-dev
+)
+for arg in "$@"; do
+  case "$arg" in
+    --with-bench) packages+=(nginx-light haproxy wrk linux-perf) ;;
+    --with-browser) packages+=(chromium nodejs npm) ;;
+    *) echo "install-deps.sh: unknown option '$arg'" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
