@@ -298,43 +298,16 @@ class Converter {
     return absl::OkStatus();
   }
 
-  // "host:port", "http://host:port", "[::1]:8000".
   absl::Status EndpointValue(const YAML::Node& value, v1::Endpoint& ep, const std::string& path) {
     auto text_or = ExpandEnv(value.Scalar(), env_);
     if (!text_or.ok()) return Error(value, path, std::string(text_or.status().message()));
-    std::string_view text = *text_or;
-    if (str::ConsumePrefix(text, "https://")) {
-      return Error(value, path,
-                   "https:// endpoints need the cluster's `tls` settings: write host:port and "
-                   "set tls on the cluster");
+    std::string host;
+    uint32_t port = 0;
+    if (absl::Status s = ParseEndpointText(*text_or, &host, &port); !s.ok()) {
+      return Error(value, path, std::string(s.message()));
     }
-    str::ConsumePrefix(text, "http://");
-    str::ConsumeSuffix(text, "/");
-    std::string_view host;
-    std::string_view port;
-    if (str::StartsWith(text, "[")) {
-      const size_t close = text.find("]:");
-      if (close == std::string_view::npos) {
-        return Error(value, path, str::Cat("expected [ipv6]:port, got '", *text_or, "'"));
-      }
-      host = text.substr(1, close - 1);
-      port = text.substr(close + 2);
-    } else {
-      const size_t colon = text.rfind(':');
-      if (colon == std::string_view::npos) {
-        return Error(value, path,
-                     str::Cat("expected host:port or http://host:port, got '", *text_or, "'"));
-      }
-      host = text.substr(0, colon);
-      port = text.substr(colon + 1);
-    }
-    uint32_t port_number = 0;
-    if (host.empty() || !str::ParseInt(port, port_number)) {
-      return Error(value, path,
-                   str::Cat("expected host:port or http://host:port, got '", *text_or, "'"));
-    }
-    ep.set_host(std::string(host));
-    ep.set_port(port_number);
+    ep.set_host(std::move(host));
+    ep.set_port(port);
     return absl::OkStatus();
   }
 
@@ -381,6 +354,44 @@ absl::Status SourceMap::Annotate(const FieldErrors& errors, std::string_view pat
                                  path.empty() ? "" : str::Cat(path, ": "), e.message));
   }
   return absl::InvalidArgumentError(str::Join(lines, "\n"));
+}
+
+absl::Status ParseEndpointText(std::string_view original, std::string* host_out,
+                               uint32_t* port_out) {
+  std::string_view text = original;
+  if (str::ConsumePrefix(text, "https://")) {
+    return absl::InvalidArgumentError(
+        "https:// endpoints need the cluster's `tls` settings: write host:port and set tls on "
+        "the cluster");
+  }
+  str::ConsumePrefix(text, "http://");
+  str::ConsumeSuffix(text, "/");
+  std::string_view host;
+  std::string_view port;
+  if (text.starts_with("[")) {
+    const size_t close = text.find("]:");
+    if (close == std::string_view::npos) {
+      return absl::InvalidArgumentError(str::Cat("expected [ipv6]:port, got '", original, "'"));
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      return absl::InvalidArgumentError(
+          str::Cat("expected host:port or http://host:port, got '", original, "'"));
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  uint32_t port_number = 0;
+  if (host.empty() || !str::ParseInt(port, port_number)) {
+    return absl::InvalidArgumentError(
+        str::Cat("expected host:port or http://host:port, got '", original, "'"));
+  }
+  *host_out = std::string(host);
+  *port_out = port_number;
+  return absl::OkStatus();
 }
 
 absl::Status ParseDurationText(std::string_view text, long long* seconds, int* nanos) {

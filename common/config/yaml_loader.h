@@ -59,6 +59,10 @@ absl::Status YamlToMessage(std::string_view text, std::string_view file_name,
 absl::Status LoadYamlFile(const std::string& path, google::protobuf::Message& msg, SourceMap* map,
                           const EnvLookup& env);
 
+// Parses "host:port", "http://host:port" or "[v6]:port" (the Endpoint shorthand). The port
+// is returned unchecked; validation checks its range.
+absl::Status ParseEndpointText(std::string_view text, std::string* host, uint32_t* port);
+
 // Parses a duration written as in the YAML files ("250ms", "1.5s", "1h30m", "0").
 absl::Status ParseDurationText(std::string_view text, long long* seconds, int* nanos);
 

@@ -1,12 +1,12 @@
 #include "common/metrics/exposition.h"
 
-#include <prometheus/registry.h>
+#include <prometheus/collectable.h>
 #include <prometheus/text_serializer.h>
 
 namespace onedomain::metrics {
 
-std::string Serialize(const prometheus::Registry& registry) {
-  return prometheus::TextSerializer().Serialize(registry.Collect());
+std::string Serialize(const prometheus::Collectable& collectable) {
+  return prometheus::TextSerializer().Serialize(collectable.Collect());
 }
 
 }  // namespace onedomain::metrics

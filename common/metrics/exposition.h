@@ -5,13 +5,14 @@
 #include <string>
 
 namespace prometheus {
-class Registry;
+class Collectable;
 }  // namespace prometheus
 
 namespace onedomain::metrics {
 
 inline constexpr char kContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 
-std::string Serialize(const prometheus::Registry& registry);
+// Any collectable: a Registry, or a collector that builds families at scrape time.
+std::string Serialize(const prometheus::Collectable& collectable);
 
 }  // namespace onedomain::metrics

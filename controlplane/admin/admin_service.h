@@ -1,0 +1,58 @@
+#pragma once
+
+// The Admin gRPC service: authenticates every call (bearer token → principal with a role),
+// authorises it by role, counts it, and runs it on the admin executor so commits are
+// serialised and reactions never block.
+
+#include "onedomain/v1/admin.grpc.pb.h"
+
+namespace onedomain::controlplane {
+
+class ConfigManager;
+class ControlplaneMetrics;
+class Fleet;
+class SerialExecutor;
+class TokenSet;
+
+class AdminService final : public v1::Admin::CallbackService {
+ public:
+  AdminService(const TokenSet& tokens, ConfigManager& manager, Fleet& fleet,
+               SerialExecutor& executor, ControlplaneMetrics& metrics)
+      : tokens_(tokens), manager_(manager), fleet_(fleet), executor_(executor),
+        metrics_(metrics) {}
+
+  grpc::ServerUnaryReactor* GetConfig(grpc::CallbackServerContext* context,
+                                      const v1::GetConfigRequest* request,
+                                      v1::GetConfigResponse* response) override;
+  grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* context,
+                                  const v1::ApplyRequest* request,
+                                  v1::ChangeResponse* response) override;
+  grpc::ServerUnaryReactor* SetUpstream(grpc::CallbackServerContext* context,
+                                        const v1::SetUpstreamRequest* request,
+                                        v1::ChangeResponse* response) override;
+  grpc::ServerUnaryReactor* SetCookiePolicy(grpc::CallbackServerContext* context,
+                                            const v1::SetCookiePolicyRequest* request,
+                                            v1::ChangeResponse* response) override;
+  grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* context,
+                                      const v1::ListNodesRequest* request,
+                                      v1::ListNodesResponse* response) override;
+  grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* context,
+                                    const v1::HistoryRequest* request,
+                                    v1::HistoryResponse* response) override;
+  grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
+                                     const v1::RollbackRequest* request,
+                                     v1::ChangeResponse* response) override;
+
+ private:
+  template <typename Work>
+  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* context, const char* method,
+                                int required_role, Work work);
+
+  const TokenSet& tokens_;
+  ConfigManager& manager_;
+  Fleet& fleet_;
+  SerialExecutor& executor_;
+  ControlplaneMetrics& metrics_;
+};
+
+}  // namespace onedomain::controlplane

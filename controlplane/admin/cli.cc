@@ -1,0 +1,416 @@
+#include "controlplane/admin/cli.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "common/config/load.h"
+#include "common/config/yaml_loader.h"
+#include "common/strings/strings.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "onedomain/v1/admin.grpc.pb.h"
+#include "onedomain/v1/snapshot.pb.h"
+
+namespace onedomain::controlplane {
+namespace {
+
+constexpr int kExitOther = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitInvalid = 3;
+constexpr int kExitAuth = 4;
+constexpr int kExitConflict = 5;
+constexpr int kExitUnavailable = 6;
+
+struct Options {
+  std::string server = "127.0.0.1:18000";
+  std::string token_file;
+  std::string ca_file;
+  std::string output = "table";
+  std::string file;
+  std::string reason;
+  bool dry_run = false;
+  uint64_t expected_version = 0;
+  uint64_t version = 0;
+  uint32_t limit = 0;
+  int timeout_seconds = 15;
+  std::vector<std::string> positional;  // verb first
+};
+
+int Usage(const std::string& message) {
+  std::cerr << "controlplane admin: " << message << "\n(see `controlplane admin --help`)\n";
+  return kExitUsage;
+}
+
+std::string ReadAll(const std::string& path, bool* ok) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  *ok = static_cast<bool>(in);
+  return buf.str();
+}
+
+int ExitCodeFor(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return 0;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::NOT_FOUND: return kExitInvalid;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED: return kExitAuth;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::ABORTED: return kExitConflict;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return kExitUnavailable;
+    default: return kExitOther;
+  }
+}
+
+int Fail(const grpc::Status& status) {
+  static const std::map<int, const char*> kNames = {
+      {1, "CANCELLED"}, {2, "UNKNOWN"}, {3, "INVALID_ARGUMENT"}, {4, "DEADLINE_EXCEEDED"},
+      {5, "NOT_FOUND"}, {6, "ALREADY_EXISTS"}, {7, "PERMISSION_DENIED"},
+      {8, "RESOURCE_EXHAUSTED"}, {9, "FAILED_PRECONDITION"}, {10, "ABORTED"},
+      {11, "OUT_OF_RANGE"}, {12, "UNIMPLEMENTED"}, {13, "INTERNAL"}, {14, "UNAVAILABLE"},
+      {15, "DATA_LOSS"}, {16, "UNAUTHENTICATED"}};
+  const auto it = kNames.find(status.error_code());
+  std::cerr << "error: " << (it != kNames.end() ? it->second : "UNKNOWN") << ": "
+            << status.error_message() << "\n";
+  return ExitCodeFor(status.error_code());
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  return json;
+}
+
+std::string FormatTime(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0) return "-";
+  const std::time_t secs = t.seconds();
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Prints rows as aligned columns.
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (widths.size() <= i) widths.push_back(0);
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    std::cout << line << "\n";
+  }
+}
+
+void PrintChange(const Options& opts, const v1::ChangeResponse& response) {
+  if (opts.output == "json") {
+    std::cout << ToJson(response) << "\n";
+    return;
+  }
+  std::cout << (response.dry_run() ? "dry run: would commit version " : "committed version ")
+            << response.version() << "\n";
+  for (const auto& line : response.diff()) std::cout << "  " << line << "\n";
+}
+
+// Parses the words after "admin" into options; returns a usage error or "".
+std::string ParseArgs(int argc, char** argv, Options& opts) {
+  auto need = [&](int& i, std::string_view flag) -> std::optional<std::string> {
+    if (i + 1 >= argc) return std::nullopt;
+    (void)flag;
+    return std::string(argv[++i]);
+  };
+  for (int i = 0; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    std::optional<std::string> value;
+    auto take = [&](std::string& out) -> bool {
+      value = need(i, arg);
+      if (!value) return false;
+      out = *value;
+      return true;
+    };
+    if (arg == "--server") {
+      if (!take(opts.server)) return "--server needs HOST:PORT";
+    } else if (arg == "--token-file") {
+      if (!take(opts.token_file)) return "--token-file needs a path";
+    } else if (arg == "--ca-file") {
+      if (!take(opts.ca_file)) return "--ca-file needs a path";
+    } else if (arg == "-o" || arg == "--output") {
+      if (!take(opts.output) || (opts.output != "table" && opts.output != "json")) {
+        return "-o takes table or json";
+      }
+    } else if (arg == "-f" || arg == "--file") {
+      if (!take(opts.file)) return "-f needs a file";
+    } else if (arg == "--reason") {
+      if (!take(opts.reason)) return "--reason needs text";
+    } else if (arg == "--dry-run") {
+      opts.dry_run = true;
+    } else if (arg == "--expected-version" || arg == "--version" || arg == "--limit" ||
+               arg == "--timeout") {
+      std::string text;
+      if (!take(text)) return str::Cat(arg, " needs a number");
+      uint64_t n = 0;
+      if (!str::ParseInt(text, n)) return str::Cat(arg, " needs a number, got '", text, "'");
+      if (arg == "--expected-version") opts.expected_version = n;
+      if (arg == "--version") opts.version = n;
+      if (arg == "--limit") opts.limit = static_cast<uint32_t>(n);
+      if (arg == "--timeout") opts.timeout_seconds = static_cast<int>(n);
+    } else if (arg.starts_with("-") && arg.size() > 1) {
+      return str::Cat("unknown flag ", arg);
+    } else {
+      opts.positional.emplace_back(arg);
+    }
+  }
+  return "";
+}
+
+// The bearer token: --token-file, else $ONEDOMAIN_ADMIN_TOKEN_FILE, else $ONEDOMAIN_ADMIN_TOKEN.
+std::optional<std::string> LoadToken(const Options& opts, std::string* error) {
+  std::string file = opts.token_file;
+  if (file.empty()) {
+    if (const char* f = std::getenv("ONEDOMAIN_ADMIN_TOKEN_FILE")) file = f;
+  }
+  if (!file.empty()) {
+    bool ok = false;
+    const std::string text = ReadAll(file, &ok);
+    if (!ok) {
+      *error = str::Cat("cannot read token file ", file);
+      return std::nullopt;
+    }
+    // A tokens file line `NAME ROLE TOKEN` or a bare token.
+    for (std::string_view line : str::Split(text, '\n')) {
+      line = str::StripWhitespace(line);
+      if (line.empty() || line.front() == '#') continue;
+      const size_t last_space = line.find_last_of(" \t");
+      return std::string(last_space == std::string_view::npos ? line
+                                                              : line.substr(last_space + 1));
+    }
+    *error = str::Cat("token file ", file, " holds no token");
+    return std::nullopt;
+  }
+  if (const char* t = std::getenv("ONEDOMAIN_ADMIN_TOKEN"); t != nullptr && *t != '\0') {
+    return std::string(t);
+  }
+  return std::string();  // no token: the server answers UNAUTHENTICATED, said plainly
+}
+
+}  // namespace
+
+void PrintAdminUsage() {
+  std::cout <<
+      R"(usage: controlplane admin [FLAGS] VERB [ARGS]
+
+Verbs:
+  get [--version N]                      print the committed snapshot (latest or version N)
+  apply -f FILE [--dry-run]              replace the whole snapshot with FILE (YAML)
+  set-upstream CLUSTER HOST:PORT...      replace one cluster's endpoints
+  set-cookie-policy -f FILE              replace the global cookie policy (YAML)
+  nodes                                  list data-plane nodes, versions sent/acked/nacked
+  history [--limit N]                    committed versions with who, when, why and what
+  rollback VERSION                       commit an older version's content again
+
+Flags:
+  --server HOST:PORT        control plane gRPC address (default 127.0.0.1:18000)
+  --token-file FILE         file holding the bearer token (a bare token, or a tokens-file
+                            line NAME ROLE TOKEN); default $ONEDOMAIN_ADMIN_TOKEN_FILE, else
+                            the token in $ONEDOMAIN_ADMIN_TOKEN. Never pass a token as a flag.
+  --ca-file FILE            use TLS, trusting this CA bundle
+  -o table|json             output format (default table)
+  --dry-run                 validate and show the diff, commit nothing
+  --expected-version N      apply only if the latest version is N (else exit 5)
+  --reason TEXT             recorded in the audit log
+  --timeout SECONDS         per-call deadline (default 15)
+
+Exit codes: 0 ok, 1 other error, 2 usage, 3 invalid argument or not found,
+4 unauthenticated or permission denied, 5 version conflict, 6 control plane unreachable.
+)";
+}
+
+int RunAdminCli(int argc, char** argv) {
+  Options opts;
+  for (int i = 0; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      PrintAdminUsage();
+      return 0;
+    }
+  }
+  if (std::string error = ParseArgs(argc, argv, opts); !error.empty()) return Usage(error);
+  if (opts.positional.empty()) return Usage("a verb is required");
+  const std::string verb = opts.positional[0];
+
+  std::string token_error;
+  const std::optional<std::string> token = LoadToken(opts, &token_error);
+  if (!token) {
+    std::cerr << "error: " << token_error << "\n";
+    return kExitUsage;
+  }
+
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!opts.ca_file.empty()) {
+    bool ok = false;
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadAll(opts.ca_file, &ok);
+    if (!ok) return Usage(str::Cat("cannot read --ca-file ", opts.ca_file));
+    creds = grpc::SslCredentials(ssl);
+  }
+  auto stub = v1::Admin::NewStub(grpc::CreateChannel(opts.server, creds));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(opts.timeout_seconds));
+  if (!token->empty()) context.AddMetadata("authorization", "Bearer " + *token);
+
+  v1::ChangeOptions change;
+  change.set_dry_run(opts.dry_run);
+  change.set_expected_version(opts.expected_version);
+  change.set_reason(opts.reason);
+
+  if (verb == "get") {
+    v1::GetConfigRequest request;
+    request.set_version(opts.version);
+    v1::GetConfigResponse response;
+    grpc::Status s = stub->GetConfig(&context, request, &response);
+    if (!s.ok()) return Fail(s);
+    std::cout << ToJson(response.snapshot()) << "\n";
+    return 0;
+  }
+  if (verb == "apply") {
+    if (opts.file.empty()) return Usage("apply needs -f FILE");
+    v1::ApplyRequest request;
+    if (absl::Status s = config::LoadSnapshotFile(opts.file, config::ProcessEnv(),
+                                                  *request.mutable_snapshot());
+        !s.ok()) {
+      std::cerr << "error: " << s.message() << "\n";
+      return kExitInvalid;
+    }
+    *request.mutable_options() = change;
+    v1::ChangeResponse response;
+    grpc::Status s = stub->Apply(&context, request, &response);
+    if (!s.ok()) return Fail(s);
+    PrintChange(opts, response);
+    return 0;
+  }
+  if (verb == "set-upstream") {
+    if (opts.positional.size() < 3) return Usage("set-upstream needs CLUSTER HOST:PORT...");
+    v1::SetUpstreamRequest request;
+    request.set_cluster(opts.positional[1]);
+    for (size_t i = 2; i < opts.positional.size(); ++i) {
+      std::string host;
+      uint32_t port = 0;
+      if (absl::Status s = config::ParseEndpointText(opts.positional[i], &host, &port); !s.ok()) {
+        return Usage(str::Cat("endpoint ", i - 1, ": ", std::string(s.message())));
+      }
+      v1::Endpoint* e = request.add_endpoints();
+      e->set_host(host);
+      e->set_port(port);
+    }
+    *request.mutable_options() = change;
+    v1::ChangeResponse response;
+    grpc::Status s = stub->SetUpstream(&context, request, &response);
+    if (!s.ok()) return Fail(s);
+    PrintChange(opts, response);
+    return 0;
+  }
+  if (verb == "set-cookie-policy") {
+    if (opts.file.empty()) return Usage("set-cookie-policy needs -f FILE");
+    v1::SetCookiePolicyRequest request;
+    config::SourceMap map(opts.file);
+    if (absl::Status s = config::LoadYamlFile(opts.file, *request.mutable_cookie_policy(), &map,
+                                              config::ProcessEnv());
+        !s.ok()) {
+      std::cerr << "error: " << s.message() << "\n";
+      return kExitInvalid;
+    }
+    *request.mutable_options() = change;
+    v1::ChangeResponse response;
+    grpc::Status s = stub->SetCookiePolicy(&context, request, &response);
+    if (!s.ok()) return Fail(s);
+    PrintChange(opts, response);
+    return 0;
+  }
+  if (verb == "rollback") {
+    uint64_t version = 0;
+    if (opts.positional.size() != 2 || !str::ParseInt(opts.positional[1], version)) {
+      return Usage("rollback needs one VERSION number");
+    }
+    v1::RollbackRequest request;
+    request.set_version(version);
+    *request.mutable_options() = change;
+    v1::ChangeResponse response;
+    grpc::Status s = stub->Rollback(&context, request, &response);
+    if (!s.ok()) return Fail(s);
+    PrintChange(opts, response);
+    return 0;
+  }
+  if (verb == "nodes") {
+    v1::ListNodesResponse response;
+    grpc::Status s = stub->ListNodes(&context, v1::ListNodesRequest(), &response);
+    if (!s.ok()) return Fail(s);
+    if (opts.output == "json") {
+      std::cout << ToJson(response) << "\n";
+      return 0;
+    }
+    std::cout << "latest version " << response.latest_version() << ", last known good "
+              << response.last_known_good_version() << "\n";
+    std::vector<std::vector<std::string>> rows = {
+        {"NODE", "POD", "ZONE", "CONNECTED", "SENT", "ACKED", "NACKED", "LAST SEEN", "CONNS",
+         "WEBSOCKETS", "UPGRADES"}};
+    for (const auto& n : response.nodes()) {
+      rows.push_back({n.node_id(), n.pod().empty() ? "-" : n.pod(),
+                      n.zone().empty() ? "-" : n.zone(), n.connected() ? "yes" : "no",
+                      str::Cat(n.version_sent()), str::Cat(n.version_acked()),
+                      n.version_nacked() ? str::Cat(n.version_nacked()) : "-",
+                      FormatTime(n.last_seen()), str::Cat(n.downstream_connections_active()),
+                      str::Cat(n.websocket_connections_active()),
+                      str::Cat(n.websocket_upgrades_total())});
+    }
+    PrintTable(rows);
+    for (const auto& n : response.nodes()) {
+      if (n.version_nacked() != 0) {
+        std::cout << "NACK " << n.node_id() << " version " << n.version_nacked() << ": "
+                  << n.nack_error() << "\n";
+      }
+    }
+    return 0;
+  }
+  if (verb == "history") {
+    v1::HistoryRequest request;
+    request.set_limit(opts.limit);
+    v1::HistoryResponse response;
+    grpc::Status s = stub->History(&context, request, &response);
+    if (!s.ok()) return Fail(s);
+    if (opts.output == "json") {
+      std::cout << ToJson(response) << "\n";
+      return 0;
+    }
+    std::vector<std::vector<std::string>> rows = {
+        {"VERSION", "TIME", "WHO", "METHOD", "REASON", "CHANGES"}};
+    for (const auto& e : response.entries()) {
+      rows.push_back({str::Cat(e.version()), FormatTime(e.time()), e.who(), e.method(),
+                      e.reason().empty() ? "-" : e.reason(), str::Join(e.diff(), "; ")});
+    }
+    PrintTable(rows);
+    return 0;
+  }
+  return Usage(str::Cat("unknown verb '", verb, "'"));
+}
+
+}  // namespace onedomain::controlplane

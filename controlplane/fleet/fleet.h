@@ -1,0 +1,103 @@
+#pragma once
+
+// The control plane's view of the fleet: which nodes are connected, what each was sent,
+// acknowledged and refused, and their latest metrics reports. Decides what each node is
+// pushed: the newest committed snapshot (latest wins, never a queue), except a version that
+// node refused (NACKed) — that one is never pushed to it again.
+//
+// Knows nothing of gRPC: a connection is the NodeConnection seam, implemented by the
+// discovery stream reactor and by fakes in tests. Thread-safe: every method takes the one
+// mutex; NodeConnection::Offer/Close are called with it held, so they must not call back.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "onedomain/v1/admin.pb.h"
+#include "onedomain/v1/config_discovery.pb.h"
+
+namespace onedomain::controlplane {
+
+// One node's stream, as the fleet sees it.
+class NodeConnection {
+ public:
+  virtual ~NodeConnection() = default;
+  // Queue `push` for sending, replacing any push not yet started (latest wins). Non-blocking.
+  virtual void Offer(std::shared_ptr<const v1::ControlMessage> push) = 0;
+  // End the stream with `code` and `message` (e.g. replaced by a newer stream).
+  virtual void Close(int code, std::string message) = 0;
+};
+
+struct NodeRecord {
+  v1::Hello hello;
+  NodeConnection* connection = nullptr;  // null while disconnected
+  uint64_t version_sent = 0;
+  uint64_t version_acked = 0;
+  uint64_t version_nacked = 0;
+  std::string nack_error;
+  std::set<uint64_t> refused;  // every version this node NACKed
+  std::chrono::system_clock::time_point last_seen;
+  std::chrono::steady_clock::time_point disconnected_at;
+  v1::MetricsReport report;
+  bool has_report = false;
+};
+
+class Fleet {
+ public:
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  // Called once per version when every connected node has answered it: seconds from
+  // Publish to the last answer.
+  using PushObserver = std::function<void(double seconds)>;
+
+  // Disconnected nodes are forgotten `forget_after` after they left (bounds metric series).
+  explicit Fleet(std::chrono::seconds forget_after = std::chrono::seconds(300),
+                 Clock clock = std::chrono::steady_clock::now);
+
+  void SetPushObserver(PushObserver observer);
+
+  // A stream said Hello. A previous stream of the same node id is closed (ABORTED).
+  void Attach(NodeConnection* connection, const v1::Hello& hello);
+  // The stream ended. Unknown or replaced connections are ignored.
+  void Detach(NodeConnection* connection);
+
+  void OnAck(NodeConnection* connection, const v1::Ack& ack);
+  void OnNack(NodeConnection* connection, const v1::Nack& nack);
+  void OnReport(NodeConnection* connection, const v1::MetricsReport& report);
+
+  // A newly committed snapshot: offered to every connected node that did not refuse it.
+  void Publish(std::shared_ptr<const v1::Snapshot> snapshot);
+
+  v1::ListNodesResponse List() const;
+
+  // Newest version ACKed by every connected node; 0 when no node is connected.
+  uint64_t LastKnownGood() const;
+
+  // Copies of the records (connected and recently disconnected), for metrics.
+  std::vector<NodeRecord> Nodes() const;
+
+ private:
+  void OfferLocked(NodeRecord& node);
+  void CheckPushesLocked();
+  void ForgetLocked();
+  NodeRecord* FindLocked(NodeConnection* connection);
+  uint64_t LastKnownGoodLocked() const;
+
+  const std::chrono::seconds forget_after_;
+  const Clock clock_;
+  mutable std::mutex mu_;
+  PushObserver push_observer_;
+  std::map<std::string, NodeRecord> nodes_;  // by node id
+  std::map<NodeConnection*, std::string> by_connection_;
+  std::shared_ptr<const v1::ControlMessage> latest_push_;
+  uint64_t latest_version_ = 0;
+  // Versions published and not yet answered by every connected node, with publish time.
+  std::map<uint64_t, std::chrono::steady_clock::time_point> pending_pushes_;
+};
+
+}  // namespace onedomain::controlplane

@@ -1,0 +1,185 @@
+#include "controlplane/server/controlplane_server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+
+#include "common/config/defaults.h"
+#include "common/http/admin_server.h"
+#include "common/log/log.h"
+#include "common/metrics/exposition.h"
+#include "common/strings/strings.h"
+#include "controlplane/admin/admin_service.h"
+#include "controlplane/auth/tokens.h"
+#include "controlplane/discovery/discovery_service.h"
+#include "controlplane/fleet/fleet.h"
+#include "controlplane/fleet/fleet_collector.h"
+#include "controlplane/server/config_manager.h"
+#include "controlplane/server/metrics.h"
+#include "controlplane/server/serial_executor.h"
+#include "controlplane/store/file_store.h"
+
+namespace onedomain::controlplane {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(str::Cat("cannot read ", what, " ", path));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const v1::GrpcEndpoint& endpoint) {
+  if (endpoint.cert_file().empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions options;
+  auto cert = ReadFile(endpoint.cert_file(), "grpc.cert_file");
+  if (!cert.ok()) return cert.status();
+  auto key = ReadFile(endpoint.key_file(), "grpc.key_file");
+  if (!key.ok()) return key.status();
+  options.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!endpoint.client_ca_file().empty()) {
+    auto ca = ReadFile(endpoint.client_ca_file(), "grpc.client_ca_file");
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *ca;
+    options.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace
+
+struct ControlplaneServer::State {
+  explicit State(v1::ControlplaneConfig c) : config(std::move(c)), metrics(*registry) {}
+
+  v1::ControlplaneConfig config;
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  ControlplaneMetrics metrics;
+  std::unique_ptr<FileStore> store;
+  TokenSet tokens;
+  Fleet fleet;
+  std::shared_ptr<FleetCollector> collector;
+  std::unique_ptr<SerialExecutor> executor;
+  std::unique_ptr<ConfigManager> manager;
+  std::unique_ptr<DiscoveryService> discovery;
+  std::unique_ptr<AdminService> admin;
+  std::unique_ptr<grpc::Server> grpc_server;
+  int grpc_port = 0;
+  http::AdminServer http;
+  std::atomic<bool> ready{false};
+};
+
+ControlplaneServer::ControlplaneServer(v1::ControlplaneConfig config)
+    : state_(std::make_unique<State>(std::move(config))) {}
+
+ControlplaneServer::~ControlplaneServer() { Shutdown(); }
+
+absl::Status ControlplaneServer::Start() {
+  State& s = *state_;
+  const v1::ControlplaneConfig& c = s.config;
+
+  const std::string dir =
+      c.store().directory().empty() ? config::defaults::kStoreDirectory : c.store().directory();
+  const uint32_t keep = c.store().has_keep_versions() ? c.store().keep_versions()
+                                                      : config::defaults::kKeepVersions;
+  auto store = FileStore::Open(dir, keep);
+  if (!store.ok()) return store.status();
+  s.store = std::move(*store);
+
+  const std::string token_env =
+      c.auth().token_env().empty() ? config::defaults::kTokenEnv : c.auth().token_env();
+  auto tokens = TokenSet::Load(c.auth().tokens_file(), token_env);
+  if (!tokens.ok()) return tokens.status();
+  s.tokens = std::move(*tokens);
+  if (s.tokens.size() == 0) {
+    log::Warn("controlplane", str::Cat("no admin tokens configured (auth.tokens_file or $",
+                                       token_env, "): every Admin call will be refused"));
+  }
+
+  s.fleet.SetPushObserver([&s](double seconds) { s.metrics.ObservePush(seconds); });
+  s.collector = std::make_shared<FleetCollector>(s.fleet);
+  s.executor = std::make_unique<SerialExecutor>();
+  s.manager = std::make_unique<ConfigManager>(
+      *s.store, s.fleet, [&s](uint64_t version) { s.metrics.SetLatestVersion(version); });
+  if (absl::Status st = s.manager->Start(c.has_seed() ? &c.seed() : nullptr); !st.ok()) {
+    return st;
+  }
+
+  s.discovery = std::make_unique<DiscoveryService>(s.fleet);
+  s.admin =
+      std::make_unique<AdminService>(s.tokens, *s.manager, s.fleet, *s.executor, s.metrics);
+  auto creds = Credentials(c.grpc());
+  if (!creds.ok()) return creds.status();
+  const std::string grpc_address = str::Cat(
+      c.grpc().address().empty() ? "0.0.0.0" : c.grpc().address(), ":",
+      c.grpc().has_port() ? c.grpc().port() : config::defaults::kControlplaneGrpcPort);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(grpc_address, *creds, &s.grpc_port);
+  builder.RegisterService(s.discovery.get());
+  builder.RegisterService(s.admin.get());
+  // Find dead node streams (a node that vanished without a FIN) within about a minute, and
+  // accept the nodes' own keepalive pings.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  s.grpc_server = builder.BuildAndStart();
+  if (s.grpc_server == nullptr || s.grpc_port == 0) {
+    return absl::UnavailableError(str::Cat("cannot serve gRPC on ", grpc_address));
+  }
+
+  s.http.Handle("/healthz", [](std::string_view, std::string_view) {
+    return http::AdminReply{200, "text/plain; charset=utf-8", "ok\n"};
+  });
+  s.http.Handle("/readyz", [&s](std::string_view, std::string_view) {
+    return s.ready.load() ? http::AdminReply{200, "text/plain; charset=utf-8", "ready\n"}
+                          : http::AdminReply{503, "text/plain; charset=utf-8", "not ready\n"};
+  });
+  s.http.Handle("/metrics", [&s](std::string_view, std::string_view) {
+    std::string body = metrics::Serialize(*s.registry);
+    body += metrics::Serialize(*s.collector);
+    return http::AdminReply{200, metrics::kContentType, std::move(body)};
+  });
+  const std::string http_address =
+      c.http().address().empty() ? "127.0.0.1" : c.http().address();
+  const uint16_t http_port = static_cast<uint16_t>(
+      c.http().has_port() ? c.http().port() : config::defaults::kControlplaneHttpPort);
+  if (absl::Status st = s.http.Start(http_address, http_port); !st.ok()) return st;
+  s.ready.store(true);
+  log::Info("controlplane", str::Cat("serving gRPC on ", grpc_address.substr(0,
+                                     grpc_address.rfind(':')), ":", s.grpc_port, " (",
+                                     c.grpc().cert_file().empty() ? "plaintext" : "TLS",
+                                     "), HTTP on ", http_address, ":", s.http.port(),
+                                     ", store ", dir, " at version ",
+                                     s.store->latest_version()));
+  return absl::OkStatus();
+}
+
+uint16_t ControlplaneServer::grpc_port() const {
+  return static_cast<uint16_t>(state_->grpc_port);
+}
+
+uint16_t ControlplaneServer::http_port() const { return state_->http.port(); }
+
+void ControlplaneServer::Shutdown() {
+  State& s = *state_;
+  s.ready.store(false);
+  if (s.grpc_server) {
+    // Give admin calls in progress a moment; node streams are cancelled and reconnect to the
+    // next control plane.
+    s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    s.grpc_server->Wait();
+    s.grpc_server.reset();
+  }
+  s.executor.reset();  // runs what was posted, then joins
+  s.http.Stop();
+}
+
+}  // namespace onedomain::controlplane

@@ -1,0 +1,42 @@
+#include "controlplane/server/metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <string>
+
+namespace onedomain::controlplane {
+
+ControlplaneMetrics::ControlplaneMetrics(prometheus::Registry& registry)
+    : admin_requests_(prometheus::BuildCounter()
+                          .Name("onedomain_admin_requests_total")
+                          .Help("Admin RPCs by method and gRPC status code.")
+                          .Register(registry)),
+      push_seconds_(prometheus::BuildHistogram()
+                        .Name("onedomain_config_push_seconds")
+                        .Help("Time from a commit to every connected node having answered it "
+                              "(ACK or NACK).")
+                        .Register(registry)
+                        .Add({}, prometheus::Histogram::BucketBoundaries{
+                                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1,
+                                     2.5, 5, 10})),
+      latest_version_(prometheus::BuildGauge()
+                          .Name("onedomain_config_latest_version")
+                          .Help("Newest committed snapshot version.")
+                          .Register(registry)
+                          .Add({})) {}
+
+void ControlplaneMetrics::CountAdminRequest(std::string_view method, std::string_view code) {
+  admin_requests_.Add({{"method", std::string(method)}, {"code", std::string(code)}}).Increment();
+}
+
+void ControlplaneMetrics::ObservePush(double seconds) { push_seconds_.Observe(seconds); }
+
+void ControlplaneMetrics::SetLatestVersion(unsigned long long version) {
+  latest_version_.Set(static_cast<double>(version));
+}
+
+}  // namespace onedomain::controlplane
