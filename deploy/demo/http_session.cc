@@ -21,6 +21,7 @@
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "deploy/demo/handlers.h"
+#include "deploy/demo/request_reader.h"
 #include "deploy/demo/ws_session.h"
 
 namespace onedomain::demo {
@@ -33,7 +34,7 @@ namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
 
 constexpr auto kUse = net::as_tuple(net::use_awaitable);
-constexpr size_t kBodyChunk = 64 * 1024;
+constexpr size_t kBodyChunk = 64 * 1024;  // pieces of generated /bytes bodies
 constexpr auto kIdleTimeout = config::defaults::kIdleTimeout;  // waiting for a request
 constexpr std::chrono::seconds kIoTimeout{60};                 // each body read or write
 constexpr std::chrono::seconds kLingerTimeout{2};
@@ -68,16 +69,6 @@ std::string_view ChatId(std::string_view target) {
     if (!str::IsAlnum(c) && c != '-' && c != '_' && c != '.') return {};
   }
   return path;
-}
-
-RequestInfo ToRequestInfo(const http::request<http::buffer_body>& req) {
-  RequestInfo info;
-  info.method = std::string(req.method_string());
-  info.target = std::string(req.target());
-  for (const auto& field : req) {
-    info.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-  }
-  return info;
 }
 
 // The request header as it came on the wire (modulo whitespace), for a buffered handshake.
@@ -191,29 +182,25 @@ net::awaitable<void> RejectMalformed(beast::tcp_stream& stream, const beast::err
 net::awaitable<void> RunHttpSession(tcp::socket socket, PortKind kind, ServerContext& ctx) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;  // survives keep-alive and the hand-off to the WebSocket
-  std::unique_ptr<char[]> chunk;  // body scratch, allocated on the first request with a body
   for (;;) {
-    http::request_parser<http::buffer_body> parser;
-    parser.header_limit(static_cast<uint32_t>(config::defaults::kMaxHeaderBytes));
-    parser.body_limit(boost::none);  // bodies are streamed and hashed, never held
+    RequestReader reader(static_cast<uint32_t>(config::defaults::kMaxHeaderBytes));
     stream.expires_after(kIdleTimeout);
-    auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kUse);
+    auto [ec, n] = co_await http::async_read_header(stream, buffer, reader, kUse);
     if (ec) {
       if (IsParseError(ec) && !IsQuietEnd(ec)) co_await RejectMalformed(stream, ec, ctx);
       co_return;
     }
     if (kind == PortKind::kApi) ctx.stats.requests.fetch_add(1, std::memory_order_relaxed);
-    auto& req = parser.get();
+    auto& req = reader.request();
 
-    if (kind == PortKind::kApi && websocket::is_upgrade(req) && parser.is_done()) {
-      const std::string_view chat = ChatId(req.target());
+    if (kind == PortKind::kApi && websocket::is_upgrade(req) && reader.is_done()) {
+      const std::string_view chat = ChatId(Sv(req.target()));
       if (!chat.empty()) {
         std::string chat_id(chat);
-        http::request<http::empty_body> upgrade{std::move(parser.release().base())};
         std::string raw;
         if (buffer.size() > 0) {
           // The client did not wait for the 101: its first frames are already in `buffer`.
-          raw = SerializeHeader(upgrade) + beast::buffers_to_string(buffer.data());
+          raw = SerializeHeader(req) + beast::buffers_to_string(buffer.data());
           if (raw.size() > kMaxRawHandshake) {
             const Reply reply = ErrorReply(400, "data sent before the WebSocket handshake", ctx);
             co_await WriteStringReply(stream, reply, 11, false, false, ctx);
@@ -222,42 +209,35 @@ net::awaitable<void> RunHttpSession(tcp::socket socket, PortKind kind, ServerCon
           }
         }
         stream.expires_never();  // the WebSocket stream runs its own timers
-        co_await RunWsSession(std::move(stream), std::move(upgrade), std::move(raw),
+        co_await RunWsSession(std::move(stream), std::move(req), std::move(raw),
                               std::move(chat_id), ctx);
         co_return;
       }
     }
 
-    if (!parser.is_done() &&
-        str::EqualsIgnoreCase(req[http::field::expect], "100-continue")) {
+    if (!reader.is_done() &&
+        str::EqualsIgnoreCase(Sv(req[http::field::expect]), "100-continue")) {
       http::response<http::empty_body> cont{http::status::continue_, req.version()};
       stream.expires_after(kIoTimeout);
       auto [cec, cn] = co_await http::async_write(stream, cont, kUse);
       if (cec) co_return;
     }
 
-    // Stream the body through SHA-256, one chunk at a time.
-    Sha256 hash;
-    uint64_t body_bytes = 0;
-    while (!parser.is_done()) {
-      if (!chunk) chunk = std::make_unique<char[]>(kBodyChunk);
-      req.body().data = chunk.get();
-      req.body().size = kBodyChunk;
+    // The reader hashes the body as it parses it; each read has its own deadline.
+    while (!reader.is_done()) {
       stream.expires_after(kIoTimeout);
-      auto [rec, rn] = co_await http::async_read(stream, buffer, parser, kUse);
-      const size_t got = kBodyChunk - req.body().size;
-      hash.Update(chunk.get(), got);
-      body_bytes += got;
-      if (rec == http::error::need_buffer) continue;
+      auto [rec, rn] = co_await http::async_read_some(stream, buffer, reader, kUse);
       if (rec) {
         if (IsParseError(rec) && !IsQuietEnd(rec)) co_await RejectMalformed(stream, rec, ctx);
         co_return;
       }
     }
 
-    RequestInfo info = ToRequestInfo(req);
-    info.body_bytes = body_bytes;
-    info.body_sha256 = hash.FinalHex();
+    RequestInfo info{.method = std::string(Sv(req.method_string())),
+                     .target = std::string(Sv(req.target())),
+                     .headers = std::move(reader.fields()),
+                     .body_bytes = reader.body_bytes(),
+                     .body_sha256 = reader.BodySha256Hex()};
     const Reply reply =
         kind == PortKind::kApi ? HandleApi(info, ctx) : HandleFrontend(info, ctx);
     if (reply.delay_ms > 0) {
@@ -266,7 +246,7 @@ net::awaitable<void> RunHttpSession(tcp::socket socket, PortKind kind, ServerCon
       auto [tec] = co_await timer.async_wait(kUse);
       if (tec) co_return;  // only on shutdown
     }
-    const bool keep_alive = req.keep_alive();
+    const bool keep_alive = reader.keep_alive();
     const bool head = req.method() == http::verb::head;
     const bool ok = reply.stream_bytes
                         ? co_await WriteByteStream(stream, reply, req.version(), head,
