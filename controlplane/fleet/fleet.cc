@@ -50,6 +50,9 @@ void Fleet::Attach(NodeConnection* connection, const v1::Hello& hello) {
   by_connection_[connection] = hello.node_id();
   log::Info("fleet", str::Cat("node ", hello.node_id(), " connected (serving version ",
                               hello.serving_version(), ", build ", hello.build(), ")"));
+  auto welcome = std::make_shared<v1::ControlMessage>();
+  welcome->mutable_welcome()->set_latest_version(latest_version_);
+  connection->Offer(std::move(welcome));  // a fresh stream: this write starts at once
   OfferLocked(node);
 }
 
