@@ -12,7 +12,7 @@ packages=(
   libboost1.81-dev libssl-dev prometheus-cpp-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev
   # test clients and tools
-  curl openssl python3 python3-pytest python3-websockets python3-grpcio python3-grpc-tools
+  curl openssl python3 python3-pytest python3-websockets python3-grpcio
   clang libclang-rt-14-dev
 )
 for arg in "$@"; do

@@ -1,0 +1,100 @@
+"""Helpers for tests that run a control plane: config files, tokens, the admin CLI."""
+
+import os
+import subprocess
+
+import support
+
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+OPERATE_TOKEN = "operate-token-0123456789abcdef"
+READ_TOKEN = "read-token-0123456789abcdef"
+
+
+def seed_yaml(agents_endpoints=("127.0.0.1:8000",), frontend="127.0.0.1:8001"):
+    eps = ", ".join(f'"{e}"' for e in agents_endpoints)
+    return f"""
+  site:
+    origins: ["http://127.0.0.1", "https://amir.hirecj.ai"]
+    cookie_domain: .hirecj.ai
+  listeners:
+    - name: main
+      address: 127.0.0.1
+      port: 0
+  clusters:
+    - name: agents
+      endpoints: [{eps}]
+    - name: frontend
+      endpoints: ["{frontend}"]
+  routes:
+    - name: api
+      match: {{prefix: /api/v1/}}
+      cluster: agents
+    - name: ws
+      match: {{prefix: /ws/}}
+      cluster: agents
+      websocket: true
+    - name: frontend
+      match: {{prefix: /}}
+      cluster: frontend
+"""
+
+
+class ControlPlane:
+    """Writes a config + tokens into a state dir and starts `controlplane serve`."""
+
+    def __init__(self, procs, state_dir, seed=None, grpc_port=0):
+        self.procs = procs
+        self.state_dir = state_dir
+        os.makedirs(state_dir, exist_ok=True)
+        tokens = support.write_file(state_dir, "tokens",
+                                    f"ops admin {ADMIN_TOKEN}\n"
+                                    f"deployer operate {OPERATE_TOKEN}\n"
+                                    f"viewer read {READ_TOKEN}\n")
+        os.chmod(tokens, 0o600)
+        self.token_files = {}
+        for name, tok in (("admin", ADMIN_TOKEN), ("operate", OPERATE_TOKEN),
+                          ("read", READ_TOKEN), ("wrong", "not-a-valid-token-000000")):
+            self.token_files[name] = support.write_file(state_dir, f"{name}.token", tok + "\n")
+        self.config = support.write_file(state_dir, "controlplane.yaml", f"""
+grpc:
+  address: 127.0.0.1
+  port: {grpc_port}
+http:
+  address: 127.0.0.1
+  port: 0
+store:
+  directory: {state_dir}/store
+  keep_versions: 10
+auth:
+  tokens_file: {tokens}
+seed:{seed if seed is not None else seed_yaml()}
+""")
+        self.proc = None
+
+    def start(self):
+        self.proc = self.procs([support.binary("controlplane"), "serve", "--config", self.config])
+        ports = self.proc.wait_ports()
+        self.grpc_port = ports["grpc"]
+        self.http_port = ports["http"]
+        return self
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def admin(self, *args, token="admin", check=False):
+        """Runs `controlplane admin`; returns CompletedProcess (text)."""
+        cmd = [support.binary("controlplane"), "admin", "--server", self.address]
+        if token is not None:
+            cmd += ["--token-file", self.token_files[token]]
+        result = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=30,
+                                stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"admin {args} failed ({result.returncode}): "
+                                 f"{result.stdout}{result.stderr}")
+        return result
+
+    def metrics(self):
+        status, _, body = support.http_get(f"http://127.0.0.1:{self.http_port}/metrics")
+        assert status == 200
+        return body.decode()
