@@ -1,0 +1,203 @@
+#include "dataplane/cookie/cookie_policy.h"
+
+#include "common/strings/strings.h"
+#include "onedomain/v1/cookie_policy.pb.h"
+
+namespace onedomain::dataplane {
+namespace {
+
+// One "name[=value]" piece of a Set-Cookie attribute list.
+struct Attribute {
+  std::string_view name;
+  std::string value;  // owned: rewrites replace it
+  bool has_value = false;
+  bool changed = false;
+};
+
+std::string_view Trim(std::string_view s) { return str::StripWhitespace(s); }
+
+}  // namespace
+
+CompiledCookiePolicy::CompiledCookiePolicy(const v1::CookiePolicy& p) {
+  switch (p.request_cookies().mode()) {
+    case v1::RequestCookies::MODE_ALLOW_LIST: mode_ = Mode::kAllowList; break;
+    case v1::RequestCookies::MODE_STRIP: mode_ = Mode::kStrip; break;
+    default: mode_ = Mode::kForwardAll; break;
+  }
+  names_.assign(p.request_cookies().names().begin(), p.request_cookies().names().end());
+  for (const v1::DomainRewrite& r : p.domain_rewrites()) {
+    domain_rules_.push_back({str::ToLower(str::StripPrefix(r.from(), ".")), r.to()});
+  }
+  for (const v1::PathRewrite& r : p.path_rewrites()) path_rules_.push_back({r.from(), r.to()});
+  for (const v1::AttributeRule& r : p.attribute_rules()) {
+    AttributeRule a;
+    a.name = r.name();
+    a.secure = r.secure();
+    a.http_only = r.http_only();
+    switch (r.same_site()) {
+      case v1::SAME_SITE_LAX: a.same_site = "Lax"; break;
+      case v1::SAME_SITE_STRICT: a.same_site = "Strict"; break;
+      case v1::SAME_SITE_NONE: a.same_site = "None"; break;
+      default: break;
+    }
+    if (r.has_max_age_cap()) a.max_age_cap_seconds = r.max_age_cap().seconds();
+    attribute_rules_.push_back(std::move(a));
+  }
+}
+
+bool CompiledCookiePolicy::IsNoop() const {
+  return mode_ == Mode::kForwardAll && domain_rules_.empty() && path_rules_.empty() &&
+         attribute_rules_.empty();
+}
+
+bool CompiledCookiePolicy::NameMatches(std::string_view pattern, std::string_view name) {
+  if (pattern == "*") return true;
+  if (!pattern.empty() && pattern.back() == '*') {
+    return name.starts_with(pattern.substr(0, pattern.size() - 1));
+  }
+  return pattern == name;
+}
+
+bool CompiledCookiePolicy::CookieAllowed(std::string_view name) const {
+  bool listed = false;
+  for (const std::string& p : names_) {
+    if (NameMatches(p, name)) {
+      listed = true;
+      break;
+    }
+  }
+  return mode_ == Mode::kAllowList ? listed : !listed;
+}
+
+bool CompiledCookiePolicy::AppendFilteredCookie(std::string_view value, std::string& out) const {
+  if (mode_ == Mode::kForwardAll) {
+    out.append(value);
+    return true;
+  }
+  bool any = false;
+  while (!value.empty()) {
+    const size_t semi = value.find(';');
+    const std::string_view pair = Trim(value.substr(0, semi));
+    if (!pair.empty()) {
+      const std::string_view name = Trim(pair.substr(0, pair.find('=')));
+      if (CookieAllowed(name)) {
+        if (any) out.append("; ");
+        out.append(pair);
+        any = true;
+      }
+    }
+    if (semi == std::string_view::npos) break;
+    value.remove_prefix(semi + 1);
+  }
+  return any;
+}
+
+void CompiledCookiePolicy::AppendRewrittenSetCookie(std::string_view value,
+                                                    std::string_view upstream_host,
+                                                    std::string& out) const {
+  if (domain_rules_.empty() && path_rules_.empty() && attribute_rules_.empty()) {
+    out.append(value);
+    return;
+  }
+  const size_t first_semi = value.find(';');
+  const std::string_view name_value = value.substr(0, first_semi);
+  const std::string_view cookie_name = Trim(name_value.substr(0, name_value.find('=')));
+
+  std::vector<Attribute> attrs;
+  std::string_view rest =
+      first_semi == std::string_view::npos ? std::string_view() : value.substr(first_semi + 1);
+  while (!rest.empty()) {
+    const size_t semi = rest.find(';');
+    const std::string_view piece = Trim(rest.substr(0, semi));
+    if (!piece.empty()) {
+      Attribute a;
+      const size_t eq = piece.find('=');
+      a.name = Trim(piece.substr(0, eq));
+      if (eq != std::string_view::npos) {
+        a.has_value = true;
+        a.value = std::string(Trim(piece.substr(eq + 1)));
+      }
+      attrs.push_back(std::move(a));
+    }
+    if (semi == std::string_view::npos) break;
+    rest.remove_prefix(semi + 1);
+  }
+  auto find = [&attrs](std::string_view name) -> Attribute* {
+    for (Attribute& a : attrs) {
+      if (str::EqualsIgnoreCase(a.name, name)) return &a;
+    }
+    return nullptr;
+  };
+  bool changed = false;
+  auto set = [&](std::string_view name, std::string_view v, bool has_value) {
+    if (Attribute* a = find(name)) {
+      if (a->has_value == has_value && a->value == v) return;
+      a->value = std::string(v);
+      a->has_value = has_value;
+      a->changed = true;
+    } else {
+      attrs.push_back(Attribute{name, std::string(v), has_value, true});
+    }
+    changed = true;
+  };
+
+  // Domain: first matching rule wins.
+  {
+    Attribute* domain = find("Domain");
+    const std::string current =
+        domain != nullptr ? str::ToLower(str::StripPrefix(domain->value, ".")) : std::string();
+    for (const DomainRule& r : domain_rules_) {
+      const bool match = r.from == "*" ||
+                         (domain != nullptr ? current == r.from
+                                            : str::EqualsIgnoreCase(upstream_host, r.from));
+      if (match) {
+        set("Domain", r.to, true);
+        break;
+      }
+    }
+  }
+  // Path: first matching prefix wins.
+  if (Attribute* path = find("Path"); path != nullptr) {
+    for (const PathRule& r : path_rules_) {
+      if (std::string_view(path->value).starts_with(r.from)) {
+        std::string next = r.to;
+        std::string_view tail = std::string_view(path->value).substr(r.from.size());
+        if (!next.empty() && next.back() == '/' && tail.starts_with('/')) tail.remove_prefix(1);
+        next.append(tail);
+        set("Path", next, true);
+        break;
+      }
+    }
+  }
+  // Attribute rules: every matching one, in order.
+  for (const AttributeRule& r : attribute_rules_) {
+    if (!NameMatches(r.name, cookie_name)) continue;
+    if (r.secure) set("Secure", "", false);
+    if (r.http_only) set("HttpOnly", "", false);
+    if (!r.same_site.empty()) set("SameSite", r.same_site, true);
+    if (r.max_age_cap_seconds) {
+      const std::string cap = str::Cat(*r.max_age_cap_seconds);
+      if (Attribute* m = find("Max-Age")) {
+        int64_t v = 0;
+        if (!str::ParseInt(m->value, v) || v > *r.max_age_cap_seconds) set("Max-Age", cap, true);
+      } else if (find("Expires") != nullptr) {
+        set("Max-Age", cap, true);  // Max-Age takes precedence over Expires in browsers
+      }
+    }
+  }
+  if (!changed) {
+    out.append(value);
+    return;
+  }
+  out.append(Trim(name_value));
+  for (const Attribute& a : attrs) {
+    out.append("; ");
+    out.append(a.name);
+    if (a.has_value) {
+      out.push_back('=');
+      out.append(a.value);
+    }
+  }
+}
+
+}  // namespace onedomain::dataplane

@@ -1,0 +1,21 @@
+#pragma once
+
+// A client connection: TLS handshake when the listener has TLS (after checking the client
+// is not speaking plain HTTP to it), then the HTTP/1.1 keep-alive loop: read a head under the
+// idle and header deadlines, run the phases, proxy the exchange, repeat. One coroutine whose
+// frame owns the stream, buffers and parser state (STYLE rule 1).
+//
+// Thread: spawned on the accepting worker's io_context.
+
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+
+namespace onedomain::dataplane {
+
+class Worker;
+
+// Starts serving `socket`, accepted on the listener with `listener_slot`, as a detached
+// coroutine on `worker`. Exceptions end only this connection (logged).
+void SpawnConnection(Worker& worker, uint32_t listener_slot, boost::asio::ip::tcp::socket socket);
+
+}  // namespace onedomain::dataplane

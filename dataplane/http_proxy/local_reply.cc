@@ -1,0 +1,133 @@
+#include "dataplane/http_proxy/local_reply.h"
+
+#include "common/strings/strings.h"
+#include "dataplane/http_proxy/session_context.h"
+#include "dataplane/runtime/compiled_snapshot.h"
+#include "dataplane/runtime/worker.h"
+
+namespace onedomain::dataplane {
+namespace {
+
+struct KindInfo {
+  int status;
+  ErrorSource source;
+  std::string_view name;
+  std::string_view summary;  // the body's first words
+  bool retryable;
+};
+
+KindInfo Info(ProxyErrorKind kind) {
+  using K = ProxyErrorKind;
+  using S = ErrorSource;
+  switch (kind) {
+    case K::kMalformedRequest: return {400, S::kDownstream, "malformed_request", "malformed request", false};
+    case K::kSmuggling: return {400, S::kDownstream, "ambiguous_framing", "ambiguous request framing", false};
+    case K::kBadHost: return {400, S::kDownstream, "bad_host", "bad Host header", false};
+    case K::kBadTarget: return {400, S::kDownstream, "bad_target", "bad request-target", false};
+    case K::kPlainHttpOnTlsPort: return {400, S::kDownstream, "plain_http_on_tls_port", "this port expects TLS (https://)", false};
+    case K::kNoRoute: return {404, S::kConfig, "no_route", "no route matches this request", false};
+    case K::kHeaderTimeout: return {408, S::kDownstream, "header_timeout", "request header not received in time", false};
+    case K::kBodyTimeout: return {408, S::kDownstream, "body_timeout", "request body not received in time", false};
+    case K::kBodyTooLarge: return {413, S::kDownstream, "body_too_large", "request body too large", false};
+    case K::kHeaderTooLarge: return {431, S::kDownstream, "header_too_large", "request header fields too large", false};
+    case K::kUpgradeNotImplemented: return {501, S::kConfig, "upgrade_not_implemented", "WebSocket upgrades are not implemented yet", false};
+    case K::kUpstreamConnectFailed: return {502, S::kUpstream, "upstream_connect_failed", "upstream refused the connection", true};
+    case K::kUpstreamReset: return {502, S::kUpstream, "upstream_reset", "upstream closed the connection before answering", false};
+    case K::kUpstreamBadResponse: return {502, S::kUpstream, "upstream_bad_response", "upstream sent a malformed response", false};
+    case K::kNoHealthyUpstream: return {503, S::kUpstream, "no_healthy_upstream", "no healthy upstream endpoint", false};
+    case K::kUpstreamPoolFull: return {503, S::kUpstream, "upstream_pool_full", "upstream connection limit reached", false};
+    case K::kUpstreamConnectTimeout: return {504, S::kUpstream, "upstream_connect_timeout", "upstream connection timed out", true};
+    case K::kUpstreamResponseTimeout: return {504, S::kUpstream, "upstream_response_timeout", "upstream did not answer in time", false};
+    case K::kRequestTimeout: return {504, S::kUpstream, "request_timeout", "request did not complete in time", false};
+  }
+  return {500, S::kDownstream, "internal", "internal error", false};
+}
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+  }
+}
+
+}  // namespace
+
+int StatusOf(ProxyErrorKind kind) { return Info(kind).status; }
+ErrorSource SourceOf(ProxyErrorKind kind) { return Info(kind).source; }
+std::string_view NameOf(ProxyErrorKind kind) { return Info(kind).name; }
+bool IsRetryable(ProxyErrorKind kind) { return Info(kind).retryable; }
+
+int RenderLocalReply(const ProxyError& error, const LocalReplyOptions& options,
+                     RequestRecord& record, std::string& out) {
+  const KindInfo info = Info(error.kind);
+  // Body: "<status> <reason>: <summary>[ (<detail>)]\n" — says what happened and which side
+  // failed, without reflecting anything the client sent.
+  char body[256];
+  std::string_view reason = ReasonPhrase(info.status);
+  int len = std::snprintf(body, sizeof(body), "%d %.*s: %.*s", info.status,
+                          static_cast<int>(reason.size()), reason.data(),
+                          static_cast<int>(info.summary.size()), info.summary.data());
+  if (!error.detail.empty() && error.detail != info.summary && len > 0) {
+    len += std::snprintf(body + len, sizeof(body) - static_cast<size_t>(len), " (%.*s)",
+                         static_cast<int>(error.detail.size()), error.detail.data());
+  }
+  if (len < 0) len = 0;
+  size_t body_len = std::min(static_cast<size_t>(len), sizeof(body) - 2);
+  body[body_len++] = '\n';
+
+  const size_t start = out.size();
+  str::Append(out, "HTTP/1.1 ", info.status, " ", reason, "\r\n");
+  out.append("Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n");
+  str::Append(out, "Content-Length: ", body_len, "\r\n");
+  if (options.close) out.append("Connection: close\r\n");
+  out.append("\r\n");
+  if (!options.head_request) out.append(body, body_len);
+
+  record.status = info.status;
+  record.error = error.kind;
+  record.bytes_sent += out.size() - start;
+  return info.status;
+}
+
+bool KeepAliveAfterLocalReply(ProxyErrorKind kind, bool request_fully_read) {
+  if (!request_fully_read) return false;
+  switch (kind) {
+    case ProxyErrorKind::kNoRoute:
+    case ProxyErrorKind::kUpgradeNotImplemented:
+    case ProxyErrorKind::kNoHealthyUpstream:
+    case ProxyErrorKind::kUpstreamPoolFull:
+    case ProxyErrorKind::kUpstreamConnectFailed:
+    case ProxyErrorKind::kUpstreamConnectTimeout:
+      return true;  // the client's request was fine and fully read; its connection is too
+    default:
+      return false;  // framing errors, timeouts mid-exchange: the stream position is unknown
+  }
+}
+
+
+// ---- sending ----------------------------------------------------------------------------
+
+boost::asio::awaitable<bool> SendLocalReply(Downstream& down, const ProxyError& error,
+                                            RequestRecord& record, bool head_request,
+                                            bool keep_alive_ok, bool request_fully_read,
+                                            std::string& out) {
+  const bool keep = keep_alive_ok && KeepAliveAfterLocalReply(error.kind, request_fully_read);
+  out.clear();
+  RenderLocalReply(error, LocalReplyOptions{head_request, !keep}, record, out);
+  // Re-arming clears a deadline that fired for the read which led here (408).
+  down.deadline.Arm(down.listener.limits.idle_timeout);
+  const IoResult r = co_await down.stream.Write(net::buffer(out));
+  down.deadline.Disarm();
+  down.worker.counters().bytes_sent.Add(r.n);
+  co_return keep && !r.ec;
+}
+
+}  // namespace onedomain::dataplane

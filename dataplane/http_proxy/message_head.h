@@ -1,0 +1,137 @@
+#pragma once
+
+// Parsed HTTP/1.1 request and response heads that point into the connection's read buffer
+// (no per-field allocation), and the Beast-based parsers that fill them. The views stay valid
+// until the buffer's bytes are consumed or the buffer grows; the session keeps the header
+// bytes in place until the upstream head has been written.
+//
+// Thread: a head and its parser belong to one session on one worker.
+
+#include <boost/beast/http/basic_parser.hpp>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "dataplane/http_proxy/proxy_error.h"
+
+namespace onedomain::dataplane {
+
+namespace http = boost::beast::http;
+// Beast's own string_view type (boost::core::string_view in Boost 1.81), used in the
+// parser's virtual interface; it converts to std::string_view.
+using bsv = boost::beast::string_view;
+
+struct HeaderField {
+  http::field id;
+  std::string_view name;   // exactly as received
+  std::string_view value;  // as received, without surrounding whitespace
+};
+
+// Facts about the framing and semantics of a message, derived while parsing.
+struct MessageFraming {
+  std::optional<uint64_t> content_length;
+  bool chunked = false;
+  bool keep_alive = false;          // per version and Connection
+  bool connection_upgrade = false;  // "upgrade" among the Connection tokens
+  bool has_upgrade_field = false;
+};
+
+struct RequestHead {
+  http::verb method = http::verb::unknown;
+  std::string_view method_text;
+  std::string_view target;
+  int version = 11;  // 10 or 11
+  std::vector<HeaderField> fields;
+  MessageFraming framing;
+  std::string_view host;       // the Host value, when exactly one was sent
+  int host_count = 0;
+  std::string_view upgrade;    // the Upgrade value
+  bool expect_continue = false;
+  size_t header_bytes = 0;     // request line + fields + final CRLF
+  // Set by the parser when it rejects the message for a reason Beast's error code does not
+  // say precisely (smuggling defences).
+  std::optional<ProxyError> reject;
+
+  void Clear();
+};
+
+struct ResponseHead {
+  int status = 0;
+  std::string_view reason;
+  int version = 11;
+  std::vector<HeaderField> fields;
+  MessageFraming framing;
+  bool need_eof = false;  // body delimited by the connection closing
+  bool no_body = false;   // 1xx, 204, 304, or the answer to HEAD
+  size_t header_bytes = 0;
+
+  void Clear();
+};
+
+// Parses one request head. Construct one per request (Beast parsers are single-use; this is
+// a few hundred bytes on the session's frame, no heap). Body bytes are left to the caller.
+class RequestHeadParser final : public http::basic_parser<true> {
+ public:
+  RequestHeadParser(RequestHead& head, uint32_t header_limit);
+
+  // Feeds the bytes received so far (always from the start of the message). Returns true when
+  // the head is complete; false with `ec` clear when more bytes are needed; false with `ec`
+  // set on a malformed or oversized head. On success head.header_bytes says how many bytes
+  // of `bytes` the head took.
+  bool Feed(std::string_view bytes, boost::system::error_code& ec);
+
+ private:
+  void on_request_impl(http::verb method, bsv method_str, bsv target,
+                       int version, boost::system::error_code& ec) override;
+  void on_response_impl(int, bsv, int, boost::system::error_code&) override {}
+  void on_field_impl(http::field name, bsv name_string, bsv value,
+                     boost::system::error_code& ec) override;
+  void on_header_impl(boost::system::error_code& ec) override;
+  void on_body_init_impl(const boost::optional<uint64_t>&, boost::system::error_code&) override {}
+  size_t on_body_impl(bsv, boost::system::error_code&) override { return 0; }
+  void on_chunk_header_impl(uint64_t, bsv, boost::system::error_code&) override {}
+  size_t on_chunk_body_impl(uint64_t, bsv, boost::system::error_code&) override {
+    return 0;
+  }
+  void on_finish_impl(boost::system::error_code&) override {}
+
+  RequestHead& head_;
+  std::string_view input_;  // what the current Feed passed, to tell folded values apart
+};
+
+// Parses one response head from an upstream. `request_was_head` makes the body empty.
+class ResponseHeadParser final : public http::basic_parser<false> {
+ public:
+  ResponseHeadParser(ResponseHead& head, uint32_t header_limit, bool request_was_head);
+
+  bool Feed(std::string_view bytes, boost::system::error_code& ec);
+
+ private:
+  void on_request_impl(http::verb, bsv, bsv, int,
+                       boost::system::error_code&) override {}
+  void on_response_impl(int code, bsv reason, int version,
+                        boost::system::error_code& ec) override;
+  void on_field_impl(http::field name, bsv name_string, bsv value,
+                     boost::system::error_code& ec) override;
+  void on_header_impl(boost::system::error_code& ec) override;
+  void on_body_init_impl(const boost::optional<uint64_t>&, boost::system::error_code&) override {}
+  size_t on_body_impl(bsv, boost::system::error_code&) override { return 0; }
+  void on_chunk_header_impl(uint64_t, bsv, boost::system::error_code&) override {}
+  size_t on_chunk_body_impl(uint64_t, bsv, boost::system::error_code&) override {
+    return 0;
+  }
+  void on_finish_impl(boost::system::error_code&) override {}
+
+  ResponseHead& head_;
+  std::string_view input_;
+};
+
+// Maps a request-head parse failure to the answer the client gets (400 or 431).
+ProxyError ClassifyRequestParseError(const RequestHead& head, const boost::system::error_code& ec);
+
+// True when `header` (the bytes of a complete head) uses obsolete line folding: a field line
+// that starts with a space or tab.
+bool HasObsFold(std::string_view header);
+
+}  // namespace onedomain::dataplane

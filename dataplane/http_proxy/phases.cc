@@ -1,0 +1,267 @@
+#include "dataplane/http_proxy/phases.h"
+
+#include "common/strings/strings.h"
+#include "dataplane/cookie/cookie_policy.h"
+#include "dataplane/routing/route_table.h"
+
+namespace onedomain::dataplane {
+namespace {
+
+bool HasToken(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    if (str::EqualsIgnoreCase(str::StripWhitespace(list.substr(0, comma)), token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+void AppendField(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+void AppendDecimal(std::string& out, uint64_t v) { str::Append(out, v); }
+
+}  // namespace
+
+bool ConnectionTokens::Contains(std::string_view name) const {
+  for (size_t i = 0; i < count; ++i) {
+    if (str::EqualsIgnoreCase(names[i], name)) return true;
+  }
+  return false;
+}
+
+bool IsHopByHop(const HeaderField& f, const ConnectionTokens& tokens) {
+  switch (f.id) {
+    case http::field::connection:
+    case http::field::keep_alive:
+    case http::field::proxy_connection:
+    case http::field::te:
+    case http::field::trailer:
+    case http::field::transfer_encoding:
+    case http::field::upgrade:
+      return true;
+    default:
+      break;
+  }
+  if (f.name.size() >= 6 && str::EqualsIgnoreCase(f.name.substr(0, 6), "proxy-")) return true;
+  return tokens.count > 0 && tokens.Contains(f.name);
+}
+
+std::optional<ProxyError> CheckRequest(const RequestHead& head) {
+  if (head.host_count > 1) return ProxyError{ProxyErrorKind::kBadHost, "more than one Host header"};
+  if (head.version >= 11 && head.host_count == 0) {
+    return ProxyError{ProxyErrorKind::kBadHost, "HTTP/1.1 request without a Host header"};
+  }
+  if (head.method == http::verb::connect) {
+    return ProxyError{ProxyErrorKind::kBadTarget, "CONNECT is not supported"};
+  }
+  if (PathOfTarget(head.target).empty()) {
+    return ProxyError{ProxyErrorKind::kBadTarget, "request-target is not a path"};
+  }
+  if (CollectConnectionTokens(head.fields).overflow) {
+    return ProxyError{ProxyErrorKind::kMalformedRequest, "too many Connection options"};
+  }
+  return std::nullopt;
+}
+
+std::optional<ProxyError> CheckBodyLimit(const RequestHead& head, uint64_t limit) {
+  if (limit != 0 && head.framing.content_length && *head.framing.content_length > limit) {
+    return ProxyError{ProxyErrorKind::kBodyTooLarge, "request body is larger than allowed"};
+  }
+  return std::nullopt;
+}
+
+bool IsWebSocketUpgrade(const RequestHead& head) {
+  return head.framing.connection_upgrade && !head.upgrade.empty() &&
+         HasToken(head.upgrade, "websocket");
+}
+
+bool IsIdempotent(http::verb method) {
+  switch (method) {
+    case http::verb::get:
+    case http::verb::head:
+    case http::verb::options:
+    case http::verb::trace:
+    case http::verb::put:
+    case http::verb::delete_:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void AppendUpstreamTarget(std::string_view target, const CompiledRoute* route, std::string& out) {
+  if (!target.empty() && target.front() != '/') {
+    // Absolute-form: send origin-form upstream (RFC 9112 3.2.2).
+    std::string_view rest = target;
+    if (!str::ConsumePrefix(rest, "http://")) str::ConsumePrefix(rest, "https://");
+    const size_t start = rest.find_first_of("/?");
+    target = start == std::string_view::npos ? std::string_view("/") : rest.substr(start);
+    if (!target.empty() && target.front() == '?') {
+      out.push_back('/');
+    }
+  }
+  if (route != nullptr && !route->prefix_rewrite.empty() && !route->exact &&
+      target.starts_with(route->path)) {
+    out.append(route->prefix_rewrite);
+    std::string_view rest = target.substr(route->path.size());
+    // "/api/" -> "/" applied to "/api/x" must give "/x", not "//x".
+    if (!route->prefix_rewrite.empty() && route->prefix_rewrite.back() == '/' && !rest.empty() &&
+        rest.front() == '/') {
+      rest.remove_prefix(1);
+    }
+    out.append(rest);
+    return;
+  }
+  out.append(target);
+}
+
+namespace {
+
+// X-Forwarded-* fields the proxy sets itself; Beast has no enum value for them.
+enum class ForwardedField { kNone, kFor, kProto, kHost };
+ForwardedField ClassifyForwarded(const HeaderField& f) {
+  if (f.id != http::field::unknown || f.name.size() < 15 || f.name.size() > 17) {
+    return ForwardedField::kNone;
+  }
+  if (!str::EqualsIgnoreCase(f.name.substr(0, 12), "x-forwarded-")) return ForwardedField::kNone;
+  const std::string_view rest = f.name.substr(12);
+  if (str::EqualsIgnoreCase(rest, "for")) return ForwardedField::kFor;
+  if (str::EqualsIgnoreCase(rest, "proto")) return ForwardedField::kProto;
+  if (str::EqualsIgnoreCase(rest, "host")) return ForwardedField::kHost;
+  return ForwardedField::kNone;
+}
+
+}  // namespace
+
+void AppendUpstreamRequestHead(const RequestHead& head, const UpstreamHeadParams& p,
+                               std::string& out) {
+  out.append(head.method_text);
+  out.push_back(' ');
+  AppendUpstreamTarget(head.target, p.route, out);
+  out.append(" HTTP/1.1\r\n");
+
+  const ConnectionTokens tokens = CollectConnectionTokens(head.fields);
+  const std::string_view host_rewrite =
+      p.route != nullptr ? std::string_view(p.route->host_rewrite) : std::string_view();
+  if (head.host_count == 0) {
+    AppendField(out, "Host", host_rewrite.empty() ? p.default_host : host_rewrite);
+  }
+
+  bool had_xff = false;
+  for (const HeaderField& f : head.fields) {
+    switch (f.id) {
+      case http::field::host:
+        AppendField(out, f.name, host_rewrite.empty() ? f.value : host_rewrite);
+        continue;
+      case http::field::content_length:
+        continue;  // re-emitted once, normalised, below
+      case http::field::expect:
+        if (p.strip_expect) continue;
+        break;
+      case http::field::cookie:
+        if (p.cookies != nullptr) {
+          const size_t before = out.size();
+          out.append(f.name);
+          out.append(": ");
+          if (p.cookies->AppendFilteredCookie(f.value, out)) {
+            out.append("\r\n");
+          } else {
+            out.resize(before);  // no cookie left to forward: drop the field
+          }
+          continue;
+        }
+        break;
+      case http::field::unknown:
+        if (const ForwardedField fwd = ClassifyForwarded(f); fwd != ForwardedField::kNone) {
+          had_xff = had_xff || fwd == ForwardedField::kFor;
+          continue;  // X-Forwarded-For is rebuilt below; Proto and Host are replaced
+        }
+        break;
+      default:
+        break;
+    }
+    if (IsHopByHop(f, tokens)) continue;
+    AppendField(out, f.name, f.value);
+  }
+
+  // X-Forwarded-For: the earlier hops as the client sent them, in order, then the client.
+  out.append("X-Forwarded-For: ");
+  if (had_xff) {
+    for (const HeaderField& f : head.fields) {
+      if (ClassifyForwarded(f) != ForwardedField::kFor || f.value.empty()) continue;
+      out.append(f.value);
+      out.append(", ");
+    }
+  }
+  out.append(p.client_ip);
+  out.append("\r\n");
+  AppendField(out, "X-Forwarded-Proto", p.forwarded_proto);
+  if (head.host_count == 1) AppendField(out, "X-Forwarded-Host", head.host);
+
+  if (p.keep_upgrade) {
+    AppendField(out, "Connection", "upgrade");
+    AppendField(out, "Upgrade", head.upgrade);
+  }
+  if (head.framing.chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  } else if (head.framing.content_length) {
+    out.append("Content-Length: ");
+    AppendDecimal(out, *head.framing.content_length);
+    out.append("\r\n");
+  }
+  out.append("\r\n");
+}
+
+void AppendDownstreamResponseHead(const ResponseHead& head, const DownstreamHeadParams& p,
+                                  std::string& out) {
+  out.append("HTTP/1.1 ");
+  AppendDecimal(out, static_cast<uint64_t>(head.status));
+  out.push_back(' ');
+  out.append(head.reason);
+  out.append("\r\n");
+
+  const ConnectionTokens tokens = CollectConnectionTokens(head.fields);
+  for (const HeaderField& f : head.fields) {
+    if (f.id == http::field::content_length) continue;  // re-emitted below
+    if (p.keep_upgrade && (f.id == http::field::upgrade || f.id == http::field::connection)) {
+      AppendField(out, f.name, f.value);
+      continue;
+    }
+    if (IsHopByHop(f, tokens)) continue;
+    if (f.id == http::field::set_cookie && p.cookies != nullptr) {
+      out.append(f.name);
+      out.append(": ");
+      p.cookies->AppendRewrittenSetCookie(f.value, p.upstream_host, out);
+      out.append("\r\n");
+      continue;
+    }
+    AppendField(out, f.name, f.value);
+  }
+  if (!p.dechunk) {
+    if (head.framing.chunked && !head.no_body) {
+      out.append("Transfer-Encoding: chunked\r\n");
+    } else if (head.framing.content_length &&
+               !(head.status / 100 == 1 || head.status == 204)) {
+      // 304 and HEAD answers keep the Content-Length of the representation.
+      out.append("Content-Length: ");
+      AppendDecimal(out, *head.framing.content_length);
+      out.append("\r\n");
+    }
+  }
+  if (head.status / 100 != 1) {
+    if (p.close) {
+      out.append("Connection: close\r\n");
+    } else if (p.client_version == 10) {
+      out.append("Connection: keep-alive\r\n");
+    }
+  }
+  out.append("\r\n");
+}
+
+}  // namespace onedomain::dataplane

@@ -1,0 +1,50 @@
+#pragma once
+
+// What a session lends to the request it is serving: the client stream and its read buffer,
+// the deadline of client I/O, the worker. Everything here is owned by the session's
+// coroutine frame (STYLE rule 1); callees borrow it while the session awaits them.
+//
+// Thread: one worker.
+
+#include <boost/beast/core/flat_buffer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "dataplane/net/any_stream.h"
+#include "dataplane/runtime/deadline.h"
+
+namespace onedomain::dataplane {
+
+class Worker;
+struct CompiledListener;
+
+namespace beast = boost::beast;
+
+// Read sizes: one socket read moves up to this much body. Big enough for throughput, small
+// enough that a thousand busy connections stay within a few tens of MiB.
+inline constexpr size_t kRelayChunk = 64 * 1024;
+inline constexpr size_t kInitialReadSize = 16 * 1024;
+
+struct Downstream {
+  AnyStream& stream;
+  Deadline& deadline;         // client I/O; cancels `stream`
+  beast::flat_buffer& in;     // bytes from the client not yet consumed
+  Worker& worker;
+  std::string_view client_ip;
+  const CompiledListener& listener;
+};
+
+// One direction of a relay: where bytes come from and go to, with progress timeouts.
+struct RelayIo {
+  AnyStream& src;
+  Deadline& src_deadline;
+  std::chrono::nanoseconds src_timeout;
+  AnyStream& dst;
+  Deadline& dst_deadline;
+  std::chrono::nanoseconds dst_timeout;
+  beast::flat_buffer& buf;  // holds bytes read from `src`, possibly already some of the body
+};
+
+}  // namespace onedomain::dataplane

@@ -1,0 +1,75 @@
+// dataplane: flags -> bootstrap -> DataplaneServer -> run. Nothing else lives here.
+
+#include <iostream>
+#include <thread>
+
+#include "common/config/load.h"
+#include "common/log/log.h"
+#include "common/signals/signals.h"
+#include "common/version.h"
+#include "dataplane/server/dataplane_server.h"
+#include "dataplane/server/flags.h"
+#include "onedomain/v1/bootstrap.pb.h"
+
+int main(int argc, char** argv) {
+  using namespace onedomain;  // NOLINT: main only
+  // Before any thread exists, so every thread inherits the mask.
+  BlockProcessSignals();
+
+  const auto flags = dataplane::ParseFlags(argc, argv);
+  if (!flags.ok()) {
+    std::cerr << "dataplane: " << flags.status().message() << " (see --help)\n";
+    return 2;
+  }
+  if (flags->help) {
+    std::cout << dataplane::HelpText();
+    return 0;
+  }
+  if (flags->version) {
+    std::cout << "dataplane " << kVersion << "\n";
+    return 0;
+  }
+  if (flags->config.empty()) {
+    std::cerr << "dataplane: --config FILE is required (see --help)\n";
+    return 2;
+  }
+
+  log::Configure(log::Level::kInfo, false);
+  v1::DataplaneBootstrap bootstrap;
+  if (const absl::Status s =
+          config::LoadDataplaneBootstrap(flags->config, config::ProcessEnv(), bootstrap);
+      !s.ok()) {
+    std::cerr << "dataplane: " << s.message() << "\n";
+    return 1;
+  }
+  const std::string level_name =
+      !flags->log_level.empty() ? flags->log_level : bootstrap.logging().level();
+  const auto level = log::ParseLevel(level_name);
+  log::Configure(level.ok() ? *level : log::Level::kInfo, bootstrap.logging().json());
+
+  if (flags->check_config) {
+    absl::Status s = absl::OkStatus();
+    if (bootstrap.has_snapshot()) s = dataplane::CheckSnapshotForNode(bootstrap.snapshot());
+    if (!s.ok()) {
+      std::cerr << flags->config << ": " << s.message() << "\n";
+      return 1;
+    }
+    std::cout << "OK\n";
+    return 0;
+  }
+
+  dataplane::ServerOptions options;
+  options.bootstrap = bootstrap;
+  options.config_path = flags->config;
+  options.port_file = flags->port_file;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  options.workers = flags->workers ? *flags->workers
+                    : bootstrap.workers() > 0 ? bootstrap.workers()
+                                              : cores;
+  dataplane::DataplaneServer server(std::move(options));
+  if (const absl::Status s = server.Start(); !s.ok()) {
+    std::cerr << "dataplane: " << s.message() << "\n";
+    return 1;
+  }
+  return server.Run();
+}

@@ -1,0 +1,86 @@
+#include "dataplane/server/listener_set.h"
+
+#include "common/config/defaults.h"
+#include "common/strings/strings.h"
+#include "dataplane/listener/acceptor.h"
+
+namespace onedomain::dataplane {
+namespace {
+
+uint16_t PortOf(const v1::Listener& l) {
+  return static_cast<uint16_t>(l.has_port() ? l.port() : config::defaults::kDataplanePort);
+}
+
+std::string AddressOf(const v1::Listener& l) {
+  return l.address().empty() ? "0.0.0.0" : l.address();
+}
+
+}  // namespace
+
+std::string ListenerSet::KeyOf(const v1::Listener& l) {
+  return str::Cat(AddressOf(l), "|", PortOf(l), "|", l.has_tls() ? "tls" : "plain");
+}
+
+ListenerSet::Plan ListenerSet::PlanFor(
+    const google::protobuf::RepeatedPtrField<v1::Listener>& listeners) {
+  Plan plan;
+  for (const v1::Listener& l : listeners) {
+    const std::string key = KeyOf(l);
+    const auto it = bound_.find(l.name());
+    if (it != bound_.end() && it->second.key == key) {
+      plan.slots[l.name()] = it->second.slot;
+      plan.keys[l.name()] = {key, it->second.port};
+      continue;
+    }
+    NewListener added;
+    added.slot = next_slot_++;  // slots are never reused, even by a failed apply
+    added.name = l.name();
+    added.address = AddressOf(l);
+    added.port = PortOf(l);
+    plan.slots[l.name()] = added.slot;
+    plan.keys[l.name()] = {key, added.port};
+    plan.added.push_back(std::move(added));
+    plan.changed = true;
+  }
+  for (const auto& [name, b] : bound_) {
+    const auto it = plan.slots.find(name);
+    if (it == plan.slots.end() || it->second != b.slot) {
+      plan.removed.push_back(b.slot);
+      plan.changed = true;
+    }
+  }
+  return plan;
+}
+
+absl::Status ListenerSet::Bind(Plan& plan, const std::vector<boost::asio::io_context*>& workers) {
+  for (NewListener& n : plan.added) {
+    for (boost::asio::io_context* ioc : workers) {
+      // The first worker's bind picks an ephemeral port; the others join it.
+      auto acceptor = OpenAcceptor(*ioc, n.address, n.port);
+      if (!acceptor.ok()) {
+        return absl::Status(acceptor.status().code(),
+                            str::Cat("listener '", n.name, "': ", acceptor.status().message()));
+      }
+      if (n.port == 0) n.port = acceptor->local_endpoint().port();
+      n.acceptors.push_back(*std::move(acceptor));
+    }
+    plan.keys[n.name].second = n.port;
+  }
+  return absl::OkStatus();
+}
+
+void ListenerSet::Commit(const Plan& plan) {
+  bound_.clear();
+  for (const auto& [name, slot] : plan.slots) {
+    const auto& [key, port] = plan.keys.at(name);
+    bound_.emplace(name, Bound{slot, key, port});
+  }
+}
+
+std::vector<std::pair<std::string, int>> ListenerSet::Ports() const {
+  std::vector<std::pair<std::string, int>> out;
+  for (const auto& [name, b] : bound_) out.emplace_back(str::Cat("listener.", name), b.port);
+  return out;
+}
+
+}  // namespace onedomain::dataplane

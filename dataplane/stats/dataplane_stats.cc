@@ -1,0 +1,266 @@
+#include "dataplane/stats/dataplane_stats.h"
+
+#include <prometheus/metric_family.h>
+
+#include <limits>
+
+#include "common/strings/strings.h"
+
+namespace onedomain::dataplane::stats {
+namespace {
+
+prometheus::ClientMetric Labelled(std::initializer_list<std::pair<const char*, std::string>> l) {
+  prometheus::ClientMetric m;
+  for (const auto& [name, value] : l) m.label.push_back({name, value});
+  return m;
+}
+
+prometheus::MetricFamily Family(const char* name, const char* help, prometheus::MetricType type) {
+  prometheus::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = type;
+  return f;
+}
+
+}  // namespace
+
+std::string_view UpgradeResultName(UpgradeResult r) {
+  switch (r) {
+    case UpgradeResult::kAccepted: return "accepted";
+    case UpgradeResult::kOriginRefused: return "origin_refused";
+    case UpgradeResult::kCookieRefused: return "cookie_refused";
+    case UpgradeResult::kNotAllowed: return "not_allowed";
+    case UpgradeResult::kUpstreamRefused: return "upstream_refused";
+    case UpgradeResult::kUpstreamFailed: return "upstream_failed";
+    case UpgradeResult::kNotImplemented: return "not_implemented";
+    case UpgradeResult::kCount: break;
+  }
+  return "unknown";
+}
+
+void RouteCounters::RecordRequest(int status, double seconds) {
+  if (status >= 0 && static_cast<size_t>(status) < kStatusCodes) codes[status].Add();
+  size_t b = 0;
+  while (b < kDurationBounds.size() && seconds > kDurationBounds[b]) ++b;
+  duration_buckets[b].Add();
+  duration_sum.store(duration_sum.load(std::memory_order_relaxed) + seconds,
+                     std::memory_order_relaxed);
+}
+
+StatsCatalog::StatsCatalog(size_t workers) : workers_(workers) {
+  RouteSlot("none");
+}
+
+uint32_t StatsCatalog::RouteSlot(const std::string& name) {
+  std::lock_guard lock(mu_);
+  if (auto it = route_slots_.find(name); it != route_slots_.end()) return it->second;
+  const auto slot = static_cast<uint32_t>(route_names_.size());
+  route_names_.push_back(name);
+  route_slots_.emplace(name, slot);
+  for (PerWorker& w : workers_) w.routes.push_back(std::make_unique<RouteCounters>());
+  return slot;
+}
+
+uint32_t StatsCatalog::ClusterSlot(const std::string& name) {
+  std::lock_guard lock(mu_);
+  if (auto it = cluster_slots_.find(name); it != cluster_slots_.end()) return it->second;
+  const auto slot = static_cast<uint32_t>(cluster_names_.size());
+  cluster_names_.push_back(name);
+  cluster_slots_.emplace(name, slot);
+  for (PerWorker& w : workers_) w.clusters.push_back(std::make_unique<ClusterCounters>());
+  return slot;
+}
+
+RouteCounters& StatsCatalog::route(size_t worker, uint32_t slot) {
+  std::lock_guard lock(mu_);
+  return *workers_[worker].routes[slot];
+}
+
+ClusterCounters& StatsCatalog::cluster(size_t worker, uint32_t slot) {
+  std::lock_guard lock(mu_);
+  return *workers_[worker].clusters[slot];
+}
+
+std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
+  using prometheus::MetricType;
+  std::lock_guard lock(mu_);
+  std::vector<prometheus::MetricFamily> out;
+
+  auto conns_active = Family("onedomain_downstream_connections_active",
+                             "Client connections open now.", MetricType::Gauge);
+  auto conns_total = Family("onedomain_downstream_connections_total",
+                            "Client connections accepted.", MetricType::Counter);
+  auto bytes = Family("onedomain_downstream_bytes_total",
+                      "Bytes received from and sent to clients.", MetricType::Counter);
+  {
+    int64_t active = 0;
+    uint64_t total = 0, rx = 0, tx = 0;
+    for (const PerWorker& w : workers_) {
+      active += w.totals->downstream_active.Get();
+      total += w.totals->downstream_total.Get();
+      rx += w.totals->bytes_received.Get();
+      tx += w.totals->bytes_sent.Get();
+    }
+    prometheus::ClientMetric m;
+    m.gauge.value = static_cast<double>(active);
+    conns_active.metric.push_back(m);
+    m = {};
+    m.counter.value = static_cast<double>(total);
+    conns_total.metric.push_back(m);
+    m = Labelled({{"direction", "received"}});
+    m.counter.value = static_cast<double>(rx);
+    bytes.metric.push_back(m);
+    m = Labelled({{"direction", "sent"}});
+    m.counter.value = static_cast<double>(tx);
+    bytes.metric.push_back(m);
+  }
+
+  auto requests = Family("onedomain_http_requests_total",
+                         "HTTP requests answered, by route and status code.", MetricType::Counter);
+  auto duration = Family("onedomain_http_request_duration_seconds",
+                         "Time from a request's header to the last byte of its response.",
+                         MetricType::Histogram);
+  auto upgrades = Family("onedomain_websocket_upgrades_total",
+                         "WebSocket upgrade requests, by route and result.", MetricType::Counter);
+  auto ws_active = Family("onedomain_websocket_connections_active",
+                          "WebSocket tunnels open now, by route.", MetricType::Gauge);
+  auto ws_bytes = Family("onedomain_websocket_bytes_total",
+                         "Bytes relayed through WebSocket tunnels, by route and direction.",
+                         MetricType::Counter);
+  for (uint32_t slot = 0; slot < route_names_.size(); ++slot) {
+    const std::string& route = route_names_[slot];
+    std::array<uint64_t, kStatusCodes> codes{};
+    std::array<uint64_t, kDurationBounds.size() + 1> buckets{};
+    std::array<uint64_t, static_cast<size_t>(UpgradeResult::kCount)> ups{};
+    double sum = 0;
+    int64_t active = 0;
+    uint64_t to_up = 0, to_client = 0;
+    for (const PerWorker& w : workers_) {
+      const RouteCounters& c = *w.routes[slot];
+      for (size_t i = 0; i < kStatusCodes; ++i) codes[i] += c.codes[i].Get();
+      for (size_t i = 0; i < buckets.size(); ++i) buckets[i] += c.duration_buckets[i].Get();
+      for (size_t i = 0; i < ups.size(); ++i) ups[i] += c.upgrades[i].Get();
+      sum += c.duration_sum.load(std::memory_order_relaxed);
+      active += c.websocket_active.Get();
+      to_up += c.websocket_bytes_to_upstream.Get();
+      to_client += c.websocket_bytes_to_client.Get();
+    }
+    uint64_t count = 0;
+    for (size_t code = 0; code < kStatusCodes; ++code) {
+      if (codes[code] == 0) continue;
+      auto m = Labelled({{"route", route}, {"code", str::Cat(code)}});
+      m.counter.value = static_cast<double>(codes[code]);
+      requests.metric.push_back(std::move(m));
+    }
+    for (uint64_t b : buckets) count += b;
+    if (count > 0) {
+      auto m = Labelled({{"route", route}});
+      m.histogram.sample_count = count;
+      m.histogram.sample_sum = sum;
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i < buckets.size(); ++i) {
+        cumulative += buckets[i];
+        m.histogram.bucket.push_back(
+            {cumulative, i < kDurationBounds.size() ? kDurationBounds[i]
+                                                    : std::numeric_limits<double>::infinity()});
+      }
+      duration.metric.push_back(std::move(m));
+    }
+    for (size_t i = 0; i < ups.size(); ++i) {
+      if (ups[i] == 0) continue;
+      auto m = Labelled({{"route", route},
+                         {"result", std::string(UpgradeResultName(static_cast<UpgradeResult>(i)))}});
+      m.counter.value = static_cast<double>(ups[i]);
+      upgrades.metric.push_back(std::move(m));
+    }
+    if (slot != kNoRouteSlot) {
+      auto m = Labelled({{"route", route}});
+      m.gauge.value = static_cast<double>(active);
+      ws_active.metric.push_back(std::move(m));
+      m = Labelled({{"route", route}, {"direction", "client_to_upstream"}});
+      m.counter.value = static_cast<double>(to_up);
+      ws_bytes.metric.push_back(m);
+      m = Labelled({{"route", route}, {"direction", "upstream_to_client"}});
+      m.counter.value = static_cast<double>(to_client);
+      ws_bytes.metric.push_back(std::move(m));
+    }
+  }
+
+  auto up_active = Family("onedomain_upstream_connections_active",
+                          "Upstream connections open now (idle and busy), by cluster.",
+                          MetricType::Gauge);
+  auto up_fail = Family("onedomain_upstream_connect_failures_total",
+                        "Upstream connection attempts that failed, by cluster.",
+                        MetricType::Counter);
+  auto up_retry = Family("onedomain_upstream_retries_total",
+                         "Requests retried on a fresh upstream connection, by cluster.",
+                         MetricType::Counter);
+  auto up_eject = Family("onedomain_upstream_ejections_total",
+                         "Endpoints ejected by passive outlier detection, by cluster "
+                         "(per worker: each worker ejects on its own observations).",
+                         MetricType::Counter);
+  for (uint32_t slot = 0; slot < cluster_names_.size(); ++slot) {
+    int64_t active = 0;
+    uint64_t fails = 0, retries = 0, ejections = 0;
+    for (const PerWorker& w : workers_) {
+      const ClusterCounters& c = *w.clusters[slot];
+      active += c.connections_active.Get();
+      fails += c.connect_failures.Get();
+      retries += c.retries.Get();
+      ejections += c.ejections.Get();
+    }
+    const std::string& cluster = cluster_names_[slot];
+    auto m = Labelled({{"cluster", cluster}});
+    m.gauge.value = static_cast<double>(active);
+    up_active.metric.push_back(m);
+    m = Labelled({{"cluster", cluster}});
+    m.counter.value = static_cast<double>(fails);
+    up_fail.metric.push_back(m);
+    m.counter.value = static_cast<double>(retries);
+    up_retry.metric.push_back(m);
+    m.counter.value = static_cast<double>(ejections);
+    up_eject.metric.push_back(std::move(m));
+  }
+
+  for (auto* f : {&conns_active, &conns_total, &bytes, &requests, &duration, &upgrades,
+                  &ws_active, &ws_bytes, &up_active, &up_fail, &up_retry, &up_eject}) {
+    out.push_back(std::move(*f));
+  }
+  return out;
+}
+
+CounterTotals StatsCatalog::Totals() const {
+  std::lock_guard lock(mu_);
+  CounterTotals t;
+  int64_t active = 0, ws_active = 0;
+  for (const PerWorker& w : workers_) {
+    active += w.totals->downstream_active.Get();
+    t.downstream_connections_total += w.totals->downstream_total.Get();
+    t.bytes_received += w.totals->bytes_received.Get();
+    t.bytes_sent += w.totals->bytes_sent.Get();
+  }
+  t.downstream_connections_active = active > 0 ? static_cast<uint64_t>(active) : 0;
+  static constexpr std::array<std::string_view, 5> kClasses = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+  for (uint32_t slot = 0; slot < route_names_.size(); ++slot) {
+    std::array<uint64_t, 5> classes{};
+    for (const PerWorker& w : workers_) {
+      const RouteCounters& c = *w.routes[slot];
+      for (size_t code = 100; code < kStatusCodes; ++code) classes[code / 100 - 1] += c.codes[code].Get();
+      for (size_t i = 0; i < c.upgrades.size(); ++i) {
+        const uint64_t n = c.upgrades[i].Get();
+        if (n > 0) {
+          t.websocket_upgrades[std::string(UpgradeResultName(static_cast<UpgradeResult>(i)))] += n;
+        }
+      }
+      ws_active += c.websocket_active.Get();
+    }
+    for (size_t i = 0; i < classes.size(); ++i) {
+      if (classes[i] > 0) t.http_requests[str::Cat(route_names_[slot], "|", kClasses[i])] = classes[i];
+    }
+  }
+  t.websocket_connections_active = ws_active > 0 ? static_cast<uint64_t>(ws_active) : 0;
+  return t;
+}
+
+}  // namespace onedomain::dataplane::stats

@@ -1,0 +1,149 @@
+#pragma once
+
+// The data plane's hot-path counters. Each worker owns its own counters and is their only
+// writer, so an increment is a relaxed load and store (a plain add on x86, no lock prefix, no
+// shared cache line); a scrape sums the workers. prometheus-cpp's Counter would do a CAS on a
+// line shared by every worker and its Histogram::Observe takes a mutex, which the request
+// path must not (STYLE rule 11); both stay for rare metrics (config version, applies).
+//
+// Labels come only from configuration (route and cluster names) or from closed sets (status
+// codes 100..599, upgrade results), never from request data.
+//
+// Thread safety: StatsCatalog is thread-safe; counters are written by one worker and read by
+// any thread.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace prometheus {
+struct MetricFamily;
+}  // namespace prometheus
+
+namespace onedomain::dataplane::stats {
+
+// Single-writer counter.
+class Counter {
+ public:
+  void Add(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  uint64_t Get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+// Single-writer gauge.
+class Gauge {
+ public:
+  void Add(int64_t d) { v_.store(v_.load(std::memory_order_relaxed) + d, std::memory_order_relaxed); }
+  void Inc() { Add(1); }
+  void Dec() { Add(-1); }
+  int64_t Get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> v_{0};
+};
+
+inline constexpr size_t kStatusCodes = 600;
+inline constexpr std::array<double, 16> kDurationBounds = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+// Outcomes of a WebSocket upgrade; the names are MetricsReport's keys.
+enum class UpgradeResult : uint8_t {
+  kAccepted,
+  kOriginRefused,
+  kCookieRefused,
+  kNotAllowed,
+  kUpstreamRefused,
+  kUpstreamFailed,
+  kNotImplemented,
+  kCount,
+};
+std::string_view UpgradeResultName(UpgradeResult r);
+
+struct alignas(64) RouteCounters {
+  std::array<Counter, kStatusCodes> codes;
+  std::array<Counter, kDurationBounds.size() + 1> duration_buckets;  // last: +Inf
+  std::atomic<double> duration_sum{0};
+  std::array<Counter, static_cast<size_t>(UpgradeResult::kCount)> upgrades;
+  Gauge websocket_active;
+  Counter websocket_bytes_to_upstream;
+  Counter websocket_bytes_to_client;
+
+  void RecordRequest(int status, double seconds);
+  void RecordUpgrade(UpgradeResult r) { upgrades[static_cast<size_t>(r)].Add(); }
+};
+
+struct alignas(64) ClusterCounters {
+  Gauge connections_active;
+  Counter connect_failures;
+  Counter retries;
+  Counter ejections;
+};
+
+struct alignas(64) WorkerCounters {
+  Gauge downstream_active;
+  Counter downstream_total;
+  Counter bytes_received;  // from clients
+  Counter bytes_sent;      // to clients
+};
+
+// Cumulative totals for the control plane's MetricsReport.
+struct CounterTotals {
+  uint64_t downstream_connections_active = 0;
+  uint64_t downstream_connections_total = 0;
+  uint64_t websocket_connections_active = 0;
+  std::map<std::string, uint64_t> websocket_upgrades;  // by result name
+  std::map<std::string, uint64_t> http_requests;       // "route|2xx"
+  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;
+};
+
+// Owns every worker's counters. Routes and clusters get a slot by name the first time a
+// snapshot names them and keep it for the life of the process, so counters stay cumulative
+// across config changes.
+class StatsCatalog {
+ public:
+  static constexpr uint32_t kNoRouteSlot = 0;  // route label "none"
+
+  explicit StatsCatalog(size_t workers);
+
+  size_t workers() const { return workers_.size(); }
+
+  // Called when compiling a snapshot (never on the request path).
+  uint32_t RouteSlot(const std::string& name);
+  uint32_t ClusterSlot(const std::string& name);
+
+  // Stable references, valid for the catalog's life.
+  RouteCounters& route(size_t worker, uint32_t slot);
+  ClusterCounters& cluster(size_t worker, uint32_t slot);
+  WorkerCounters& worker(size_t worker) { return *workers_[worker].totals; }
+
+  // Prometheus families of everything here, summed over workers.
+  std::vector<prometheus::MetricFamily> Collect() const;
+
+  CounterTotals Totals() const;
+
+ private:
+  struct PerWorker {
+    std::unique_ptr<WorkerCounters> totals = std::make_unique<WorkerCounters>();
+    std::vector<std::unique_ptr<RouteCounters>> routes;
+    std::vector<std::unique_ptr<ClusterCounters>> clusters;
+  };
+
+  mutable std::mutex mu_;
+  std::vector<PerWorker> workers_;
+  std::vector<std::string> route_names_;
+  std::vector<std::string> cluster_names_;
+  std::unordered_map<std::string, uint32_t> route_slots_;
+  std::unordered_map<std::string, uint32_t> cluster_slots_;
+};
+
+}  // namespace onedomain::dataplane::stats

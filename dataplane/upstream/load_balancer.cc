@@ -1,0 +1,33 @@
+#include "dataplane/upstream/load_balancer.h"
+
+#include "dataplane/upstream/host.h"
+
+namespace onedomain::dataplane {
+
+Host* LoadBalancer::Pick(LbPolicy policy, std::span<Host* const> hosts, Clock::time_point now,
+                         const Host* exclude) {
+  const size_t n = hosts.size();
+  if (n == 0) return nullptr;
+  const size_t start = cursor_ % n;
+  Host* best = nullptr;
+  size_t best_offset = 0;
+  for (size_t i = 0; i < n; ++i) {
+    Host* h = hosts[(start + i) % n];
+    if (h == exclude || !h->outlier().Healthy(now)) continue;
+    if (policy == LbPolicy::kRoundRobin) {
+      best = h;
+      best_offset = i;
+      break;
+    }
+    if (best == nullptr || h->inflight < best->inflight) {
+      best = h;
+      best_offset = i;
+    }
+  }
+  // Advance past the chosen host so the next pick starts after it (round-robin order, also
+  // the tie-break order of least-request).
+  if (best != nullptr) cursor_ = start + best_offset + 1;
+  return best;
+}
+
+}  // namespace onedomain::dataplane
