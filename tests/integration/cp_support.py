@@ -10,7 +10,9 @@ OPERATE_TOKEN = "operate-token-0123456789abcdef"
 READ_TOKEN = "read-token-0123456789abcdef"
 
 
-def seed_yaml(agents_endpoints=("127.0.0.1:8000",), frontend="127.0.0.1:8001"):
+def seed_yaml(agents_endpoints=("127.0.0.1:8000",), frontend="127.0.0.1:8001",
+              extra_listeners=""):
+    """A snapshot as YAML indented to sit under `seed:`; dedent() it for a file of its own."""
     eps = ", ".join(f'"{e}"' for e in agents_endpoints)
     return f"""
   site:
@@ -19,7 +21,7 @@ def seed_yaml(agents_endpoints=("127.0.0.1:8000",), frontend="127.0.0.1:8001"):
   listeners:
     - name: main
       address: 127.0.0.1
-      port: 0
+      port: 0{extra_listeners}
   clusters:
     - name: agents
       endpoints: [{eps}]
@@ -37,6 +39,11 @@ def seed_yaml(agents_endpoints=("127.0.0.1:8000",), frontend="127.0.0.1:8001"):
       match: {{prefix: /}}
       cluster: frontend
 """
+
+
+def dedent(seed):
+    """seed_yaml() text as a top-level snapshot file."""
+    return seed.replace("\n  ", "\n")
 
 
 class ControlPlane:

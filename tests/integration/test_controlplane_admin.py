@@ -85,8 +85,8 @@ MUTATIONS = [
 
 def test_unauthenticated_and_underprivileged_calls_change_nothing(procs, tmp_path):
     cp = cp_support.ControlPlane(procs, str(tmp_path)).start()
-    snapshot = support.write_file(str(tmp_path), "snap.yaml", cp_support.seed_yaml(
-        agents_endpoints=("127.0.0.1:7777",)).replace("\n  ", "\n"))
+    snapshot = support.write_file(str(tmp_path), "snap.yaml", cp_support.dedent(
+        cp_support.seed_yaml(agents_endpoints=("127.0.0.1:7777",))))
     cookies = support.write_file(str(tmp_path), "cookies.yaml",
                                  "domain_rewrites:\n  - {from: localhost, to: .hirecj.ai}\n")
     before = latest_version(cp)
@@ -141,7 +141,7 @@ def test_invalid_apply_names_field_and_commits_nothing(procs, tmp_path):
     cp = cp_support.ControlPlane(procs, str(tmp_path)).start()
     # Client-side: file, line and key.
     bad = support.write_file(str(tmp_path), "bad.yaml",
-                             cp_support.seed_yaml().replace("\n  ", "\n").replace(
+                             cp_support.dedent(cp_support.seed_yaml()).replace(
                                  "cluster: frontend", "cluster: frontnd"))
     r = cp.admin("apply", "-f", bad)
     assert r.returncode == 3

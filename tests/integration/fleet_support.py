@@ -1,0 +1,82 @@
+"""Helpers for fleet tests: managed data planes, demo backends, request loops."""
+
+import http.client
+import json
+import os
+
+import support
+
+
+def start_backend(procs, instance, frontend=False):
+    args = [support.binary("demo_backend"), "--port", "0", "--instance", instance]
+    if frontend:
+        args += ["--frontend-port", "0"]
+    p = procs(args, name=f"backend-{instance}")
+    p.wait_ports()
+    return p
+
+
+def start_managed_dataplane(procs, state_dir, cp_address, node_id, snapshot_yaml=None,
+                            extra_env=None, workers=1):
+    """A data plane managed by the control plane at cp_address; its snapshot cache lives in
+    state_dir. Returns the Process (ports not awaited)."""
+    os.makedirs(state_dir, exist_ok=True)
+    fallback = f"\nsnapshot:{snapshot_yaml}" if snapshot_yaml else ""
+    config = support.write_file(state_dir, "dataplane.yaml", f"""
+node:
+  id: {node_id}
+  zone: test
+admin:
+  address: 127.0.0.1
+  port: 0
+controlplane:
+  address: {cp_address}
+  cache_path: {state_dir}/snapshot.pb
+  backoff_initial: 50ms
+  backoff_max: 500ms
+  report_interval: 200ms
+drain:
+  delay: 0s
+  timeout: 10s
+{fallback}
+""")
+    return procs([support.binary("dataplane"), "--config", config, "--workers", str(workers)],
+                 env=extra_env, name=f"dataplane-{node_id}")
+
+
+def wait_listener(proc, name="main", timeout=20.0):
+    """Waits until the data plane reports the listener's bound port; returns it."""
+    def ready():
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited:\n{proc.output()}")
+        try:
+            with open(proc.port_file) as f:
+                ports = json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        proc.ports = ports
+        return ports.get(f"listener.{name}")
+    return support.wait_for(ready, timeout, what=f"{proc.name} listener {name}")
+
+
+def get(port, path, headers=None, timeout=5.0):
+    """One request on a fresh connection: (status, headers dict, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def instance_of(port, path="/api/v1/echo"):
+    status, headers, body = get(port, path)
+    if status != 200:
+        return None
+    return json.loads(body)["instance"]
+
+
+def nodes(cp):
+    result = cp.admin("nodes", "-o", "json", token="read", check=True)
+    return json.loads(result.stdout)
