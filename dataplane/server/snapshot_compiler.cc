@@ -22,8 +22,9 @@ namespace defaults = config::defaults;
 using config::DurationOr;
 using std::chrono::nanoseconds;
 
-absl::Status AtPath(const std::string& path, const absl::Status& s) {
-  return absl::Status(s.code(), str::Cat(path, ": ", s.message()));
+// "listeners[0]" + "tls: cannot load ..." -> "listeners[0].tls: cannot load ...".
+absl::Status AtPath(const std::string& path, const absl::Status& s, const char* sep = ": ") {
+  return absl::Status(s.code(), str::Cat(path, sep, s.message()));
 }
 
 ListenerLimits CompileLimits(const v1::Listener& l) {
@@ -135,7 +136,7 @@ absl::StatusOr<std::shared_ptr<CompiledSnapshot>> CompileSnapshot(
 
   for (int i = 0; i < s.listeners_size(); ++i) {
     auto l = CompileListener(s.listeners(i));
-    if (!l.ok()) return AtPath(str::Cat("listeners[", i, "]"), l.status());
+    if (!l.ok()) return AtPath(str::Cat("listeners[", i, "]"), l.status(), ".");
     if (options.listener_slot) (*l)->slot = options.listener_slot(s.listeners(i).name());
     out->listeners.push_back(*std::move(l));
   }
