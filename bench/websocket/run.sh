@@ -1,0 +1,417 @@
+#!/usr/bin/env bash
+# WebSocket proxying: the onedomain data plane vs nginx vs HAProxy, side by side on loopback.
+# All three proxy to the same echo backend (ws_echo_server), with one worker/thread each and
+# no idle timeout that could cut a test; configs are generated into a temp dir, ports on
+# 127.0.0.1 are picked free, and every process started here is stopped by its PID at the end.
+#
+#   bench/websocket/run.sh [pingpong]   100 connections ping-ponging 64 B and 16 KiB messages
+#                                       through each proxy and direct, rounds interleaved;
+#                                       prints msgs/s, p50, p99, max and ratios vs the best peer
+#   bench/websocket/run.sh idle [N]     N idle proxied connections (default 9000) through each
+#                                       proxy in turn (each freshly started): the proxy's
+#                                       VmRSS growth per connection, then every one must echo
+#
+# Environment: BUILD (build dir, default "build"); DATAPLANE (data-plane binary; default
+# $BUILD/dataplane/dataplane, built first); PROXIES (default "nginx haproxy dataplane");
+# ROUNDS (3), DURATION (3 s), WARMUP (1 s), CONNS (100), SIZES ("64 16384"), CLIENT_THREADS (1),
+# BACKEND_THREADS (1). Each measured phase lasts WARMUP + DURATION (keep it <= 10 s).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+mode=${1:-pingpong}
+idle_conns=${2:-9000}
+case "$mode" in
+  pingpong|idle) ;;
+  *) echo "usage: $0 [pingpong | idle [N]]" >&2; exit 2 ;;
+esac
+build=${BUILD:-build}
+proxies=${PROXIES:-nginx haproxy dataplane}
+rounds=${ROUNDS:-3}
+duration=${DURATION:-3}
+warmup=${WARMUP:-1}
+conns=${CONNS:-100}
+sizes=${SIZES:-64 16384}
+client_threads=${CLIENT_THREADS:-1}
+backend_threads=${BACKEND_THREADS:-1}
+origin=https://bench.onedomain.test
+cookie="session=wsbench-0123456789; theme=dark"
+
+find_tool() {  # nginx and haproxy live in /usr/sbin, which may not be on PATH
+  command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || true
+}
+die() {  # MESSAGE [LOG-FILE]
+  echo "$1" >&2
+  [ -z "${2:-}" ] || cat "$2" >&2
+  exit 1
+}
+if [ -z "$(find_tool nginx)" ] || [ -z "$(find_tool haproxy)" ]; then
+  scripts/install-deps.sh --with-bench
+fi
+nginx_bin=$(find_tool nginx)
+haproxy_bin=$(find_tool haproxy)
+
+ninja -C "$build" ws_load ws_echo_server >/dev/null
+load="$build/bench/websocket/ws_load"
+echo_server="$build/bench/websocket/ws_echo_server"
+
+# The data plane: a given binary as is, else built here. Not available -> its rows say why.
+dataplane_bin=${DATAPLANE:-}
+dataplane_missing=""
+if [[ " $proxies " == *" dataplane "* ]]; then
+  if [ -z "$dataplane_bin" ]; then
+    dataplane_bin="$build/dataplane/dataplane"
+    if ! ninja -C "$build" dataplane >"${TMPDIR:-/tmp}/wsbench-dataplane-build.log" 2>&1; then
+      dataplane_missing="build failed (see ${TMPDIR:-/tmp}/wsbench-dataplane-build.log)"
+    fi
+  fi
+  if [ -z "$dataplane_missing" ] && [ ! -x "$dataplane_bin" ]; then
+    dataplane_missing="no binary at $dataplane_bin"
+  fi
+fi
+
+# A proxied connection takes two descriptors in the proxy; everyone gets the hard limit.
+ulimit -n "$(ulimit -Hn)"
+fd_limit=$(ulimit -n)
+
+work=$(mktemp -d /tmp/wsbench.XXXXXX)
+chmod 755 "$work"  # nginx workers may run as another user
+started=()         # PIDs of every process this script started
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local pid
+  for pid in "${started[@]}"; do stop_pid "$pid"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() {  # PORT PID: until something accepts on 127.0.0.1:PORT (5 s)
+  for _ in $(seq 100); do
+    kill -0 "$2" 2>/dev/null || return 1
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+wait_file() {  # FILE PID: until FILE is non-empty (5 s)
+  for _ in $(seq 100); do
+    [ -s "$1" ] && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# User + system CPU of a process (all its threads), in clock ticks.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# Each start_* sets: port (proxy listener), pid (the process that proxies: nginx's worker).
+backend_port="" backend_pid=""
+start_backend() {
+  rm -f "$work/echo.port"
+  "$echo_server" --threads "$backend_threads" --port-file "$work/echo.port" >"$work/echo.log" 2>&1 &
+  backend_pid=$!
+  started+=("$backend_pid")
+  wait_file "$work/echo.port" "$backend_pid" || die "ws_echo_server did not start:" "$work/echo.log"
+  backend_port=$(cat "$work/echo.port")
+}
+
+start_nginx() {
+  port=$(free_port)
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile $fd_limit;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections $((fd_limit - 100)); }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream echo { server 127.0.0.1:$backend_port; }
+  server {
+    listen 127.0.0.1:$port backlog=4096;
+    location / {
+      proxy_pass http://echo;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_read_timeout 1d;
+      proxy_send_timeout 1d;
+    }
+  }
+}
+EOF
+  "$nginx_bin" -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
+  local master=$!
+  started+=("$master")
+  wait_port "$port" "$master" || die "nginx did not start:" "$work/nginx/error.log"
+  pid=$(ps -o pid= --ppid "$master" | head -1 | tr -d ' ')
+  [ -n "$pid" ] || { echo "nginx: no worker process" >&2; exit 1; }
+}
+
+start_haproxy() {
+  port=$(free_port)
+  local maxconn=$(((fd_limit - 200) / 2))
+  cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn $maxconn
+defaults
+  mode http
+  maxconn $maxconn
+  option forwardfor
+  timeout connect 5s
+  timeout client 1d
+  timeout server 1d
+  timeout tunnel 1d
+frontend ws
+  bind 127.0.0.1:$port
+  default_backend echo
+backend echo
+  server echo1 127.0.0.1:$backend_port
+EOF
+  "$haproxy_bin" -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+  pid=$!
+  started+=("$pid")
+  wait_port "$port" "$pid" || die "haproxy did not start:" "$work/haproxy.log"
+}
+
+start_dataplane() {
+  cat >"$work/dataplane.yaml" <<EOF
+node: {id: wsbench}
+admin: {address: 127.0.0.1, port: 0}
+workers: 1
+logging: {level: warn}
+drain: {delay: 0s, timeout: 5s}
+snapshot:
+  site:
+    origins: ["$origin"]
+  listeners:
+    - name: main
+      address: 127.0.0.1
+      port: 0
+  clusters:
+    - name: echo
+      endpoints: ["127.0.0.1:$backend_port"]
+  routes:
+    - name: ws
+      match: {prefix: /}
+      cluster: echo
+      websocket: true
+  websocket_policy: {drain_spread: 1s, drain_grace: 2s}
+EOF
+  rm -f "$work/dataplane.ports"
+  "$dataplane_bin" --config "$work/dataplane.yaml" --workers 1 --port-file "$work/dataplane.ports" \
+    >"$work/dataplane.log" 2>&1 &
+  pid=$!
+  started+=("$pid")
+  wait_file "$work/dataplane.ports" "$pid" || die "dataplane did not start:" "$work/dataplane.log"
+  port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["listener.main"])' \
+    "$work/dataplane.ports")
+  wait_port "$port" "$pid" || die "dataplane not listening:" "$work/dataplane.log"
+}
+
+stop_started() {  # stops and forgets the given PIDs
+  local pid keep=() p
+  for pid in "$@"; do stop_pid "$pid"; done
+  for p in "${started[@]}"; do [[ " $* " == *" $p "* ]] || keep+=("$p"); done
+  started=("${keep[@]}")
+}
+
+unsupported_line() {  # NAME OUTPUT-OF-ws_load
+  local status
+  status=$(sed -n 's/^declined http_status=\([0-9]*\).*/\1/p' <<<"$2" | head -1)
+  echo "$1: WebSocket upgrade not supported yet (got HTTP ${status:-?})"
+}
+
+nginx_version=$("$nginx_bin" -v 2>&1 | sed 's/.*nginx\///')
+haproxy_version=$("$haproxy_bin" -v | head -1 | awk '{print $3}')
+echo "onedomain WebSocket bench: $(nproc) cores, open-file limit $fd_limit," \
+     "nginx $nginx_version, haproxy $haproxy_version"
+[ -n "$dataplane_missing" ] && echo "dataplane: not measured: $dataplane_missing"
+
+# ---------------------------------------------------------------------------------------------
+if [ "$mode" = pingpong ]; then
+  start_backend
+  declare -A target_port=([direct]=$backend_port) target_pid=([direct]=$backend_pid)
+  targets="direct"
+  for p in $proxies; do
+    [ "$p" = dataplane ] && [ -n "$dataplane_missing" ] && continue
+    "start_$p"
+    target_port[$p]=$port
+    target_pid[$p]=$pid
+    targets+=" $p"
+  done
+  echo "ping-pong: $conns connections, $rounds rounds x (${warmup}s warm-up + ${duration}s)," \
+       "rounds interleaved; client $client_threads thread(s), backend $backend_threads," \
+       "each proxy 1 worker"
+  results="$work/results"
+  : >"$results"
+  for size in $sizes; do
+    for round in $(seq "$rounds"); do
+      for t in $targets; do
+        [ -e "$work/declined.$t" ] && continue
+        rc=0
+        cpu_before=$(cpu_ticks "${target_pid[$t]}")
+        out=$("$load" pingpong --target "127.0.0.1:${target_port[$t]}" --conns "$conns" \
+          --size "$size" --duration "$duration" --warmup "$warmup" --threads "$client_threads" \
+          --path /ws/bench --origin "$origin" --cookie "$cookie" 2>&1) || rc=$?
+        if [ "$rc" -eq 3 ]; then
+          unsupported_line "$t" "$out" >"$work/declined.$t"
+          continue
+        fi
+        line=$(grep '^result ' <<<"$out" || true)
+        if [ -z "$line" ]; then
+          echo "$t: ws_load failed (exit $rc):" >&2
+          echo "$out" >&2
+          continue
+        fi
+        if [ "$rc" -ne 0 ]; then
+          echo "$t size=$size round=$round: exit $rc: $(grep '^first_error' <<<"$out")" >&2
+        fi
+        cpu=$(($(cpu_ticks "${target_pid[$t]}") - cpu_before))
+        echo "$size $t $round $line cpu_ticks=$cpu" >>"$results"
+      done
+    done
+  done
+  cat "$work"/declined.* 2>/dev/null || true
+  python3 - "$results" "$targets" <<'EOF'
+import os, sys
+tick_hz = os.sysconf("SC_CLK_TCK")
+rows = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    size, target = int(parts[0]), parts[1]
+    kv = dict(p.split("=", 1) for p in parts[4:])
+    rows.setdefault((size, target), []).append(kv)
+targets = sys.argv[2].split()
+proxies = [t for t in targets if t != "direct"]
+
+def pick(runs):
+    # The median round by rate; errors are summed over all rounds.
+    runs = sorted(runs, key=lambda r: float(r["rate"]))
+    med = runs[len(runs) // 2]
+    errs = sum(int(r["errors"]) + int(r["open_failed"]) + int(r["close_errors"]) +
+               int(r["timed_out"]) for r in runs)
+    # CPU of the proxying process (direct: the backend) per round trip, warm-up included.
+    cpu_us = 1e6 * float(med["cpu_ticks"]) / tick_hz / max(1, int(med["all_round_trips"]))
+    return (float(med["rate"]), float(med["p50_us"]), float(med["p99_us"]), float(med["max_us"]),
+            errs, cpu_us)
+
+print()
+print(f"{'size':>7} {'target':<10} {'msgs/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+      f"{'errors':>6} {'CPU us/msg':>10}  {'msgs/s vs best peer':>19}  {'p99 vs best peer':>16}")
+for size in sorted({k[0] for k in rows}):
+    picked = {t: pick(rows[(size, t)]) for t in targets if (size, t) in rows}
+    label = f"{size} B" if size < 1024 else f"{size // 1024} KiB"
+    for t in targets:
+        if t not in picked:
+            continue
+        rate, p50, p99, mx, errs, cpu_us = picked[t]
+        peers = [picked[p] for p in proxies if p != t and p in picked]
+        if t != "direct" and peers:
+            best_rate = max(p[0] for p in peers)
+            best_p99 = min(p[2] for p in peers)
+            ratio = f"{rate / best_rate:.2f}x"
+            pratio = f"{p99 / best_p99:.2f}x"
+        else:
+            ratio = pratio = "-"
+        print(f"{label:>7} {t:<10} {rate:>9.0f} {p50 / 1000:>7.2f} {p99 / 1000:>7.2f} "
+              f"{mx / 1000:>7.2f} {errs:>6} {cpu_us:>10.1f}  {ratio:>19}  {pratio:>16}")
+print("(median round by msgs/s; msgs/s = round trips (one message out, its echo back) per second;\n"
+      " CPU us/msg = CPU time of the proxy process (direct: the backend) per round trip;\n"
+      " ratios compare each proxy with the best other proxy: msgs/s higher is better, p99 lower)")
+EOF
+  exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------
+# idle: one proxy at a time, each freshly started with a fresh backend.
+n=$idle_conns
+if [ "$n" -gt $(((fd_limit - 200) / 2)) ]; then
+  echo "idle: $n connections need $((2 * n)) descriptors in the proxy; the limit is $fd_limit" >&2
+  exit 2
+fi
+sources=$(((n + 4999) / 5000 + 1))
+echo "idle: $n connections from 127.0.0.1..127.0.0.$sources through each proxy (1 worker);" \
+     "VmRSS of the proxying process (nginx: its worker) before and after"
+printf '%-10s %7s %12s %12s %11s %9s %13s  %s\n' proxy open "RSS before" "RSS after" "bytes/conn" \
+  "KiB/conn" "backend/conn" "echo after idle"
+failed_any=0
+for p in $proxies; do
+  if [ "$p" = dataplane ] && [ -n "$dataplane_missing" ]; then
+    echo "dataplane: not measured: $dataplane_missing"
+    continue
+  fi
+  start_backend
+  "start_$p"
+  # Warm the proxy (lazily built pools, first allocations) so they are not charged to the
+  # idle connections; detect a proxy that declines upgrades.
+  rc=0
+  out=$("$load" pingpong --target "127.0.0.1:$port" --conns 10 --size 64 --duration 0.5 --warmup 0 \
+    --origin "$origin" --cookie "$cookie" 2>&1) || rc=$?
+  if [ "$rc" -eq 3 ]; then
+    unsupported_line "$p" "$out"
+    stop_started "${started[@]}"
+    continue
+  fi
+  sleep 0.5
+  before=$(rss_kib "$pid")
+  backend_before=$(rss_kib "$backend_pid")
+  "$load" idle --target "127.0.0.1:$port" --conns "$n" --sources "$sources" --hold 300 \
+    --origin "$origin" --cookie "$cookie" >"$work/idle.$p" 2>&1 &
+  load_pid=$!
+  started+=("$load_pid")
+  for _ in $(seq 1200); do  # up to 120 s to open them all
+    grep -q '^READY' "$work/idle.$p" && break
+    kill -0 "$load_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  ready=$(sed -n 's/^READY \([0-9]*\)/\1/p' "$work/idle.$p")
+  if [ -z "$ready" ]; then
+    echo "$p: the idle client did not get ready:"; cat "$work/idle.$p"
+    stop_started "$load_pid"
+    failed_any=1
+  else
+    sleep 1  # let the proxy finish bookkeeping of the last handshakes
+    after=$(rss_kib "$pid")
+    backend_after=$(rss_kib "$backend_pid")
+    kill -USR1 "$load_pid"
+    rc=0
+    wait "$load_pid" || rc=$?
+    stop_started "$load_pid"
+    if [ "$rc" -eq 3 ]; then
+      unsupported_line "$p" "$(cat "$work/idle.$p")"
+    else
+      echo_line=$(sed -n 's/^ECHO //p' "$work/idle.$p")
+      [ "$rc" -eq 0 ] || failed_any=1
+      awk -v p="$p" -v r="$ready" -v n="$n" -v b="$before" -v a="$after" -v bb="$backend_before" \
+          -v ba="$backend_after" -v e="${echo_line:-none (exit $rc)}" 'BEGIN {
+        per = (a - b) * 1024 / n
+        printf "%-10s %7d %8.1f MiB %8.1f MiB %11.0f %9.2f %9.2f KiB  %s\n",
+               p, r, b / 1024, a / 1024, per, per / 1024, (ba - bb) / n, e }'
+      [ "$rc" -eq 0 ] || grep '^first_error' "$work/idle.$p" || true
+    fi
+  fi
+  stop_started "${started[@]}"  # the proxy (nginx: its master) and the backend
+done
+echo "(per conn = the proxy's VmRSS growth / N, 1 KiB = 1024 bytes;" \
+     "backend/conn = the echo server's growth / N)"
+exit "$failed_any"
