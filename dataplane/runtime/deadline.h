@@ -35,6 +35,7 @@ class Deadline {
   // for "no limit").
   void Arm(std::chrono::nanoseconds timeout) {
     if (timeout.count() <= 0) {
+      fired_ = false;
       Disarm();
       return;
     }
@@ -46,7 +47,8 @@ class Deadline {
   void set_arg(void* arg) { arg_ = arg; }
 
   bool armed() const { return linked_; }
-  // True once the sweep cancelled for the current arming.
+  // True once the sweep cancelled for the latest arming; stays true after Disarm (so the
+  // owner can disarm first and ask why its operation failed after), cleared by Arm.
   bool fired() const { return fired_; }
   Clock::time_point expiry() const { return expiry_; }
 
@@ -90,7 +92,6 @@ inline void Deadline::ArmAt(Clock::time_point at) {
 }
 
 inline void Deadline::Disarm() {
-  fired_ = false;
   if (linked_) list_->Unlink(this);
 }
 
