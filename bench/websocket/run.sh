@@ -12,9 +12,10 @@
 #                                       VmRSS growth per connection, then every one must echo
 #
 # Environment: BUILD (build dir, default "build"); DATAPLANE (data-plane binary; default
-# $BUILD/dataplane/dataplane, built first); PROXIES (default "nginx haproxy dataplane");
-# ROUNDS (3), DURATION (3 s), WARMUP (1 s), CONNS (100), SIZES ("64 16384"), CLIENT_THREADS (1),
-# BACKEND_THREADS (1). Each measured phase lasts WARMUP + DURATION (keep it <= 10 s).
+# $BUILD/dataplane/dataplane, built first with JOBS parallel jobs, default nproc); PROXIES
+# (default "nginx haproxy dataplane"); ROUNDS (3), DURATION (3 s), WARMUP (1 s), CONNS (100),
+# SIZES ("64 16384"), CLIENT_THREADS (1), BACKEND_THREADS (1). Each measured phase lasts
+# WARMUP + DURATION (keep it <= 10 s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -60,8 +61,9 @@ dataplane_missing=""
 if [[ " $proxies " == *" dataplane "* ]]; then
   if [ -z "$dataplane_bin" ]; then
     dataplane_bin="$build/dataplane/dataplane"
-    if ! ninja -C "$build" dataplane >"${TMPDIR:-/tmp}/wsbench-dataplane-build.log" 2>&1; then
-      dataplane_missing="build failed (see ${TMPDIR:-/tmp}/wsbench-dataplane-build.log)"
+    build_log="${TMPDIR:-/tmp}/wsbench-dataplane-build.log"
+    if ! ninja -C "$build" -j "${JOBS:-$(nproc)}" dataplane >"$build_log" 2>&1; then
+      dataplane_missing="build failed (see $build_log)"
     fi
   fi
   if [ -z "$dataplane_missing" ] && [ ! -x "$dataplane_bin" ]; then

@@ -8,10 +8,10 @@
 // thread. With --port 0 the kernel picks the port; --port-file gets it (the number and a
 // newline, written to a temp file and renamed). SIGINT/SIGTERM stop it with exit status 0.
 //
-// Memory: built for thousands of idle connections. An idle connection is a socket, Beast's
-// stream state (its fixed 1.5 KB frame-header buffer included) and a coroutine frame with an
-// empty read buffer: Beast only grows the message buffer once a frame header has arrived,
-// and a buffer grown by a large message is released again after the echo.
+// Memory: built for thousands of idle connections (about 5.4 KB each, measured with 9,000): a
+// socket, Beast's stream state (2.6 KB, its fixed 1.5 KB read buffer included) and the
+// coroutine frames. Until its first message a connection waits for readability instead of
+// keeping a read pending, and a buffer grown by a large message is released after the echo.
 
 #include <signal.h>
 #include <sys/resource.h>
@@ -113,6 +113,14 @@ net::awaitable<void> EchoSession(tcp::socket socket) {
   auto [aec] = co_await ws.async_accept(kAwait);
   if (aec) co_return;
   beast::flat_buffer buffer;
+  {
+    // Idle until the first message without a read pending: Beast's message read prepares
+    // 1.5 KB of `buffer` before any byte arrives. Safe only here: a client sends nothing
+    // before it has the 101 (RFC 6455 4.1), so Beast holds no unread bytes yet; later, it
+    // may (pipelined frames), and waiting on the socket could then wait forever.
+    auto [wec] = co_await ws.next_layer().async_wait(tcp::socket::wait_read, kAwait);
+    if (wec) co_return;
+  }
   for (;;) {
     auto [rec, n] = co_await ws.async_read(buffer, kAwait);
     if (rec) {
