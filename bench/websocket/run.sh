@@ -164,7 +164,7 @@ EOF
   local master=$!
   started+=("$master")
   wait_port "$port" "$master" || die "nginx did not start:" "$work/nginx/error.log"
-  pid=$(ps -o pid= --ppid "$master" | head -1 | tr -d ' ')
+  pid=$(ps -o pid= --ppid "$master" | awk 'NR == 1 {print $1}')
   [ -n "$pid" ] || { echo "nginx: no worker process" >&2; exit 1; }
 }
 
@@ -237,14 +237,18 @@ stop_started() {  # stops and forgets the given PIDs
   started=("${keep[@]}")
 }
 
-unsupported_line() {  # NAME OUTPUT-OF-ws_load
+unsupported_line() {  # NAME OUTPUT-OF-ws_load: why a target has no numbers (ws_load exit 3)
   local status
-  status=$(sed -n 's/^declined http_status=\([0-9]*\).*/\1/p' <<<"$2" | head -1)
-  echo "$1: WebSocket upgrade not supported yet (got HTTP ${status:-?})"
+  status=$(sed -n 's/^declined http_status=\([0-9]*\).*/\1/p' <<<"$2")
+  if [ "$status" = 501 ]; then
+    echo "$1: WebSocket upgrade not supported yet (got HTTP 501)"
+  else
+    echo "$1: WebSocket upgrade declined (got HTTP ${status:-?}): check the generated config"
+  fi
 }
 
 nginx_version=$("$nginx_bin" -v 2>&1 | sed 's/.*nginx\///')
-haproxy_version=$("$haproxy_bin" -v | head -1 | awk '{print $3}')
+haproxy_version=$("$haproxy_bin" -v | awk 'NR == 1 {print $3}')  # no head: SIGPIPE
 echo "onedomain WebSocket bench: $(nproc) cores, open-file limit $fd_limit," \
      "nginx $nginx_version, haproxy $haproxy_version"
 [ -n "$dataplane_missing" ] && echo "dataplane: not measured: $dataplane_missing"
@@ -395,7 +399,7 @@ for p in $proxies; do
     sleep 1  # let the proxy finish bookkeeping of the last handshakes
     after=$(rss_kib "$pid")
     backend_after=$(rss_kib "$backend_pid")
-    kill -USR1 "$load_pid"
+    kill -USR1 "$load_pid" 2>/dev/null || true  # it may have given up already
     rc=0
     wait "$load_pid" || rc=$?
     stop_started "$load_pid"
@@ -404,16 +408,18 @@ for p in $proxies; do
     else
       echo_line=$(sed -n 's/^ECHO //p' "$work/idle.$p")
       [ "$rc" -eq 0 ] || failed_any=1
-      awk -v p="$p" -v r="$ready" -v n="$n" -v b="$before" -v a="$after" -v bb="$backend_before" \
+      # Per connection actually open (READY n), should some have failed to open.
+      awk -v p="$p" -v r="$ready" -v b="$before" -v a="$after" -v bb="$backend_before" \
           -v ba="$backend_after" -v e="${echo_line:-none (exit $rc)}" 'BEGIN {
-        per = (a - b) * 1024 / n
+        per = r > 0 ? (a - b) * 1024 / r : 0
+        bper = r > 0 ? (ba - bb) / r : 0
         printf "%-10s %7d %8.1f MiB %8.1f MiB %11.0f %9.2f %9.2f KiB  %s\n",
-               p, r, b / 1024, a / 1024, per, per / 1024, (ba - bb) / n, e }'
-      [ "$rc" -eq 0 ] || grep '^first_error' "$work/idle.$p" || true
+               p, r, b / 1024, a / 1024, per, per / 1024, bper, e }'
+      [ "$rc" -eq 0 ] || grep -E '^(OPEN_FAILED|first_error)' "$work/idle.$p" || true
     fi
   fi
   stop_started "${started[@]}"  # the proxy (nginx: its master) and the backend
 done
-echo "(per conn = the proxy's VmRSS growth / N, 1 KiB = 1024 bytes;" \
-     "backend/conn = the echo server's growth / N)"
+echo "(per conn = the proxy's VmRSS growth / connections open, 1 KiB = 1024 bytes;" \
+     "backend/conn = the echo server's growth / connections open)"
 exit "$failed_any"

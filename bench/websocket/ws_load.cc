@@ -597,16 +597,19 @@ int main(int argc, char** argv) {
               o.host_header.c_str(), o.path.c_str(), o.conns, o.size, o.threads);
   std::fflush(stdout);
 
+  // Each open is bounded by --connect-timeout; opens run --open-parallel at a time per
+  // worker, so the whole phase gets twice that (plus slack) before it is given up.
   const auto open_deadline =
-      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(o.connect_timeout_s * 1000)) +
+      Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(o.connect_timeout_s * 2000)) +
       std::chrono::seconds(5);
   const bool all_opened = shared.opened.WaitUntil(open_deadline);
   const uint64_t open_ok = shared.open_ok.load();
   bool go = true;
   if (o.mode == Mode::kIdle) {
-    std::printf("READY %llu\n", static_cast<unsigned long long>(all_opened ? open_ok : 0));
+    std::printf("READY %llu\n", static_cast<unsigned long long>(open_ok));
     if (!all_opened || open_ok != o.conns) {
-      std::printf("OPEN_FAILED %llu\n", static_cast<unsigned long long>(o.conns - open_ok));
+      std::printf("OPEN_FAILED %llu%s\n", static_cast<unsigned long long>(o.conns - open_ok),
+                  all_opened ? "" : " (open phase timed out)");
     }
     std::fflush(stdout);
     go = all_opened && open_ok > 0 &&
