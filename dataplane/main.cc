@@ -7,6 +7,8 @@
 #include "common/log/log.h"
 #include "common/signals/signals.h"
 #include "common/version.h"
+#include "dataplane/config_client/config_client.h"
+#include "dataplane/config_client/managed_mode.h"
 #include "dataplane/server/dataplane_server.h"
 #include "dataplane/server/flags.h"
 #include "onedomain/v1/bootstrap.pb.h"
@@ -71,5 +73,13 @@ int main(int argc, char** argv) {
     std::cerr << "dataplane: " << s.message() << "\n";
     return 1;
   }
-  return server.Run();
+  // Managed mode: boot from the cache, then follow the control plane (null in static mode).
+  auto client = dataplane::StartManagedMode(server, bootstrap);
+  if (!client.ok()) {
+    std::cerr << "dataplane: " << client.status().message() << "\n";
+    return 1;
+  }
+  const int code = server.Run();
+  if (*client) (*client)->Stop();
+  return code;
 }

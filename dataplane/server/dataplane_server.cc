@@ -399,10 +399,8 @@ absl::Status DataplaneServer::Start() {
     return absl::Status(s.code(), str::Cat("admin endpoint: ", s.message()));
   }
 
-  if (b.has_controlplane()) {
-    log::Warn("server",
-              "managed mode: control-plane client not implemented yet; serving bootstrap snapshot");
-  }
+  // Managed mode (b.has_controlplane()): main starts the control-plane client after Start;
+  // until it answers, the node serves its cache or the bootstrap snapshot below.
   if (b.has_snapshot()) {
     if (absl::Status s = ApplySnapshot(std::make_shared<const v1::Snapshot>(b.snapshot()));
         !s.ok()) {
