@@ -33,7 +33,8 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 0' INT TERM
+trap cleanup EXIT
 
 start() {  # start NAME CMD...: runs CMD in the background, logs to .run/NAME.log
   local name=$1
@@ -66,4 +67,5 @@ onedomain is running:
 Ctrl-C stops everything.
 MSG
 wait -n "${pids[@]}" || true
-echo "run.sh: a process exited; stopping the rest" >&2
+echo "run.sh: a process exited; stopping the rest (logs in .run/)" >&2
+exit 1
