@@ -375,6 +375,9 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
   const Clock::time_point wait_until = Clock::now() + cluster.def().connect_timeout;
   for (;;) {
     Host* host = cluster.Pick(Clock::now(), exclude);
+    if (host == nullptr && exclude != nullptr && fresh_only) {
+      host = cluster.Pick(Clock::now());  // a stale pooled connection: its host may be fine
+    }
     if (host == nullptr) {
       if (!x.error) {
         x.error = ProxyError{ProxyErrorKind::kNoHealthyUpstream};
@@ -440,9 +443,10 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
       }
       if (hr == HeadRead::kClosedEarly && reused && can_resend && !retried) {
         // A pooled connection the upstream had closed: send again on a fresh one.
+        // Prefer another host (this one may have just died), else this one again.
         retried = true;
         fresh_only = true;
-        exclude = nullptr;
+        exclude = host;
         counters->retries.Add();
         x.conn.reset();
         continue;

@@ -202,8 +202,10 @@ class Conn:
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    def read_chunked(self):
-        body = b""
+    def read_chunked(self, sink=None):
+        """The de-chunked body; with `sink`, each piece goes to sink(bytes) instead (large
+        bodies are never accumulated)."""
+        body = bytearray()
         while True:
             while b"\r\n" not in self.buf:
                 self._fill()
@@ -217,8 +219,17 @@ class Conn:
                     while b"\r\n" not in self.buf:
                         self._fill()
                 self.buf = self.buf[2:]
-                return body
-            body += self.read_exact(size)
+                return bytes(body)
+            while size > 0:
+                if not self.buf:
+                    self._fill()
+                piece = self.buf[:size]
+                self.buf = self.buf[len(piece):]
+                size -= len(piece)
+                if sink is not None:
+                    sink(piece)
+                else:
+                    body += piece
             self.read_exact(2)
 
     def read_to_eof(self):
