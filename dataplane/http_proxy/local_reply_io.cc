@@ -1,0 +1,26 @@
+// The coroutine half of local_reply: writing a rendered reply to the client. Kept apart from
+// the pure rendering so the fuzzer and unit tests link no coroutine code.
+
+#include "dataplane/http_proxy/local_reply.h"
+#include "dataplane/http_proxy/session_context.h"
+#include "dataplane/runtime/compiled_snapshot.h"
+#include "dataplane/runtime/worker.h"
+
+namespace onedomain::dataplane {
+
+boost::asio::awaitable<bool> SendLocalReply(Downstream& down, const ProxyError& error,
+                                            RequestRecord& record, bool head_request,
+                                            bool keep_alive_ok, bool request_fully_read,
+                                            std::string& out) {
+  const bool keep = keep_alive_ok && KeepAliveAfterLocalReply(error.kind, request_fully_read);
+  out.clear();
+  RenderLocalReply(error, LocalReplyOptions{head_request, !keep}, record, out);
+  // Re-arming clears a deadline that fired for the read which led here (408).
+  down.deadline.Arm(down.listener.limits.idle_timeout);
+  const IoResult r = co_await down.stream.Write(net::buffer(out));
+  down.deadline.Disarm();
+  down.worker.counters().bytes_sent.Add(r.n);
+  co_return keep && !r.ec;
+}
+
+}  // namespace onedomain::dataplane
