@@ -19,6 +19,8 @@
 #include "dataplane/listener/tls_context.h"
 #include "dataplane/routing/route_table.h"
 #include "dataplane/runtime/worker.h"
+#include "dataplane/ws_tunnel/ws_tunnel.h"
+#include "dataplane/ws_tunnel/ws_upgrade.h"
 
 namespace onedomain::dataplane {
 namespace {
@@ -81,20 +83,6 @@ AccessContext MakeAccessContext(Worker& worker, const Downstream& down, const Re
   return a;
 }
 
-// Branch point for protocol upgrades: issue 4 replaces this with the WebSocket tunnel, which
-// takes over `down.stream` and `down.in` (the buffer may already hold the first frames).
-// Until then: a clear 501, counted, never a silent failure.
-net::awaitable<bool> ServeUpgrade(Downstream& down, const RequestHead& head,
-                                  RequestRecord& record, ExchangeBuffers& bufs) {
-  record.route_counters->RecordUpgrade(stats::UpgradeResult::kNotImplemented);
-  const bool body = HasRequestBody(head);
-  if (!body) down.in.consume(head.header_bytes);
-  co_return co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kUpgradeNotImplemented},
-                                    record, false,
-                                    head.framing.keep_alive && !down.worker.draining(), !body,
-                                    bufs.response_head);
-}
-
 // Drops what the client still sends, for a bounded time and amount, then returns.
 net::awaitable<void> Linger(AnyStream& stream, Deadline& deadline, beast::flat_buffer& scratch) {
   if (!stream.is_tls()) {
@@ -115,7 +103,8 @@ net::awaitable<void> Linger(AnyStream& stream, Deadline& deadline, beast::flat_b
 // The keep-alive loop. Returns whether to linger before closing.
 net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t slot,
                                     std::string_view client_ip, SessionLink& link,
-                                    Clock::time_point accepted, beast::flat_buffer& in) {
+                                    Clock::time_point accepted, beast::flat_buffer& in,
+                                    std::unique_ptr<WsHandoff>& upgraded) {
   ExchangeBuffers bufs;
   RequestHead head;
   head.fields.reserve(32);
@@ -216,7 +205,10 @@ net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t 
       record.route_name = route->name;
       const uint64_t limit = route->max_body_bytes.value_or(limits.max_body_bytes);
       if (IsWebSocketUpgrade(head)) {
-        keep_alive = co_await ServeUpgrade(down, head, record, bufs);
+        // The WebSocket branch; on a 101 the session ends here and ServeConnection runs the
+        // tunnel once this frame (and its HTTP buffers) is gone.
+        keep_alive =
+            co_await ServeWebSocketUpgrade(down, head, *route, *cfg, record, bufs, upgraded);
       } else if (auto too_large = CheckBodyLimit(head, limit)) {
         keep_alive = co_await SendLocalReply(down, *too_large, record, head_method, false, false,
                                              bufs.response_head);
@@ -305,9 +297,17 @@ net::awaitable<void> ServeConnection(tcp::socket socket, Worker& worker, uint32_
     }
   }
   beast::flat_buffer in;
+  std::unique_ptr<WsHandoff> upgraded;
   const bool linger =
-      co_await RunHttpSession(*stream, worker, slot, client_ip, link, accepted, in);
-  if (linger) co_await Linger(*stream, deadline, in);
+      co_await RunHttpSession(*stream, worker, slot, client_ip, link, accepted, in, upgraded);
+  if (upgraded) {
+    // The upgrade's leftover bytes are in the handoff; an idle tunnel keeps no read buffer.
+    in.clear();
+    in.shrink_to_fit();
+    co_await RunWsTunnel(*stream, worker, std::move(upgraded));
+  } else if (linger) {
+    co_await Linger(*stream, deadline, in);
+  }
   deadline.Arm(kShutdownTime);
   co_await stream->Shutdown();
   deadline.Disarm();

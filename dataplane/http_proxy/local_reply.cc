@@ -28,6 +28,10 @@ KindInfo Info(ProxyErrorKind kind) {
     case K::kBodyTooLarge: return {413, S::kDownstream, "body_too_large", "request body too large", false};
     case K::kHeaderTooLarge: return {431, S::kDownstream, "header_too_large", "request header fields too large", false};
     case K::kUpgradeNotImplemented: return {501, S::kConfig, "upgrade_not_implemented", "WebSocket upgrades are not implemented yet", false};
+    case K::kBadWebSocketUpgrade: return {400, S::kDownstream, "bad_websocket_upgrade", "malformed WebSocket upgrade", false};
+    case K::kWebSocketNotAllowed: return {403, S::kConfig, "websocket_not_allowed", "WebSocket upgrades are not allowed on this route", false};
+    case K::kOriginRefused: return {403, S::kDownstream, "origin_refused", "WebSocket Origin not allowed", false};
+    case K::kCookieRequired: return {401, S::kDownstream, "cookie_required", "WebSocket upgrade needs a session cookie", false};
     case K::kUpstreamConnectFailed: return {502, S::kUpstream, "upstream_connect_failed", "upstream refused the connection", true};
     case K::kUpstreamReset: return {502, S::kUpstream, "upstream_reset", "upstream closed the connection before answering", false};
     case K::kUpstreamBadResponse: return {502, S::kUpstream, "upstream_bad_response", "upstream sent a malformed response", false};
@@ -43,6 +47,8 @@ KindInfo Info(ProxyErrorKind kind) {
 std::string_view ReasonPhrase(int status) {
   switch (status) {
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";

@@ -22,6 +22,10 @@ enum class ProxyErrorKind : uint8_t {
   kBodyTooLarge,        // 413
   kHeaderTooLarge,      // 431
   kUpgradeNotImplemented,  // 501 (WebSocket tunnel lands with issue 4)
+  kBadWebSocketUpgrade,    // 400: not GET, version not 13, bad key
+  kWebSocketNotAllowed,    // 403: an upgrade on a route without `websocket: true`
+  kOriginRefused,          // 403: Origin not in the route's allow-list
+  kCookieRequired,         // 401: the route's required cookie is missing
   // Upstream side.
   kUpstreamConnectFailed,  // 502: refused, unreachable
   kUpstreamReset,          // 502: closed or reset before a complete response header

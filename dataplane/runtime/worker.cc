@@ -12,6 +12,7 @@
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "dataplane/net/any_stream.h"
+#include "dataplane/ws_tunnel/ws_tunnel.h"
 
 namespace onedomain::dataplane {
 namespace {
@@ -35,6 +36,7 @@ Worker::Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* acce
       access_log_(access_log),
       counters_(&catalog.worker(index)),
       no_route_counters_(&catalog.route(index, stats::StatsCatalog::kNoRouteSlot)),
+      ws_tunnels_(std::make_unique<WsTunnelSet>(*counters_)),
       ioc_(std::make_unique<boost::asio::io_context>(1)) {
   tick_ = std::make_unique<Timer>(*ioc_);
 }
@@ -118,6 +120,7 @@ void Worker::SwitchConfig(std::shared_ptr<const CompiledSnapshot> snapshot) {
   }
   next->compiled = std::move(snapshot);
   config_ = std::move(next);
+  ws_tunnels_->OnConfigSwitch(*config_->compiled);
 }
 
 void Worker::UpdateAddresses(const CompiledCluster* def, size_t endpoint,
@@ -134,6 +137,8 @@ void Worker::BeginDrain() {
     if (s->idle) s->stream->Cancel();
   }
 }
+
+void Worker::DrainWebSockets() { ws_tunnels_->DrainAll(); }
 
 void Worker::AddSession(SessionLink* link) {
   link->prev = nullptr;

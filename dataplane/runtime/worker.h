@@ -31,6 +31,7 @@ namespace onedomain::dataplane {
 
 class AccessLog;
 class AnyStream;
+class WsTunnelSet;
 
 // A session's entry in its worker's list, so drain can close idle keep-alive connections.
 struct SessionLink {
@@ -76,6 +77,10 @@ class Worker {
   bool draining() const { return draining_; }
   // Responses from now on say Connection: close; idle keep-alive connections close now.
   void BeginDrain();
+  // WebSocket tunnels of this worker (drain, config switches, the scratch read buffer).
+  WsTunnelSet& ws_tunnels() { return *ws_tunnels_; }
+  // Closes every tunnel with Close 1001, spread over the routes' drain_spread.
+  void DrainWebSockets();
 
   void AddSession(SessionLink* link);
   void RemoveSession(SessionLink* link);
@@ -118,6 +123,8 @@ class Worker {
   std::unordered_multimap<uint32_t, AcceptorEntry> acceptors_;
   std::vector<AcceptWaiter*> accept_waiters_;
   Clock::time_point last_pool_sweep_{};
+  // Destroyed after ioc_ (declared before it): tunnel frames unregister on destruction.
+  std::unique_ptr<WsTunnelSet> ws_tunnels_;
 
   std::thread thread_;
   // ~Worker destroys these explicitly, tick timer and config first (they own sockets of

@@ -269,7 +269,10 @@ void DataplaneServer::Impl::CloseListeners() {
   listeners_closed.store(true);
   for (const auto& w : workers) {
     Worker* worker = w.get();
-    net::post(worker->io_context(), [worker] { worker->CloseAllAcceptors(); });
+    net::post(worker->io_context(), [worker] {
+      worker->CloseAllAcceptors();
+      worker->DrainWebSockets();  // Close 1001 to every tunnel, spread over drain_spread
+    });
   }
   log::Info("server", "draining: listeners closed");
 }

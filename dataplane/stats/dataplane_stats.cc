@@ -82,6 +82,99 @@ ClusterCounters& StatsCatalog::cluster(size_t worker, uint32_t slot) {
   return *workers_[worker].clusters[slot];
 }
 
+void WsTunnelCounters::RecordClose(WsCloseInitiator who, int code) {
+  size_t slot = kWsCloseCodeSlots - 1;  // "none"
+  if (code >= 1000 && code <= 1015) {
+    slot = static_cast<size_t>(code - 1000);
+  } else if (code != 0) {
+    slot = kWsCloseCodeSlots - 2;  // "other"
+  }
+  closes[static_cast<size_t>(who) * kWsCloseCodeSlots + slot].Add();
+}
+
+void WsTunnelCounters::RecordDuration(double seconds) {
+  size_t i = 0;
+  while (i < kWsDurationBounds.size() && seconds > kWsDurationBounds[i]) ++i;
+  duration_buckets[i].Add();
+  duration_sum.store(duration_sum.load(std::memory_order_relaxed) + seconds,
+                     std::memory_order_relaxed);
+}
+
+// Called with mu_ held (from Collect).
+void StatsCatalog::CollectWebSocketFamilies(std::vector<prometheus::MetricFamily>& out) const {
+  using prometheus::MetricType;
+  auto make = [](std::string name, std::string help, MetricType type) {
+    prometheus::MetricFamily f;
+    f.name = std::move(name);
+    f.help = std::move(help);
+    f.type = type;
+    return f;
+  };
+  auto labelled = [](std::initializer_list<std::pair<std::string, std::string>> labels) {
+    prometheus::ClientMetric m;
+    for (const auto& [k, v] : labels) m.label.push_back({k, v});
+    return m;
+  };
+  auto drain = make("onedomain_websocket_drain_remaining",
+                    "WebSocket tunnels told to close (drain, removed route) and not closed yet.",
+                    MetricType::Gauge);
+  int64_t remaining = 0;
+  for (const PerWorker& w : workers_) remaining += w.totals->websocket_drain_remaining.Get();
+  prometheus::ClientMetric dm;
+  dm.gauge.value = static_cast<double>(remaining);
+  drain.metric.push_back(dm);
+
+  auto closes = make("onedomain_websocket_closes_total",
+                     "WebSocket tunnels closed, by route, initiator (client, upstream, proxy) "
+                     "and close code (1000..1015, other, none: no Close frame).",
+                     MetricType::Counter);
+  auto duration = make("onedomain_websocket_connection_duration_seconds",
+                       "How long WebSocket tunnels stayed open, by route.", MetricType::Histogram);
+  static constexpr const char* kInitiators[] = {"client", "upstream", "proxy"};
+  for (uint32_t slot = 0; slot < route_names_.size(); ++slot) {
+    if (slot == kNoRouteSlot) continue;
+    const std::string& route = route_names_[slot];
+    std::array<uint64_t, kWsCloseCodeSlots * 3> sums{};
+    std::array<uint64_t, kWsDurationBounds.size() + 1> buckets{};
+    double sum = 0;
+    for (const PerWorker& w : workers_) {
+      const WsTunnelCounters& c = w.routes[slot]->ws;
+      for (size_t i = 0; i < sums.size(); ++i) sums[i] += c.closes[i].Get();
+      for (size_t i = 0; i < buckets.size(); ++i) buckets[i] += c.duration_buckets[i].Get();
+      sum += c.duration_sum.load(std::memory_order_relaxed);
+    }
+    for (size_t i = 0; i < sums.size(); ++i) {
+      if (sums[i] == 0) continue;
+      const size_t code = i % kWsCloseCodeSlots;
+      const std::string code_label = code < 16                      ? str::Cat(1000 + code)
+                                     : code == kWsCloseCodeSlots - 2 ? std::string("other")
+                                                                     : std::string("none");
+      auto m = labelled({{"route", route},
+                         {"initiator", kInitiators[i / kWsCloseCodeSlots]},
+                         {"code", code_label}});
+      m.counter.value = static_cast<double>(sums[i]);
+      closes.metric.push_back(std::move(m));
+    }
+    uint64_t count = 0;
+    for (uint64_t b : buckets) count += b;
+    if (count == 0) continue;
+    auto m = labelled({{"route", route}});
+    m.histogram.sample_count = count;
+    m.histogram.sample_sum = sum;
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      cumulative += buckets[i];
+      m.histogram.bucket.push_back(
+          {cumulative, i < kWsDurationBounds.size() ? kWsDurationBounds[i]
+                                                    : std::numeric_limits<double>::infinity()});
+    }
+    duration.metric.push_back(std::move(m));
+  }
+  out.push_back(std::move(drain));
+  out.push_back(std::move(closes));
+  out.push_back(std::move(duration));
+}
+
 std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
   using prometheus::MetricType;
   std::lock_guard lock(mu_);
@@ -227,6 +320,7 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
                   &ws_active, &ws_bytes, &up_active, &up_fail, &up_retry, &up_eject}) {
     out.push_back(std::move(*f));
   }
+  CollectWebSocketFamilies(out);
   return out;
 }
 

@@ -68,6 +68,21 @@ enum class UpgradeResult : uint8_t {
 };
 std::string_view UpgradeResultName(UpgradeResult r);
 
+// WebSocket tunnels of one route: closes by initiator and code, and how long tunnels lived.
+enum class WsCloseInitiator : uint8_t { kClient, kUpstream, kProxy, kCount };
+inline constexpr size_t kWsCloseCodeSlots = 18;  // 1000..1015, then "other", then "none"
+inline constexpr std::array<double, 10> kWsDurationBounds = {1,    10,    60,    300,   1800,
+                                                             3600, 14400, 43200, 86400, 604800};
+struct WsTunnelCounters {
+  std::array<Counter, kWsCloseCodeSlots * static_cast<size_t>(WsCloseInitiator::kCount)> closes;
+  std::array<Counter, kWsDurationBounds.size() + 1> duration_buckets;  // last: +Inf
+  std::atomic<double> duration_sum{0};
+
+  // `code` 0: the tunnel ended without a Close frame.
+  void RecordClose(WsCloseInitiator who, int code);
+  void RecordDuration(double seconds);
+};
+
 struct alignas(64) RouteCounters {
   std::array<Counter, kStatusCodes> codes;
   std::array<Counter, kDurationBounds.size() + 1> duration_buckets;  // last: +Inf
@@ -76,6 +91,7 @@ struct alignas(64) RouteCounters {
   Gauge websocket_active;
   Counter websocket_bytes_to_upstream;
   Counter websocket_bytes_to_client;
+  WsTunnelCounters ws;
 
   void RecordRequest(int status, double seconds);
   void RecordUpgrade(UpgradeResult r) { upgrades[static_cast<size_t>(r)].Add(); }
@@ -93,6 +109,7 @@ struct alignas(64) WorkerCounters {
   Counter downstream_total;
   Counter bytes_received;  // from clients
   Counter bytes_sent;      // to clients
+  Gauge websocket_drain_remaining;  // tunnels told to drain and not yet closed
 };
 
 // Cumulative totals for the control plane's MetricsReport.
@@ -130,6 +147,11 @@ class StatsCatalog {
   std::vector<prometheus::MetricFamily> Collect() const;
 
   CounterTotals Totals() const;
+
+ private:
+  void CollectWebSocketFamilies(std::vector<prometheus::MetricFamily>& out) const;
+
+ public:
 
  private:
   struct PerWorker {

@@ -1,0 +1,571 @@
+#include "dataplane/ws_tunnel/ws_tunnel.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
+#include <array>
+#include <string>
+
+#include "common/log/log.h"
+#include "common/strings/strings.h"
+#include "dataplane/net/any_stream.h"
+#include "dataplane/routing/route_table.h"
+#include "dataplane/runtime/compiled_snapshot.h"
+#include "dataplane/runtime/worker.h"
+#include "dataplane/ws_tunnel/ws_frames.h"
+#include "dataplane/ws_tunnel/ws_upgrade.h"
+
+namespace onedomain::dataplane {
+
+using namespace boost::asio::experimental::awaitable_operators;  // NOLINT: operator&&
+namespace {
+
+constexpr auto kToken = net::as_tuple(net::use_awaitable);
+constexpr size_t kTlsReadSize = 16 * 1024;
+// TCP keepalive on both sockets: a peer that vanished without a FIN is noticed within
+// about two minutes instead of Linux's default two hours.
+constexpr int kKeepIdleSeconds = 60;
+constexpr int kKeepIntervalSeconds = 10;
+constexpr int kKeepCount = 6;
+
+void EnableKeepalive(tcp::socket& s) {
+  // Failures only lose dead-peer detection; the tunnel works without it.
+  error_code ignored;
+  s.set_option(net::socket_base::keep_alive(true), ignored);
+  const int fd = s.native_handle();
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepIdleSeconds, sizeof(int));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepIntervalSeconds, sizeof(int));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepCount, sizeof(int));
+}
+
+enum class Inject : uint8_t { kNone, kPing, kClose };
+
+// Bytes to write: up to three spans (data, injected frame, data).
+struct Out {
+  std::array<net::const_buffer, 4> b{};
+  size_t n = 0;
+  size_t total = 0;
+  void Add(const void* p, size_t len) {
+    if (len == 0) return;
+    if (n > 0 && static_cast<const uint8_t*>(b[n - 1].data()) + b[n - 1].size() == p) {
+      b[n - 1] = net::const_buffer(b[n - 1].data(), b[n - 1].size() + len);
+    } else {
+      b[n++] = net::const_buffer(p, len);
+    }
+    total += len;
+  }
+};
+
+}  // namespace
+
+// One direction of a tunnel.
+struct WsPump {
+  AnyStream* src = nullptr;
+  AnyStream* dst = nullptr;
+  bool to_client = false;  // upstream -> client
+  bool src_tls = false;
+  bool dst_tls = false;
+  ws::FrameTracker tracker;
+  std::string carry;                         // handed-over bytes, forwarded first
+  std::unique_ptr<uint8_t[]> tls_buf;        // TLS source only
+  ws::SmallFrame inject_frame;
+  Inject inject = Inject::kNone;
+  bool absorbing = false;   // after our Close went to dst: src's frames are dropped
+  bool dropping = false;    // dropping the current frame (a pong answering our ping)
+  uint32_t pongs_to_absorb = 0;
+  bool waiting = false;     // suspended reading src
+  bool writing = false;     // suspended writing dst
+  bool src_sent_close = false;  // a Close frame from src passed (forwarded or absorbed)
+  bool dst_got_close = false;   // a Close frame reached dst (forwarded or ours)
+  bool ended = false;
+  stats::Counter* bytes = nullptr;
+  stats::Counter* worker_bytes = nullptr;
+};
+
+struct WsTunnel {
+  WsTunnel(Worker& w, AnyStream& c, std::unique_ptr<WsHandoff> h)
+      : worker(w),
+        set(w.ws_tunnels()),
+        client(c),
+        handoff(std::move(h)),
+        timer(w.deadlines(), &WsTunnel::OnTimer, this) {}
+
+  static void OnTimer(void* arg);
+  void Rearm(Clock::time_point now);
+  void ScheduleDrain(std::chrono::nanoseconds delay);
+  void StartDrain(Clock::time_point now);
+  void RequestInject(WsPump& p, Inject kind);
+  void Finish();
+  void RecordFirstClose(stats::WsCloseInitiator who, int code) {
+    if (close_recorded) return;
+    close_recorded = true;
+    counters->ws.RecordClose(who, code);
+  }
+  bool HandshakesDone() const {
+    return up.src_sent_close && up.dst_got_close && down.src_sent_close && down.dst_got_close;
+  }
+
+  Worker& worker;
+  WsTunnelSet& set;
+  AnyStream& client;
+  std::unique_ptr<WsHandoff> handoff;
+  std::unique_ptr<UpstreamConnection> upstream;
+  stats::RouteCounters* counters = nullptr;
+  uint32_t route_slot = 0;
+  std::chrono::nanoseconds idle{0};
+  std::chrono::nanoseconds keepalive{0};
+  std::chrono::nanoseconds grace{0};
+  std::chrono::nanoseconds spread{0};
+  WsPump up;    // client -> upstream
+  WsPump down;  // upstream -> client
+  Deadline timer;
+  Clock::time_point opened{};
+  Clock::time_point last_activity{};
+  Clock::time_point last_ping{};
+  Clock::time_point drain_at{};
+  Clock::time_point grace_end{};
+  enum class Drain : uint8_t { kNone, kScheduled, kDraining } drain = Drain::kNone;
+  bool finished = false;
+  bool close_recorded = false;
+  bool counted_draining = false;
+  WsTunnel* prev = nullptr;
+  WsTunnel* next = nullptr;
+};
+
+// ---- WsTunnelSet --------------------------------------------------------------------------
+
+WsTunnelSet::WsTunnelSet(stats::WorkerCounters& counters)
+    : counters_(counters), scratch_(new uint8_t[kScratchSize]), rng_(std::random_device{}()) {}
+
+WsTunnelSet::~WsTunnelSet() = default;
+
+void WsTunnelSet::Add(WsTunnel* t) {
+  t->prev = nullptr;
+  t->next = head_;
+  if (head_ != nullptr) head_->prev = t;
+  head_ = t;
+  ++count_;
+  if (draining_) t->ScheduleDrain(std::chrono::nanoseconds(0));
+}
+
+void WsTunnelSet::Remove(WsTunnel* t) {
+  if (t->prev != nullptr) {
+    t->prev->next = t->next;
+  } else {
+    head_ = t->next;
+  }
+  if (t->next != nullptr) t->next->prev = t->prev;
+  t->prev = t->next = nullptr;
+  --count_;
+}
+
+std::chrono::nanoseconds WsTunnelSet::Jitter(std::chrono::nanoseconds window) {
+  if (window.count() <= 0) return window.zero();
+  std::uniform_int_distribution<int64_t> d(0, window.count());
+  return std::chrono::nanoseconds(d(rng_));
+}
+
+void WsTunnelSet::DrainAll() {
+  draining_ = true;
+  for (WsTunnel* t = head_; t != nullptr; t = t->next) {
+    t->ScheduleDrain(Jitter(t->spread));
+  }
+}
+
+void WsTunnelSet::OnConfigSwitch(const CompiledSnapshot& snapshot) {
+  if (head_ == nullptr) return;
+  std::vector<uint32_t> live;
+  for (const CompiledRoute& r : snapshot.routes->routes()) {
+    if (r.websocket) live.push_back(r.stats_slot);
+  }
+  for (WsTunnel* t = head_; t != nullptr; t = t->next) {
+    if (std::find(live.begin(), live.end(), t->route_slot) == live.end()) {
+      t->ScheduleDrain(Jitter(t->spread));
+    }
+  }
+}
+
+// ---- timers, drain, injection ----------------------------------------------------------------
+
+void WsTunnel::OnTimer(void* arg) {
+  auto* t = static_cast<WsTunnel*>(arg);
+  const Clock::time_point now = Clock::now();
+  if (t->finished) {
+    t->timer.Disarm();
+    return;
+  }
+  if (t->drain == Drain::kScheduled && now >= t->drain_at) t->StartDrain(now);
+  if (t->drain == Drain::kDraining && now >= t->grace_end) {
+    // A side never finished its close handshake: close anyway.
+    t->RecordFirstClose(stats::WsCloseInitiator::kProxy, 0);
+    t->Finish();
+    t->timer.Disarm();
+    return;
+  }
+  if (t->drain == Drain::kNone && t->idle.count() > 0 && now - t->last_activity >= t->idle) {
+    t->ScheduleDrain(std::chrono::nanoseconds(0));
+    t->StartDrain(now);
+  }
+  if (t->drain == Drain::kNone && t->keepalive.count() > 0 &&
+      now - std::max(t->last_activity, t->last_ping) >= t->keepalive) {
+    t->last_ping = now;
+    t->RequestInject(t->down, Inject::kPing);
+  }
+  t->Rearm(now);
+}
+
+void WsTunnel::Rearm(Clock::time_point now) {
+  Clock::time_point next = Clock::time_point::max();
+  if (drain == Drain::kScheduled) next = std::min(next, drain_at);
+  if (drain == Drain::kDraining) next = std::min(next, grace_end);
+  if (drain == Drain::kNone && idle.count() > 0) next = std::min(next, last_activity + idle);
+  if (drain == Drain::kNone && keepalive.count() > 0) {
+    next = std::min(next, std::max(last_activity, last_ping) + keepalive);
+  }
+  if (next == Clock::time_point::max()) {
+    timer.Disarm();
+    return;
+  }
+  timer.ArmAt(std::max(next, now));
+}
+
+void WsTunnel::ScheduleDrain(std::chrono::nanoseconds delay) {
+  if (drain != Drain::kNone || finished) return;
+  drain = Drain::kScheduled;
+  const Clock::time_point now = Clock::now();
+  drain_at = now + delay;
+  counted_draining = true;
+  set.counters().websocket_drain_remaining.Inc();
+  Rearm(now);
+}
+
+void WsTunnel::StartDrain(Clock::time_point now) {
+  drain = Drain::kDraining;
+  grace_end = now + grace;
+  RecordFirstClose(stats::WsCloseInitiator::kProxy, ws::kCloseGoingAway);
+  RequestInject(down, Inject::kClose);
+  RequestInject(up, Inject::kClose);
+  if (HandshakesDone()) Finish();
+}
+
+// Writes `p`'s injection now when the pump is parked and its destination is a plain socket
+// that takes the frame whole; otherwise leaves it to the pump (waking it when it waits on a
+// plain socket) — the pump injects at the next boundary it reaches.
+void WsTunnel::RequestInject(WsPump& p, Inject kind) {
+  if (finished || p.ended) return;
+  if (kind == Inject::kClose && p.dst_got_close) {
+    // dst already has a Close (forwarded); src's reply will follow through this pump.
+    p.inject = Inject::kNone;
+    return;
+  }
+  if (kind == Inject::kPing && p.inject == Inject::kClose) return;
+  p.inject = kind;
+  p.inject_frame = kind == Inject::kClose
+                       ? ws::BuildCloseFrame(ws::kCloseGoingAway, !p.to_client, set.MaskKey())
+                       : ws::BuildPingFrame();
+  if (p.writing || !p.waiting) return;  // the pump looks again after its write
+  const bool ready = kind == Inject::kClose ? p.tracker.AtMessageBoundary()
+                                            : p.tracker.AtFrameBoundary();
+  if (!ready || p.tracker.broken()) return;  // the rest of the message will come first
+  if (!p.dst_tls) {
+    error_code ec;
+    const size_t n = p.dst->socket().write_some(
+        net::buffer(p.inject_frame.bytes.data(), p.inject_frame.size), ec);
+    if (!ec && n == p.inject_frame.size) {
+      if (kind == Inject::kClose) {
+        p.dst_got_close = true;
+        p.absorbing = true;
+      } else {
+        ++up.pongs_to_absorb;
+      }
+      p.inject = Inject::kNone;
+      return;
+    }
+    if (!ec && n > 0) {
+      // A partial small frame: nothing else may be written before its rest, which the pump
+      // cannot know. Give up on a clean close; the grace timer closes the tunnel.
+      p.inject = Inject::kNone;
+      return;
+    }
+  }
+  if (!p.src_tls) {
+    // Wake the pump: its wait ends with operation_aborted and it injects. The other pump may
+    // have a write to this socket pending; its write loop retries after an abort.
+    p.src->Cancel();
+  }
+}
+
+void WsTunnel::Finish() {
+  if (finished) return;
+  finished = true;
+  timer.Disarm();
+  client.Cancel();
+  upstream->stream().Cancel();
+}
+
+// ---- the pumps ----------------------------------------------------------------------------
+
+namespace {
+
+bool InjectReady(const WsPump& p) {
+  if (p.tracker.broken()) return false;
+  return p.inject == Inject::kClose ? p.tracker.AtMessageBoundary() : p.tracker.AtFrameBoundary();
+}
+
+void ApplyInject(WsTunnel& t, WsPump& p, Out& out) {
+  out.Add(p.inject_frame.bytes.data(), p.inject_frame.size);
+  if (p.inject == Inject::kClose) {
+    p.dst_got_close = true;
+    p.absorbing = true;
+  } else {
+    ++t.up.pongs_to_absorb;
+  }
+  p.inject = Inject::kNone;
+}
+
+void OnCloseFromSrc(WsTunnel& t, WsPump& p, bool dropped) {
+  p.src_sent_close = true;
+  if (!dropped) p.dst_got_close = true;
+  t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
+                                 : stats::WsCloseInitiator::kClient,
+                     p.tracker.last_frame().close_code);
+}
+
+// Walks a chunk read from src: forwards it (into `out`, pointing into `data`), drops what
+// must not reach dst (frames after our Close, pongs answering our pings), and injects our
+// frame at the first boundary that allows it. Reads frame headers only.
+void Process(WsTunnel& t, WsPump& p, const uint8_t* data, size_t n, Out& out) {
+  size_t i = 0;
+  while (i < n) {
+    if (p.tracker.AtFrameBoundary() && !p.absorbing) {
+      if (p.inject != Inject::kNone && InjectReady(p)) {
+        ApplyInject(t, p, out);
+        continue;
+      }
+      if (p.pongs_to_absorb > 0 && (data[i] & 0x0F) == ws::kPong) {
+        p.dropping = true;
+        --p.pongs_to_absorb;
+      }
+    }
+    const bool per_frame =
+        p.absorbing || p.dropping || p.inject != Inject::kNone || p.pongs_to_absorb > 0;
+    const uint64_t closes_before = p.tracker.closes();
+    const size_t k = p.tracker.Consume(data + i, n - i, per_frame);
+    const bool drop = p.absorbing || p.dropping;
+    if (!drop) out.Add(data + i, k);
+    i += k;
+    if (p.tracker.AtFrameBoundary()) p.dropping = false;
+    if (p.tracker.closes() > closes_before) OnCloseFromSrc(t, p, drop);
+  }
+  if (p.inject != Inject::kNone && !p.absorbing && InjectReady(p)) ApplyInject(t, p, out);
+}
+
+// Writes `out` to p.dst. Plain: straight from where it lies (the scratch buffer) as far as
+// the socket takes it, the rest copied to a buffer of its own for an asynchronous write
+// (back-pressure: the pump reads again only after). TLS: copied, then written.
+net::awaitable<bool> WriteOut(WsTunnel& t, WsPump& p, const Out& out) {
+  if (out.total == 0) co_return true;
+  size_t written = 0;
+  if (!p.dst_tls) {
+    error_code ec;
+    written = p.dst->socket().write_some(out.b, ec);
+    if (ec && ec != net::error::would_block && ec != net::error::try_again) co_return false;
+    if (ec) written = 0;
+    if (written == out.total) co_return true;
+  }
+  const size_t rest = out.total - written;
+  std::unique_ptr<uint8_t[]> copy(new uint8_t[rest]);
+  {
+    size_t skip = written, at = 0;
+    for (size_t i = 0; i < out.n; ++i) {
+      const auto* d = static_cast<const uint8_t*>(out.b[i].data());
+      size_t len = out.b[i].size();
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      std::copy(d + skip, d + len, copy.get() + at);
+      at += len - skip;
+      skip = 0;
+    }
+  }
+  p.writing = true;
+  size_t off = 0;
+  bool ok = true;
+  if (p.dst_tls) {
+    const IoResult r = co_await p.dst->Write(net::buffer(copy.get(), rest));
+    ok = !r.ec;
+  } else {
+    while (off < rest) {
+      auto [ec, k] = co_await p.dst->socket().async_write_some(
+          net::buffer(copy.get() + off, rest - off), kToken);
+      off += k;
+      if (ec == net::error::operation_aborted && !t.finished) continue;  // woken, not ended
+      if (ec) {
+        ok = false;
+        break;
+      }
+    }
+  }
+  p.writing = false;
+  co_return ok && !t.finished;
+}
+
+void CountBytes(WsPump& p, size_t n) {
+  p.bytes->Add(n);
+  p.worker_bytes->Add(n);
+}
+
+// Ends this direction after src's end of stream: half-close dst when it is plain TCP; a TLS
+// client gets the whole tunnel closed (the session then sends close_notify).
+void HalfClose(WsTunnel& t, WsPump& p) {
+  if (!p.src_sent_close) {
+    t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
+                                   : stats::WsCloseInitiator::kClient,
+                       0);
+  }
+  if (t.drain != WsTunnel::Drain::kNone || p.dst_tls) {
+    t.Finish();
+    return;
+  }
+  error_code ignored;  // the peer may be gone; the other direction notices on its own
+  p.dst->socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
+  uint8_t* const scratch = t.set.scratch();
+  if (!p.carry.empty()) {
+    Out out;
+    const auto* d = reinterpret_cast<const uint8_t*>(p.carry.data());
+    Process(t, p, d, p.carry.size(), out);
+    CountBytes(p, p.carry.size());
+    if (!co_await WriteOut(t, p, out)) {
+      t.Finish();
+    }
+    std::string().swap(p.carry);
+  }
+  while (!t.finished) {
+    if (p.inject != Inject::kNone && !p.absorbing && InjectReady(p)) {
+      Out out;
+      ApplyInject(t, p, out);
+      if (!co_await WriteOut(t, p, out)) break;
+    }
+    if (t.drain != WsTunnel::Drain::kNone && t.HandshakesDone()) {
+      t.Finish();
+      break;
+    }
+    const uint8_t* data = nullptr;
+    size_t n = 0;
+    error_code ec;
+    if (!p.src_tls) {
+      n = p.src->socket().read_some(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
+      if (ec == net::error::would_block || ec == net::error::try_again) {
+        p.waiting = true;
+        auto [wec] = co_await p.src->socket().async_wait(tcp::socket::wait_read, kToken);
+        p.waiting = false;
+        if (t.finished) break;
+        if (wec && wec != net::error::operation_aborted) {
+          t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
+                                         : stats::WsCloseInitiator::kClient, 0);
+          t.Finish();
+          break;
+        }
+        continue;  // readable, or woken to inject
+      }
+      data = scratch;
+    } else {
+      if (!p.tls_buf) p.tls_buf.reset(new uint8_t[kTlsReadSize]);
+      p.waiting = true;
+      const IoResult r = co_await p.src->ReadSome(net::buffer(p.tls_buf.get(), kTlsReadSize));
+      p.waiting = false;
+      ec = r.ec;
+      n = r.n;
+      data = p.tls_buf.get();
+      if (t.finished) break;
+      if (ec == net::error::operation_aborted) continue;
+    }
+    if (ec == net::error::eof || ec == net::ssl::error::stream_truncated) {
+      HalfClose(t, p);
+      break;
+    }
+    if (ec) {
+      t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
+                                     : stats::WsCloseInitiator::kClient, 0);
+      t.Finish();
+      break;
+    }
+    t.last_activity = Clock::now();
+    CountBytes(p, n);
+    Out out;
+    Process(t, p, data, n, out);
+    if (!co_await WriteOut(t, p, out)) {
+      if (!t.finished) {
+        t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kClient
+                                       : stats::WsCloseInitiator::kUpstream, 0);
+        t.Finish();
+      }
+      break;
+    }
+  }
+  p.ended = true;
+  p.tls_buf.reset();
+}
+
+}  // namespace
+
+net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
+                                 std::unique_ptr<WsHandoff> handoff) {
+  WsTunnel t(worker, client, nullptr);
+  t.upstream = std::move(handoff->upstream);
+  t.counters = handoff->counters;
+  t.route_slot = handoff->route_slot;
+  t.idle = handoff->idle_timeout;
+  t.keepalive = handoff->keepalive_interval;
+  t.grace = handoff->drain_grace;
+  t.spread = handoff->drain_spread;
+  AnyStream& upstream = t.upstream->stream();
+
+  t.up.src = &client;
+  t.up.dst = &upstream;
+  t.up.src_tls = client.is_tls();
+  t.up.carry = std::move(handoff->from_client);
+  t.up.bytes = &t.counters->websocket_bytes_to_upstream;
+  t.up.worker_bytes = &worker.counters().bytes_received;
+  t.down.src = &upstream;
+  t.down.dst = &client;
+  t.down.to_client = true;
+  t.down.dst_tls = client.is_tls();
+  t.down.carry = std::move(handoff->from_upstream);
+  t.down.bytes = &t.counters->websocket_bytes_to_client;
+  t.down.worker_bytes = &worker.counters().bytes_sent;
+  handoff.reset();
+
+  error_code ignored;  // non-blocking mode only makes our synchronous reads and writes try once
+  if (!client.is_tls()) client.socket().non_blocking(true, ignored);
+  upstream.socket().non_blocking(true, ignored);
+  EnableKeepalive(client.socket());
+  EnableKeepalive(upstream.socket());
+
+  t.opened = t.last_activity = t.last_ping = Clock::now();
+  t.counters->websocket_active.Inc();
+  t.set.Add(&t);
+  t.Rearm(t.opened);
+
+  co_await (PumpLoop(t, t.up) && PumpLoop(t, t.down));
+
+  t.timer.Disarm();
+  t.set.Remove(&t);
+  if (t.counted_draining) t.set.counters().websocket_drain_remaining.Dec();
+  t.counters->websocket_active.Dec();
+  t.RecordFirstClose(stats::WsCloseInitiator::kProxy, 0);
+  t.counters->ws.RecordDuration(std::chrono::duration<double>(Clock::now() - t.opened).count());
+  if (!client.is_tls()) client.socket().non_blocking(false, ignored);
+}
+
+}  // namespace onedomain::dataplane
