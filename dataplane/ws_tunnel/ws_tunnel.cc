@@ -84,6 +84,9 @@ struct WsPump {
   bool src_sent_close = false;  // a Close frame from src passed (forwarded or absorbed)
   bool dst_got_close = false;   // a Close frame reached dst (forwarded or ours)
   bool ended = false;
+  // The last read filled the scratch buffer, so more may be queued: read before waiting.
+  // Otherwise wait first; a read that would find nothing costs a syscall per message.
+  bool maybe_readable = true;
   stats::Counter* bytes = nullptr;
   stats::Counter* worker_bytes = nullptr;
 };
@@ -464,8 +467,14 @@ net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
     size_t n = 0;
     error_code ec;
     if (!p.src_tls) {
-      n = p.src->socket().read_some(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
+      if (p.maybe_readable) {
+        n = p.src->socket().read_some(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
+      } else {
+        ec = net::error::would_block;
+      }
+      p.maybe_readable = n == WsTunnelSet::kScratchSize;
       if (ec == net::error::would_block || ec == net::error::try_again) {
+        p.maybe_readable = true;  // after the wait, read
         p.waiting = true;
         auto [wec] = co_await p.src->socket().async_wait(tcp::socket::wait_read, kToken);
         p.waiting = false;
