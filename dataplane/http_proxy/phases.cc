@@ -243,12 +243,13 @@ void AppendDownstreamResponseHead(const ResponseHead& head, const DownstreamHead
     }
     AppendField(out, f.name, f.value);
   }
-  if (!p.dechunk) {
-    if (head.framing.chunked && !head.no_body) {
+  // 1xx and 204 never carry framing fields; 304 and answers to HEAD keep the ones of the
+  // representation (the client knows no body follows).
+  const bool framing_allowed = !(head.status / 100 == 1 || head.status == 204);
+  if (!p.dechunk && framing_allowed) {
+    if (head.framing.chunked) {
       out.append("Transfer-Encoding: chunked\r\n");
-    } else if (head.framing.content_length &&
-               !(head.status / 100 == 1 || head.status == 204)) {
-      // 304 and HEAD answers keep the Content-Length of the representation.
+    } else if (head.framing.content_length) {
       out.append("Content-Length: ");
       AppendDecimal(out, *head.framing.content_length);
       out.append("\r\n");

@@ -37,7 +37,9 @@ Worker::Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* acce
       counters_(&catalog.worker(index)),
       no_route_counters_(&catalog.route(index, stats::StatsCatalog::kNoRouteSlot)),
       ws_tunnels_(std::make_unique<WsTunnelSet>(*counters_)),
-      ioc_(std::make_unique<boost::asio::io_context>(1)) {
+      // One thread runs this context, and only it touches the worker's sockets (other
+      // threads post to it), so the reactor's per-socket locking is pure overhead.
+      ioc_(std::make_unique<boost::asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)) {
   tick_ = std::make_unique<Timer>(*ioc_);
 }
 

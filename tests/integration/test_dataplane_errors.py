@@ -47,7 +47,6 @@ def plane(procs):
          dp.route("partial", "/partial/", "partial"),
          dp.route("nohost", "/nohost/", "unresolvable"),
          dp.route("ejects", "/ejects/", "ejects"),
-         dp.route("ws", "/ws/", "agents", websocket=True),
          dp.route("api", "/api/v1/", "agents")],
         listeners=[{"name": "main", "address": dp.LOOPBACK, "port": 0,
                     "limits": {"header_timeout": "1s", "max_header_bytes": 2048}}])
@@ -199,20 +198,6 @@ def test_504_when_the_upstream_does_not_answer(plane):
     assert b"did not answer in time" in r.body
     assert 0.4 <= time.monotonic() - start < 3
     assert_counted(plane, before, "slow", "504")
-
-
-def test_501_for_websocket_upgrades_until_the_tunnel_lands(plane):
-    before = plane.counter("onedomain_websocket_upgrades_total", route="ws", result="not_implemented")
-    c = dp.Conn(plane.port)
-    r = c.request("GET", "/ws/chat/1", headers=[
-        ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")])
-    assert r.status == 501
-    assert b"WebSocket upgrades are not implemented yet" in r.body
-    c.close()
-    dp.wait_metric(plane, "onedomain_websocket_upgrades_total", before + 1, route="ws",
-                   result="not_implemented")
-    assert count(plane, "ws", "501") >= 1
 
 
 def test_plain_errors_never_leak_request_data(plane):

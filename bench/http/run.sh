@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# HTTP proxy benchmark: the data plane against nginx and HAProxy, configured alike (same
+# worker/thread count, upstream keep-alive, no access logs), in front of the same fast
+# backend (nginx serving fixed files). Interleaved rounds of `wrk -t1 -c50 -d10s`; prints the
+# median req/s, p50 and p99 per row and the data plane's ratios to the better peer.
+# Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and
+# backend compete, so compare side by side, as ratios).
+#
+# Usage: bench/http/run.sh            (env: DURATION=10 ROUNDS=3 CONNECTIONS=50
+#                                       WORKERS="1 2" SIZES="small 4k 64k" BUILD_DIR=...)
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+build="${BUILD_DIR:-$repo/build}"
+duration="${DURATION:-10}"
+rounds="${ROUNDS:-3}"
+connections="${CONNECTIONS:-50}"
+worker_counts="${WORKERS:-1 2}"
+sizes="${SIZES:-small 4k 64k}"
+dataplane="$build/dataplane/dataplane"
+
+for tool in nginx haproxy wrk; do
+  if ! command -v "$tool" >/dev/null && [ ! -x "/usr/sbin/$tool" ]; then
+    "$repo/scripts/install-deps.sh" --with-bench
+    break
+  fi
+done
+export PATH="$PATH:/usr/sbin"
+if [ ! -x "$dataplane" ]; then
+  echo "bench: $dataplane is not built (cmake --build $build --target dataplane)" >&2
+  exit 1
+fi
+
+work="$(mktemp -d /tmp/onedomain-bench.XXXXXX)"
+chmod 755 "$work"  # nginx workers run as nobody and must read the files
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "bench: nothing listens on port $1" >&2
+  exit 1
+}
+
+# ---- the backend: nginx serving three files ----------------------------------------------
+mkdir -p "$work/www"
+printf 'hello world\n' > "$work/www/small"
+head -c 4096 /dev/zero | tr '\0' 'a' > "$work/www/4k"
+head -c 65536 /dev/zero | tr '\0' 'b' > "$work/www/64k"
+backend_port="$(free_port)"
+cat > "$work/backend.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/backend.pid;
+error_log $work/backend.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  server { listen 127.0.0.1:$backend_port backlog=4096; root $work/www; }
+}
+CONF
+nginx -c "$work/backend.conf" -p "$work" &
+pids+=($!)
+wait_port "$backend_port"
+
+# ---- the proxies, per worker count -------------------------------------------------------
+start_proxies() {  # $1: workers; sets dp_port nginx_port haproxy_port
+  local w="$1"
+  dp_port="$(free_port)"; nginx_port="$(free_port)"; haproxy_port="$(free_port)"
+  cat > "$work/dp-$w.yaml" <<CONF
+workers: $w
+admin: { address: 127.0.0.1, port: 0 }
+drain: { delay: 0s, timeout: 5s }
+snapshot:
+  listeners: [{ name: main, address: 127.0.0.1, port: $dp_port }]
+  clusters: [{ name: backend, endpoints: [{ host: 127.0.0.1, port: $backend_port }],
+               pool: { max_idle: 256 } }]
+  routes: [{ name: all, match: { prefix: / }, cluster: backend }]
+CONF
+  "$dataplane" --config "$work/dp-$w.yaml" --log-level warn > "$work/dp-$w.log" 2>&1 &
+  dp_pid=$!
+  pids+=($dp_pid)
+
+  cat > "$work/nginx-$w.conf" <<CONF
+worker_processes $w;
+daemon off;
+pid $work/nginx-$w.pid;
+error_log $work/nginx-$w.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  upstream backend { server 127.0.0.1:$backend_port; keepalive 256; }
+  server {
+    listen 127.0.0.1:$nginx_port reuseport backlog=4096;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+  nginx -c "$work/nginx-$w.conf" -p "$work" &
+  nginx_pid=$!
+  pids+=($nginx_pid)
+
+  cat > "$work/haproxy-$w.cfg" <<CONF
+global
+  nbthread $w
+  maxconn 9000  # the open-file limit here is 20000 per process (two fds per proxied connection)
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$haproxy_port
+  default_backend be
+backend be
+  server s1 127.0.0.1:$backend_port
+CONF
+  haproxy -f "$work/haproxy-$w.cfg" -q &
+  haproxy_pid=$!
+  pids+=($haproxy_pid)
+  wait_port "$dp_port"; wait_port "$nginx_port"; wait_port "$haproxy_port"
+}
+
+stop_proxies() {
+  kill "$dp_pid" "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
+  wait "$dp_pid" "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
+}
+
+# One wrk run: prints "req/s p50_ms p99_ms".
+run_wrk() {  # $1 port, $2 path
+  wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1/$2" | /usr/bin/python3 -c '
+import re, sys
+text = sys.stdin.read()
+def ms(v):
+    n, unit = float(re.match(r"[\d.]+", v).group()), re.sub(r"[\d.]+", "", v)
+    return n * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
+p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+if errors or "Socket errors" in text:
+    sys.stderr.write("bench: wrk reported errors:\n" + text)
+    sys.exit(1)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f}")'
+}
+
+results="$work/results.txt"
+: > "$results"
+for w in $worker_counts; do
+  start_proxies "$w"
+  for size in $sizes; do  # warm-up: connections, pools, caches
+    for port in "$dp_port" "$nginx_port" "$haproxy_port"; do
+      wrk -t1 -c"$connections" -d1s "http://127.0.0.1:$port/$size" > /dev/null
+    done
+  done
+  for round in $(seq 1 "$rounds"); do
+    for size in $sizes; do
+      # Rotate the order each round so no proxy always runs first or last.
+      names=(dataplane nginx haproxy direct)
+      ports=("$dp_port" "$nginx_port" "$haproxy_port" "$backend_port")
+      for i in 0 1 2 3; do
+        j=$(( (i + round) % 4 ))
+        echo "$w $size ${names[$j]} $(run_wrk "${ports[$j]}" "$size")" >> "$results"
+        echo "  round $round/$rounds workers=$w size=$size ${names[$j]} done" >&2
+      done
+    done
+  done
+  stop_proxies
+done
+
+/usr/bin/python3 - "$results" "$duration" "$connections" <<'PY'
+import statistics, sys
+from collections import defaultdict
+rows = defaultdict(list)
+for line in open(sys.argv[1]):
+    w, size, name, rps, p50, p99 = line.split()
+    rows[(int(w), size, name)].append((float(rps), float(p50), float(p99)))
+print(f"\nwrk -t1 -c{sys.argv[3]} -d{sys.argv[2]}s, median of {len(next(iter(rows.values())))} interleaved rounds")
+print(f"{'workers':>7} {'size':>5} {'proxy':>10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}   vs best peer")
+for (w, size) in sorted({(k[0], k[1]) for k in rows}, key=lambda k: (k[0], ["small", "4k", "64k"].index(k[1]) if k[1] in ["small", "4k", "64k"] else 9)):
+    med = {}
+    for name in ("dataplane", "nginx", "haproxy", "direct"):
+        vals = rows.get((w, size, name))
+        if not vals:
+            continue
+        med[name] = tuple(statistics.median(v[i] for v in vals) for i in range(3))
+    peers = [n for n in ("nginx", "haproxy") if n in med]
+    best = max(peers, key=lambda n: med[n][0]) if peers else None
+    for name, (rps, p50, p99) in med.items():
+        note = ""
+        if name == "dataplane" and best:
+            note = (f"   {rps / med[best][0]:.2f}x req/s of {best}, "
+                    f"p99 {p99:.2f} vs {med[best][2]:.2f} ms")
+        print(f"{w:>7} {size:>5} {name:>10} {rps:>9.0f} {p50:>7.2f} {p99:>7.2f}{note}")
+PY

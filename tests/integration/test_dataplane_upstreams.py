@@ -1,0 +1,145 @@
+"""Upstream handling: retry of a pooled connection the upstream had closed (idempotent
+methods only), connection limits (wait, then 503), route request_timeout (504), the listener's
+idle keep-alive timeout, hop-by-hop fields from the upstream, host-name endpoints, and
+least-request balancing over two endpoints."""
+
+import threading
+import time
+
+import pytest
+
+import dp_support as dp
+
+
+class ClosingUpstream:
+    """Answers each request with a keep-alive response, then closes the connection (as an
+    upstream whose keep-alive timeout just expired would)."""
+
+    def __init__(self):
+        self.closed = 0
+        self.lock = threading.Lock()
+        self.upstream = dp.PyUpstream(self.behaviour)
+
+    def behaviour(self, index, method, path, headers, body, sock):
+        sock.sendall(dp.ok_response(b"conn-%d" % index))
+        with self.lock:
+            self.closed += 1
+        return None
+
+
+def test_stale_pooled_connection_is_retried_for_idempotent_methods_only(procs):
+    up = ClosingUpstream()
+    plane = dp.start_dataplane(procs, dp.bootstrap(
+        [dp.cluster("flaky", [up.upstream.port], outlier_detection={"consecutive_failures": 0})],
+        [dp.route("all", "/", "flaky")]))
+    r = dp.request(plane.port, "GET", "/a")
+    assert r.status == 200 and r.body == b"conn-1"
+    dp.wait_until(lambda: up.closed >= 1, 5, "the upstream to close its side")
+    retries = plane.counter("onedomain_upstream_retries_total", cluster="flaky")
+    r = dp.request(plane.port, "GET", "/b")
+    assert r.status == 200 and r.body == b"conn-2"  # retried on a fresh connection
+    assert plane.counter("onedomain_upstream_retries_total", cluster="flaky") == retries + 1
+    assert up.upstream.accepts == 2
+
+    dp.wait_until(lambda: up.closed >= 2, 5, "the upstream to close again")
+    r = dp.request(plane.port, "POST", "/c", body=b"not idempotent")
+    assert r.status == 502  # never sent twice
+    assert up.upstream.accepts == 2
+    up.upstream.stop()
+
+
+def test_max_connections_waits_then_503(procs):
+    _, api = dp.start_demo_backend(procs)
+    plane = dp.start_dataplane(procs, dp.bootstrap(
+        [dp.cluster("limited", [api], pool={"max_connections": 1}, connect_timeout="1s")],
+        [dp.route("api", "/api/v1/", "limited")]))
+    results = {}
+
+    def call(name, ms):
+        results[name] = dp.request(plane.port, "GET", f"/api/v1/slow?ms={ms}")
+    first = threading.Thread(target=call, args=("first", 300))
+    first.start()
+    dp.wait_until(lambda: plane.counter("onedomain_upstream_connections_active") >= 1, 5,
+                  "the first request upstream")
+    second = threading.Thread(target=call, args=("second", 10))
+    second.start()  # waits for the only connection, then uses it
+    first.join(10)
+    second.join(10)
+    assert results["first"].status == 200 and results["second"].status == 200
+    assert plane.counter("onedomain_upstream_connections_active", cluster="limited") <= 1
+
+    hog = threading.Thread(target=call, args=("hog", 2500))
+    hog.start()
+    dp.wait_until(lambda: plane.counter("onedomain_upstream_connections_active") >= 1, 5,
+                  "the hog upstream")
+    start = time.monotonic()
+    r = dp.request(plane.port, "GET", "/api/v1/echo")
+    assert r.status == 503 and b"connection limit" in r.body
+    assert 0.8 <= time.monotonic() - start < 2.5  # waited connect_timeout for a slot
+    hog.join(10)
+    assert results["hog"].status == 200
+
+
+def test_route_request_timeout_gives_504(procs):
+    _, api = dp.start_demo_backend(procs)
+    plane = dp.start_dataplane(procs, dp.bootstrap(
+        [dp.cluster("agents", [api])],
+        [dp.route("quick", "/api/v1/", "agents", request_timeout="500ms")]))
+    before = plane.counter("onedomain_http_requests_total", route="quick", code="504")
+    start = time.monotonic()
+    r = dp.request(plane.port, "GET", "/api/v1/slow?ms=3000")
+    assert r.status == 504 and b"request did not complete in time" in r.body
+    assert 0.4 <= time.monotonic() - start < 2
+    dp.wait_metric(plane, "onedomain_http_requests_total", before + 1, route="quick", code="504")
+    assert dp.request(plane.port, "GET", "/api/v1/slow?ms=10").status == 200
+
+
+def test_idle_keep_alive_connections_are_closed(procs):
+    _, api = dp.start_demo_backend(procs)
+    plane = dp.start_dataplane(procs, dp.bootstrap(
+        [dp.cluster("agents", [api])], [dp.route("api", "/api/v1/", "agents")],
+        listeners=[{"name": "main", "address": dp.LOOPBACK, "port": 0,
+                    "limits": {"idle_timeout": "500ms"}}]))
+    c = dp.Conn(plane.port)
+    assert c.request("GET", "/api/v1/echo").status == 200
+    start = time.monotonic()
+    assert c.closed_by_peer(timeout=5)
+    assert 0.4 <= time.monotonic() - start < 2
+    c.close()
+
+
+def test_hop_by_hop_fields_from_the_upstream_are_stripped(procs):
+    def hoppy(index, method, path, headers, body, sock):
+        return (b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal\r\nKeep-Alive: timeout=5\r\n"
+                b"X-Internal: secret\r\nProxy-Authenticate: Basic\r\nTrailer: X-Sum\r\n"
+                b"Upgrade: h2c\r\nSet-Cookie: a=1; Path=/\r\nX-Kept: yes\r\n"
+                b"Content-Length: 2\r\n\r\nok")
+    up = dp.PyUpstream(hoppy)
+    plane = dp.start_dataplane(procs, dp.bootstrap([dp.cluster("u", [up.port])],
+                                                   [dp.route("all", "/", "u")]))
+    r = dp.request(plane.port, "GET", "/")
+    assert r.status == 200 and r.body == b"ok"
+    names = [n.lower() for n, _ in r.headers]
+    for gone in ("connection", "keep-alive", "x-internal", "proxy-authenticate", "trailer",
+                 "upgrade"):
+        assert gone not in names, r.headers
+    assert r.header("X-Kept") == "yes" and r.header("Set-Cookie") == "a=1; Path=/"
+    up.stop()
+
+
+def test_endpoints_by_host_name_and_least_request(procs):
+    _, a = dp.start_demo_backend(procs, "A")
+    _, b = dp.start_demo_backend(procs, "B")
+    plane = dp.start_dataplane(procs, dp.bootstrap(
+        [{"name": "agents", "lb_policy": "LB_POLICY_LEAST_REQUEST", "dns_refresh_interval": "1s",
+          "endpoints": [{"host": "localhost", "port": a}, {"host": "localhost", "port": b}]}],
+        [dp.route("api", "/api/v1/", "agents")]))
+    seen = {"A": 0, "B": 0}
+    c = dp.Conn(plane.port)
+    for _ in range(40):
+        r = c.request("GET", "/api/v1/echo")
+        assert r.status == 200
+        seen[r.header("X-Demo-Instance")] += 1
+    c.close()
+    # Sequential requests tie at zero in flight: ties rotate, so both get traffic.
+    assert seen["A"] >= 10 and seen["B"] >= 10, seen
