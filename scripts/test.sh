@@ -12,7 +12,7 @@ bash scripts/install-deps.sh
 [ -f scripts/install-helm.sh ] && bash scripts/install-helm.sh
 
 build_dir=build
-cmake_args=(-G Ninja -DONEDOMAIN_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+cmake_args=(-G Ninja -DONEDOMAIN_WERROR=ON -DONEDOMAIN_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
 if [ "${ONEDOMAIN_SANITIZE:-0}" = 1 ]; then
   build_dir=build-asan
   cmake_args+=(-DONEDOMAIN_SANITIZE=ON)

@@ -119,6 +119,10 @@ class Checker {
   }
 
   void Cookies(const std::string& p, const v1::CookiePolicy& c, std::string_view site_domain) {
+    // Each rule has a metric bit (CompiledCookiePolicy::RewriteResult): 16 + 16 + 32.
+    if (c.domain_rewrites_size() > 16) Add(p + ".domain_rewrites", "at most 16 rules");
+    if (c.path_rewrites_size() > 16) Add(p + ".path_rewrites", "at most 16 rules");
+    if (c.attribute_rules_size() > 32) Add(p + ".attribute_rules", "at most 32 rules");
     for (int i = 0; i < c.domain_rewrites_size(); ++i) {
       const std::string rp = str::Cat(p, ".domain_rewrites[", i, "]");
       const v1::DomainRewrite& r = c.domain_rewrites(i);

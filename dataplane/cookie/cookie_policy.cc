@@ -16,6 +16,29 @@ struct Attribute {
 
 std::string_view Trim(std::string_view s) { return str::StripWhitespace(s); }
 
+// The position of the first ';' not inside a double-quoted value, or npos. RFC 6265 forbids
+// ';' in a quoted cookie-value, but servers send it; splitting inside the quotes would mangle
+// the cookie.
+size_t FindSeparator(std::string_view s) {
+  bool quoted = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '"') quoted = !quoted;
+    if (s[i] == ';' && !quoted) return i;
+  }
+  return std::string_view::npos;
+}
+
+// RFC 6265 cookie-name: an RFC 7230 token (no CTLs, spaces or separators).
+bool IsCookieName(std::string_view name) {
+  if (name.empty()) return false;
+  static constexpr std::string_view kSeparators = "()<>@,;:\\\"/[]?={} \t";
+  for (const char c : name) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f || kSeparators.find(c) != std::string_view::npos) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 CompiledCookiePolicy::CompiledCookiePolicy(const v1::CookiePolicy& p) {
@@ -76,7 +99,7 @@ bool CompiledCookiePolicy::AppendFilteredCookie(std::string_view value, std::str
   }
   bool any = false;
   while (!value.empty()) {
-    const size_t semi = value.find(';');
+    const size_t semi = FindSeparator(value);
     const std::string_view pair = Trim(value.substr(0, semi));
     if (!pair.empty()) {
       const std::string_view name = Trim(pair.substr(0, pair.find('=')));
@@ -92,30 +115,43 @@ bool CompiledCookiePolicy::AppendFilteredCookie(std::string_view value, std::str
   return any;
 }
 
-void CompiledCookiePolicy::AppendRewrittenSetCookie(std::string_view value,
-                                                    std::string_view upstream_host,
-                                                    std::string& out) const {
+std::string CompiledCookiePolicy::RuleLabel(int bit) {
+  if (bit < kPathRuleBit) return str::Cat("domain_rewrites[", bit, "]");
+  if (bit < kAttributeRuleBit) return str::Cat("path_rewrites[", bit - kPathRuleBit, "]");
+  return str::Cat("attribute_rules[", bit - kAttributeRuleBit, "]");
+}
+
+CompiledCookiePolicy::RewriteResult CompiledCookiePolicy::AppendRewrittenSetCookie(
+    std::string_view value, std::string_view upstream_host, std::string& out) const {
+  RewriteResult result;
   if (domain_rules_.empty() && path_rules_.empty() && attribute_rules_.empty()) {
     out.append(value);
-    return;
+    return result;
   }
-  const size_t first_semi = value.find(';');
+  const size_t first_semi = FindSeparator(value);
   const std::string_view name_value = value.substr(0, first_semi);
-  const std::string_view cookie_name = Trim(name_value.substr(0, name_value.find('=')));
+  const size_t eq = name_value.find('=');
+  const std::string_view cookie_name = Trim(name_value.substr(0, eq));
+  if (eq == std::string_view::npos || !IsCookieName(cookie_name)) {
+    // Not a cookie we understand: never mangle it.
+    out.append(value);
+    result.unparsed = true;
+    return result;
+  }
 
   std::vector<Attribute> attrs;
   std::string_view rest =
       first_semi == std::string_view::npos ? std::string_view() : value.substr(first_semi + 1);
   while (!rest.empty()) {
-    const size_t semi = rest.find(';');
+    const size_t semi = FindSeparator(rest);
     const std::string_view piece = Trim(rest.substr(0, semi));
     if (!piece.empty()) {
       Attribute a;
-      const size_t eq = piece.find('=');
-      a.name = Trim(piece.substr(0, eq));
-      if (eq != std::string_view::npos) {
+      const size_t aeq = piece.find('=');
+      a.name = Trim(piece.substr(0, aeq));
+      if (aeq != std::string_view::npos) {
         a.has_value = true;
-        a.value = std::string(Trim(piece.substr(eq + 1)));
+        a.value = std::string(Trim(piece.substr(aeq + 1)));
       }
       attrs.push_back(std::move(a));
     }
@@ -129,6 +165,7 @@ void CompiledCookiePolicy::AppendRewrittenSetCookie(std::string_view value,
     return nullptr;
   };
   bool changed = false;
+  int rule_bit = 0;  // the rule being applied, credited with any change it makes
   auto set = [&](std::string_view name, std::string_view v, bool has_value) {
     if (Attribute* a = find(name)) {
       if (a->has_value == has_value && a->value == v) return;
@@ -139,6 +176,7 @@ void CompiledCookiePolicy::AppendRewrittenSetCookie(std::string_view value,
       attrs.push_back(Attribute{name, std::string(v), has_value, true});
     }
     changed = true;
+    if (rule_bit >= 0 && rule_bit < 64) result.rules |= uint64_t{1} << rule_bit;
   };
 
   // Domain: first matching rule wins.
@@ -146,7 +184,9 @@ void CompiledCookiePolicy::AppendRewrittenSetCookie(std::string_view value,
     Attribute* domain = find("Domain");
     const std::string current =
         domain != nullptr ? str::ToLower(str::StripPrefix(domain->value, ".")) : std::string();
-    for (const DomainRule& r : domain_rules_) {
+    for (size_t i = 0; i < domain_rules_.size(); ++i) {
+      const DomainRule& r = domain_rules_[i];
+      rule_bit = static_cast<int>(i);
       const bool match = r.from == "*" ||
                          (domain != nullptr ? current == r.from
                                             : str::EqualsIgnoreCase(upstream_host, r.from));
@@ -158,7 +198,9 @@ void CompiledCookiePolicy::AppendRewrittenSetCookie(std::string_view value,
   }
   // Path: first matching prefix wins.
   if (Attribute* path = find("Path"); path != nullptr) {
-    for (const PathRule& r : path_rules_) {
+    for (size_t i = 0; i < path_rules_.size(); ++i) {
+      const PathRule& r = path_rules_[i];
+      rule_bit = kPathRuleBit + static_cast<int>(i);
       if (std::string_view(path->value).starts_with(r.from)) {
         std::string next = r.to;
         std::string_view tail = std::string_view(path->value).substr(r.from.size());
@@ -170,7 +212,9 @@ void CompiledCookiePolicy::AppendRewrittenSetCookie(std::string_view value,
     }
   }
   // Attribute rules: every matching one, in order.
-  for (const AttributeRule& r : attribute_rules_) {
+  for (size_t i = 0; i < attribute_rules_.size(); ++i) {
+    const AttributeRule& r = attribute_rules_[i];
+    rule_bit = kAttributeRuleBit + static_cast<int>(i);
     if (!NameMatches(r.name, cookie_name)) continue;
     if (r.secure) set("Secure", "", false);
     if (r.http_only) set("HttpOnly", "", false);
@@ -185,9 +229,16 @@ void CompiledCookiePolicy::AppendRewrittenSetCookie(std::string_view value,
       }
     }
   }
+  // Browsers drop SameSite=None without Secure: never emit that pair.
+  rule_bit = -1;
+  if (const Attribute* same_site = find("SameSite");
+      same_site != nullptr && str::EqualsIgnoreCase(same_site->value, "None") &&
+      find("Secure") == nullptr) {
+    set("Secure", "", false);
+  }
   if (!changed) {
     out.append(value);
-    return;
+    return result;
   }
   out.append(Trim(name_value));
   for (const Attribute& a : attrs) {
@@ -198,6 +249,7 @@ void CompiledCookiePolicy::AppendRewrittenSetCookie(std::string_view value,
       out.append(a.value);
     }
   }
+  return result;
 }
 
 }  // namespace onedomain::dataplane

@@ -7,6 +7,7 @@
 // also leaves it byte for byte.
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,10 +30,26 @@ class CompiledCookiePolicy {
   // byte for byte). Returns false, appending nothing, when no cookie is left.
   bool AppendFilteredCookie(std::string_view cookie_value, std::string& out) const;
 
+  // What AppendRewrittenSetCookie did, for metrics.
+  struct RewriteResult {
+    // Bit i set: rule i changed this cookie. Bits 0..15 are domain_rewrites[i], 16..31
+    // path_rewrites[i - 16], 32..63 attribute_rules[i - 32] (validation caps the counts).
+    uint64_t rules = 0;
+    // The value could not be parsed as a cookie and was passed through untouched.
+    bool unparsed = false;
+  };
+  static constexpr int kPathRuleBit = 16;
+  static constexpr int kAttributeRuleBit = 32;
+
   // Appends the Set-Cookie value to send to the client. `upstream_host` is the endpoint's
-  // configured host name (for Domain rewrites of cookies that carry no Domain).
-  void AppendRewrittenSetCookie(std::string_view set_cookie_value, std::string_view upstream_host,
-                                std::string& out) const;
+  // configured host name (for Domain rewrites of cookies that carry no Domain). A value that
+  // is not a cookie (no '=' before the first ';', an empty or invalid name) is appended
+  // untouched. A rewritten cookie never carries SameSite=None without Secure.
+  RewriteResult AppendRewrittenSetCookie(std::string_view set_cookie_value,
+                                         std::string_view upstream_host, std::string& out) const;
+
+  // Label of rule bit `bit`: "domain_rewrites[0]", "path_rewrites[1]", "attribute_rules[2]".
+  static std::string RuleLabel(int bit);
 
   // "sess_*" style patterns: exact, trailing '*' prefix, or "*".
   static bool NameMatches(std::string_view pattern, std::string_view name);

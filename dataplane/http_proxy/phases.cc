@@ -2,10 +2,19 @@
 
 #include "common/strings/strings.h"
 #include "dataplane/cookie/cookie_policy.h"
+#include "dataplane/stats/dataplane_stats.h"
 #include "dataplane/routing/route_table.h"
 
 namespace onedomain::dataplane {
 namespace {
+
+void CountCookieRewrite(const CompiledCookiePolicy::RewriteResult& r,
+                        stats::CookieCounters& counters) {
+  if (r.unparsed) counters.unparsed.Add();
+  for (uint64_t bits = r.rules; bits != 0; bits &= bits - 1) {
+    counters.rule_hits[static_cast<size_t>(__builtin_ctzll(bits))].Add();
+  }
+}
 
 bool HasToken(std::string_view list, std::string_view token) {
   while (!list.empty()) {
@@ -237,7 +246,8 @@ void AppendDownstreamResponseHead(const ResponseHead& head, const DownstreamHead
     if (f.id == http::field::set_cookie && p.cookies != nullptr) {
       out.append(f.name);
       out.append(": ");
-      p.cookies->AppendRewrittenSetCookie(f.value, p.upstream_host, out);
+      const auto result = p.cookies->AppendRewrittenSetCookie(f.value, p.upstream_host, out);
+      if (p.cookie_counters != nullptr) CountCookieRewrite(result, *p.cookie_counters);
       out.append("\r\n");
       continue;
     }

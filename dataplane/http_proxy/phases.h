@@ -17,6 +17,9 @@ namespace onedomain::dataplane {
 
 class CompiledCookiePolicy;
 struct CompiledRoute;
+namespace stats {
+struct CookieCounters;
+}  // namespace stats
 
 // Request checks beyond the parser: Host rules (RFC 9112 3.2), request-target form, CONNECT.
 std::optional<ProxyError> CheckRequest(const RequestHead& head);
@@ -75,6 +78,7 @@ struct DownstreamHeadParams {
   bool keep_upgrade = false;  // a 101 for a tunnel: keep Upgrade and Connection: upgrade
   std::string_view upstream_host;  // for cookie domain rewrites of cookies without Domain
   const CompiledCookiePolicy* cookies = nullptr;  // null: Set-Cookie passes byte for byte
+  stats::CookieCounters* cookie_counters = nullptr;  // where rewrites are counted; may be null
 };
 
 // Appends the head to send to the client for an upstream response.

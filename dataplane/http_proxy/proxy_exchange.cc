@@ -213,6 +213,9 @@ net::awaitable<void> RelayResponse(Exchange& x) {
   params.close = x.close_client;
   params.dechunk = dechunk;
   params.cookies = x.route.cookie_policy.get();
+  if (x.record.route_counters != nullptr) {
+    params.cookie_counters = &x.record.route_counters->cookies;
+  }
   if (params.cookies != nullptr) {
     // The configured host name of the endpoint, for cookies that carry no Domain.
     params.upstream_host = HostWithoutPort(x.conn->host().authority());

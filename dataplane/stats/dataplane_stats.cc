@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "common/strings/strings.h"
+#include "dataplane/cookie/cookie_policy.h"
 
 namespace onedomain::dataplane::stats {
 namespace {
@@ -321,7 +322,43 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     out.push_back(std::move(*f));
   }
   CollectWebSocketFamilies(out);
+  CollectCookieFamilies(out);
   return out;
+}
+
+void StatsCatalog::CollectCookieFamilies(std::vector<prometheus::MetricFamily>& out) const {
+  using prometheus::MetricType;
+  auto rewrites = Family("onedomain_cookie_rewrites_total",
+                         "Set-Cookie headers changed by a cookie-policy rule, by route and rule "
+                         "(index into the policy that applies to the route).",
+                         MetricType::Counter);
+  auto unparsed = Family("onedomain_cookie_unparsed_total",
+                         "Set-Cookie values passed through untouched because they could not be "
+                         "parsed as a cookie, by route.",
+                         MetricType::Counter);
+  for (uint32_t slot = 0; slot < route_names_.size(); ++slot) {
+    std::array<uint64_t, 64> hits{};
+    uint64_t bad = 0;
+    for (const PerWorker& w : workers_) {
+      const CookieCounters& c = w.routes[slot]->cookies;
+      for (size_t i = 0; i < hits.size(); ++i) hits[i] += c.rule_hits[i].Get();
+      bad += c.unparsed.Get();
+    }
+    for (size_t i = 0; i < hits.size(); ++i) {
+      if (hits[i] == 0) continue;
+      auto m = Labelled({{"route", route_names_[slot]},
+                         {"rule", CompiledCookiePolicy::RuleLabel(static_cast<int>(i))}});
+      m.counter.value = static_cast<double>(hits[i]);
+      rewrites.metric.push_back(std::move(m));
+    }
+    if (bad > 0) {
+      auto m = Labelled({{"route", route_names_[slot]}});
+      m.counter.value = static_cast<double>(bad);
+      unparsed.metric.push_back(std::move(m));
+    }
+  }
+  out.push_back(std::move(rewrites));
+  out.push_back(std::move(unparsed));
 }
 
 CounterTotals StatsCatalog::Totals() const {

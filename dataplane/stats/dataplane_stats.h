@@ -68,6 +68,13 @@ enum class UpgradeResult : uint8_t {
 };
 std::string_view UpgradeResultName(UpgradeResult r);
 
+// Cookie policy outcomes on one route: Set-Cookie rewrites by rule bit (see
+// CompiledCookiePolicy::RewriteResult) and values passed through untouched as unparseable.
+struct CookieCounters {
+  std::array<Counter, 64> rule_hits;
+  Counter unparsed;
+};
+
 // WebSocket tunnels of one route: closes by initiator and code, and how long tunnels lived.
 enum class WsCloseInitiator : uint8_t { kClient, kUpstream, kProxy, kCount };
 inline constexpr size_t kWsCloseCodeSlots = 18;  // 1000..1015, then "other", then "none"
@@ -92,6 +99,8 @@ struct alignas(64) RouteCounters {
   Counter websocket_bytes_to_upstream;
   Counter websocket_bytes_to_client;
   WsTunnelCounters ws;
+
+  CookieCounters cookies;
 
   void RecordRequest(int status, double seconds);
   void RecordUpgrade(UpgradeResult r) { upgrades[static_cast<size_t>(r)].Add(); }
@@ -154,6 +163,9 @@ class StatsCatalog {
  public:
 
  private:
+  // Appends the cookie-policy families (called by Collect with mu_ held).
+  void CollectCookieFamilies(std::vector<prometheus::MetricFamily>& out) const;
+
   struct PerWorker {
     std::unique_ptr<WorkerCounters> totals = std::make_unique<WorkerCounters>();
     std::vector<std::unique_ptr<RouteCounters>> routes;
