@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the data plane's libFuzzer target with clang (ASan + UBSan) and runs it.
-# Usage: scripts/fuzz.sh [SECONDS]   (default 60; CI runs it as is)
+# Usage: scripts/fuzz.sh [SECONDS]   (default 60 per target; CI runs it as is)
+# Targets: request_fuzzer (request-reading path), cookie_fuzzer (cookie policy); FUZZ_TARGETS=… picks.
 # Build directory: $FUZZ_BUILD_DIR (default <repo>/build-fuzz). Crashes land in
 # $FUZZ_BUILD_DIR/fuzz-artifacts/ and make the script fail.
 set -euo pipefail
@@ -17,14 +18,19 @@ fi
 
 CC=clang CXX=clang++ cmake -S "$repo" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONEDOMAIN_FUZZ=ON -DONEDOMAIN_TESTS=ON >/dev/null
-ninja -C "$build" -j"$jobs" request_fuzzer
+targets="${FUZZ_TARGETS:-request_fuzzer cookie_fuzzer}"
+# shellcheck disable=SC2086
+ninja -C "$build" -j"$jobs" $targets
 
-corpus="$build/fuzz-corpus/request"
 artifacts="$build/fuzz-artifacts/"
-mkdir -p "$corpus" "$artifacts"
-# Seeds live in the repo; the grown corpus stays in the build directory.
-cp -n "$repo"/tests/fuzz/corpus/request/* "$corpus"/ 2>/dev/null || true
-
-echo "fuzz.sh: running request_fuzzer for ${seconds}s"
-"$build/tests/fuzz/request_fuzzer" -max_total_time="$seconds" -max_len=16384 -timeout=10 \
-  -rss_limit_mb=2048 -artifact_prefix="$artifacts" -print_final_stats=1 "$corpus"
+mkdir -p "$artifacts"
+for target in $targets; do
+  name=${target%_fuzzer}
+  corpus="$build/fuzz-corpus/$name"
+  mkdir -p "$corpus"
+  # Seeds live in the repo; the grown corpus stays in the build directory.
+  cp -n "$repo"/tests/fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null || true
+  echo "fuzz.sh: running $target for ${seconds}s"
+  "$build/tests/fuzz/$target" -max_total_time="$seconds" -max_len=16384 -timeout=10 \
+    -rss_limit_mb=2048 -artifact_prefix="$artifacts" -print_final_stats=1 "$corpus"
+done

@@ -10,7 +10,12 @@ PLAYWRIGHT_PKG="playwright-core@1.64.1"
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
-command -v node >/dev/null || missing+=(nodejs)
+# playwright-core 1.64 needs Node.js >= 20; Debian 12's own nodejs is 18.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  if [ "$node_major" -eq 0 ]; then missing+=(nodejs); fi
+  PLAYWRIGHT_PKG="playwright-core@1.49.1"  # the newest line that still runs on Node 18
+fi
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-browser: installing ${missing[*]}"

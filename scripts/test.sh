@@ -4,12 +4,14 @@
 #   scripts/test.sh                 the whole suite (what CI runs)
 #   ONEDOMAIN_SANITIZE=1 scripts/test.sh   the same under ASan + UBSan (build-asan/)
 #   CTEST_ARGS="-L unit" scripts/test.sh   a subset (ctest label or -R regex)
+#   FUZZ_SECONDS=0 scripts/test.sh         skip the libFuzzer runs (60 s per target by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$(date +%s)
 bash scripts/install-deps.sh
-[ -f scripts/install-helm.sh ] && bash scripts/install-helm.sh
+bash scripts/install-helm.sh
+bash scripts/install-browser.sh
 
 build_dir=build
 cmake_args=(-G Ninja -DONEDOMAIN_WERROR=ON -DONEDOMAIN_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
@@ -26,4 +28,8 @@ echo "test.sh: build took $(( $(date +%s) - build_started ))s"
 
 # shellcheck disable=SC2086
 ctest --test-dir "$build_dir" -j"$(nproc)" --output-on-failure --timeout 600 ${CTEST_ARGS:-}
+# libFuzzer targets (request reader, cookie policy), FUZZ_SECONDS each (0 skips).
+if [ "${FUZZ_SECONDS:-60}" != 0 ]; then
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+fi
 echo "test.sh: finished in $(( $(date +%s) - started ))s"
