@@ -17,11 +17,12 @@ def start_backend(procs, instance, frontend=False):
 
 
 def start_managed_dataplane(procs, state_dir, cp_address, node_id, snapshot_yaml=None,
-                            extra_env=None, workers=1):
+                            extra_env=None, workers=1, ca_file=None):
     """A data plane managed by the control plane at cp_address; its snapshot cache lives in
     state_dir. Returns the Process (ports not awaited)."""
     os.makedirs(state_dir, exist_ok=True)
     fallback = f"\nsnapshot:{snapshot_yaml}" if snapshot_yaml else ""
+    ca_line = f"\n  ca_file: {ca_file}" if ca_file else ""
     config = support.write_file(state_dir, "dataplane.yaml", f"""
 node:
   id: {node_id}
@@ -30,7 +31,7 @@ admin:
   address: 127.0.0.1
   port: 0
 controlplane:
-  address: {cp_address}
+  address: {cp_address}{ca_line}
   cache_path: {state_dir}/snapshot.pb
   backoff_initial: 50ms
   backoff_max: 500ms
@@ -78,5 +79,9 @@ def instance_of(port, path="/api/v1/echo"):
 
 
 def nodes(cp):
-    result = cp.admin("nodes", "-o", "json", token="read", check=True)
+    return nodes_with(cp)
+
+
+def nodes_with(cp, *flags):
+    result = cp.admin(*flags, "nodes", "-o", "json", token="read", check=True)
     return json.loads(result.stdout)
