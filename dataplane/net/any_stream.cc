@@ -33,23 +33,16 @@ AnyStream& AnyStream::operator=(AnyStream&&) noexcept = default;
 
 tcp::socket& AnyStream::socket() { return tls_ ? tls_->stream.next_layer() : socket_; }
 
-net::awaitable<IoResult> AnyStream::ReadSome(net::mutable_buffer buf) {
-  if (tls_) {
-    auto [ec, n] = co_await tls_->stream.async_read_some(buf, kToken);
-    co_return IoResult{ec, n};
-  }
-  auto [ec, n] = co_await socket_.async_read_some(buf, kToken);
-  co_return IoResult{ec, n};
+IoAwaitable AnyStream::ReadSome(net::mutable_buffer buf) {
+  if (tls_) return tls_->stream.async_read_some(buf, kToken);
+  return socket_.async_read_some(buf, kToken);
 }
 
-net::awaitable<IoResult> AnyStream::Write(net::const_buffer a, net::const_buffer b) {
+IoAwaitable AnyStream::Write(net::const_buffer a, net::const_buffer b) {
+  // The array is copied into the operation, so it may die with this call.
   const std::array<net::const_buffer, 2> bufs{a, b};
-  if (tls_) {
-    auto [ec, n] = co_await net::async_write(tls_->stream, bufs, kToken);
-    co_return IoResult{ec, n};
-  }
-  auto [ec, n] = co_await net::async_write(socket_, bufs, kToken);
-  co_return IoResult{ec, n};
+  if (tls_) return net::async_write(tls_->stream, bufs, kToken);
+  return net::async_write(socket_, bufs, kToken);
 }
 
 net::awaitable<error_code> AnyStream::Handshake() {
