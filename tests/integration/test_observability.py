@@ -135,7 +135,10 @@ def test_counts_fleet_view_and_dashboards_against_prometheus(procs, tmp_path):
                               {"route": "api", "code_class": "5xx"})
         refused = metric_value(text, "onedomain_fleet_total_websocket_upgrades_total",
                                {"result": "origin_refused"})
-        return (ok == N_REQUESTS and errors == N_ERRORS and refused == K_REFUSED) and text
+        accepted = metric_value(text, "onedomain_fleet_total_websocket_upgrades_total",
+                                {"result": "accepted"})
+        return (ok == N_REQUESTS and errors == N_ERRORS and refused == K_REFUSED and
+                accepted == M_UPGRADES - K_REFUSED) and text
     text = support.wait_for(fleet_counts, 15, interval=0.1, what="fleet totals")
     assert metric_value(text, "onedomain_fleet_http_requests_total",
                         {"node": "node-1", "route": "api", "code_class": "2xx"}) == N_REQUESTS / 2
