@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <string>
 
 #include "common/log/log.h"
@@ -62,6 +63,13 @@ struct Out {
   }
 };
 
+// What a plain pump does once its asynchronous write of leftover bytes has finished.
+enum class AfterWrite : uint8_t { kCarry, kInject, kData };
+
+// Resumes RunWsTunnel once both plain pumps have ended.
+using DoneHandler =
+    net::async_result<net::use_awaitable_t<>, void()>::handler_type;
+
 }  // namespace
 
 // One direction of a tunnel.
@@ -89,6 +97,11 @@ struct WsPump {
   bool maybe_readable = true;
   stats::Counter* bytes = nullptr;
   stats::Counter* worker_bytes = nullptr;
+  // Plain pumps (callback-driven): bytes dst could not take yet, being written.
+  std::unique_ptr<uint8_t[]> pending;
+  uint32_t pending_len = 0;
+  uint32_t pending_off = 0;
+  AfterWrite after_write = AfterWrite::kData;
 };
 
 struct WsTunnel {
@@ -137,6 +150,8 @@ struct WsTunnel {
   bool finished = false;
   bool close_recorded = false;
   bool counted_draining = false;
+  uint8_t plain_running = 0;  // plain pumps not yet ended
+  std::optional<DoneHandler> on_done;
   WsTunnel* prev = nullptr;
   WsTunnel* next = nullptr;
 };
@@ -526,6 +541,170 @@ net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
   p.tls_buf.reset();
 }
 
+// ---- plain pumps --------------------------------------------------------------------------
+// With a plain client (the upstream is always plain), the pumps are callbacks rather than
+// coroutines: an idle tunnel then holds no coroutine frame per direction, only one pending
+// zero-byte wait per socket. Same steps as PumpLoop.
+
+void PlainLoop(WsTunnel& t, WsPump& p);
+
+void PlainEnd(WsTunnel& t, WsPump& p) {
+  p.ended = true;
+  p.pending.reset();
+  if (--t.plain_running == 0 && t.on_done) {
+    DoneHandler h = std::move(*t.on_done);
+    t.on_done.reset();
+    net::post(std::move(h));  // never resumes RunWsTunnel (and frees `t`) under our feet
+  }
+}
+
+void OnPlainWritten(WsTunnel& t, WsPump& p, bool ok) {
+  switch (p.after_write) {
+    case AfterWrite::kCarry:
+      if (!ok) t.Finish();
+      break;
+    case AfterWrite::kInject:
+      if (!ok) return PlainEnd(t, p);
+      break;
+    case AfterWrite::kData:
+      if (!ok) {
+        if (!t.finished) {
+          t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kClient
+                                         : stats::WsCloseInitiator::kUpstream, 0);
+          t.Finish();
+        }
+        return PlainEnd(t, p);
+      }
+      break;
+  }
+  PlainLoop(t, p);
+}
+
+void PlainWriteMore(WsTunnel& t, WsPump& p) {
+  p.dst->socket().async_write_some(
+      net::buffer(p.pending.get() + p.pending_off, p.pending_len - p.pending_off),
+      [&t, &p](error_code ec, size_t k) {
+        p.pending_off += static_cast<uint32_t>(k);
+        if (ec == net::error::operation_aborted && !t.finished) ec = {};  // woken, not ended
+        if (!ec && p.pending_off < p.pending_len) return PlainWriteMore(t, p);
+        p.writing = false;
+        p.pending.reset();
+        OnPlainWritten(t, p, !ec && !t.finished);
+      });
+}
+
+// Writes `out` to p.dst as far as the socket takes it now. Returns 0 when all of it went,
+// 1 when the rest was copied and is being written (OnPlainWritten follows), -1 on failure.
+int PlainWrite(WsTunnel& t, WsPump& p, const Out& out, AfterWrite next) {
+  if (out.total == 0) return 0;
+  error_code ec;
+  size_t written = p.dst->socket().write_some(out.b, ec);
+  if (ec && ec != net::error::would_block && ec != net::error::try_again) return -1;
+  if (ec) written = 0;
+  if (written == out.total) return 0;
+  const size_t rest = out.total - written;
+  p.pending.reset(new uint8_t[rest]);
+  size_t skip = written, at = 0;
+  for (size_t i = 0; i < out.n; ++i) {
+    const auto* d = static_cast<const uint8_t*>(out.b[i].data());
+    const size_t len = out.b[i].size();
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    std::copy(d + skip, d + len, p.pending.get() + at);
+    at += len - skip;
+    skip = 0;
+  }
+  p.pending_len = static_cast<uint32_t>(rest);
+  p.pending_off = 0;
+  p.after_write = next;
+  p.writing = true;
+  PlainWriteMore(t, p);
+  return 1;
+}
+
+// Runs the pump until it must wait (a readability wait or a write pending) or ends.
+void PlainLoop(WsTunnel& t, WsPump& p) {
+  uint8_t* const scratch = t.set.scratch();
+  while (!t.finished) {
+    if (p.inject != Inject::kNone && !p.absorbing && InjectReady(p)) {
+      Out out;
+      ApplyInject(t, p, out);
+      const int r = PlainWrite(t, p, out, AfterWrite::kInject);
+      if (r > 0) return;
+      if (r < 0) break;
+    }
+    if (t.drain != WsTunnel::Drain::kNone && t.HandshakesDone()) {
+      t.Finish();
+      break;
+    }
+    size_t n = 0;
+    error_code ec;
+    if (p.maybe_readable) {
+      n = p.src->socket().read_some(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
+    } else {
+      ec = net::error::would_block;
+    }
+    p.maybe_readable = n == WsTunnelSet::kScratchSize;
+    if (ec == net::error::would_block || ec == net::error::try_again) {
+      p.maybe_readable = true;  // after the wait, read
+      p.waiting = true;
+      p.src->socket().async_wait(tcp::socket::wait_read, [&t, &p](error_code wec) {
+        p.waiting = false;
+        if (t.finished) return PlainEnd(t, p);
+        if (wec && wec != net::error::operation_aborted) {
+          t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
+                                         : stats::WsCloseInitiator::kClient, 0);
+          t.Finish();
+          return PlainEnd(t, p);
+        }
+        PlainLoop(t, p);  // readable, or woken to inject
+      });
+      return;
+    }
+    if (ec == net::error::eof) {
+      HalfClose(t, p);
+      break;
+    }
+    if (ec) {
+      t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
+                                     : stats::WsCloseInitiator::kClient, 0);
+      t.Finish();
+      break;
+    }
+    t.last_activity = Clock::now();
+    CountBytes(p, n);
+    Out out;
+    Process(t, p, scratch, n, out);
+    const int r = PlainWrite(t, p, out, AfterWrite::kData);
+    if (r > 0) return;
+    if (r < 0) {
+      if (!t.finished) {
+        t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kClient
+                                       : stats::WsCloseInitiator::kUpstream, 0);
+        t.Finish();
+      }
+      break;
+    }
+  }
+  PlainEnd(t, p);
+}
+
+void PlainStart(WsTunnel& t, WsPump& p) {
+  if (!p.carry.empty()) {
+    Out out;
+    const auto* d = reinterpret_cast<const uint8_t*>(p.carry.data());
+    Process(t, p, d, p.carry.size(), out);
+    CountBytes(p, p.carry.size());
+    const int r = PlainWrite(t, p, out, AfterWrite::kCarry);  // copies what it cannot write
+    std::string().swap(p.carry);
+    if (r > 0) return;
+    if (r < 0) t.Finish();
+  }
+  PlainLoop(t, p);
+}
+
 }  // namespace
 
 net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
@@ -566,7 +745,22 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
   t.set.Add(&t);
   t.Rearm(t.opened);
 
-  co_await (PumpLoop(t, t.up) && PumpLoop(t, t.down));
+  if (!client.is_tls()) {
+    t.plain_running = 2;
+    PlainStart(t, t.up);
+    PlainStart(t, t.down);
+    co_await net::async_initiate<const net::use_awaitable_t<>, void()>(
+        [&t](DoneHandler h) {
+          if (t.plain_running == 0) {
+            net::post(std::move(h));
+          } else {
+            t.on_done.emplace(std::move(h));
+          }
+        },
+        net::use_awaitable);
+  } else {
+    co_await (PumpLoop(t, t.up) && PumpLoop(t, t.down));
+  }
 
   t.timer.Disarm();
   t.set.Remove(&t);
