@@ -36,7 +36,8 @@ size_t FrameTracker::Consume(const uint8_t* p, size_t n, bool stop_at_frame_end)
     const size_t take = static_cast<size_t>(std::min<uint64_t>(remaining_, n - i));
     if ((hdr_[0] & 0x0F) == kClose && close_have_ < 2) {
       const bool masked = (hdr_[1] & 0x80) != 0;
-      const uint8_t* key = &hdr_[hdr_need_ - 4];
+      // Only masked headers end in a key; forming &hdr_[-2] for an unmasked one is UB.
+      const uint8_t* key = masked ? &hdr_[hdr_need_ - 4] : nullptr;
       for (size_t k = 0; k < take && close_have_ < 2; ++k) {
         const uint64_t pos = offset_ + k;
         uint8_t b = p[i + k];
