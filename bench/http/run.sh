@@ -74,7 +74,8 @@ http {
 }
 CONF
 nginx -c "$work/backend.conf" -p "$work" &
-pids+=($!)
+backend_pid=$!
+pids+=($backend_pid)
 wait_port "$backend_port"
 
 # ---- the proxies, per worker count -------------------------------------------------------
@@ -147,22 +148,42 @@ stop_proxies() {
   wait "$dp_pid" "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
 }
 
-# One wrk run: prints "req/s p50_ms p99_ms".
-run_wrk() {  # $1 port, $2 path
-  wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1/$2" | /usr/bin/python3 -c '
+# CPU time (clock ticks) used so far by a process and its children (nginx's workers).
+cpu_ticks() {  # $1: pid
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    if [ -r "/proc/$pid/stat" ]; then
+      # Fields 14 and 15: utime and stime (after the parenthesised command name).
+      total=$(( total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}') ))
+    fi
+  done
+  echo "$total"
+}
+
+# One wrk run: prints "req/s p50_ms p99_ms cpu_us_per_request" (CPU of the process measured:
+# the proxy's own cost per request, which on a shared machine is steadier than req/s).
+run_wrk() {  # $1 port, $2 path, $3 pid whose CPU to measure
+  local before after
+  before="$(cpu_ticks "$3")"
+  wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1/$2" > "$work/wrk.out"
+  after="$(cpu_ticks "$3")"
+  /usr/bin/python3 - "$work/wrk.out" "$before" "$after" "$(getconf CLK_TCK)" <<'PYWRK'
 import re, sys
-text = sys.stdin.read()
+text = open(sys.argv[1]).read()
+ticks = int(sys.argv[3]) - int(sys.argv[2])
+hz = int(sys.argv[4])
 def ms(v):
     n, unit = float(re.match(r"[\d.]+", v).group()), re.sub(r"[\d.]+", "", v)
     return n * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+total = int(re.search(r"(\d+) requests in", text).group(1))
 p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
 p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-if errors or "Socket errors" in text:
+if re.search(r"Non-2xx or 3xx responses: (\d+)", text) or "Socket errors" in text:
     sys.stderr.write("bench: wrk reported errors:\n" + text)
     sys.exit(1)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f}")'
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {ticks * 1e6 / hz / max(total, 1):.1f}")
+PYWRK
 }
 
 results="$work/results.txt"
@@ -179,9 +200,10 @@ for w in $worker_counts; do
       # Rotate the order each round so no proxy always runs first or last.
       names=(dataplane nginx haproxy direct)
       ports=("$dp_port" "$nginx_port" "$haproxy_port" "$backend_port")
+      cpu_pids=("$dp_pid" "$nginx_pid" "$haproxy_pid" "$backend_pid")
       for i in 0 1 2 3; do
         j=$(( (i + round) % 4 ))
-        echo "$w $size ${names[$j]} $(run_wrk "${ports[$j]}" "$size")" >> "$results"
+        echo "$w $size ${names[$j]} $(run_wrk "${ports[$j]}" "$size" "${cpu_pids[$j]}")" >> "$results"
         echo "  round $round/$rounds workers=$w size=$size ${names[$j]} done" >&2
       done
     done
@@ -194,23 +216,31 @@ import statistics, sys
 from collections import defaultdict
 rows = defaultdict(list)
 for line in open(sys.argv[1]):
-    w, size, name, rps, p50, p99 = line.split()
-    rows[(int(w), size, name)].append((float(rps), float(p50), float(p99)))
-print(f"\nwrk -t1 -c{sys.argv[3]} -d{sys.argv[2]}s, median of {len(next(iter(rows.values())))} interleaved rounds")
-print(f"{'workers':>7} {'size':>5} {'proxy':>10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}   vs best peer")
-for (w, size) in sorted({(k[0], k[1]) for k in rows}, key=lambda k: (k[0], ["small", "4k", "64k"].index(k[1]) if k[1] in ["small", "4k", "64k"] else 9)):
+    parts = line.split()
+    if len(parts) != 7:
+        continue  # a failed run (reported above)
+    w, size, name, rps, p50, p99, cpu = parts
+    rows[(int(w), size, name)].append((float(rps), float(p50), float(p99), float(cpu)))
+rounds = max(len(v) for v in rows.values())
+print(f"\nwrk -t1 -c{sys.argv[3]} -d{sys.argv[2]}s, median of {rounds} interleaved rounds; "
+      "cpu = the process's CPU time per request")
+print(f"{'workers':>7} {'size':>5} {'proxy':>10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+      f"{'cpu us':>7}   vs best peer (req/s ratio, p99, cpu)")
+order = ["small", "4k", "64k"]
+for (w, size) in sorted({(k[0], k[1]) for k in rows},
+                        key=lambda k: (k[0], order.index(k[1]) if k[1] in order else 9)):
     med = {}
     for name in ("dataplane", "nginx", "haproxy", "direct"):
         vals = rows.get((w, size, name))
-        if not vals:
-            continue
-        med[name] = tuple(statistics.median(v[i] for v in vals) for i in range(3))
+        if vals:
+            med[name] = tuple(statistics.median(v[i] for v in vals) for i in range(4))
     peers = [n for n in ("nginx", "haproxy") if n in med]
     best = max(peers, key=lambda n: med[n][0]) if peers else None
-    for name, (rps, p50, p99) in med.items():
+    for name, (rps, p50, p99, cpu) in med.items():
         note = ""
         if name == "dataplane" and best:
-            note = (f"   {rps / med[best][0]:.2f}x req/s of {best}, "
-                    f"p99 {p99:.2f} vs {med[best][2]:.2f} ms")
-        print(f"{w:>7} {size:>5} {name:>10} {rps:>9.0f} {p50:>7.2f} {p99:>7.2f}{note}")
+            b = med[best]
+            note = (f"   {rps / b[0]:.2f}x {best}, p99 {p99:.2f} vs {b[2]:.2f} ms, "
+                    f"cpu {cpu:.1f} vs {b[3]:.1f} us")
+        print(f"{w:>7} {size:>5} {name:>10} {rps:>9.0f} {p50:>7.2f} {p99:>7.2f} {cpu:>7.1f}{note}")
 PY
