@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # HTTP proxy benchmark: the data plane against nginx and HAProxy, configured alike (same
-# worker/thread count, upstream keep-alive, no access logs), in front of the same fast
+# worker/thread count, upstream keep-alive, no access logs, the same X-Forwarded-For/-Proto/
+# -Host headers added to each request), in front of the same fast
 # backend (nginx serving fixed files). Interleaved rounds of `wrk -t1 -c50 -d10s`; prints the
 # median req/s, p50 and p99 per row and the data plane's ratios to the better peer.
 # Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and
@@ -112,6 +113,10 @@ http {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      # What the data plane adds to every request (and the seed's proxy did): same work.
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
     }
   }
 }
@@ -133,6 +138,9 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$haproxy_port
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
   default_backend be
 backend be
   server s1 127.0.0.1:$backend_port
