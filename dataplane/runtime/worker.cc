@@ -45,6 +45,7 @@ Worker::Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* acce
 
 Worker::~Worker() {
   Stop();
+  ws_tunnels_->StopPolling();
   tick_.reset();
   config_ = Ref<WorkerConfig>();
   ioc_.reset();

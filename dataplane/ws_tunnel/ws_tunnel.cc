@@ -1,11 +1,15 @@
 #include "dataplane/ws_tunnel/ws_tunnel.h"
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
@@ -97,11 +101,26 @@ struct WsPump {
   bool maybe_readable = true;
   stats::Counter* bytes = nullptr;
   stats::Counter* worker_bytes = nullptr;
-  // Plain pumps (callback-driven): bytes dst could not take yet, being written.
+  // Plain pumps (callback-driven, on raw descriptors watched by the worker's poller).
+  int src_fd = -1;
+  int dst_fd = -1;
+  bool write_parked = false;  // `pending` waits for dst to become writable
+  // The poller saw src's end (RDHUP/HUP/ERR): read on to it even after a short read, as no
+  // further edge will announce it.
+  bool src_hup = false;
+  // Bytes dst could not take yet, being written.
   std::unique_ptr<uint8_t[]> pending;
   uint32_t pending_len = 0;
   uint32_t pending_off = 0;
   AfterWrite after_write = AfterWrite::kData;
+};
+
+// A raw descriptor in the worker's poller: which pump reads it and which writes it.
+struct FdWatch {
+  WsTunnel* tunnel = nullptr;
+  WsPump* reader = nullptr;
+  WsPump* writer = nullptr;
+  int fd = -1;
 };
 
 struct WsTunnel {
@@ -151,6 +170,9 @@ struct WsTunnel {
   bool close_recorded = false;
   bool counted_draining = false;
   uint8_t plain_running = 0;  // plain pumps not yet ended
+  bool plain = false;         // pumps on raw descriptors (a plain client)
+  FdWatch client_watch;
+  FdWatch upstream_watch;
   std::optional<DoneHandler> on_done;
   WsTunnel* prev = nullptr;
   WsTunnel* next = nullptr;
@@ -158,10 +180,77 @@ struct WsTunnel {
 
 // ---- WsTunnelSet --------------------------------------------------------------------------
 
+// ---- the poller ------------------------------------------------------------------------------
+// Plain tunnels bypass Asio's reactor: their two descriptors sit, edge-triggered, in an epoll
+// set of the worker's own, which Asio watches as one descriptor. Each message then costs one
+// recv and one send, where Asio adds an epoll_ctl per readiness wait (or a recv that finds
+// nothing, for a pending read); waiting holds no buffer and no operation object.
+
+namespace {
+void OnFdEvents(FdWatch& w, uint32_t events);
+void PlainLoop(WsTunnel& t, WsPump& p);
+void PlainEnd(WsTunnel& t, WsPump& p);
+}  // namespace
+
+struct WsTunnelSet::Poller {
+  Poller(const net::any_io_executor& ex, int epfd) : sd(ex, epfd) {}
+  net::posix::stream_descriptor sd;  // owns the epoll descriptor
+  bool armed = false;
+};
+
 WsTunnelSet::WsTunnelSet(stats::WorkerCounters& counters)
     : counters_(counters), scratch_(new uint8_t[kScratchSize]), rng_(std::random_device{}()) {}
 
 WsTunnelSet::~WsTunnelSet() = default;
+
+void WsTunnelSet::StopPolling() { poller_.reset(); }
+
+bool WsTunnelSet::Watch(const net::any_io_executor& ex, int fd, FdWatch* watch) {
+  if (!poller_) {
+    const int epfd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) return false;
+    poller_ = std::make_unique<Poller>(ex, epfd);
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = watch;
+  if (::epoll_ctl(poller_->sd.native_handle(), EPOLL_CTL_ADD, fd, &ev) != 0) return false;
+  ArmPoller();
+  return true;
+}
+
+void WsTunnelSet::Unwatch(int fd) {
+  if (poller_) ::epoll_ctl(poller_->sd.native_handle(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
+void WsTunnelSet::ArmPoller() {
+  if (!poller_ || poller_->armed) return;
+  poller_->armed = true;
+  poller_->sd.async_wait(net::posix::stream_descriptor::wait_read, [this](error_code ec) {
+    if (ec) return;  // stopped
+    poller_->armed = false;
+    Poll();
+  });
+}
+
+// Handles every ready descriptor. A tunnel that ends meanwhile stays in memory until this
+// returns (its coroutine resumes through a post), so later events of the batch are safe.
+void WsTunnelSet::Poll() {
+  constexpr int kMaxEvents = 256;
+  epoll_event events[kMaxEvents];
+  const int n = ::epoll_wait(poller_->sd.native_handle(), events, kMaxEvents, 0);
+  for (int i = 0; i < n; ++i) {
+    OnFdEvents(*static_cast<FdWatch*>(events[i].data.ptr), events[i].events);
+  }
+  if (n == kMaxEvents) {
+    // More may be ready, and the edge that woke us is spent: come back after other work.
+    net::post(poller_->sd.get_executor(), [this] {
+      if (poller_) Poll();
+    });
+    return;
+  }
+  ArmPoller();
+}
 
 void WsTunnelSet::Add(WsTunnel* t) {
   t->prev = nullptr;
@@ -293,8 +382,21 @@ void WsTunnel::RequestInject(WsPump& p, Inject kind) {
   if (!ready || p.tracker.broken()) return;  // the rest of the message will come first
   if (!p.dst_tls) {
     error_code ec;
-    const size_t n = p.dst->socket().write_some(
-        net::buffer(p.inject_frame.bytes.data(), p.inject_frame.size), ec);
+    size_t n = 0;
+    if (plain) {
+      const ssize_t k =
+          ::send(p.dst_fd, p.inject_frame.bytes.data(), p.inject_frame.size, MSG_NOSIGNAL);
+      if (k >= 0) {
+        n = static_cast<size_t>(k);
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        ec = net::error::would_block;
+      } else {
+        ec = error_code(errno, boost::system::system_category());
+      }
+    } else {
+      n = p.dst->socket().write_some(
+          net::buffer(p.inject_frame.bytes.data(), p.inject_frame.size), ec);
+    }
     if (!ec && n == p.inject_frame.size) {
       if (kind == Inject::kClose) {
         p.dst_got_close = true;
@@ -312,9 +414,14 @@ void WsTunnel::RequestInject(WsPump& p, Inject kind) {
       return;
     }
   }
-  if (!p.src_tls) {
-    // Wake the pump: its wait ends with operation_aborted and it injects. The other pump may
-    // have a write to this socket pending; its write loop retries after an abort.
+  if (plain) {
+    // Wake the pump: it injects now. (Called from the timer, never from inside a pump.)
+    p.waiting = false;
+    PlainLoop(*this, p);
+  } else if (!p.src_tls) {
+    // Wake the coroutine pump: its wait ends with operation_aborted and it injects. The
+    // other pump may have a write to this socket pending; its write loop retries after an
+    // abort.
     p.src->Cancel();
   }
 }
@@ -323,6 +430,16 @@ void WsTunnel::Finish() {
   if (finished) return;
   finished = true;
   timer.Disarm();
+  if (plain) {
+    // Pumps parked on the poller end here; a running one ends when it sees `finished`.
+    for (WsPump* p : {&up, &down}) {
+      if (!p->ended && (p->waiting || p->write_parked)) {
+        p->waiting = p->write_parked = p->writing = false;
+        PlainEnd(*this, *p);
+      }
+    }
+    return;
+  }
   client.Cancel();
   upstream->stream().Cancel();
 }
@@ -452,6 +569,10 @@ void HalfClose(WsTunnel& t, WsPump& p) {
     t.Finish();
     return;
   }
+  if (t.plain) {
+    ::shutdown(p.dst_fd, SHUT_WR);  // the peer may be gone; the other direction notices
+    return;
+  }
   error_code ignored;  // the peer may be gone; the other direction notices on its own
   p.dst->socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
@@ -542,11 +663,9 @@ net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
 }
 
 // ---- plain pumps --------------------------------------------------------------------------
-// With a plain client (the upstream is always plain), the pumps are callbacks rather than
-// coroutines: an idle tunnel then holds no coroutine frame per direction, only one pending
-// zero-byte wait per socket. Same steps as PumpLoop.
-
-void PlainLoop(WsTunnel& t, WsPump& p);
+// With a plain client (the upstream is always plain), the pumps are callbacks on raw
+// descriptors in the worker's poller rather than coroutines: an idle tunnel holds no
+// coroutine frame, buffer or pending operation per direction. Same steps as PlainLoop.
 
 void PlainEnd(WsTunnel& t, WsPump& p) {
   p.ended = true;
@@ -577,30 +696,57 @@ void OnPlainWritten(WsTunnel& t, WsPump& p, bool ok) {
       }
       break;
   }
+  if (t.finished) return PlainEnd(t, p);
   PlainLoop(t, p);
 }
 
+// Writes the rest of `pending` as far as dst takes it; parks until writable otherwise.
 void PlainWriteMore(WsTunnel& t, WsPump& p) {
-  p.dst->socket().async_write_some(
-      net::buffer(p.pending.get() + p.pending_off, p.pending_len - p.pending_off),
-      [&t, &p](error_code ec, size_t k) {
-        p.pending_off += static_cast<uint32_t>(k);
-        if (ec == net::error::operation_aborted && !t.finished) ec = {};  // woken, not ended
-        if (!ec && p.pending_off < p.pending_len) return PlainWriteMore(t, p);
-        p.writing = false;
-        p.pending.reset();
-        OnPlainWritten(t, p, !ec && !t.finished);
-      });
+  while (p.pending_off < p.pending_len) {
+    const ssize_t k = ::send(p.dst_fd, p.pending.get() + p.pending_off,
+                             p.pending_len - p.pending_off, MSG_NOSIGNAL);
+    if (k >= 0) {
+      p.pending_off += static_cast<uint32_t>(k);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      p.write_parked = true;
+      return;
+    }
+    p.writing = false;
+    p.pending.reset();
+    return OnPlainWritten(t, p, false);
+  }
+  p.writing = false;
+  p.pending.reset();
+  OnPlainWritten(t, p, !t.finished);
 }
 
 // Writes `out` to p.dst as far as the socket takes it now. Returns 0 when all of it went,
-// 1 when the rest was copied and is being written (OnPlainWritten follows), -1 on failure.
+// 1 when the rest was copied and waits for dst to become writable (OnPlainWritten follows),
+// -1 on failure.
 int PlainWrite(WsTunnel& t, WsPump& p, const Out& out, AfterWrite next) {
+  (void)t;
   if (out.total == 0) return 0;
-  error_code ec;
-  size_t written = p.dst->socket().write_some(out.b, ec);
-  if (ec && ec != net::error::would_block && ec != net::error::try_again) return -1;
-  if (ec) written = 0;
+  iovec iov[4];
+  for (size_t i = 0; i < out.n; ++i) {
+    iov[i].iov_base = const_cast<void*>(out.b[i].data());
+    iov[i].iov_len = out.b[i].size();
+  }
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = out.n;
+  ssize_t k;
+  do {
+    k = ::sendmsg(p.dst_fd, &msg, MSG_NOSIGNAL);
+  } while (k < 0 && errno == EINTR);
+  size_t written = 0;
+  if (k >= 0) {
+    written = static_cast<size_t>(k);
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    return -1;
+  }
   if (written == out.total) return 0;
   const size_t rest = out.total - written;
   p.pending.reset(new uint8_t[rest]);
@@ -620,11 +766,11 @@ int PlainWrite(WsTunnel& t, WsPump& p, const Out& out, AfterWrite next) {
   p.pending_off = 0;
   p.after_write = next;
   p.writing = true;
-  PlainWriteMore(t, p);
+  p.write_parked = true;  // dst's buffer is full: its next writable edge continues
   return 1;
 }
 
-// Runs the pump until it must wait (a readability wait or a write pending) or ends.
+// Runs the pump until it must wait (for readability, or for a write pending) or ends.
 void PlainLoop(WsTunnel& t, WsPump& p) {
   uint8_t* const scratch = t.set.scratch();
   while (!t.finished) {
@@ -639,40 +785,30 @@ void PlainLoop(WsTunnel& t, WsPump& p) {
       t.Finish();
       break;
     }
-    size_t n = 0;
-    error_code ec;
-    if (p.maybe_readable) {
-      n = p.src->socket().read_some(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
-    } else {
-      ec = net::error::would_block;
-    }
-    p.maybe_readable = n == WsTunnelSet::kScratchSize;
-    if (ec == net::error::would_block || ec == net::error::try_again) {
-      p.maybe_readable = true;  // after the wait, read
+    if (!p.maybe_readable) {
+      // The last read was short: the socket is drained, and the poller reports new bytes
+      // (edge-triggered) without a recv that would find nothing.
       p.waiting = true;
-      p.src->socket().async_wait(tcp::socket::wait_read, [&t, &p](error_code wec) {
-        p.waiting = false;
-        if (t.finished) return PlainEnd(t, p);
-        if (wec && wec != net::error::operation_aborted) {
-          t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
-                                         : stats::WsCloseInitiator::kClient, 0);
-          t.Finish();
-          return PlainEnd(t, p);
-        }
-        PlainLoop(t, p);  // readable, or woken to inject
-      });
       return;
     }
-    if (ec == net::error::eof) {
-      HalfClose(t, p);
-      break;
-    }
-    if (ec) {
+    const ssize_t k = ::recv(p.src_fd, scratch, WsTunnelSet::kScratchSize, 0);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        p.maybe_readable = false;
+        continue;
+      }
       t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
                                      : stats::WsCloseInitiator::kClient, 0);
       t.Finish();
       break;
     }
+    if (k == 0) {
+      HalfClose(t, p);
+      break;
+    }
+    const auto n = static_cast<size_t>(k);
+    p.maybe_readable = n == WsTunnelSet::kScratchSize || p.src_hup;
     t.last_activity = Clock::now();
     CountBytes(p, n);
     Out out;
@@ -691,6 +827,26 @@ void PlainLoop(WsTunnel& t, WsPump& p) {
   PlainEnd(t, p);
 }
 
+void OnFdEvents(FdWatch& w, uint32_t events) {
+  WsTunnel& t = *w.tunnel;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    WsPump& r = *w.reader;
+    r.maybe_readable = true;  // remembered when the pump is busy writing
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) r.src_hup = true;
+    if (r.waiting && !r.ended && !t.finished) {
+      r.waiting = false;
+      PlainLoop(t, r);
+    }
+  }
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+    WsPump& wr = *w.writer;
+    if (wr.write_parked && !wr.ended && !t.finished) {
+      wr.write_parked = false;
+      PlainWriteMore(t, wr);
+    }
+  }
+}
+
 void PlainStart(WsTunnel& t, WsPump& p) {
   if (!p.carry.empty()) {
     Out out;
@@ -702,6 +858,7 @@ void PlainStart(WsTunnel& t, WsPump& p) {
     if (r > 0) return;
     if (r < 0) t.Finish();
   }
+  if (t.finished) return PlainEnd(t, p);
   PlainLoop(t, p);
 }
 
@@ -745,7 +902,35 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
   t.set.Add(&t);
   t.Rearm(t.opened);
 
+  // Plain client: both descriptors leave Asio's reactor for the worker's poller, and come
+  // back when the tunnel ends (the session and the upstream connection still own them).
+  tcp client_proto = tcp::v4(), upstream_proto = tcp::v4();
+  int client_fd = -1, upstream_fd = -1;
   if (!client.is_tls()) {
+    t.plain = true;
+    const auto ex = client.socket().get_executor();
+    error_code ec;
+    client_proto = client.socket().local_endpoint(ec).protocol();
+    if (!ec) upstream_proto = upstream.socket().local_endpoint(ec).protocol();
+    if (!ec) client_fd = client.socket().release(ec);
+    if (!ec) upstream_fd = upstream.socket().release(ec);
+    t.up.src_fd = t.down.dst_fd = client_fd;
+    t.up.dst_fd = t.down.src_fd = upstream_fd;
+    t.client_watch = FdWatch{&t, &t.up, &t.down, client_fd};
+    t.upstream_watch = FdWatch{&t, &t.down, &t.up, upstream_fd};
+    const bool watched = !ec && t.set.Watch(ex, client_fd, &t.client_watch) &&
+                         t.set.Watch(ex, upstream_fd, &t.upstream_watch);
+    if (!watched) {
+      log::Error("websocket", str::Cat("tunnel not started: ",
+                                       ec ? ec.message() : std::string(strerror(errno))));
+      t.RecordFirstClose(stats::WsCloseInitiator::kProxy, 0);
+      t.finished = true;
+    }
+  }
+
+  if (!client.is_tls() && t.finished) {
+    // Could not start (reported above).
+  } else if (!client.is_tls()) {
     t.plain_running = 2;
     PlainStart(t, t.up);
     PlainStart(t, t.down);
@@ -768,7 +953,14 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
   t.counters->websocket_active.Dec();
   t.RecordFirstClose(stats::WsCloseInitiator::kProxy, 0);
   t.counters->ws.RecordDuration(std::chrono::duration<double>(Clock::now() - t.opened).count());
-  if (!client.is_tls()) client.socket().non_blocking(false, ignored);
+  if (t.plain) {
+    for (const int fd : {client_fd, upstream_fd}) {
+      if (fd >= 0) t.set.Unwatch(fd);
+    }
+    if (client_fd >= 0) client.socket().assign(client_proto, client_fd, ignored);
+    if (upstream_fd >= 0) upstream.socket().assign(upstream_proto, upstream_fd, ignored);
+    client.socket().non_blocking(false, ignored);
+  }
 }
 
 }  // namespace onedomain::dataplane
