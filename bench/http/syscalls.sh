@@ -18,25 +18,7 @@ for tool in nginx haproxy wrk perf; do
 done
 [ -x "$dataplane" ] || { echo "syscalls.sh: build $dataplane first" >&2; exit 1; }
 
-work="$(mktemp -d /tmp/onedomain-syscalls.XXXXXX)"
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "syscalls.sh: nothing listens on port $1" >&2
-  exit 1
-}
+. "$repo/bench/http/lib.sh"
 
 mkdir -p "$work/www"
 printf 'hello world\n' > "$work/www/small"

@@ -726,8 +726,7 @@ void PlainWriteMore(WsTunnel& t, WsPump& p) {
 // Writes `out` to p.dst as far as the socket takes it now. Returns 0 when all of it went,
 // 1 when the rest was copied and waits for dst to become writable (OnPlainWritten follows),
 // -1 on failure.
-int PlainWrite(WsTunnel& t, WsPump& p, const Out& out, AfterWrite next) {
-  (void)t;
+int PlainWrite(WsPump& p, const Out& out, AfterWrite next) {
   if (out.total == 0) return 0;
   iovec iov[4];
   for (size_t i = 0; i < out.n; ++i) {
@@ -777,7 +776,7 @@ void PlainLoop(WsTunnel& t, WsPump& p) {
     if (p.inject != Inject::kNone && !p.absorbing && InjectReady(p)) {
       Out out;
       ApplyInject(t, p, out);
-      const int r = PlainWrite(t, p, out, AfterWrite::kInject);
+      const int r = PlainWrite(p, out, AfterWrite::kInject);
       if (r > 0) return;
       if (r < 0) break;
     }
@@ -813,7 +812,7 @@ void PlainLoop(WsTunnel& t, WsPump& p) {
     CountBytes(p, n);
     Out out;
     Process(t, p, scratch, n, out);
-    const int r = PlainWrite(t, p, out, AfterWrite::kData);
+    const int r = PlainWrite(p, out, AfterWrite::kData);
     if (r > 0) return;
     if (r < 0) {
       if (!t.finished) {
@@ -853,7 +852,7 @@ void PlainStart(WsTunnel& t, WsPump& p) {
     const auto* d = reinterpret_cast<const uint8_t*>(p.carry.data());
     Process(t, p, d, p.carry.size(), out);
     CountBytes(p, p.carry.size());
-    const int r = PlainWrite(t, p, out, AfterWrite::kCarry);  // copies what it cannot write
+    const int r = PlainWrite(p, out, AfterWrite::kCarry);  // copies what it cannot write
     std::string().swap(p.carry);
     if (r > 0) return;
     if (r < 0) t.Finish();
@@ -928,9 +927,9 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
     }
   }
 
-  if (!client.is_tls() && t.finished) {
-    // Could not start (reported above).
-  } else if (!client.is_tls()) {
+  if (!t.plain) {
+    co_await (PumpLoop(t, t.up) && PumpLoop(t, t.down));
+  } else if (!t.finished) {  // else it could not start (reported above)
     t.plain_running = 2;
     PlainStart(t, t.up);
     PlainStart(t, t.down);
@@ -943,8 +942,6 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
           }
         },
         net::use_awaitable);
-  } else {
-    co_await (PumpLoop(t, t.up) && PumpLoop(t, t.down));
   }
 
   t.timer.Disarm();
