@@ -85,10 +85,7 @@ AccessContext MakeAccessContext(Worker& worker, const Downstream& down, const Re
 
 // Drops what the client still sends, for a bounded time and amount, then returns.
 net::awaitable<void> Linger(AnyStream& stream, Deadline& deadline, beast::flat_buffer& scratch) {
-  if (!stream.is_tls()) {
-    error_code ignored;  // the peer may be gone already; we are closing either way
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  }
+  if (!stream.is_tls()) stream.ShutdownSend();  // the peer may be gone: closing either way
   deadline.Arm(kLingerTime);
   uint64_t dropped = 0;
   while (dropped < kLingerBytes) {
@@ -276,7 +273,7 @@ net::awaitable<void> ServeConnection(tcp::socket socket, Worker& worker, uint32_
       }
       stream.emplace(std::move(socket), listener->tls->native());
     } else {
-      stream.emplace(std::move(socket));
+      stream.emplace(std::move(socket), worker.poller());
     }
   }
 

@@ -127,11 +127,11 @@ net::awaitable<bool> WaitForSlot(Host& host, Clock::time_point until) {
 
 // Connects a new connection to `host` into x.conn. Returns false with x.error set on failure.
 net::awaitable<bool> Connect(Exchange& x, Host& host) {
-  x.conn = std::make_unique<UpstreamConnection>(
-      AnyStream(tcp::socket(x.down.stream.socket().get_executor())), Ref<Host>(&host));
+  x.conn = std::make_unique<UpstreamConnection>(AnyStream(x.down.worker.poller()),
+                                                Ref<Host>(&host));
   x.up_deadline.set_arg(&x.conn->stream());
   x.up_deadline.Arm(x.def.connect_timeout);
-  auto [ec] = co_await x.conn->stream().socket().async_connect(host.address(), kToken);
+  const error_code ec = co_await x.conn->stream().Connect(host.address());
   x.up_deadline.Disarm();
   if (ec) {
     x.error = x.request_deadline.fired() ? ProxyError{ProxyErrorKind::kRequestTimeout}
@@ -140,8 +140,6 @@ net::awaitable<bool> Connect(Exchange& x, Host& host) {
     x.conn.reset();
     co_return false;
   }
-  error_code ignored;  // Nagle only delays small writes; failing to disable it is harmless
-  x.conn->stream().socket().set_option(tcp::no_delay(true), ignored);
   co_return true;
 }
 

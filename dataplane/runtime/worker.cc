@@ -12,6 +12,7 @@
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "dataplane/net/any_stream.h"
+#include "dataplane/runtime/edge_poller.h"
 #include "dataplane/ws_tunnel/ws_tunnel.h"
 
 namespace onedomain::dataplane {
@@ -41,11 +42,12 @@ Worker::Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* acce
       // threads post to it), so the reactor's per-socket locking is pure overhead.
       ioc_(std::make_unique<boost::asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)) {
   tick_ = std::make_unique<Timer>(*ioc_);
+  poller_ = std::make_unique<EdgePoller>(*ioc_);
 }
 
 Worker::~Worker() {
   Stop();
-  ws_tunnels_->StopPolling();
+  poller_->Shutdown();
   tick_.reset();
   config_ = Ref<WorkerConfig>();
   ioc_.reset();

@@ -31,6 +31,7 @@ namespace onedomain::dataplane {
 
 class AccessLog;
 class AnyStream;
+class EdgePoller;
 class WsTunnelSet;
 
 // A session's entry in its worker's list, so drain can close idle keep-alive connections.
@@ -69,6 +70,9 @@ class Worker {
                        const std::vector<boost::asio::ip::tcp::endpoint>& addresses);
 
   DeadlineList& deadlines() { return deadlines_; }
+  // The edge-triggered epoll set of this worker's plain sockets (sessions, upstreams,
+  // WebSocket tunnels).
+  EdgePoller& poller() { return *poller_; }
   stats::WorkerCounters& counters() { return *counters_; }
   stats::RouteCounters& no_route_counters() { return *no_route_counters_; }
   const AccessLog* access_log() const { return access_log_; }
@@ -125,6 +129,9 @@ class Worker {
   Clock::time_point last_pool_sweep_{};
   // Destroyed after ioc_ (declared before it): tunnel frames unregister on destruction.
   std::unique_ptr<WsTunnelSet> ws_tunnels_;
+  // Likewise: streams in coroutine frames leave it when the io_context destroys them. It
+  // stops polling (and abandons parked coroutines) before the io_context goes.
+  std::unique_ptr<EdgePoller> poller_;
 
   std::thread thread_;
   // ~Worker destroys these explicitly, tick timer and config first (they own sockets of

@@ -7,9 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
@@ -17,8 +15,6 @@
 #include <optional>
 #include <string>
 
-#include "common/log/log.h"
-#include "common/strings/strings.h"
 #include "dataplane/net/any_stream.h"
 #include "dataplane/routing/route_table.h"
 #include "dataplane/runtime/compiled_snapshot.h"
@@ -31,7 +27,6 @@ namespace onedomain::dataplane {
 using namespace boost::asio::experimental::awaitable_operators;  // NOLINT: operator&&
 namespace {
 
-constexpr auto kToken = net::as_tuple(net::use_awaitable);
 constexpr size_t kTlsReadSize = 16 * 1024;
 // TCP keepalive on both sockets: a peer that vanished without a FIN is noticed within
 // about two minutes instead of Linux's default two hours.
@@ -39,11 +34,11 @@ constexpr int kKeepIdleSeconds = 60;
 constexpr int kKeepIntervalSeconds = 10;
 constexpr int kKeepCount = 6;
 
-void EnableKeepalive(tcp::socket& s) {
+void EnableKeepalive(int fd) {
   // Failures only lose dead-peer detection; the tunnel works without it.
-  error_code ignored;
-  s.set_option(net::socket_base::keep_alive(true), ignored);
-  const int fd = s.native_handle();
+  if (fd < 0) return;
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepIdleSeconds, sizeof(int));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepIntervalSeconds, sizeof(int));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepCount, sizeof(int));
@@ -115,12 +110,12 @@ struct WsPump {
   AfterWrite after_write = AfterWrite::kData;
 };
 
-// A raw descriptor in the worker's poller: which pump reads it and which writes it.
+// A descriptor of a plain tunnel, whose poller events the stream delegates to the tunnel:
+// which pump reads it and which writes it.
 struct FdWatch {
   WsTunnel* tunnel = nullptr;
   WsPump* reader = nullptr;
   WsPump* writer = nullptr;
-  int fd = -1;
 };
 
 struct WsTunnel {
@@ -180,77 +175,21 @@ struct WsTunnel {
 
 // ---- WsTunnelSet --------------------------------------------------------------------------
 
-// ---- the poller ------------------------------------------------------------------------------
-// Plain tunnels bypass Asio's reactor: their two descriptors sit, edge-triggered, in an epoll
-// set of the worker's own, which Asio watches as one descriptor. Each message then costs one
-// recv and one send, where Asio adds an epoll_ctl per readiness wait (or a recv that finds
-// nothing, for a pending read); waiting holds no buffer and no operation object.
+// ---- plain tunnels ----------------------------------------------------------------------
+// A plain client's tunnel runs on callbacks from the worker's poller (its two streams are
+// polled and delegate their events here): each message costs one recv and one send; waiting
+// holds no buffer, operation object or coroutine frame.
 
 namespace {
-void OnFdEvents(FdWatch& w, uint32_t events);
+void OnFdEvents(void* ctx, uint32_t events);
 void PlainLoop(WsTunnel& t, WsPump& p);
 void PlainEnd(WsTunnel& t, WsPump& p);
 }  // namespace
-
-struct WsTunnelSet::Poller {
-  Poller(const net::any_io_executor& ex, int epfd) : sd(ex, epfd) {}
-  net::posix::stream_descriptor sd;  // owns the epoll descriptor
-  bool armed = false;
-};
 
 WsTunnelSet::WsTunnelSet(stats::WorkerCounters& counters)
     : counters_(counters), scratch_(new uint8_t[kScratchSize]), rng_(std::random_device{}()) {}
 
 WsTunnelSet::~WsTunnelSet() = default;
-
-void WsTunnelSet::StopPolling() { poller_.reset(); }
-
-bool WsTunnelSet::Watch(const net::any_io_executor& ex, int fd, FdWatch* watch) {
-  if (!poller_) {
-    const int epfd = ::epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0) return false;
-    poller_ = std::make_unique<Poller>(ex, epfd);
-  }
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  ev.data.ptr = watch;
-  if (::epoll_ctl(poller_->sd.native_handle(), EPOLL_CTL_ADD, fd, &ev) != 0) return false;
-  ArmPoller();
-  return true;
-}
-
-void WsTunnelSet::Unwatch(int fd) {
-  if (poller_) ::epoll_ctl(poller_->sd.native_handle(), EPOLL_CTL_DEL, fd, nullptr);
-}
-
-void WsTunnelSet::ArmPoller() {
-  if (!poller_ || poller_->armed) return;
-  poller_->armed = true;
-  poller_->sd.async_wait(net::posix::stream_descriptor::wait_read, [this](error_code ec) {
-    if (ec) return;  // stopped
-    poller_->armed = false;
-    Poll();
-  });
-}
-
-// Handles every ready descriptor. A tunnel that ends meanwhile stays in memory until this
-// returns (its coroutine resumes through a post), so later events of the batch are safe.
-void WsTunnelSet::Poll() {
-  constexpr int kMaxEvents = 256;
-  epoll_event events[kMaxEvents];
-  const int n = ::epoll_wait(poller_->sd.native_handle(), events, kMaxEvents, 0);
-  for (int i = 0; i < n; ++i) {
-    OnFdEvents(*static_cast<FdWatch*>(events[i].data.ptr), events[i].events);
-  }
-  if (n == kMaxEvents) {
-    // More may be ready, and the edge that woke us is spent: come back after other work.
-    net::post(poller_->sd.get_executor(), [this] {
-      if (poller_) Poll();
-    });
-    return;
-  }
-  ArmPoller();
-}
 
 void WsTunnelSet::Add(WsTunnel* t) {
   t->prev = nullptr;
@@ -394,8 +333,8 @@ void WsTunnel::RequestInject(WsPump& p, Inject kind) {
         ec = error_code(errno, boost::system::system_category());
       }
     } else {
-      n = p.dst->socket().write_some(
-          net::buffer(p.inject_frame.bytes.data(), p.inject_frame.size), ec);
+      const net::const_buffer frame(p.inject_frame.bytes.data(), p.inject_frame.size);
+      n = p.dst->TryWrite(&frame, 1, ec);
     }
     if (!ec && n == p.inject_frame.size) {
       if (kind == Inject::kClose) {
@@ -509,7 +448,7 @@ net::awaitable<bool> WriteOut(WsTunnel& t, WsPump& p, const Out& out) {
   size_t written = 0;
   if (!p.dst_tls) {
     error_code ec;
-    written = p.dst->socket().write_some(out.b, ec);
+    written = p.dst->TryWrite(out.b.data(), out.n, ec);
     if (ec && ec != net::error::would_block && ec != net::error::try_again) co_return false;
     if (ec) written = 0;
     if (written == out.total) co_return true;
@@ -538,11 +477,10 @@ net::awaitable<bool> WriteOut(WsTunnel& t, WsPump& p, const Out& out) {
     ok = !r.ec;
   } else {
     while (off < rest) {
-      auto [ec, k] = co_await p.dst->socket().async_write_some(
-          net::buffer(copy.get() + off, rest - off), kToken);
-      off += k;
-      if (ec == net::error::operation_aborted && !t.finished) continue;  // woken, not ended
-      if (ec) {
+      const IoResult r = co_await p.dst->Write(net::buffer(copy.get() + off, rest - off));
+      off += r.n;
+      if (r.ec == net::error::operation_aborted && !t.finished) continue;  // woken, not ended
+      if (r.ec) {
         ok = false;
         break;
       }
@@ -573,8 +511,7 @@ void HalfClose(WsTunnel& t, WsPump& p) {
     ::shutdown(p.dst_fd, SHUT_WR);  // the peer may be gone; the other direction notices
     return;
   }
-  error_code ignored;  // the peer may be gone; the other direction notices on its own
-  p.dst->socket().shutdown(tcp::socket::shutdown_send, ignored);
+  p.dst->ShutdownSend();  // the peer may be gone; the other direction notices on its own
 }
 
 net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
@@ -604,7 +541,7 @@ net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
     error_code ec;
     if (!p.src_tls) {
       if (p.maybe_readable) {
-        n = p.src->socket().read_some(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
+        n = p.src->TryRead(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
       } else {
         ec = net::error::would_block;
       }
@@ -612,7 +549,7 @@ net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
       if (ec == net::error::would_block || ec == net::error::try_again) {
         p.maybe_readable = true;  // after the wait, read
         p.waiting = true;
-        auto [wec] = co_await p.src->socket().async_wait(tcp::socket::wait_read, kToken);
+        const error_code wec = co_await p.src->WaitReadable();
         p.waiting = false;
         if (t.finished) break;
         if (wec && wec != net::error::operation_aborted) {
@@ -826,7 +763,8 @@ void PlainLoop(WsTunnel& t, WsPump& p) {
   PlainEnd(t, p);
 }
 
-void OnFdEvents(FdWatch& w, uint32_t events) {
+void OnFdEvents(void* ctx, uint32_t events) {
+  const FdWatch& w = *static_cast<FdWatch*>(ctx);
   WsTunnel& t = *w.tunnel;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
     WsPump& r = *w.reader;
@@ -890,46 +828,35 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
   t.down.worker_bytes = &worker.counters().bytes_sent;
   handoff.reset();
 
-  error_code ignored;  // non-blocking mode only makes our synchronous reads and writes try once
-  if (!client.is_tls()) client.socket().non_blocking(true, ignored);
-  upstream.socket().non_blocking(true, ignored);
-  EnableKeepalive(client.socket());
-  EnableKeepalive(upstream.socket());
+  // Plain streams on Asio's reactor: non-blocking, so the pumps' reads and writes try once.
+  error_code ignored;  // failing leaves blocking calls, which still work
+  if (!client.is_tls() && !client.is_polled()) client.socket().non_blocking(true, ignored);
+  if (!upstream.is_polled()) upstream.socket().non_blocking(true, ignored);
+  EnableKeepalive(client.native_handle());
+  EnableKeepalive(upstream.native_handle());
 
   t.opened = t.last_activity = t.last_ping = Clock::now();
   t.counters->websocket_active.Inc();
   t.set.Add(&t);
   t.Rearm(t.opened);
 
-  // Plain client: both descriptors leave Asio's reactor for the worker's poller, and come
-  // back when the tunnel ends (the session and the upstream connection still own them).
-  tcp client_proto = tcp::v4(), upstream_proto = tcp::v4();
-  int client_fd = -1, upstream_fd = -1;
-  if (!client.is_tls()) {
+  // Plain client: both streams are polled; their poller events come to the callback pumps
+  // until the tunnel ends (the session and the upstream connection still own them).
+  if (client.is_polled() && upstream.is_polled()) {
     t.plain = true;
-    const auto ex = client.socket().get_executor();
-    error_code ec;
-    client_proto = client.socket().local_endpoint(ec).protocol();
-    if (!ec) upstream_proto = upstream.socket().local_endpoint(ec).protocol();
-    if (!ec) client_fd = client.socket().release(ec);
-    if (!ec) upstream_fd = upstream.socket().release(ec);
-    t.up.src_fd = t.down.dst_fd = client_fd;
-    t.up.dst_fd = t.down.src_fd = upstream_fd;
-    t.client_watch = FdWatch{&t, &t.up, &t.down, client_fd};
-    t.upstream_watch = FdWatch{&t, &t.down, &t.up, upstream_fd};
-    const bool watched = !ec && t.set.Watch(ex, client_fd, &t.client_watch) &&
-                         t.set.Watch(ex, upstream_fd, &t.upstream_watch);
-    if (!watched) {
-      log::Error("websocket", str::Cat("tunnel not started: ",
-                                       ec ? ec.message() : std::string(strerror(errno))));
-      t.RecordFirstClose(stats::WsCloseInitiator::kProxy, 0);
-      t.finished = true;
-    }
+    t.up.src_fd = t.down.dst_fd = client.native_handle();
+    t.up.dst_fd = t.down.src_fd = upstream.native_handle();
+    t.up.src_hup = client.read_hup();
+    t.down.src_hup = upstream.read_hup();
+    t.client_watch = FdWatch{&t, &t.up, &t.down};
+    t.upstream_watch = FdWatch{&t, &t.down, &t.up};
+    client.Delegate(&OnFdEvents, &t.client_watch);
+    upstream.Delegate(&OnFdEvents, &t.upstream_watch);
   }
 
   if (!t.plain) {
     co_await (PumpLoop(t, t.up) && PumpLoop(t, t.down));
-  } else if (!t.finished) {  // else it could not start (reported above)
+  } else {
     t.plain_running = 2;
     PlainStart(t, t.up);
     PlainStart(t, t.down);
@@ -951,12 +878,8 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
   t.RecordFirstClose(stats::WsCloseInitiator::kProxy, 0);
   t.counters->ws.RecordDuration(std::chrono::duration<double>(Clock::now() - t.opened).count());
   if (t.plain) {
-    for (const int fd : {client_fd, upstream_fd}) {
-      if (fd >= 0) t.set.Unwatch(fd);
-    }
-    if (client_fd >= 0) client.socket().assign(client_proto, client_fd, ignored);
-    if (upstream_fd >= 0) upstream.socket().assign(upstream_proto, upstream_fd, ignored);
-    client.socket().non_blocking(false, ignored);
+    client.Delegate(nullptr, nullptr);
+    upstream.Delegate(nullptr, nullptr);
   }
 }
 

@@ -5,8 +5,9 @@
 // were written), half-close, TCP keepalive, the route's idle timeout and keepalive pings,
 // and a drain that closes both sides cleanly with Close 1001 at a message boundary.
 //
-// Memory: an idle tunnel holds no read buffer. Plain sockets leave Asio's reactor for an
-// edge-triggered epoll set of the worker (one recv and one send per message, no epoll_ctl);
+// Memory: an idle tunnel holds no read buffer. With a plain client both streams are on the
+// worker's edge-triggered EdgePoller, and the pumps are its callbacks (one recv and one send
+// per message, no epoll_ctl);
 // a readable socket is read into the worker's scratch buffer and written from it at once;
 // only bytes the destination cannot take right now are copied to a buffer of their own,
 // freed when written. (TLS streams read into a buffer of the tunnel: Asio's TLS stream keeps
@@ -36,7 +37,6 @@ class Worker;
 struct CompiledSnapshot;
 struct WsHandoff;
 struct WsTunnel;
-struct FdWatch;
 
 // A worker's open tunnels, its scratch read buffer, and drain.
 class WsTunnelSet {
@@ -57,8 +57,6 @@ class WsTunnelSet {
   void OnConfigSwitch(const CompiledSnapshot& snapshot);
 
   size_t size() const { return count_; }
-  // Closes the poller (plain tunnels' descriptors); before the io_context goes.
-  void StopPolling();
 
   // ---- for tunnels ----
   uint8_t* scratch() { return scratch_.get(); }
@@ -67,22 +65,14 @@ class WsTunnelSet {
   std::chrono::nanoseconds Jitter(std::chrono::nanoseconds window);
   uint32_t MaskKey() { return static_cast<uint32_t>(rng_()); }
   stats::WorkerCounters& counters() { return counters_; }
-  // Plain tunnels' descriptors, watched edge-triggered by the worker's poller.
-  bool Watch(const boost::asio::any_io_executor& ex, int fd, FdWatch* watch);
-  void Unwatch(int fd);
 
  private:
-  struct Poller;
-  void ArmPoller();
-  void Poll();
-
   stats::WorkerCounters& counters_;
   std::unique_ptr<uint8_t[]> scratch_;
   WsTunnel* head_ = nullptr;
   size_t count_ = 0;
   bool draining_ = false;
   std::mt19937_64 rng_;
-  std::unique_ptr<Poller> poller_;
 };
 
 // Runs the tunnel until both sides are closed. `client` stays owned by the session.

@@ -22,7 +22,6 @@
 namespace onedomain::dataplane {
 namespace {
 
-constexpr auto kToken = net::as_tuple(net::use_awaitable);
 constexpr uint32_t kMinResponseHeaderLimit = 64 * 1024;
 
 std::chrono::nanoseconds PolicyDuration(bool has, const google::protobuf::Duration& d,
@@ -42,17 +41,13 @@ net::awaitable<std::unique_ptr<UpstreamConnection>> ConnectUpstream(Downstream& 
       if (!error) error = ProxyError{ProxyErrorKind::kNoHealthyUpstream};
       co_return nullptr;
     }
-    auto conn = std::make_unique<UpstreamConnection>(
-        AnyStream(tcp::socket(down.stream.socket().get_executor())), Ref<Host>(host));
+    auto conn = std::make_unique<UpstreamConnection>(AnyStream(down.worker.poller()),
+                                                     Ref<Host>(host));
     Deadline deadline(down.worker.deadlines(), &AnyStream::CancelThunk, &conn->stream());
     deadline.Arm(def.connect_timeout);
-    auto [ec] = co_await conn->stream().socket().async_connect(host->address(), kToken);
+    const error_code ec = co_await conn->stream().Connect(host->address());
     deadline.Disarm();
-    if (!ec) {
-      error_code ignored;  // Nagle only delays small writes; failing to disable it is harmless
-      conn->stream().socket().set_option(tcp::no_delay(true), ignored);
-      co_return conn;
-    }
+    if (!ec) co_return conn;
     error = deadline.fired() ? ProxyError{ProxyErrorKind::kUpstreamConnectTimeout}
                              : ProxyError{ProxyErrorKind::kUpstreamConnectFailed};
     cluster.counters()->connect_failures.Add();

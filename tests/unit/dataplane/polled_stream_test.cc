@@ -1,0 +1,250 @@
+// AnyStream on the worker's EdgePoller: real loopback sockets (127.0.0.1, ephemeral ports),
+// one io_context run on the test thread, bounded by run_for.
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dataplane/net/any_stream.h"
+#include "dataplane/runtime/edge_poller.h"
+
+namespace onedomain::dataplane {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr auto kToken = net::as_tuple(net::use_awaitable);
+
+class PolledStreamTest : public ::testing::Test {
+ protected:
+  PolledStreamTest()
+      : poller_(std::make_unique<EdgePoller>(ioc_)),
+        acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {}
+  ~PolledStreamTest() override { poller_->Shutdown(); }
+
+  tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
+
+  // Connects a polled stream to our acceptor; the accepted (Asio) socket is the peer.
+  net::awaitable<void> ConnectPair(AnyStream& s, tcp::socket& peer) {
+    const error_code ec = co_await s.Connect(endpoint());
+    EXPECT_FALSE(ec) << ec.message();
+    auto [aec, accepted] = co_await acceptor_.async_accept(kToken);
+    EXPECT_FALSE(aec) << aec.message();
+    peer = std::move(accepted);
+  }
+
+  // Runs `body` to completion (or fails after 5 s).
+  template <typename F>
+  void Run(F body) {
+    bool done = false;
+    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
+      co_await body();
+      done = true;
+      ioc_.stop();  // the poller's wait would keep run_for going
+    }, net::detached);
+    ioc_.run_for(5s);
+    EXPECT_TRUE(done) << "the coroutine did not finish within 5 s";
+  }
+
+  net::awaitable<void> Sleep(std::chrono::milliseconds d) {
+    net::steady_timer t(ioc_, d);
+    co_await t.async_wait(kToken);
+  }
+
+  net::io_context ioc_;
+  std::unique_ptr<EdgePoller> poller_;
+  tcp::acceptor acceptor_;
+};
+
+TEST_F(PolledStreamTest, ReadsWritesAndSeesTheEnd) {
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*poller_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    EXPECT_TRUE(s.is_polled());
+    EXPECT_GE(s.native_handle(), 0);
+
+    const IoResult w = co_await s.Write(net::buffer("GET ", 4), net::buffer("/\r\n", 3));
+    EXPECT_FALSE(w.ec);
+    EXPECT_EQ(w.n, 7u);
+    std::string got(7, '\0');
+    auto [rec, rn] = co_await net::async_read(peer, net::buffer(got), kToken);
+    EXPECT_FALSE(rec);
+    EXPECT_EQ(got, "GET /\r\n");
+
+    co_await net::async_write(peer, net::buffer("hello", 5), kToken);
+    char buf[64];
+    const IoResult r = co_await s.ReadSome(net::buffer(buf));
+    EXPECT_FALSE(r.ec);
+    EXPECT_EQ(std::string(buf, r.n), "hello");
+
+    peer.close();
+    const IoResult end = co_await s.ReadSome(net::buffer(buf));
+    EXPECT_EQ(end.ec, net::error::eof);
+  });
+}
+
+TEST_F(PolledStreamTest, AReadAfterAShortReadWaitsForTheNextBytes) {
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*poller_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    co_await net::async_write(peer, net::buffer("a", 1), kToken);
+    char buf[64];
+    IoResult r = co_await s.ReadSome(net::buffer(buf));
+    EXPECT_EQ(r.n, 1u);
+
+    // Nothing is there: the read parks until the peer writes 100 ms later.
+    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
+      co_await Sleep(100ms);
+      co_await net::async_write(peer, net::buffer("bc", 2), kToken);
+    }, net::detached);
+    const auto start = std::chrono::steady_clock::now();
+    r = co_await s.ReadSome(net::buffer(buf));
+    EXPECT_FALSE(r.ec);
+    EXPECT_EQ(std::string(buf, r.n), "bc");
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 90ms);
+  });
+}
+
+TEST_F(PolledStreamTest, DataWithTheFinIsReadThenTheEnd) {
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*poller_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    // Bytes and FIN arrive together: one edge. A short read must not wait for another.
+    co_await net::async_write(peer, net::buffer("abc", 3), kToken);
+    error_code ignored;
+    peer.shutdown(tcp::socket::shutdown_send, ignored);
+    co_await Sleep(20ms);
+    char buf[64];
+    const IoResult r = co_await s.ReadSome(net::buffer(buf));
+    EXPECT_EQ(std::string(buf, r.n), "abc");
+    const IoResult end = co_await s.ReadSome(net::buffer(buf));
+    EXPECT_EQ(end.ec, net::error::eof);
+  });
+}
+
+TEST_F(PolledStreamTest, CancelAbortsAParkedRead) {
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*poller_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
+      co_await Sleep(50ms);
+      s.Cancel();
+    }, net::detached);
+    char buf[16];
+    const IoResult r = co_await s.ReadSome(net::buffer(buf));
+    EXPECT_EQ(r.ec, net::error::operation_aborted);
+    // The stream still works afterwards.
+    co_await net::async_write(peer, net::buffer("x", 1), kToken);
+    const IoResult again = co_await s.ReadSome(net::buffer(buf));
+    EXPECT_EQ(again.n, 1u);
+  });
+}
+
+TEST_F(PolledStreamTest, ConnectToAClosedPortFails) {
+  tcp::endpoint closed;
+  {
+    tcp::acceptor a(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+    closed = a.local_endpoint();
+  }
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*poller_);
+    const error_code ec = co_await s.Connect(closed);
+    EXPECT_EQ(ec, net::error::connection_refused) << ec.message();
+  });
+}
+
+TEST_F(PolledStreamTest, ALargeWriteWaitsForASlowReader) {
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*poller_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    const std::string data(8 * 1024 * 1024, 'z');  // far beyond both socket buffers
+    size_t received = 0;
+    bool reader_done = false;
+    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
+      std::vector<char> buf(64 * 1024);
+      while (received < data.size()) {
+        co_await Sleep(1ms);
+        auto [ec, n] = co_await peer.async_read_some(net::buffer(buf), kToken);
+        if (ec) break;
+        received += n;
+      }
+      reader_done = true;
+    }, net::detached);
+    const IoResult w = co_await s.Write(net::buffer(data));
+    EXPECT_FALSE(w.ec) << w.ec.message();
+    EXPECT_EQ(w.n, data.size());
+    while (!reader_done) co_await Sleep(5ms);
+    EXPECT_EQ(received, data.size());
+  });
+}
+
+TEST_F(PolledStreamTest, DelegatedEventsReachTheDelegate) {
+  struct Seen {
+    int calls = 0;
+    uint32_t events = 0;
+  } seen;
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*poller_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    s.Delegate([](void* ctx, uint32_t ev) {
+      auto* x = static_cast<Seen*>(ctx);
+      ++x->calls;
+      x->events |= ev;
+    }, &seen);
+    co_await net::async_write(peer, net::buffer("d", 1), kToken);
+    co_await Sleep(50ms);
+    EXPECT_GE(seen.calls, 1);
+    EXPECT_TRUE(seen.events & EPOLLIN);
+    s.Delegate(nullptr, nullptr);
+    char buf[4];
+    const IoResult r = co_await s.ReadSome(net::buffer(buf));  // the stream reads again
+    EXPECT_EQ(std::string(buf, r.n), "d");
+  });
+}
+
+TEST_F(PolledStreamTest, ShutdownDestroysACoroutineParkedOnTheStream) {
+  struct Flag {
+    bool* destroyed;
+    ~Flag() { *destroyed = true; }
+  };
+  bool destroyed = false;
+  tcp::socket peer(ioc_);
+  auto io = std::make_unique<net::io_context>();
+  auto poller = std::make_unique<EdgePoller>(*io);
+  net::co_spawn(*io, [&]() -> net::awaitable<void> {
+    Flag f{&destroyed};
+    AnyStream s(*poller);
+    const error_code ec = co_await s.Connect(endpoint());
+    EXPECT_FALSE(ec);
+    char buf[4];
+    co_await s.ReadSome(net::buffer(buf));  // never completes: nobody writes
+    ADD_FAILURE() << "the read should not complete";
+  }, net::detached);
+  io->run_for(200ms);
+  EXPECT_FALSE(destroyed);
+  poller->Shutdown();  // as ~Worker does: before the io_context goes
+  io.reset();
+  EXPECT_TRUE(destroyed);
+}
+
+}  // namespace
+}  // namespace onedomain::dataplane
