@@ -20,11 +20,13 @@
 #include "dataplane/runtime/compiled_snapshot.h"
 #include "dataplane/runtime/worker.h"
 #include "dataplane/ws_tunnel/ws_frames.h"
+#include "dataplane/ws_tunnel/ws_tunnel_internal.h"
 #include "dataplane/ws_tunnel/ws_upgrade.h"
 
 namespace onedomain::dataplane {
 
 using namespace boost::asio::experimental::awaitable_operators;  // NOLINT: operator&&
+using namespace ws_internal;                                       // NOLINT: this file's own
 namespace {
 
 constexpr size_t kTlsReadSize = 16 * 1024;
@@ -44,146 +46,6 @@ void EnableKeepalive(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepCount, sizeof(int));
 }
 
-enum class Inject : uint8_t { kNone, kPing, kClose };
-
-// Bytes to write: up to three spans (data, injected frame, data).
-struct Out {
-  std::array<net::const_buffer, 4> b{};
-  size_t n = 0;
-  size_t total = 0;
-  void Add(const void* p, size_t len) {
-    if (len == 0) return;
-    if (n > 0 && static_cast<const uint8_t*>(b[n - 1].data()) + b[n - 1].size() == p) {
-      b[n - 1] = net::const_buffer(b[n - 1].data(), b[n - 1].size() + len);
-    } else {
-      b[n++] = net::const_buffer(p, len);
-    }
-    total += len;
-  }
-};
-
-// What a plain pump does once its asynchronous write of leftover bytes has finished.
-enum class AfterWrite : uint8_t { kCarry, kInject, kData };
-
-// Resumes RunWsTunnel once both plain pumps have ended.
-using DoneHandler =
-    net::async_result<net::use_awaitable_t<>, void()>::handler_type;
-
-}  // namespace
-
-// One direction of a tunnel.
-struct WsPump {
-  AnyStream* src = nullptr;
-  AnyStream* dst = nullptr;
-  bool to_client = false;  // upstream -> client
-  bool src_tls = false;
-  bool dst_tls = false;
-  ws::FrameTracker tracker;
-  std::string carry;                         // handed-over bytes, forwarded first
-  std::unique_ptr<uint8_t[]> tls_buf;        // TLS source only
-  ws::SmallFrame inject_frame;
-  Inject inject = Inject::kNone;
-  bool absorbing = false;   // after our Close went to dst: src's frames are dropped
-  bool dropping = false;    // dropping the current frame (a pong answering our ping)
-  uint32_t pongs_to_absorb = 0;
-  bool waiting = false;     // suspended reading src
-  bool writing = false;     // suspended writing dst
-  bool src_sent_close = false;  // a Close frame from src passed (forwarded or absorbed)
-  bool dst_got_close = false;   // a Close frame reached dst (forwarded or ours)
-  bool ended = false;
-  // The last read filled the scratch buffer, so more may be queued: read before waiting.
-  // Otherwise wait first; a read that would find nothing costs a syscall per message.
-  bool maybe_readable = true;
-  stats::Counter* bytes = nullptr;
-  stats::Counter* worker_bytes = nullptr;
-  // Plain pumps (callback-driven, on raw descriptors watched by the worker's poller).
-  int src_fd = -1;
-  int dst_fd = -1;
-  bool write_parked = false;  // `pending` waits for dst to become writable
-  // The poller saw src's end (RDHUP/HUP/ERR): read on to it even after a short read, as no
-  // further edge will announce it.
-  bool src_hup = false;
-  // Bytes dst could not take yet, being written.
-  std::unique_ptr<uint8_t[]> pending;
-  uint32_t pending_len = 0;
-  uint32_t pending_off = 0;
-  AfterWrite after_write = AfterWrite::kData;
-};
-
-// A descriptor of a plain tunnel, whose poller events the stream delegates to the tunnel:
-// which pump reads it and which writes it.
-struct FdWatch {
-  WsTunnel* tunnel = nullptr;
-  WsPump* reader = nullptr;
-  WsPump* writer = nullptr;
-};
-
-struct WsTunnel {
-  WsTunnel(Worker& w, AnyStream& c, std::unique_ptr<WsHandoff> h)
-      : worker(w),
-        set(w.ws_tunnels()),
-        client(c),
-        handoff(std::move(h)),
-        timer(w.deadlines(), &WsTunnel::OnTimer, this) {}
-
-  static void OnTimer(void* arg);
-  void Rearm(Clock::time_point now);
-  void ScheduleDrain(std::chrono::nanoseconds delay);
-  void StartDrain(Clock::time_point now);
-  void RequestInject(WsPump& p, Inject kind);
-  void Finish();
-  void RecordFirstClose(stats::WsCloseInitiator who, int code) {
-    if (close_recorded) return;
-    close_recorded = true;
-    counters->ws.RecordClose(who, code);
-  }
-  bool HandshakesDone() const {
-    return up.src_sent_close && up.dst_got_close && down.src_sent_close && down.dst_got_close;
-  }
-
-  Worker& worker;
-  WsTunnelSet& set;
-  AnyStream& client;
-  std::unique_ptr<WsHandoff> handoff;
-  std::unique_ptr<UpstreamConnection> upstream;
-  stats::RouteCounters* counters = nullptr;
-  uint32_t route_slot = 0;
-  std::chrono::nanoseconds idle{0};
-  std::chrono::nanoseconds keepalive{0};
-  std::chrono::nanoseconds grace{0};
-  std::chrono::nanoseconds spread{0};
-  WsPump up;    // client -> upstream
-  WsPump down;  // upstream -> client
-  Deadline timer;
-  Clock::time_point opened{};
-  Clock::time_point last_activity{};
-  Clock::time_point last_ping{};
-  Clock::time_point drain_at{};
-  Clock::time_point grace_end{};
-  enum class Drain : uint8_t { kNone, kScheduled, kDraining } drain = Drain::kNone;
-  bool finished = false;
-  bool close_recorded = false;
-  bool counted_draining = false;
-  uint8_t plain_running = 0;  // plain pumps not yet ended
-  bool plain = false;         // pumps on raw descriptors (a plain client)
-  FdWatch client_watch;
-  FdWatch upstream_watch;
-  std::optional<DoneHandler> on_done;
-  WsTunnel* prev = nullptr;
-  WsTunnel* next = nullptr;
-};
-
-// ---- WsTunnelSet --------------------------------------------------------------------------
-
-// ---- plain tunnels ----------------------------------------------------------------------
-// A plain client's tunnel runs on callbacks from the worker's poller (its two streams are
-// polled and delegate their events here): each message costs one recv and one send; waiting
-// holds no buffer, operation object or coroutine frame.
-
-namespace {
-void OnFdEvents(void* ctx, uint32_t events);
-void PlainLoop(WsTunnel& t, WsPump& p);
-void PlainEnd(WsTunnel& t, WsPump& p);
 }  // namespace
 
 WsTunnelSet::WsTunnelSet(stats::WorkerCounters& counters)
@@ -236,6 +98,8 @@ void WsTunnelSet::OnConfigSwitch(const CompiledSnapshot& snapshot) {
     }
   }
 }
+
+namespace ws_internal {
 
 // ---- timers, drain, injection ----------------------------------------------------------------
 
@@ -385,7 +249,6 @@ void WsTunnel::Finish() {
 
 // ---- the pumps ----------------------------------------------------------------------------
 
-namespace {
 
 bool InjectReady(const WsPump& p) {
   if (p.tracker.broken()) return false;
@@ -403,6 +266,8 @@ void ApplyInject(WsTunnel& t, WsPump& p, Out& out) {
   p.inject = Inject::kNone;
 }
 
+namespace {
+
 void OnCloseFromSrc(WsTunnel& t, WsPump& p, bool dropped) {
   p.src_sent_close = true;
   if (!dropped) p.dst_got_close = true;
@@ -410,6 +275,8 @@ void OnCloseFromSrc(WsTunnel& t, WsPump& p, bool dropped) {
                                  : stats::WsCloseInitiator::kClient,
                      p.tracker.last_frame().close_code);
 }
+
+}  // namespace
 
 // Walks a chunk read from src: forwards it (into `out`, pointing into `data`), drops what
 // must not reach dst (frames after our Close, pongs answering our pings), and injects our
@@ -439,6 +306,8 @@ void Process(WsTunnel& t, WsPump& p, const uint8_t* data, size_t n, Out& out) {
   }
   if (p.inject != Inject::kNone && !p.absorbing && InjectReady(p)) ApplyInject(t, p, out);
 }
+
+namespace {
 
 // Writes `out` to p.dst. Plain: straight from where it lies (the scratch buffer) as far as
 // the socket takes it, the rest copied to a buffer of its own for an asynchronous write
@@ -490,6 +359,8 @@ net::awaitable<bool> WriteOut(WsTunnel& t, WsPump& p, const Out& out) {
   co_return ok && !t.finished;
 }
 
+}  // namespace
+
 void CountBytes(WsPump& p, size_t n) {
   p.bytes->Add(n);
   p.worker_bytes->Add(n);
@@ -513,6 +384,8 @@ void HalfClose(WsTunnel& t, WsPump& p) {
   }
   p.dst->ShutdownSend();  // the peer may be gone; the other direction notices on its own
 }
+
+namespace {
 
 net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
   uint8_t* const scratch = t.set.scratch();
@@ -599,207 +472,9 @@ net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
   p.tls_buf.reset();
 }
 
-// ---- plain pumps --------------------------------------------------------------------------
-// With a plain client (the upstream is always plain), the pumps are callbacks on raw
-// descriptors in the worker's poller rather than coroutines: an idle tunnel holds no
-// coroutine frame, buffer or pending operation per direction. Same steps as PlainLoop.
-
-void PlainEnd(WsTunnel& t, WsPump& p) {
-  p.ended = true;
-  p.pending.reset();
-  if (--t.plain_running == 0 && t.on_done) {
-    DoneHandler h = std::move(*t.on_done);
-    t.on_done.reset();
-    net::post(std::move(h));  // never resumes RunWsTunnel (and frees `t`) under our feet
-  }
-}
-
-void OnPlainWritten(WsTunnel& t, WsPump& p, bool ok) {
-  switch (p.after_write) {
-    case AfterWrite::kCarry:
-      if (!ok) t.Finish();
-      break;
-    case AfterWrite::kInject:
-      if (!ok) return PlainEnd(t, p);
-      break;
-    case AfterWrite::kData:
-      if (!ok) {
-        if (!t.finished) {
-          t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kClient
-                                         : stats::WsCloseInitiator::kUpstream, 0);
-          t.Finish();
-        }
-        return PlainEnd(t, p);
-      }
-      break;
-  }
-  if (t.finished) return PlainEnd(t, p);
-  PlainLoop(t, p);
-}
-
-// Writes the rest of `pending` as far as dst takes it; parks until writable otherwise.
-void PlainWriteMore(WsTunnel& t, WsPump& p) {
-  while (p.pending_off < p.pending_len) {
-    const ssize_t k = ::send(p.dst_fd, p.pending.get() + p.pending_off,
-                             p.pending_len - p.pending_off, MSG_NOSIGNAL);
-    if (k >= 0) {
-      p.pending_off += static_cast<uint32_t>(k);
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      p.write_parked = true;
-      return;
-    }
-    p.writing = false;
-    p.pending.reset();
-    return OnPlainWritten(t, p, false);
-  }
-  p.writing = false;
-  p.pending.reset();
-  OnPlainWritten(t, p, !t.finished);
-}
-
-// Writes `out` to p.dst as far as the socket takes it now. Returns 0 when all of it went,
-// 1 when the rest was copied and waits for dst to become writable (OnPlainWritten follows),
-// -1 on failure.
-int PlainWrite(WsPump& p, const Out& out, AfterWrite next) {
-  if (out.total == 0) return 0;
-  iovec iov[4];
-  for (size_t i = 0; i < out.n; ++i) {
-    iov[i].iov_base = const_cast<void*>(out.b[i].data());
-    iov[i].iov_len = out.b[i].size();
-  }
-  msghdr msg{};
-  msg.msg_iov = iov;
-  msg.msg_iovlen = out.n;
-  ssize_t k;
-  do {
-    k = ::sendmsg(p.dst_fd, &msg, MSG_NOSIGNAL);
-  } while (k < 0 && errno == EINTR);
-  size_t written = 0;
-  if (k >= 0) {
-    written = static_cast<size_t>(k);
-  } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-    return -1;
-  }
-  if (written == out.total) return 0;
-  const size_t rest = out.total - written;
-  p.pending.reset(new uint8_t[rest]);
-  size_t skip = written, at = 0;
-  for (size_t i = 0; i < out.n; ++i) {
-    const auto* d = static_cast<const uint8_t*>(out.b[i].data());
-    const size_t len = out.b[i].size();
-    if (skip >= len) {
-      skip -= len;
-      continue;
-    }
-    std::copy(d + skip, d + len, p.pending.get() + at);
-    at += len - skip;
-    skip = 0;
-  }
-  p.pending_len = static_cast<uint32_t>(rest);
-  p.pending_off = 0;
-  p.after_write = next;
-  p.writing = true;
-  p.write_parked = true;  // dst's buffer is full: its next writable edge continues
-  return 1;
-}
-
-// Runs the pump until it must wait (for readability, or for a write pending) or ends.
-void PlainLoop(WsTunnel& t, WsPump& p) {
-  uint8_t* const scratch = t.set.scratch();
-  while (!t.finished) {
-    if (p.inject != Inject::kNone && !p.absorbing && InjectReady(p)) {
-      Out out;
-      ApplyInject(t, p, out);
-      const int r = PlainWrite(p, out, AfterWrite::kInject);
-      if (r > 0) return;
-      if (r < 0) break;
-    }
-    if (t.drain != WsTunnel::Drain::kNone && t.HandshakesDone()) {
-      t.Finish();
-      break;
-    }
-    if (!p.maybe_readable) {
-      // The last read was short: the socket is drained, and the poller reports new bytes
-      // (edge-triggered) without a recv that would find nothing.
-      p.waiting = true;
-      return;
-    }
-    const ssize_t k = ::recv(p.src_fd, scratch, WsTunnelSet::kScratchSize, 0);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        p.maybe_readable = false;
-        continue;
-      }
-      t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
-                                     : stats::WsCloseInitiator::kClient, 0);
-      t.Finish();
-      break;
-    }
-    if (k == 0) {
-      HalfClose(t, p);
-      break;
-    }
-    const auto n = static_cast<size_t>(k);
-    p.maybe_readable = n == WsTunnelSet::kScratchSize || p.src_hup;
-    t.last_activity = Clock::now();
-    CountBytes(p, n);
-    Out out;
-    Process(t, p, scratch, n, out);
-    const int r = PlainWrite(p, out, AfterWrite::kData);
-    if (r > 0) return;
-    if (r < 0) {
-      if (!t.finished) {
-        t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kClient
-                                       : stats::WsCloseInitiator::kUpstream, 0);
-        t.Finish();
-      }
-      break;
-    }
-  }
-  PlainEnd(t, p);
-}
-
-void OnFdEvents(void* ctx, uint32_t events) {
-  const FdWatch& w = *static_cast<FdWatch*>(ctx);
-  WsTunnel& t = *w.tunnel;
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-    WsPump& r = *w.reader;
-    r.maybe_readable = true;  // remembered when the pump is busy writing
-    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) r.src_hup = true;
-    if (r.waiting && !r.ended && !t.finished) {
-      r.waiting = false;
-      PlainLoop(t, r);
-    }
-  }
-  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
-    WsPump& wr = *w.writer;
-    if (wr.write_parked && !wr.ended && !t.finished) {
-      wr.write_parked = false;
-      PlainWriteMore(t, wr);
-    }
-  }
-}
-
-void PlainStart(WsTunnel& t, WsPump& p) {
-  if (!p.carry.empty()) {
-    Out out;
-    const auto* d = reinterpret_cast<const uint8_t*>(p.carry.data());
-    Process(t, p, d, p.carry.size(), out);
-    CountBytes(p, p.carry.size());
-    const int r = PlainWrite(p, out, AfterWrite::kCarry);  // copies what it cannot write
-    std::string().swap(p.carry);
-    if (r > 0) return;
-    if (r < 0) t.Finish();
-  }
-  if (t.finished) return PlainEnd(t, p);
-  PlainLoop(t, p);
-}
-
 }  // namespace
+
+}  // namespace ws_internal
 
 net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
                                  std::unique_ptr<WsHandoff> handoff) {

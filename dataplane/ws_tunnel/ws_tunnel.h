@@ -36,7 +36,9 @@ class AnyStream;
 class Worker;
 struct CompiledSnapshot;
 struct WsHandoff;
+namespace ws_internal {
 struct WsTunnel;
+}  // namespace ws_internal
 
 // A worker's open tunnels, its scratch read buffer, and drain.
 class WsTunnelSet {
@@ -60,8 +62,8 @@ class WsTunnelSet {
 
   // ---- for tunnels ----
   uint8_t* scratch() { return scratch_.get(); }
-  void Add(WsTunnel* t);
-  void Remove(WsTunnel* t);
+  void Add(ws_internal::WsTunnel* t);
+  void Remove(ws_internal::WsTunnel* t);
   std::chrono::nanoseconds Jitter(std::chrono::nanoseconds window);
   uint32_t MaskKey() { return static_cast<uint32_t>(rng_()); }
   stats::WorkerCounters& counters() { return counters_; }
@@ -69,7 +71,7 @@ class WsTunnelSet {
  private:
   stats::WorkerCounters& counters_;
   std::unique_ptr<uint8_t[]> scratch_;
-  WsTunnel* head_ = nullptr;
+  ws_internal::WsTunnel* head_ = nullptr;
   size_t count_ = 0;
   bool draining_ = false;
   std::mt19937_64 rng_;
