@@ -1,5 +1,5 @@
 # Shared by the HTTP benchmarks (sourced): a work directory whose processes are stopped by
-# PID on exit, free loopback ports, and waiting for a listener.
+# PID on exit, free loopback ports, waiting for a listener, and a process's CPU time.
 # Sets: work (temp dir, readable by nginx workers), pids (append every process started).
 
 work="$(mktemp -d /tmp/onedomain-bench.XXXXXX)"
@@ -21,4 +21,16 @@ wait_port() {
   done
   echo "bench: nothing listens on port $1" >&2
   exit 1
+}
+
+# CPU time (clock ticks) used so far by a process and its children (nginx's workers).
+cpu_ticks() {  # $1: pid
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    if [ -r "/proc/$pid/stat" ]; then
+      # Fields 14 and 15: utime and stime (after the parenthesised command name).
+      total=$(( total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}') ))
+    fi
+  done
+  echo "$total"
 }

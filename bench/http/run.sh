@@ -137,18 +137,6 @@ stop_proxies() {
   wait "$dp_pid" "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
 }
 
-# CPU time (clock ticks) used so far by a process and its children (nginx's workers).
-cpu_ticks() {  # $1: pid
-  local total=0 pid
-  for pid in "$1" $(pgrep -P "$1" || true); do
-    if [ -r "/proc/$pid/stat" ]; then
-      # Fields 14 and 15: utime and stime (after the parenthesised command name).
-      total=$(( total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}') ))
-    fi
-  done
-  echo "$total"
-}
-
 # One wrk run: prints "req/s p50_ms p99_ms cpu_us_per_request" (CPU of the process measured:
 # the proxy's own cost per request, which on a shared machine is steadier than req/s).
 run_wrk() {  # $1 port, $2 path, $3 pid whose CPU to measure
