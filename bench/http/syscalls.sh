@@ -4,16 +4,17 @@
 # overhead, unlike strace, whose slowdown hides the EAGAIN reads of a loaded proxy), and the
 # CPU time per request of each process on the path (proxy, backend, wrk) with the machine's
 # idle time. On a 2-core machine the three share the cores, so a proxy can cost the others
-# time (wake-ups, smaller batches) as well as its own. One worker/thread each, the backend
+# time (wake-ups, smaller batches) as well as its own. WORKERS workers/threads each, the backend
 # as in run.sh (nginx serving a 12-byte file), `wrk -t1 -c50`, ROUNDS alternating runs each.
 #
-# Usage: bench/http/syscalls.sh     (env: BUILD_DIR=build CONNECTIONS=50 DURATION=3 ROUNDS=2)
+# Usage: bench/http/syscalls.sh     (env: BUILD_DIR=build CONNECTIONS=50 DURATION=3 ROUNDS=2 WORKERS=1)
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 build="${BUILD_DIR:-$repo/build}"
 connections="${CONNECTIONS:-50}"
 duration="${DURATION:-3}"
+workers="${WORKERS:-1}"
 rounds="${ROUNDS:-2}"
 dataplane="$build/dataplane/dataplane"
 export PATH="$PATH:/usr/sbin"
@@ -36,7 +37,7 @@ http { access_log off; keepalive_requests 10000000; default_type application/oct
 CONF
 nginx -c "$work/backend.conf" -p "$work" & backend_pid=$!; pids+=($backend_pid)
 cat > "$work/dp.yaml" <<CONF
-workers: 1
+workers: $workers
 admin: { address: 127.0.0.1, port: 0 }
 drain: { delay: 0s, timeout: 5s }
 snapshot:
@@ -47,7 +48,7 @@ CONF
 "$dataplane" --config "$work/dp.yaml" --log-level warn > "$work/dp.log" 2>&1 & dp_pid=$!; pids+=($dp_pid)
 cat > "$work/haproxy.cfg" <<CONF
 global
-  nbthread 1
+  nbthread $workers
 defaults
   mode http
   timeout connect 5s
