@@ -100,7 +100,8 @@ struct AnyStream::Polled : EdgePoller::Watch {
     if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) p.hup = true;
     if (in) p.readable = true;
     if (out) p.writable = true;
-    // Both taken first: resuming the reader may end the stream (and free `p`).
+    // Both taken first: resuming the reader may close the stream (and free `p`); a writer
+    // parked at the same time belongs to a coroutine that outlives the stream.
     std::optional<ResumeHandler> r = in ? Take(p.reader) : std::nullopt;
     std::optional<ResumeHandler> w = out ? Take(p.writer) : std::nullopt;
     if (r) (*r)();
@@ -185,7 +186,7 @@ size_t PolledTryRead(AnyStream::Polled& p, net::mutable_buffer buf, error_code& 
   }
 }
 
-// Writes the iovecs from *first on, advancing them; returns bytes written.
+// Writes the iovecs as far as the socket takes them now; returns the bytes written.
 size_t PolledTryWrite(AnyStream::Polled& p, iovec* iov, size_t count, error_code& ec) {
   ec = {};
   if (p.fd < 0) {

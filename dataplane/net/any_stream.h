@@ -89,7 +89,8 @@ class AnyStream {
   // ---- plain streams only: non-blocking calls for the WebSocket tunnel's pumps ----
   // Reads what is there now; net::error::would_block when nothing is.
   size_t TryRead(net::mutable_buffer buf, error_code& ec);
-  // Writes what the socket takes now, gathered; would_block when it takes nothing.
+  // Writes what the socket takes now, gathered (up to 8 buffers); would_block when it takes
+  // nothing.
   size_t TryWrite(const net::const_buffer* bufs, size_t count, error_code& ec);
   void ShutdownSend();
   // The poller has seen the peer's end (RDHUP/HUP/ERR): read to it even after short reads.
