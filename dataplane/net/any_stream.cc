@@ -1,9 +1,9 @@
 #include "dataplane/net/any_stream.h"
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -69,7 +69,7 @@ struct AnyStream::Polled : EdgePoller::Watch {
   Polled(const Polled&) = delete;
   Polled& operator=(const Polled&) = delete;
 
-  bool Watch(int descriptor) {
+  bool Register(int descriptor) {
     fd = descriptor;
     return poller.Add(fd, this);
   }
@@ -275,9 +275,9 @@ AnyStream::AnyStream(tcp::socket socket, EdgePoller& poller) : socket_(socket.ge
     socket_ = std::move(socket);
     return;
   }
-  const int flags = ::fcntl(fd, F_GETFL);
+  int on = 1;
   auto p = std::make_unique<Polled>(poller);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 || !p->Watch(fd)) {
+  if (::ioctl(fd, FIONBIO, &on) != 0 || !p->Register(fd)) {
     p->fd = -1;  // not ours to close yet: back to Asio
     sockaddr_storage local{};
     socklen_t len = sizeof(local);
@@ -328,7 +328,7 @@ net::awaitable<error_code> AnyStream::Connect(const tcp::endpoint& to) {
     ::close(fd);
     co_return ec;
   }
-  if (!p.Watch(fd)) {
+  if (!p.Register(fd)) {
     const error_code ec = Errno();
     p.fd = -1;
     ::close(fd);

@@ -62,11 +62,6 @@ void EdgePoller::Forget(Watch* w) {
   }
 }
 
-void EdgePoller::Remove(int fd, Watch* w) {
-  Forget(w);
-  if (impl_->sd) ::epoll_ctl(impl_->epfd, EPOLL_CTL_DEL, fd, nullptr);
-}
-
 void EdgePoller::Shutdown() {
   if (impl_->sd) {
     boost::system::error_code ignored;  // closing our own epoll descriptor

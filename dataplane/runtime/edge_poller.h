@@ -44,8 +44,6 @@ class EdgePoller {
   // No further events reach `w`, not even ones already collected in this batch. Call before
   // closing its descriptor (closing removes it from the set, without a syscall of ours).
   void Forget(Watch* w);
-  // Forget, and removes `fd` from the set (for a descriptor that stays open).
-  void Remove(int fd, Watch* w);
 
   // Before the io_context is destroyed: stops polling, then abandons every watch.
   void Shutdown();
