@@ -1,5 +1,6 @@
 # Shared by the HTTP benchmarks (sourced): a work directory whose processes are stopped by
-# PID on exit, free loopback ports, waiting for a listener, and a process's CPU time.
+# PID on exit, free loopback ports, waiting for a listener, a process's CPU time, and the
+# configs of the backend, the data plane and HAProxy (the same in every benchmark).
 # Sets: work (temp dir, readable by nginx workers), pids (append every process started).
 
 work="$(mktemp -d /tmp/onedomain-bench.XXXXXX)"
@@ -33,4 +34,61 @@ cpu_ticks() {  # $1: pid
     fi
   done
   echo "$total"
+}
+
+# The backend: nginx, one worker, serving $work/www with sendfile.
+write_backend_conf() {  # $1 file, $2 port
+  cat > "$1" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/backend.pid;
+error_log $work/backend.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  server { listen 127.0.0.1:$2 backlog=4096; root $work/www; }
+}
+CONF
+}
+
+# The data plane in front of the backend, everything routed to it.
+write_dp_yaml() {  # $1 file, $2 workers, $3 port, $4 backend port
+  cat > "$1" <<CONF
+workers: $2
+admin: { address: 127.0.0.1, port: 0 }
+drain: { delay: 0s, timeout: 5s }
+snapshot:
+  listeners: [{ name: main, address: 127.0.0.1, port: $3 }]
+  clusters: [{ name: backend, endpoints: [{ host: 127.0.0.1, port: $4 }],
+               pool: { max_idle: 256 } }]
+  routes: [{ name: all, match: { prefix: / }, cluster: backend }]
+CONF
+}
+
+# HAProxy doing the data plane's work: keep-alive both ways, X-Forwarded-For/-Proto/-Host.
+write_haproxy_cfg() {  # $1 file, $2 threads, $3 port, $4 backend port
+  cat > "$1" <<CONF
+global
+  nbthread $2
+  maxconn 9000  # the open-file limit here is 20000 per process (two fds per proxied connection)
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$3
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  default_backend be
+backend be
+  server s1 127.0.0.1:$4
+CONF
 }

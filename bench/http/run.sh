@@ -40,21 +40,7 @@ printf 'hello world\n' > "$work/www/small"
 head -c 4096 /dev/zero | tr '\0' 'a' > "$work/www/4k"
 head -c 65536 /dev/zero | tr '\0' 'b' > "$work/www/64k"
 backend_port="$(free_port)"
-cat > "$work/backend.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/backend.pid;
-error_log $work/backend.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  sendfile on;
-  tcp_nopush on;
-  default_type application/octet-stream;
-  server { listen 127.0.0.1:$backend_port backlog=4096; root $work/www; }
-}
-CONF
+write_backend_conf "$work/backend.conf" "$backend_port"
 nginx -c "$work/backend.conf" -p "$work" &
 backend_pid=$!
 pids+=($backend_pid)
@@ -64,16 +50,7 @@ wait_port "$backend_port"
 start_proxies() {  # $1: workers; sets dp_port nginx_port haproxy_port
   local w="$1"
   dp_port="$(free_port)"; nginx_port="$(free_port)"; haproxy_port="$(free_port)"
-  cat > "$work/dp-$w.yaml" <<CONF
-workers: $w
-admin: { address: 127.0.0.1, port: 0 }
-drain: { delay: 0s, timeout: 5s }
-snapshot:
-  listeners: [{ name: main, address: 127.0.0.1, port: $dp_port }]
-  clusters: [{ name: backend, endpoints: [{ host: 127.0.0.1, port: $backend_port }],
-               pool: { max_idle: 256 } }]
-  routes: [{ name: all, match: { prefix: / }, cluster: backend }]
-CONF
+  write_dp_yaml "$work/dp-$w.yaml" "$w" "$dp_port" "$backend_port"
   "$dataplane" --config "$work/dp-$w.yaml" --log-level warn > "$work/dp-$w.log" 2>&1 &
   dp_pid=$!
   pids+=($dp_pid)
@@ -106,26 +83,7 @@ CONF
   nginx_pid=$!
   pids+=($nginx_pid)
 
-  cat > "$work/haproxy-$w.cfg" <<CONF
-global
-  nbthread $w
-  maxconn 9000  # the open-file limit here is 20000 per process (two fds per proxied connection)
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$haproxy_port
-  option forwardfor
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  default_backend be
-backend be
-  server s1 127.0.0.1:$backend_port
-CONF
+  write_haproxy_cfg "$work/haproxy-$w.cfg" "$w" "$haproxy_port" "$backend_port"
   haproxy -f "$work/haproxy-$w.cfg" -q &
   haproxy_pid=$!
   pids+=($haproxy_pid)

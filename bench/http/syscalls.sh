@@ -28,43 +28,11 @@ done
 mkdir -p "$work/www"
 printf 'hello world\n' > "$work/www/small"
 bp="$(free_port)"; dp="$(free_port)"; hp="$(free_port)"
-cat > "$work/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $work/backend.pid; error_log $work/backend.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 10000000; default_type application/octet-stream;
-  sendfile on; tcp_nopush on;
-  server { listen 127.0.0.1:$bp backlog=4096; root $work/www; } }
-CONF
+write_backend_conf "$work/backend.conf" "$bp"
 nginx -c "$work/backend.conf" -p "$work" & backend_pid=$!; pids+=($backend_pid)
-cat > "$work/dp.yaml" <<CONF
-workers: $workers
-admin: { address: 127.0.0.1, port: 0 }
-drain: { delay: 0s, timeout: 5s }
-snapshot:
-  listeners: [{ name: main, address: 127.0.0.1, port: $dp }]
-  clusters: [{ name: backend, endpoints: [{ host: 127.0.0.1, port: $bp }], pool: { max_idle: 256 } }]
-  routes: [{ name: all, match: { prefix: / }, cluster: backend }]
-CONF
+write_dp_yaml "$work/dp.yaml" "$workers" "$dp" "$bp"
 "$dataplane" --config "$work/dp.yaml" --log-level warn > "$work/dp.log" 2>&1 & dp_pid=$!; pids+=($dp_pid)
-cat > "$work/haproxy.cfg" <<CONF
-global
-  nbthread $workers
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$hp
-  option forwardfor
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  default_backend be
-backend be
-  server s1 127.0.0.1:$bp
-CONF
+write_haproxy_cfg "$work/haproxy.cfg" "$workers" "$hp" "$bp"
 haproxy -f "$work/haproxy.cfg" -q & hp_pid=$!; pids+=($hp_pid)
 wait_port "$bp"; wait_port "$dp"; wait_port "$hp"
 
