@@ -1,10 +1,14 @@
 #include "dataplane/http_proxy/http_session.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 #include <string>
 
@@ -25,7 +29,6 @@
 namespace onedomain::dataplane {
 namespace {
 
-constexpr auto kToken = net::as_tuple(net::use_awaitable);
 
 // After we decide to close while the client may still be sending (an error mid-upload), a
 // plain close would reset the connection and could destroy our answer in flight. Read and
@@ -55,10 +58,6 @@ class SessionScope {
   SessionLink& link_;
 };
 
-void CancelSocket(void* arg) {
-  error_code ignored;  // cancelling a closed socket is harmless
-  static_cast<tcp::socket*>(arg)->cancel(ignored);
-}
 
 // Per-request access-log context; copies the head's method and target only when the log is
 // on, since those views die with the read buffer.
@@ -223,43 +222,62 @@ net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t 
   }
 }
 
-net::awaitable<void> ServeConnection(tcp::socket socket, Worker& worker, uint32_t slot) {
+// The client's address as text (IPv4-mapped IPv6 shown as IPv4); empty when it is gone.
+std::string PeerAddress(int fd) {
+  tcp::endpoint peer;
+  socklen_t len = static_cast<socklen_t>(peer.capacity());
+  if (::getpeername(fd, peer.data(), &len) != 0) return {};
+  peer.resize(len);
+  const net::ip::address addr = peer.address();
+  return addr.is_v6() && addr.to_v6().is_v4_mapped()
+             ? net::ip::make_address_v4(net::ip::v4_mapped, addr.to_v6()).to_string()
+             : addr.to_string();
+}
+
+net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t slot) {
   const Clock::time_point accepted = Clock::now();
   SessionLink link;
-  std::optional<AnyStream> stream;
   std::string client_ip;
   {
     const Ref<WorkerConfig> cfg = worker.config();
     const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
     if (listener == nullptr) co_return;  // removed between accept and now
-    error_code ec;
-    socket.set_option(tcp::no_delay(true), ec);  // failure only costs latency
-    const tcp::endpoint peer = socket.remote_endpoint(ec);
-    if (ec) co_return;  // already reset by the peer
-    const net::ip::address addr = peer.address();
-    client_ip = addr.is_v6() && addr.to_v6().is_v4_mapped()
-                    ? net::ip::make_address_v4(net::ip::v4_mapped, addr.to_v6()).to_string()
-                    : addr.to_string();
-
+    const int one = 1;  // Nagle off; failure only costs latency
+    ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    client_ip = PeerAddress(socket.get());
+    if (client_ip.empty()) co_return;  // already reset by the peer
+  }
+  AnyStream stream(socket.release(), worker.poller());
+  if (stream.native_handle() < 0) {
+    log::Warn("http", str::Cat("cannot watch the connection from ", client_ip, ": ",
+                               std::strerror(errno)));
+    co_return;
+  }
+  {
+    const Ref<WorkerConfig> cfg = worker.config();
+    const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
+    if (listener == nullptr) co_return;
     if (listener->tls) {
       // Plain HTTP to a TLS port gets a readable answer instead of a handshake failure:
       // a TLS ClientHello starts with 0x16 (handshake record).
-      Deadline peek_deadline(worker.deadlines(), &CancelSocket, &socket);
+      Deadline peek_deadline(worker.deadlines(), &AnyStream::CancelThunk, &stream);
       peek_deadline.Arm(listener->limits.header_timeout);
-      auto [wec] = co_await socket.async_wait(tcp::socket::wait_read, kToken);
-      const bool timed_out = peek_deadline.fired();
-      peek_deadline.Disarm();
-      if (wec || timed_out) co_return;
       char first = 0;
-      const ssize_t n = ::recv(socket.native_handle(), &first, 1, MSG_PEEK);
-      if (n <= 0) co_return;
+      for (;;) {
+        error_code ec;
+        const size_t n = stream.TryPeek(net::buffer(&first, 1), ec);
+        if (n == 1) break;
+        if (ec != net::error::would_block) co_return;  // gone before saying anything
+        const error_code wec = co_await stream.WaitReadable();
+        if (wec || peek_deadline.fired()) co_return;
+      }
+      peek_deadline.Disarm();
       if (first != 0x16) {
         SessionScope scope(worker, link);
-        AnyStream plain(std::move(socket));
-        link.stream = &plain;
+        link.stream = &stream;
         beast::flat_buffer in;
-        Deadline deadline(worker.deadlines(), &AnyStream::CancelThunk, &plain);
-        Downstream down{plain, deadline, in, worker, client_ip, *listener};
+        Deadline deadline(worker.deadlines(), &AnyStream::CancelThunk, &stream);
+        Downstream down{stream, deadline, in, worker, client_ip, *listener};
         RequestRecord record;
         record.route_counters = &worker.no_route_counters();
         record.start = Clock::now();
@@ -267,52 +285,53 @@ net::awaitable<void> ServeConnection(tcp::socket socket, Worker& worker, uint32_
         co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kPlainHttpOnTlsPort}, record,
                                 false, false, false, out);
         FinishRequest(record, MakeAccessContext(worker, down, nullptr, method, target));
-        co_await Linger(plain, deadline, in);
-        plain.Close();
+        co_await Linger(stream, deadline, in);
+        stream.Close();
         co_return;
       }
-      stream.emplace(std::move(socket), listener->tls->native());
-    } else {
-      stream.emplace(std::move(socket), worker.poller());
+      if (const error_code ec = stream.StartTls(listener->tls->native_handle()); ec) {
+        log::Warn("http", str::Cat("cannot start TLS with ", client_ip, ": ", ec.message()));
+        co_return;
+      }
     }
   }
 
   SessionScope scope(worker, link);
-  link.stream = &*stream;
-  Deadline deadline(worker.deadlines(), &AnyStream::CancelThunk, &*stream);
-  if (stream->is_tls()) {
+  link.stream = &stream;
+  Deadline deadline(worker.deadlines(), &AnyStream::CancelThunk, &stream);
+  if (stream.is_tls()) {
     const Ref<WorkerConfig> cfg = worker.config();
     const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
     if (listener == nullptr) co_return;
     deadline.ArmAt(accepted + listener->limits.header_timeout);
-    const error_code ec = co_await stream->Handshake();
+    const error_code ec = co_await stream.Handshake();
     deadline.Disarm();
     if (ec) {
       log::Debug("http", str::Cat("TLS handshake with ", client_ip, " failed: ", ec.message()));
-      stream->Close();
+      stream.Close();
       co_return;
     }
   }
   beast::flat_buffer in;
   std::unique_ptr<WsHandoff> upgraded;
   const bool linger =
-      co_await RunHttpSession(*stream, worker, slot, client_ip, link, accepted, in, upgraded);
+      co_await RunHttpSession(stream, worker, slot, client_ip, link, accepted, in, upgraded);
   if (upgraded) {
     // The upgrade's leftover bytes are in the handoff; an idle tunnel keeps no read buffer.
     in.clear();
     in.shrink_to_fit();
-    co_await RunWsTunnel(*stream, worker, std::move(upgraded));
+    co_await RunWsTunnel(stream, worker, std::move(upgraded));
   } else if (linger) {
-    co_await Linger(*stream, deadline, in);
+    co_await Linger(stream, deadline, in);
   }
   deadline.Arm(kShutdownTime);
-  co_await stream->Shutdown();
+  co_await stream.Shutdown();
   deadline.Disarm();
 }
 
 }  // namespace
 
-void SpawnConnection(Worker& worker, uint32_t listener_slot, tcp::socket socket) {
+void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket) {
   net::co_spawn(worker.io_context(), ServeConnection(std::move(socket), worker, listener_slot),
                 [&worker](std::exception_ptr e) {
                   if (!e) return;

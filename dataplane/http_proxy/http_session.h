@@ -7,15 +7,17 @@
 //
 // Thread: spawned on the accepting worker's io_context.
 
-#include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
+
+#include "dataplane/runtime/unique_fd.h"
 
 namespace onedomain::dataplane {
 
 class Worker;
 
-// Starts serving `socket`, accepted on the listener with `listener_slot`, as a detached
-// coroutine on `worker`. Exceptions end only this connection (logged).
-void SpawnConnection(Worker& worker, uint32_t listener_slot, boost::asio::ip::tcp::socket socket);
+// Starts serving `socket` (connected, non-blocking), accepted on the listener with
+// `listener_slot`, as a detached coroutine on `worker`. Exceptions end only this connection
+// (logged).
+void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket);
 
 }  // namespace onedomain::dataplane

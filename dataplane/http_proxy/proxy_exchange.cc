@@ -1,8 +1,6 @@
 #include "dataplane/http_proxy/proxy_exchange.h"
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <memory>
@@ -13,6 +11,7 @@
 #include "dataplane/http_proxy/phases.h"
 #include "dataplane/routing/route_table.h"
 #include "dataplane/runtime/compiled_snapshot.h"
+#include "dataplane/runtime/parked.h"
 #include "dataplane/runtime/worker.h"
 #include "dataplane/runtime/worker_config.h"
 #include "dataplane/upstream/cluster_runtime.h"
@@ -22,7 +21,6 @@ namespace onedomain::dataplane {
 namespace {
 
 using namespace boost::asio::experimental::awaitable_operators;  // NOLINT: operator||
-constexpr auto kToken = net::as_tuple(net::use_awaitable);
 
 // Response heads may carry many Set-Cookie lines; never less than this, whatever the
 // listener allows clients.
@@ -101,26 +99,27 @@ struct InflightGuard {
   Host& host;
 };
 
-struct TimerWaiter : SlotWaiter {
-  net::steady_timer* timer = nullptr;
+struct ParkedWaiter : SlotWaiter {
+  Parked* parked = nullptr;
   bool woken = false;
 };
 
-void WakeTimerWaiter(SlotWaiter* s) {
-  auto* w = static_cast<TimerWaiter*>(s);
+void WakeParkedWaiter(SlotWaiter* s) {
+  auto* w = static_cast<ParkedWaiter*>(s);
   w->woken = true;
-  w->timer->cancel();
+  w->parked->Post({});
 }
 
-// Waits until `host` frees a connection slot or `until` passes. True when woken.
-net::awaitable<bool> WaitForSlot(Host& host, Clock::time_point until) {
-  net::steady_timer timer(co_await net::this_coro::executor, until);
-  TimerWaiter w;
-  w.timer = &timer;
-  w.wake = &WakeTimerWaiter;
+// Waits until `host` frees a connection slot or `until` passes (at the worker's tick
+// resolution). True when woken.
+net::awaitable<bool> WaitForSlot(Host& host, Worker& worker, Clock::time_point until) {
+  Parked parked(worker.poller());
+  ParkedWaiter w;
+  w.parked = &parked;
+  w.wake = &WakeParkedWaiter;
   host.AddWaiter(&w);
-  auto [ec] = co_await timer.async_wait(kToken);
-  (void)ec;  // expiry and cancellation both just end the wait; `woken` tells them apart
+  // Expiry and cancellation both just end the wait; `woken` tells them apart.
+  (void)co_await WaitUntil(parked, worker.deadlines(), until);
   host.RemoveWaiter(&w);
   co_return w.woken;
 }
@@ -299,9 +298,8 @@ net::awaitable<void> Upload(Exchange& x, uint64_t limit) {
       x.close_client = true;
       break;
   }
-  net::steady_timer hold(co_await net::this_coro::executor, Clock::time_point::max());
-  auto [ec] = co_await hold.async_wait(kToken);
-  (void)ec;  // only cancellation ends the hold, which is its purpose
+  Parked hold(x.down.worker.poller());
+  (void)co_await hold.Wait();  // only cancellation ends the hold, which is its purpose
 }
 
 net::awaitable<void> Download(Exchange& x) {
@@ -396,7 +394,7 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
     } else {
       if (x.def.pool.max_connections != 0 &&
           host->open_connections >= x.def.pool.max_connections) {
-        if (Clock::now() >= wait_until || !co_await WaitForSlot(*host, wait_until)) {
+        if (Clock::now() >= wait_until || !co_await WaitForSlot(*host, x.down.worker, wait_until)) {
           x.error = ProxyError{ProxyErrorKind::kUpstreamPoolFull};
           break;
         }

@@ -1,13 +1,20 @@
 #include "dataplane/listener/acceptor.h"
 
-#include <boost/asio/as_tuple.hpp>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <cstring>
 
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "dataplane/http_proxy/http_session.h"
+#include "dataplane/runtime/edge_poller.h"
+#include "dataplane/runtime/parked.h"
 #include "dataplane/runtime/worker.h"
 
 namespace onedomain::dataplane {
@@ -16,92 +23,145 @@ namespace {
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using error_code = boost::system::error_code;
-constexpr auto kToken = net::as_tuple(net::use_awaitable);
 
-using ReusePort = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+// Connections accepted in a row before the loop lets the rest of the worker run.
+constexpr int kAcceptBurst = 64;
 
-void CloseAcceptor(void* arg) {
-  error_code ignored;  // closing twice is harmless; the loop sees operation_aborted
-  static_cast<tcp::acceptor*>(arg)->close(ignored);
-}
+// A listening socket on the worker's poller.
+struct Listener : EdgePoller::Watch {
+  Listener(EdgePoller& p, UniqueFd s) : poller(p), fd(std::move(s)) {
+    on_events = [](EdgePoller::Watch* self, uint32_t) {
+      auto& l = *static_cast<Listener*>(self);
+      l.readable = true;
+      l.waiter.Resume();
+    };
+    on_abandon = [](EdgePoller::Watch* self) { static_cast<Listener*>(self)->waiter.Drop(); };
+  }
+  ~Listener() { Close(); }
+
+  void Close() {
+    if (!fd) return;
+    poller.Forget(this);
+    fd.reset();
+    waiter.Post(net::error::operation_aborted);
+  }
+
+  EdgePoller& poller;
+  UniqueFd fd;
+  bool readable = true;  // connections may be queued: accept before waiting for an edge
+  Parked waiter;
+};
+
+void CloseListener(void* arg) { static_cast<Listener*>(arg)->Close(); }
 
 struct SlotWait : Worker::AcceptWaiter {
-  net::steady_timer* timer = nullptr;
+  Parked* parked = nullptr;
 };
 
-void WakeSlotWait(Worker::AcceptWaiter* w) { static_cast<SlotWait*>(w)->timer->cancel(); }
+void WakeSlotWait(Worker::AcceptWaiter* w) { static_cast<SlotWait*>(w)->parked->Post({}); }
 
-// Unregisters the acceptor when the loop ends, however it ends.
+// Unregisters the listener when the loop ends, however it ends.
 struct Registration {
-  Registration(Worker& w, uint32_t s, tcp::acceptor* a) : worker(w), slot(s), acceptor(a) {
-    worker.RegisterAcceptor(slot, acceptor, &CloseAcceptor);
+  Registration(Worker& w, uint32_t s, Listener* l) : worker(w), slot(s), listener(l) {
+    worker.RegisterAcceptor(slot, listener, &CloseListener);
   }
-  ~Registration() { worker.UnregisterAcceptor(slot, acceptor); }
+  ~Registration() { worker.UnregisterAcceptor(slot, listener); }
   Worker& worker;
   uint32_t slot;
-  tcp::acceptor* acceptor;
+  Listener* listener;
 };
 
-net::awaitable<void> AcceptLoop(tcp::acceptor acceptor, Worker& worker, uint32_t slot) {
-  Registration registration(worker, slot, &acceptor);
-  net::steady_timer pause(acceptor.get_executor());
+net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) {
+  Listener listener(worker.poller(), std::move(socket));
+  if (!worker.poller().Add(listener.fd.get(), &listener)) {
+    log::Error("listener", str::Cat("cannot watch listener slot ", slot, ": ",
+                                    std::strerror(errno)));
+    co_return;
+  }
+  Registration registration(worker, slot, &listener);
+  Parked pause(worker.poller());
+  int burst = 0;
   for (;;) {
-    if (!acceptor.is_open()) co_return;
+    if (!listener.fd) co_return;
     // max_connections_per_worker: stop accepting (the kernel queues) until a session ends.
     {
       const Ref<WorkerConfig> cfg = worker.config();
-      const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
-      const uint32_t max = listener != nullptr ? listener->limits.max_connections_per_worker : 0;
+      const CompiledListener* l = cfg ? cfg->listener(slot) : nullptr;
+      const uint32_t max = l != nullptr ? l->limits.max_connections_per_worker : 0;
       if (max != 0 && worker.live_sessions() >= static_cast<int64_t>(max)) {
         SlotWait w;
-        w.timer = &pause;
+        w.parked = &pause;
         w.wake = &WakeSlotWait;
         worker.AddAcceptWaiter(&w);
-        pause.expires_after(std::chrono::seconds(1));  // re-check now and then regardless
-        auto [ec] = co_await pause.async_wait(kToken);
-        (void)ec;  // woken or expired: re-check either way
+        // Re-check now and then regardless; woken or expired, re-check either way.
+        (void)co_await WaitUntil(pause, worker.deadlines(), Clock::now() + std::chrono::seconds(1));
         worker.RemoveAcceptWaiter(&w);
         continue;
       }
     }
-    auto [ec, socket] = co_await acceptor.async_accept(kToken);
-    if (ec == net::error::operation_aborted || !acceptor.is_open()) co_return;
-    if (ec) {
-      // Out of descriptors, or the peer reset before we accepted: pause briefly rather than
-      // spin on the same error.
-      log::Warn("listener", str::Cat("accept failed: ", ec.message()));
-      pause.expires_after(std::chrono::milliseconds(50));
-      auto [pec] = co_await pause.async_wait(kToken);
-      (void)pec;  // the pause is all we wanted
+    if (!listener.readable) {
+      burst = 0;
+      const error_code ec = co_await listener.waiter.Wait();
+      if (ec || !listener.fd) co_return;  // closed
       continue;
     }
-    SpawnConnection(worker, slot, std::move(socket));
+    const int fd = ::accept4(listener.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        listener.readable = false;
+        continue;
+      }
+      if (err == EINTR || err == ECONNABORTED) continue;  // that one is gone; try the next
+      // Out of descriptors or memory: pause briefly rather than spin on the same error.
+      log::Warn("listener", str::Cat("accept failed: ", std::strerror(err)));
+      (void)co_await WaitUntil(pause, worker.deadlines(),
+                               Clock::now() + std::chrono::milliseconds(50));
+      continue;
+    }
+    SpawnConnection(worker, slot, UniqueFd(fd));
+    if (++burst >= kAcceptBurst) {
+      burst = 0;
+      co_await net::post(worker.io_context(), net::use_awaitable);
+    }
   }
 }
 
 }  // namespace
 
-absl::StatusOr<tcp::acceptor> OpenAcceptor(net::io_context& ioc, const std::string& address,
-                                           uint16_t port) {
+absl::StatusOr<UniqueFd> OpenListenSocket(const std::string& address, uint16_t port) {
   error_code ec;
   const net::ip::address ip = net::ip::make_address(address, ec);
   if (ec) return absl::InvalidArgumentError(str::Cat("bad listener address '", address, "'"));
   const tcp::endpoint endpoint(ip, port);
-  tcp::acceptor acceptor(ioc);
-  acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor.set_option(ReusePort(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
-  if (ec) {
+  UniqueFd fd(::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  const int one = 1;
+  const bool ok = fd && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+                  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0 &&
+                  ::bind(fd.get(), endpoint.data(), static_cast<socklen_t>(endpoint.size())) == 0 &&
+                  ::listen(fd.get(), SOMAXCONN) == 0;
+  if (!ok) {
     return absl::UnavailableError(
-        str::Cat("cannot listen on ", address, ":", port, ": ", ec.message()));
+        str::Cat("cannot listen on ", address, ":", port, ": ", std::strerror(errno)));
   }
-  return acceptor;
+  return fd;
 }
 
-void StartAcceptLoop(Worker& worker, uint32_t slot, tcp::acceptor acceptor) {
-  net::co_spawn(worker.io_context(), AcceptLoop(std::move(acceptor), worker, slot),
+uint16_t LocalPort(int fd) {
+  sockaddr_storage local{};
+  socklen_t len = sizeof(local);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) return 0;
+  if (local.ss_family == AF_INET) {
+    return ntohs(reinterpret_cast<const sockaddr_in*>(&local)->sin_port);
+  }
+  if (local.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&local)->sin6_port);
+  }
+  return 0;
+}
+
+void StartAcceptLoop(Worker& worker, uint32_t slot, UniqueFd listen_socket) {
+  net::co_spawn(worker.io_context(), AcceptLoop(std::move(listen_socket), worker, slot),
                 [slot](std::exception_ptr e) {
                   if (!e) return;
                   try {

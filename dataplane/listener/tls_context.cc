@@ -64,6 +64,8 @@ FileStamp StampOf(const std::string& path) {
 TlsServerContext::TlsServerContext() = default;
 TlsServerContext::~TlsServerContext() = default;
 
+SSL_CTX* TlsServerContext::native_handle() { return ctx_->native_handle(); }
+
 bool TlsServerContext::FilesChanged() const {
   return StampOf(cert_file_) != cert_stamp_ || StampOf(key_file_) != key_stamp_;
 }

@@ -19,6 +19,7 @@
 namespace boost::asio::ssl {
 class context;
 }  // namespace boost::asio::ssl
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
 
 namespace onedomain::v1 {
 class ListenerTls;
@@ -46,7 +47,8 @@ class TlsServerContext {
   TlsServerContext(const TlsServerContext&) = delete;
   TlsServerContext& operator=(const TlsServerContext&) = delete;
 
-  boost::asio::ssl::context& native() { return *ctx_; }
+  // The OpenSSL context sessions are created from.
+  ssl_ctx_st* native_handle();
 
   const std::string& cert_file() const { return cert_file_; }
   const std::string& key_file() const { return key_file_; }

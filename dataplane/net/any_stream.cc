@@ -2,62 +2,44 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/ssl.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <array>
 #include <cerrno>
-#include <optional>
+#include <cstring>
+#include <string>
 
 #include "dataplane/runtime/edge_poller.h"
+#include "dataplane/runtime/parked.h"
 
 namespace onedomain::dataplane {
 namespace {
 
-constexpr auto kToken = net::as_tuple(net::use_awaitable);
 // Operations of one polled stream that complete at once, in a row, before it yields.
 constexpr uint32_t kMaxStreak = 16;
-
-using ResumeHandler = net::async_result<net::use_awaitable_t<>, void()>::handler_type;
+// A TLS write of two pieces this small or smaller goes out as one record.
+constexpr size_t kTlsCoalesce = 16 * 1024;
 
 error_code Errno() { return error_code(errno, boost::system::system_category()); }
 
-// A coroutine parked on a polled stream, and what it resumes with.
+// A coroutine parked on a polled stream, and the readiness that wakes it. Reads wait for
+// input and writes for output, except that TLS may need the other direction for a while.
 struct Waiter {
-  std::optional<ResumeHandler> handler;
-  error_code result;
+  Parked parked;
+  bool on_in = false;
+  bool on_out = false;
 };
-
-// Moves the parked handler out of `w` (awaitable handlers move-construct only).
-std::optional<ResumeHandler> Take(Waiter& w) {
-  std::optional<ResumeHandler> h;
-  if (w.handler) {
-    h.emplace(std::move(*w.handler));
-    w.handler.reset();
-  }
-  return h;
-}
 
 }  // namespace
-
-struct AnyStream::Tls {
-  Tls(tcp::socket s, net::ssl::context& ctx) : stream(std::move(s), ctx) {
-    // Free OpenSSL's record buffers while a connection idles (STYLE: memory on idle
-    // connections).
-    SSL_set_mode(stream.native_handle(), SSL_MODE_RELEASE_BUFFERS);
-  }
-  net::ssl::stream<tcp::socket> stream;
-};
 
 // A polled stream's state. The poller's events point here.
 struct AnyStream::Polled : EdgePoller::Watch {
@@ -70,26 +52,28 @@ struct AnyStream::Polled : EdgePoller::Watch {
   Polled& operator=(const Polled&) = delete;
 
   bool Register(int descriptor) {
+    if (!poller.Add(descriptor, this)) return false;
     fd = descriptor;
-    return poller.Add(fd, this);
+    return true;
   }
 
-  // Resumes a parked coroutine later, with `ec` (never inline: Cancel runs from timers and
+  // Resumes parked coroutines later, with `ec` (never inline: Cancel runs from timers and
   // from other coroutines, which must not be re-entered).
-  void Abort(Waiter& w, error_code ec) {
-    std::optional<ResumeHandler> h = Take(w);
-    if (!h) return;
-    w.result = ec;
-    net::post(poller.io_context(), std::move(*h));
+  void Abort(error_code ec) {
+    reader.parked.Post(ec);
+    writer.parked.Post(ec);
   }
 
   void Close() {
+    if (ssl != nullptr) {
+      SSL_free(ssl);
+      ssl = nullptr;
+    }
     if (fd < 0) return;
     poller.Forget(this);
     ::close(fd);  // also leaves the epoll set
     fd = -1;
-    Abort(reader, net::error::operation_aborted);
-    Abort(writer, net::error::operation_aborted);
+    Abort(net::error::operation_aborted);
   }
 
   static void OnEvents(EdgePoller::Watch* self, uint32_t events) {
@@ -100,20 +84,26 @@ struct AnyStream::Polled : EdgePoller::Watch {
     if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) p.hup = true;
     if (in) p.readable = true;
     if (out) p.writable = true;
-    // Both taken first: resuming the reader may close the stream (and free `p`); a writer
-    // parked at the same time belongs to a coroutine that outlives the stream.
-    std::optional<ResumeHandler> r = in ? Take(p.reader) : std::nullopt;
-    std::optional<ResumeHandler> w = out ? Take(p.writer) : std::nullopt;
-    if (r) (*r)();
-    if (w) (*w)();
+    // Resuming the reader may close the stream (and free `p`). A writer woken by the same
+    // events is therefore posted (its handler leaves `p` at once) before the reader runs.
+    const bool wake_r = (in && p.reader.on_in) || (out && p.reader.on_out);
+    const bool wake_w = (in && p.writer.on_in) || (out && p.writer.on_out);
+    if (wake_r && wake_w) {
+      p.writer.parked.Post({});  // first: resuming the reader may free `p`
+      p.reader.parked.Resume();
+    } else if (wake_r) {
+      p.reader.parked.Resume();
+    } else if (wake_w) {
+      p.writer.parked.Resume();
+    }
   }
 
-  // Shutdown: the io_context never runs again, so parked coroutines are destroyed (their
-  // handlers post the frames' destruction to the io_context, which discards them).
+  // Shutdown: the io_context never runs again, so parked coroutines are let go (their
+  // frames are destroyed with the io_context).
   static void OnAbandon(EdgePoller::Watch* self) {
     auto& p = *static_cast<Polled*>(self);
-    std::optional<ResumeHandler> r = Take(p.reader);
-    std::optional<ResumeHandler> w = Take(p.writer);
+    p.reader.parked.Drop();
+    p.writer.parked.Drop();
   }
 
   EdgePoller& poller;
@@ -126,37 +116,34 @@ struct AnyStream::Polled : EdgePoller::Watch {
   Waiter writer;
   EventFn delegate = nullptr;
   void* delegate_ctx = nullptr;
+  SSL* ssl = nullptr;       // TLS streams
+  bool tls_failed = false;  // a fatal TLS error: no close_notify may follow
 };
 
 namespace {
 
-// Parks the calling coroutine in `w` until an event or Abort resumes it.
-net::awaitable<error_code> Park(AnyStream::Polled& p, Waiter& w) {
+using Polled = AnyStream::Polled;
+
+// Parks the calling coroutine in `w` until the readiness given wakes it, or Abort.
+net::awaitable<error_code> Park(Polled& p, Waiter& w, bool on_in, bool on_out) {
   p.streak = 0;
-  co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
-      [&p, &w](ResumeHandler h) {
-        // Per-operation cancellation (awaitable operators): like Cancel, for this wait.
-        auto slot = net::get_associated_cancellation_slot(h);
-        if (slot.is_connected()) {
-          slot.assign([&p, &w](net::cancellation_type) {
-            p.Abort(w, net::error::operation_aborted);
-          });
-        }
-        w.handler.emplace(std::move(h));
-      },
-      net::use_awaitable);
-  co_return std::exchange(w.result, error_code{});
+  w.on_in = on_in;
+  w.on_out = on_out;
+  co_return co_await w.parked.Wait();
 }
+
+net::awaitable<error_code> ParkReader(Polled& p) { return Park(p, p.reader, true, false); }
+net::awaitable<error_code> ParkWriter(Polled& p) { return Park(p, p.writer, false, true); }
 
 // After an operation that completed without waiting: every kMaxStreak in a row, let the
 // rest of the worker run.
-net::awaitable<void> MaybeYield(AnyStream::Polled& p) {
+net::awaitable<void> MaybeYield(Polled& p) {
   if (++p.streak < kMaxStreak) co_return;
   p.streak = 0;
   co_await net::post(p.poller.io_context(), net::use_awaitable);
 }
 
-size_t PolledTryRead(AnyStream::Polled& p, net::mutable_buffer buf, error_code& ec) {
+size_t PolledTryRead(Polled& p, net::mutable_buffer buf, error_code& ec, int flags = 0) {
   ec = {};
   if (p.fd < 0) {
     ec = net::error::bad_descriptor;
@@ -164,8 +151,9 @@ size_t PolledTryRead(AnyStream::Polled& p, net::mutable_buffer buf, error_code& 
   }
   if (buf.size() == 0) return 0;
   for (;;) {
-    const ssize_t n = ::recv(p.fd, buf.data(), buf.size(), 0);
+    const ssize_t n = ::recv(p.fd, buf.data(), buf.size(), flags);
     if (n > 0) {
+      if (flags == MSG_PEEK) return static_cast<size_t>(n);  // still there: still readable
       // A short read drained the socket: new bytes bring an edge. After the peer's end
       // there is no further edge, so read on until the end itself.
       if (static_cast<size_t>(n) < buf.size() && !p.hup) p.readable = false;
@@ -187,7 +175,7 @@ size_t PolledTryRead(AnyStream::Polled& p, net::mutable_buffer buf, error_code& 
 }
 
 // Writes the iovecs as far as the socket takes them now; returns the bytes written.
-size_t PolledTryWrite(AnyStream::Polled& p, iovec* iov, size_t count, error_code& ec) {
+size_t PolledTryWrite(Polled& p, iovec* iov, size_t count, error_code& ec) {
   ec = {};
   if (p.fd < 0) {
     ec = net::error::bad_descriptor;
@@ -216,7 +204,7 @@ size_t PolledTryWrite(AnyStream::Polled& p, iovec* iov, size_t count, error_code
   }
 }
 
-IoAwaitable PolledRead(AnyStream::Polled& p, net::mutable_buffer buf) {
+IoAwaitable PolledRead(Polled& p, net::mutable_buffer buf) {
   for (;;) {
     if (p.readable || p.fd < 0) {
       error_code ec;
@@ -226,12 +214,12 @@ IoAwaitable PolledRead(AnyStream::Polled& p, net::mutable_buffer buf) {
         co_return std::tuple<error_code, size_t>{ec, n};
       }
     }
-    const error_code ec = co_await Park(p, p.reader);
+    const error_code ec = co_await ParkReader(p);
     if (ec) co_return std::tuple<error_code, size_t>{ec, 0};
   }
 }
 
-IoAwaitable PolledWrite(AnyStream::Polled& p, net::const_buffer a, net::const_buffer b) {
+IoAwaitable PolledWrite(Polled& p, net::const_buffer a, net::const_buffer b) {
   std::array<iovec, 2> iov{};
   size_t count = 0;
   for (const net::const_buffer& x : {a, b}) {
@@ -257,71 +245,201 @@ IoAwaitable PolledWrite(AnyStream::Polled& p, net::const_buffer a, net::const_bu
       }
       if (done == total) break;
     }
-    const error_code ec = co_await Park(p, p.writer);
+    const error_code ec = co_await ParkWriter(p);
     if (ec) co_return std::tuple<error_code, size_t>{ec, done};
   }
   co_await MaybeYield(p);
   co_return std::tuple<error_code, size_t>{error_code{}, done};
 }
 
-}  // namespace
+// ---- TLS -----------------------------------------------------------------------------------
 
-AnyStream::AnyStream(tcp::socket socket) : socket_(std::move(socket)) {}
+enum class Want { kNothing, kRead, kWrite };
 
-AnyStream::AnyStream(tcp::socket socket, EdgePoller& poller) : socket_(socket.get_executor()) {
-  error_code ec;
-  const int fd = socket.release(ec);  // leaves Asio's reactor
-  if (ec) {
-    socket_ = std::move(socket);
-    return;
+// After an OpenSSL call on `p` returned `r` (failure): what it waits for, or why it failed.
+// `saved_errno` is errno right after the call.
+error_code TlsFailure(Polled& p, int r, int saved_errno, Want& want) {
+  want = Want::kNothing;
+  switch (SSL_get_error(p.ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+      p.readable = false;
+      want = Want::kRead;
+      return {};
+    case SSL_ERROR_WANT_WRITE:
+      p.writable = false;
+      want = Want::kWrite;
+      return {};
+    case SSL_ERROR_ZERO_RETURN:  // the peer's close_notify
+      return net::error::eof;
+    case SSL_ERROR_SYSCALL: {
+      p.tls_failed = true;
+      if (const unsigned long e = ERR_get_error(); e != 0) {
+        return error_code(static_cast<int>(e), net::error::get_ssl_category());
+      }
+      if (saved_errno != 0) return error_code(saved_errno, boost::system::system_category());
+      return net::ssl::error::stream_truncated;  // the peer closed without close_notify
+    }
+    default: {
+      p.tls_failed = true;
+      const unsigned long e = ERR_get_error();
+      if (ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        return net::ssl::error::stream_truncated;
+      }
+      if (e == 0) return net::error::fault;
+      return error_code(static_cast<int>(e), net::error::get_ssl_category());
+    }
   }
-  int on = 1;
-  auto p = std::make_unique<Polled>(poller);
-  if (::ioctl(fd, FIONBIO, &on) != 0 || !p->Register(fd)) {
-    p->fd = -1;  // not ours to close yet: back to Asio
-    sockaddr_storage local{};
-    socklen_t len = sizeof(local);
-    const bool v6 = ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
-                    local.ss_family == AF_INET6;
-    socket_.assign(v6 ? tcp::v6() : tcp::v4(), fd, ec);
-    if (ec) ::close(fd);
-    return;
-  }
-  polled_ = std::move(p);
 }
 
-AnyStream::AnyStream(EdgePoller& poller)
-    : socket_(poller.io_context()), polled_(std::make_unique<Polled>(poller)) {}
+// Waits for what OpenSSL asked for. A read parks as the reader and a write as the writer,
+// whichever direction OpenSSL needs.
+net::awaitable<error_code> TlsWait(Polled& p, Waiter& w, Want want) {
+  return Park(p, w, want == Want::kRead, want == Want::kWrite);
+}
 
-AnyStream::AnyStream(tcp::socket socket, net::ssl::context& ctx)
-    : socket_(socket.get_executor()), tls_(std::make_unique<Tls>(std::move(socket), ctx)) {}
+IoAwaitable TlsRead(Polled& p, net::mutable_buffer buf) {
+  for (;;) {
+    if (p.fd < 0 || p.ssl == nullptr) {
+      co_return std::tuple<error_code, size_t>{net::error::bad_descriptor, 0};
+    }
+    if (buf.size() == 0) co_return std::tuple<error_code, size_t>{error_code{}, 0};
+    ERR_clear_error();
+    errno = 0;
+    size_t n = 0;
+    const int r = SSL_read_ex(p.ssl, buf.data(), buf.size(), &n);
+    const int saved_errno = errno;
+    if (r == 1) {
+      co_await MaybeYield(p);
+      co_return std::tuple<error_code, size_t>{error_code{}, n};
+    }
+    Want want;
+    if (error_code ec = TlsFailure(p, r, saved_errno, want); ec) {
+      co_return std::tuple<error_code, size_t>{ec, 0};
+    }
+    if (const error_code ec = co_await TlsWait(p, p.reader, want); ec) {
+      co_return std::tuple<error_code, size_t>{ec, 0};
+    }
+  }
+}
+
+IoAwaitable TlsWrite(Polled& p, net::const_buffer a, net::const_buffer b) {
+  // Two small pieces (a head and a small body) make one record rather than two.
+  std::string joined;
+  if (a.size() != 0 && b.size() != 0 && a.size() + b.size() <= kTlsCoalesce) {
+    joined.reserve(a.size() + b.size());
+    joined.append(static_cast<const char*>(a.data()), a.size());
+    joined.append(static_cast<const char*>(b.data()), b.size());
+    a = net::buffer(joined);
+    b = net::const_buffer();
+  }
+  size_t done = 0;
+  for (net::const_buffer piece : {a, b}) {
+    while (piece.size() != 0) {
+      if (p.fd < 0 || p.ssl == nullptr) {
+        co_return std::tuple<error_code, size_t>{net::error::bad_descriptor, done};
+      }
+      ERR_clear_error();
+      errno = 0;
+      size_t n = 0;
+      const int r = SSL_write_ex(p.ssl, piece.data(), piece.size(), &n);
+      const int saved_errno = errno;
+      if (r == 1) {
+        piece += n;
+        done += n;
+        continue;
+      }
+      Want want;
+      if (error_code ec = TlsFailure(p, r, saved_errno, want); ec) {
+        co_return std::tuple<error_code, size_t>{ec, done};
+      }
+      if (const error_code ec = co_await TlsWait(p, p.writer, want); ec) {
+        co_return std::tuple<error_code, size_t>{ec, done};
+      }
+    }
+  }
+  co_await MaybeYield(p);
+  co_return std::tuple<error_code, size_t>{error_code{}, done};
+}
+
+net::awaitable<error_code> TlsHandshake(Polled& p) {
+  for (;;) {
+    if (p.fd < 0 || p.ssl == nullptr) co_return net::error::bad_descriptor;
+    ERR_clear_error();
+    errno = 0;
+    const int r = SSL_do_handshake(p.ssl);
+    const int saved_errno = errno;
+    if (r == 1) co_return error_code{};
+    Want want;
+    if (error_code ec = TlsFailure(p, r, saved_errno, want); ec) co_return ec;
+    // The handshake is the only operation in flight: either waiter will do.
+    if (const error_code ec = co_await TlsWait(p, p.reader, want); ec) co_return ec;
+  }
+}
+
+// close_notify, then the peer's (until the caller's deadline cancels). Errors end it.
+net::awaitable<void> TlsShutdown(Polled& p) {
+  for (int round = 0; round < 8; ++round) {  // bounded: each round needs new input
+    if (p.fd < 0 || p.ssl == nullptr || p.tls_failed) co_return;
+    ERR_clear_error();
+    errno = 0;
+    const int r = SSL_shutdown(p.ssl);
+    const int saved_errno = errno;
+    if (r == 1) co_return;  // both sent and received
+    if (r == 0) continue;   // ours is out; call again to wait for theirs
+    Want want;
+    if (TlsFailure(p, r, saved_errno, want) || want == Want::kNothing) co_return;
+    if (co_await TlsWait(p, p.reader, want)) co_return;
+  }
+}
+
+}  // namespace
+
+AnyStream::AnyStream(int fd, EdgePoller& poller) : polled_(std::make_unique<Polled>(poller)) {
+  if (!polled_->Register(fd)) {
+    const int err = errno;
+    ::close(fd);
+    errno = err;
+  }
+}
+
+AnyStream::AnyStream(EdgePoller& poller) : polled_(std::make_unique<Polled>(poller)) {}
 
 AnyStream::~AnyStream() = default;
 AnyStream::AnyStream(AnyStream&&) noexcept = default;
 AnyStream& AnyStream::operator=(AnyStream&&) noexcept = default;
 
-tcp::socket& AnyStream::socket() { return tls_ ? tls_->stream.next_layer() : socket_; }
-
-int AnyStream::native_handle() {
-  if (polled_) return polled_->fd;
-  return socket().is_open() ? socket().native_handle() : -1;
+error_code AnyStream::StartTls(ssl_ctx_st* ctx) {
+  if (polled_->ssl != nullptr) return net::error::operation_not_supported;
+  Polled& p = *polled_;
+  if (p.fd < 0) return net::error::bad_descriptor;
+  ERR_clear_error();
+  SSL* ssl = SSL_new(ctx);
+  if (ssl == nullptr || SSL_set_fd(ssl, p.fd) != 1) {
+    const unsigned long e = ERR_get_error();
+    SSL_free(ssl);
+    return error_code(static_cast<int>(e), net::error::get_ssl_category());
+  }
+  // Partial writes: a write returns once a record went, like send(); the buffer may move
+  // between retries (the coroutine frame's copy does). Idle sessions free their buffers.
+  SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                        SSL_MODE_RELEASE_BUFFERS);
+  SSL_set_accept_state(ssl);
+  p.ssl = ssl;
+  return {};
 }
 
+bool AnyStream::is_tls() const { return polled_->ssl != nullptr; }
+
+int AnyStream::native_handle() { return polled_->fd; }
+
 net::awaitable<error_code> AnyStream::Connect(const tcp::endpoint& to) {
-  if (!polled_) {
-    auto [ec] = co_await socket().async_connect(to, kToken);
-    if (!ec) {
-      error_code ignored;  // Nagle only delays small writes; failing to disable it is harmless
-      socket().set_option(tcp::no_delay(true), ignored);
-    }
-    co_return ec;
-  }
   Polled& p = *polled_;
   p.Close();
   const int fd = ::socket(to.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) co_return Errno();
   const int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // as above: harmless if not
+  // Nagle only delays small writes; failing to disable it is harmless.
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   int r = ::connect(fd, to.data(), static_cast<socklen_t>(to.size()));
   if (r != 0 && errno != EINPROGRESS) {
     const error_code ec = Errno();
@@ -330,7 +448,6 @@ net::awaitable<error_code> AnyStream::Connect(const tcp::endpoint& to) {
   }
   if (!p.Register(fd)) {
     const error_code ec = Errno();
-    p.fd = -1;
     ::close(fd);
     co_return ec;
   }
@@ -339,7 +456,7 @@ net::awaitable<error_code> AnyStream::Connect(const tcp::endpoint& to) {
   p.writable = r == 0;
   if (r != 0) {
     // Completion (or refusal) is the first writable edge.
-    const error_code ec = co_await Park(p, p.writer);
+    const error_code ec = co_await ParkWriter(p);
     if (ec) co_return ec;
     int err = 0;
     socklen_t len = sizeof(err);
@@ -350,110 +467,82 @@ net::awaitable<error_code> AnyStream::Connect(const tcp::endpoint& to) {
 }
 
 IoAwaitable AnyStream::ReadSome(net::mutable_buffer buf) {
-  if (polled_) return PolledRead(*polled_, buf);
-  if (tls_) return tls_->stream.async_read_some(buf, kToken);
-  return socket_.async_read_some(buf, kToken);
+  return polled_->ssl ? TlsRead(*polled_, buf) : PolledRead(*polled_, buf);
 }
 
 IoAwaitable AnyStream::Write(net::const_buffer a, net::const_buffer b) {
-  if (polled_) return PolledWrite(*polled_, a, b);
-  // The array is copied into the operation, so it may die with this call.
-  const std::array<net::const_buffer, 2> bufs{a, b};
-  if (tls_) return net::async_write(tls_->stream, bufs, kToken);
-  return net::async_write(socket_, bufs, kToken);
+  return polled_->ssl ? TlsWrite(*polled_, a, b) : PolledWrite(*polled_, a, b);
 }
 
 net::awaitable<error_code> AnyStream::Handshake() {
-  if (!tls_) co_return error_code{};
-  auto [ec] = co_await tls_->stream.async_handshake(net::ssl::stream_base::server, kToken);
-  co_return ec;
+  if (!is_tls()) co_return error_code{};
+  co_return co_await TlsHandshake(*polled_);
 }
 
 net::awaitable<error_code> AnyStream::WaitReadable() {
-  if (polled_) {
-    Polled& p = *polled_;
-    if (p.readable || p.fd < 0) co_return error_code{};
-    co_return co_await Park(p, p.reader);
+  Polled& p = *polled_;
+  if (p.readable || p.fd < 0 || (p.ssl != nullptr && SSL_has_pending(p.ssl) == 1)) {
+    co_return error_code{};
   }
-  auto [ec] = co_await socket().async_wait(tcp::socket::wait_read, kToken);
-  co_return ec;
+  co_return co_await ParkReader(p);
 }
 
 size_t AnyStream::TryRead(net::mutable_buffer buf, error_code& ec) {
-  if (polled_) return PolledTryRead(*polled_, buf, ec);
-  return socket().read_some(buf, ec);  // the tunnel made the socket non-blocking
+  if (is_tls()) {
+    ec = net::error::operation_not_supported;
+    return 0;
+  }
+  return PolledTryRead(*polled_, buf, ec);
+}
+
+size_t AnyStream::TryPeek(net::mutable_buffer buf, error_code& ec) {
+  if (is_tls()) {
+    ec = net::error::operation_not_supported;
+    return 0;
+  }
+  return PolledTryRead(*polled_, buf, ec, MSG_PEEK);
 }
 
 size_t AnyStream::TryWrite(const net::const_buffer* bufs, size_t count, error_code& ec) {
-  if (polled_) {
-    std::array<iovec, 8> iov{};
-    size_t k = 0;
-    for (size_t i = 0; i < count && k < iov.size(); ++i) {
-      if (bufs[i].size() == 0) continue;
-      iov[k].iov_base = const_cast<void*>(bufs[i].data());
-      iov[k].iov_len = bufs[i].size();
-      ++k;
-    }
-    return PolledTryWrite(*polled_, iov.data(), k, ec);
+  if (is_tls()) {
+    ec = net::error::operation_not_supported;
+    return 0;
   }
-  std::array<net::const_buffer, 8> seq{};
-  for (size_t i = 0; i < count && i < seq.size(); ++i) seq[i] = bufs[i];
-  return socket().write_some(seq, ec);
+  std::array<iovec, 8> iov{};
+  size_t k = 0;
+  for (size_t i = 0; i < count && k < iov.size(); ++i) {
+    if (bufs[i].size() == 0) continue;
+    iov[k].iov_base = const_cast<void*>(bufs[i].data());
+    iov[k].iov_len = bufs[i].size();
+    ++k;
+  }
+  return PolledTryWrite(*polled_, iov.data(), k, ec);
 }
 
 void AnyStream::ShutdownSend() {
-  if (polled_) {
-    if (polled_->fd >= 0) ::shutdown(polled_->fd, SHUT_WR);  // the peer may be gone: harmless
-    return;
-  }
-  error_code ignored;  // the peer may be gone; closing follows either way
-  socket().shutdown(tcp::socket::shutdown_send, ignored);
+  if (polled_->fd >= 0) ::shutdown(polled_->fd, SHUT_WR);  // the peer may be gone: harmless
 }
 
-bool AnyStream::read_hup() const { return polled_ && polled_->hup; }
+bool AnyStream::read_hup() const { return polled_->hup; }
 
 void AnyStream::Delegate(EventFn fn, void* ctx) {
-  if (!polled_) return;
+  if (is_tls()) return;
   polled_->delegate = fn;
   polled_->delegate_ctx = ctx;
   if (fn == nullptr) polled_->readable = polled_->writable = true;
 }
 
 net::awaitable<void> AnyStream::Shutdown() {
-  if (tls_) {
-    // The peer may answer close_notify or just close; either ends the wait. Errors are
-    // expected here (the peer is often gone) and change nothing: we close regardless.
-    auto [ec] = co_await tls_->stream.async_shutdown(kToken);
-    (void)ec;
-  }
-  if (polled_) {
-    if (polled_->fd >= 0) ::shutdown(polled_->fd, SHUT_RDWR);  // harmless if the peer is gone
-    polled_->Close();
-    co_return;
-  }
-  error_code ignored;  // the socket is being abandoned; a failed shutdown changes nothing
-  socket().shutdown(tcp::socket::shutdown_both, ignored);
-  socket().close(ignored);
+  // TLS: the peer may answer close_notify or just close; either ends the wait. Errors are
+  // expected here (the peer is often gone) and change nothing: we close regardless.
+  if (polled_->ssl != nullptr) co_await TlsShutdown(*polled_);
+  if (polled_->fd >= 0) ::shutdown(polled_->fd, SHUT_RDWR);  // harmless if the peer is gone
+  polled_->Close();
 }
 
-void AnyStream::Cancel() {
-  if (polled_) {
-    polled_->Abort(polled_->reader, net::error::operation_aborted);
-    polled_->Abort(polled_->writer, net::error::operation_aborted);
-    return;
-  }
-  error_code ignored;  // cancel on a closed socket is harmless
-  socket().cancel(ignored);
-}
+void AnyStream::Cancel() { polled_->Abort(net::error::operation_aborted); }
 
-void AnyStream::Close() {
-  if (polled_) {
-    polled_->Close();
-    return;
-  }
-  error_code ignored;  // closing twice or after a reset is harmless
-  socket().close(ignored);
-}
+void AnyStream::Close() { polled_->Close(); }
 
 void AnyStream::CancelThunk(void* arg) { static_cast<AnyStream*>(arg)->Cancel(); }
 

@@ -1,19 +1,19 @@
 #pragma once
 
 // A byte stream that is plain TCP or TLS over TCP, with awaitable operations whose
-// completions are values (STYLE rule 2). Session code is written once against this type; the
-// TLS and TCP template instantiations live in any_stream.cc alone, so the coroutine-heavy
-// session TUs do not instantiate OpenSSL stream templates (compile time).
+// completions are values (STYLE rule 2). Session code is written once against this type.
 //
-// Three kinds:
-// - polled plain TCP: the descriptor sits in the worker's EdgePoller, not in Asio's reactor.
-//   The stream keeps readiness hints, so a read after a short read waits for the next edge
-//   without a syscall, and an operation that can complete at once does so without a trip
-//   through the scheduler (every 16 in a row yield once, so one busy connection cannot
-//   starve the others). This is what sessions on plain listeners and upstream connections
-//   use: per request it saves the EAGAIN recv Asio's speculative read makes on each side.
-// - plain TCP on Asio's reactor (tests, and plain replies on a TLS port);
-// - TLS over TCP on Asio's reactor (asio::ssl).
+// Every stream's descriptor sits in the worker's EdgePoller (the worker's event loop; Asio's
+// reactor is not used on workers). The stream keeps readiness hints, so a read after a short
+// read waits for the next edge without a syscall, and an operation that can complete at once
+// does so without a trip through the scheduler (every 16 in a row yield once, so one busy
+// connection cannot starve the others).
+//
+// Two kinds:
+// - plain TCP: client connections on plain listeners and every upstream connection;
+// - TLS (server side): OpenSSL reads and writes the socket itself (SSL_set_fd; no memory BIO
+//   pair, so an idle connection holds no record buffers). A TLS session starts plain (to
+//   peek at the first byte) and turns TLS with StartTls.
 //
 // Thread: one worker; at most one read and one write in flight, as with any Asio stream.
 
@@ -25,9 +25,7 @@
 #include <memory>
 #include <tuple>
 
-namespace boost::asio::ssl {
-class context;
-}  // namespace boost::asio::ssl
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
 
 namespace onedomain::dataplane {
 
@@ -51,28 +49,25 @@ using IoAwaitable = net::awaitable<std::tuple<error_code, size_t>>;
 
 class AnyStream {
  public:
-  // Plain TCP on Asio's reactor.
-  explicit AnyStream(tcp::socket socket);
-  // Plain TCP moved onto `poller` (stays on Asio's reactor if epoll refuses it).
-  AnyStream(tcp::socket socket, EdgePoller& poller);
+  // Plain TCP on `poller`: takes a connected, non-blocking descriptor. If epoll refuses it,
+  // the descriptor is closed and the stream is closed (native_handle() < 0, errno set).
+  AnyStream(int fd, EdgePoller& poller);
   // Plain TCP on `poller`, not connected yet: Connect next.
   explicit AnyStream(EdgePoller& poller);
-  // TLS server side over `socket`, using `ctx` (which may be destroyed afterwards: the
-  // OpenSSL session holds its own reference).
-  AnyStream(tcp::socket socket, net::ssl::context& ctx);
   ~AnyStream();
   AnyStream(AnyStream&&) noexcept;
   AnyStream& operator=(AnyStream&&) noexcept;
 
-  bool is_tls() const { return tls_ != nullptr; }
-  bool is_polled() const { return polled_ != nullptr; }
-  // The Asio socket: TLS and Asio-reactor streams only (a polled stream's is closed).
-  tcp::socket& socket();
-  // The descriptor, whatever the kind (-1 when closed).
+  // Plain streams only: TLS server side from now on, with a session of `ctx` (which may be
+  // destroyed afterwards: the session holds its own reference). Handshake next.
+  error_code StartTls(ssl_ctx_st* ctx);
+
+  bool is_tls() const;
+  // The descriptor (-1 when closed).
   int native_handle();
 
-  // Opens a socket and connects it to `to` (Nagle off). Polled streams wait on the poller;
-  // others use Asio. Cancel aborts the wait.
+  // Opens a socket and connects it to `to` (Nagle off), waiting on the poller. Cancel aborts
+  // the wait.
   net::awaitable<error_code> Connect(const tcp::endpoint& to);
 
   // Some bytes into `buf`; error on end of stream (net::error::eof) or failure. `buf` must
@@ -83,19 +78,23 @@ class AnyStream {
 
   // TLS handshake (server side). Plain streams complete at once.
   net::awaitable<error_code> Handshake();
-  // Waits until the socket is readable (a polled stream: unless its hint says it may be).
+  // Waits until the socket is readable (unless its hint says it may be already).
   net::awaitable<error_code> WaitReadable();
 
-  // ---- plain streams only: non-blocking calls for the WebSocket tunnel's pumps ----
+  // ---- plain streams only (TLS ones fail with operation_not_supported): non-blocking calls
+  // for the WebSocket tunnel's pumps ----
   // Reads what is there now; net::error::would_block when nothing is.
   size_t TryRead(net::mutable_buffer buf, error_code& ec);
+  // Like TryRead, but the bytes stay in the socket (MSG_PEEK).
+  size_t TryPeek(net::mutable_buffer buf, error_code& ec);
   // Writes what the socket takes now, gathered (up to 8 buffers); would_block when it takes
   // nothing.
   size_t TryWrite(const net::const_buffer* bufs, size_t count, error_code& ec);
+  // Shuts the TCP send side (TLS streams too: no close_notify).
   void ShutdownSend();
   // The poller has seen the peer's end (RDHUP/HUP/ERR): read to it even after short reads.
   bool read_hup() const;
-  // Polled streams: the poller's events for this descriptor go to fn(ctx, epoll events)
+  // Plain streams: the poller's events for this descriptor go to fn(ctx, epoll events)
   // instead of this stream's own waits, until Delegate(nullptr, nullptr). The stream's
   // readiness hints restart as "try" when it takes the descriptor back.
   using EventFn = void (*)(void* ctx, uint32_t events);
@@ -114,10 +113,7 @@ class AnyStream {
   struct Polled;  // any_stream.cc's
 
  private:
-  struct Tls;
-  tcp::socket socket_;               // plain streams on Asio's reactor
-  std::unique_ptr<Tls> tls_;         // TLS streams own their socket inside
-  std::unique_ptr<Polled> polled_;   // polled streams (heap: the poller points at it)
+  std::unique_ptr<Polled> polled_;  // heap: the poller points at it; null once moved from
 };
 
 }  // namespace onedomain::dataplane

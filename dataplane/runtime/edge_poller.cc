@@ -1,13 +1,10 @@
 #include "dataplane/runtime/edge_poller.h"
 
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <cerrno>
-#include <optional>
 #include <system_error>
 
 namespace onedomain::dataplane {
@@ -18,9 +15,9 @@ constexpr int kMaxEvents = 256;
 }  // namespace
 
 struct EdgePoller::Impl {
-  std::optional<boost::asio::posix::stream_descriptor> sd;  // owns the epoll descriptor
   int epfd = -1;
-  bool armed = false;
+  int wakefd = -1;  // eventfd; lives as long as the poller (Wake may race with Shutdown)
+  Watch wake_watch;
   bool polling = false;
   // The batch being dispatched, so Forget can scrub events not yet delivered.
   epoll_event batch[kMaxEvents];
@@ -30,18 +27,33 @@ struct EdgePoller::Impl {
 
 EdgePoller::EdgePoller(boost::asio::io_context& ioc) : ioc_(ioc), impl_(std::make_unique<Impl>()) {
   impl_->epfd = ::epoll_create1(EPOLL_CLOEXEC);
-  if (impl_->epfd < 0) {
-    throw std::system_error(errno, std::generic_category(), "epoll_create1");
+  if (impl_->epfd < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+  impl_->wakefd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (impl_->wakefd < 0) {
+    const int err = errno;
+    ::close(impl_->epfd);
+    throw std::system_error(err, std::generic_category(), "eventfd");
   }
-  impl_->sd.emplace(ioc, impl_->epfd);
+  // A wake-up only has to end the wait; the counter's value means nothing.
+  impl_->wake_watch.on_events = [](Watch*, uint32_t) {};
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;  // every write is a new edge: no need to read it back
+  ev.data.ptr = &impl_->wake_watch;
+  if (::epoll_ctl(impl_->epfd, EPOLL_CTL_ADD, impl_->wakefd, &ev) != 0) {
+    const int err = errno;
+    ::close(impl_->wakefd);
+    ::close(impl_->epfd);
+    throw std::system_error(err, std::generic_category(), "epoll_ctl(eventfd)");
+  }
 }
 
 EdgePoller::~EdgePoller() {
-  if (impl_->sd) Shutdown();
+  Shutdown();
+  ::close(impl_->wakefd);
 }
 
 bool EdgePoller::Add(int fd, Watch* w) {
-  if (!impl_->sd) {
+  if (impl_->epfd < 0) {
     errno = ESHUTDOWN;
     return false;
   }
@@ -50,7 +62,6 @@ bool EdgePoller::Add(int fd, Watch* w) {
   ev.data.ptr = w;
   if (::epoll_ctl(impl_->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
   Link(w);
-  Arm();
   return true;
 }
 
@@ -62,11 +73,33 @@ void EdgePoller::Forget(Watch* w) {
   }
 }
 
+int EdgePoller::Wait(int timeout_ms) {
+  if (impl_->epfd < 0) return 0;
+  const int n = ::epoll_wait(impl_->epfd, impl_->batch, kMaxEvents, timeout_ms);
+  if (n <= 0) return 0;  // timeout, or EINTR (the caller loops either way)
+  impl_->polling = true;
+  impl_->batch_n = n;
+  for (impl_->batch_i = 0; impl_->batch_i < impl_->batch_n; ++impl_->batch_i) {
+    epoll_event& e = impl_->batch[impl_->batch_i];
+    auto* w = static_cast<Watch*>(e.data.ptr);
+    if (w != nullptr) w->on_events(w, e.events);
+    if (impl_->epfd < 0) break;  // a callback shut the poller down
+  }
+  impl_->batch_n = impl_->batch_i = 0;
+  impl_->polling = false;
+  // With a full batch more may be ready; they stay in epoll's ready list for the next Wait.
+  return n;
+}
+
+void EdgePoller::Wake() {
+  const uint64_t one = 1;
+  // EAGAIN means the counter is saturated, which wakes the poller just as well.
+  [[maybe_unused]] const ssize_t r = ::write(impl_->wakefd, &one, sizeof(one));
+}
+
 void EdgePoller::Shutdown() {
-  if (impl_->sd) {
-    boost::system::error_code ignored;  // closing our own epoll descriptor
-    impl_->sd->close(ignored);
-    impl_->sd.reset();
+  if (impl_->epfd >= 0) {
+    ::close(impl_->epfd);
     impl_->epfd = -1;
   }
   while (head_ != nullptr) {
@@ -95,39 +128,6 @@ void EdgePoller::Unlink(Watch* w) {
   }
   if (w->next != nullptr) w->next->prev = w->prev;
   w->prev = w->next = nullptr;
-}
-
-void EdgePoller::Arm() {
-  if (!impl_->sd || impl_->armed || impl_->polling) return;
-  impl_->armed = true;
-  impl_->sd->async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                        [this](const boost::system::error_code& ec) {
-                          if (ec || !impl_->sd) return;  // shut down
-                          impl_->armed = false;
-                          Poll();
-                        });
-}
-
-void EdgePoller::Poll() {
-  impl_->polling = true;
-  const int n = ::epoll_wait(impl_->epfd, impl_->batch, kMaxEvents, 0);
-  impl_->batch_n = n > 0 ? n : 0;
-  for (impl_->batch_i = 0; impl_->batch_i < impl_->batch_n; ++impl_->batch_i) {
-    epoll_event& e = impl_->batch[impl_->batch_i];
-    auto* w = static_cast<Watch*>(e.data.ptr);
-    if (w != nullptr) w->on_events(w, e.events);
-    if (!impl_->sd) return;  // a callback shut the poller down
-  }
-  impl_->batch_n = impl_->batch_i = 0;
-  impl_->polling = false;
-  if (n == kMaxEvents) {
-    // More may be ready, and the edge that woke us is spent: come back after other work.
-    boost::asio::post(ioc_, [this] {
-      if (impl_->sd) Poll();
-    });
-    return;
-  }
-  Arm();
 }
 
 }  // namespace onedomain::dataplane

@@ -1,14 +1,15 @@
 #pragma once
 
-// A worker's own edge-triggered epoll set, for the plain TCP sockets of its sessions, upstream
-// connections and WebSocket tunnels. Asio's reactor costs one extra syscall per readiness
-// wait: its zero-byte wait re-arms with EPOLL_CTL_MOD, and a pending read first tries a recv
-// that finds nothing (EAGAIN). Here a descriptor is added once (IN|OUT|RDHUP, edge-triggered)
-// and its owner keeps readiness hints: after a short read it waits for the next edge with no
-// syscall at all. Asio watches this set as one descriptor, re-armed once per batch of events.
+// A worker's event loop: one edge-triggered epoll set for every descriptor of the worker
+// (sessions, upstream connections, WebSocket tunnels, listening sockets), plus an eventfd
+// that other threads use to wake it. The worker thread blocks here, and only here: its
+// io_context is a plain handler queue (it never touches Asio's reactor), so one wake-up
+// costs one epoll_wait. A descriptor is added once (IN|OUT|RDHUP, edge-triggered) and its
+// owner keeps readiness hints: after a short read it waits for the next edge with no
+// syscall at all.
 //
-// Thread: the worker's. A watch's callback runs from the poll loop, so it may end the watch
-// (Forget), even that of a later event of the same batch: Forget scrubs the batch.
+// Thread: the worker's, except Wake. A watch's callback runs from Wait, so it may end the
+// watch (Forget), even that of a later event of the same batch: Forget scrubs the batch.
 
 #include <cstdint>
 #include <memory>
@@ -32,6 +33,7 @@ class EdgePoller {
     bool listed = false;
   };
 
+  // `ioc` is the worker's handler queue (where resumed coroutines post to).
   explicit EdgePoller(boost::asio::io_context& ioc);
   ~EdgePoller();
   EdgePoller(const EdgePoller&) = delete;
@@ -44,14 +46,20 @@ class EdgePoller {
   // No further events reach `w`, not even ones already collected in this batch. Call before
   // closing its descriptor (closing removes it from the set, without a syscall of ours).
   void Forget(Watch* w);
+  // Lists `w` without a descriptor, only so that Shutdown abandons it (Forget ends that).
+  void Track(Watch* w) { Link(w); }
+
+  // Waits up to `timeout_ms` (0: not at all, -1: until an event or Wake) and dispatches the
+  // events. Returns how many there were.
+  int Wait(int timeout_ms);
+  // Any thread: a Wait in progress (or the next one) returns.
+  void Wake();
 
   // Before the io_context is destroyed: stops polling, then abandons every watch.
   void Shutdown();
 
  private:
   struct Impl;
-  void Arm();
-  void Poll();
   void Link(Watch* w);
   void Unlink(Watch* w);
 

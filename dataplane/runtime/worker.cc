@@ -2,12 +2,11 @@
 
 #include <pthread.h>
 
-#include <optional>
 
+#include <boost/asio/detail/reactor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "common/log/log.h"
 #include "common/strings/strings.h"
@@ -22,13 +21,15 @@ namespace {
 // twentieth of a second for 20 wake-ups per second per worker.
 constexpr auto kTick = std::chrono::milliseconds(50);
 constexpr auto kPoolSweepEvery = std::chrono::seconds(1);
+// Queued handlers run per loop turn before the poller is asked for events again, so a
+// stream of handlers cannot keep descriptors waiting.
+constexpr int kHandlersPerTurn = 64;
 
 }  // namespace
 
-struct Worker::Timer {
-  explicit Timer(boost::asio::io_context& ioc) : timer(ioc) {}
-  boost::asio::steady_timer timer;
-  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guard;
+struct Worker::Guard {
+  explicit Guard(boost::asio::io_context& ioc) : guard(ioc.get_executor()) {}
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard;
 };
 
 Worker::Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* access_log)
@@ -38,24 +39,22 @@ Worker::Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* acce
       counters_(&catalog.worker(index)),
       no_route_counters_(&catalog.route(index, stats::StatsCatalog::kNoRouteSlot)),
       ws_tunnels_(std::make_unique<WsTunnelSet>(*counters_)),
-      // One thread runs this context, and only it touches the worker's sockets (other
-      // threads post to it), so the reactor's per-socket locking is pure overhead.
-      ioc_(std::make_unique<boost::asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)) {
-  tick_ = std::make_unique<Timer>(*ioc_);
+      // A handler queue only: one thread runs it, and nothing on it uses Asio's reactor
+      // (the EdgePoller is the worker's event loop).
+      ioc_(std::make_unique<boost::asio::io_context>(1)) {
   poller_ = std::make_unique<EdgePoller>(*ioc_);
 }
 
 Worker::~Worker() {
   Stop();
   poller_->Shutdown();
-  tick_.reset();
+  guard_.reset();
   config_ = Ref<WorkerConfig>();
   ioc_.reset();
 }
 
 void Worker::Start() {
-  tick_->guard.emplace(ioc_->get_executor());
-  ScheduleTick();
+  guard_ = std::make_unique<Guard>(*ioc_);  // the loop, not pending work, decides when to end
   thread_ = std::thread([this] {
     const std::string name = str::Cat("worker-", index_);
     pthread_setname_np(pthread_self(), name.c_str());
@@ -63,7 +62,7 @@ void Worker::Start() {
     // thread itself so a bug logs instead of terminating the process silently.
     for (;;) {
       try {
-        ioc_->run();
+        Run();
         return;
       } catch (const std::exception& e) {
         log::Error("worker", str::Cat("worker ", index_, ": unexpected exception: ", e.what()));
@@ -72,30 +71,59 @@ void Worker::Start() {
   });
 }
 
-void Worker::Post(std::function<void()> fn) { boost::asio::post(*ioc_, std::move(fn)); }
+void Worker::Post(std::function<void()> fn) {
+  boost::asio::post(*ioc_, std::move(fn));
+  poller_->Wake();
+}
 
 void Worker::Stop() {
   if (!thread_.joinable()) return;
   ioc_->stop();
+  poller_->Wake();
   thread_.join();
 }
 
-void Worker::ScheduleTick() {
-  tick_->timer.expires_after(kTick);
-  tick_->timer.async_wait([this](const boost::system::error_code& ec) {
-    if (ec) return;  // cancelled: shutting down
-    Tick();
-    ScheduleTick();
-  });
+void Worker::Run() {
+  Clock::time_point next_tick = Clock::now() + kTick;
+  for (;;) {
+    int ran = 0;
+    while (ran < kHandlersPerTurn && ioc_->poll_one() != 0) ++ran;
+    if (ioc_->stopped()) {
+      CheckNoReactor();
+      return;
+    }
+    const Clock::time_point now = Clock::now();
+    if (now >= next_tick) {
+      Tick(now);
+      next_tick = now + kTick;
+      continue;  // the sweep may have queued handlers
+    }
+    int timeout_ms = 0;
+    if (ran < kHandlersPerTurn) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(next_tick - now);
+      timeout_ms = static_cast<int>(left.count());
+    }
+    poller_->Wait(timeout_ms);
+  }
 }
 
-void Worker::Tick() {
-  const Clock::time_point now = Clock::now();
+void Worker::Tick(Clock::time_point now) {
   deadlines_.Sweep(now);
   if (now - last_pool_sweep_ >= kPoolSweepEvery && config_) {
     last_pool_sweep_ = now;
+    CheckNoReactor();
     for (const Ref<ClusterRuntime>& c : config_->clusters) c->SweepIdle(now);
   }
+}
+
+void Worker::CheckNoReactor() {
+  // Something started an Asio I/O object (socket, timer) on this worker's io_context. Its
+  // operations would only progress when the loop happens to turn, so it is a bug; the
+  // integration tests fail on this line.
+  if (reactor_reported_ || !boost::asio::has_service<boost::asio::detail::reactor>(*ioc_)) return;
+  reactor_reported_ = true;
+  log::Error("worker", str::Cat("worker ", index_,
+                                ": BUG: Asio's reactor is in use on a worker's io_context"));
 }
 
 void Worker::SwitchConfig(std::shared_ptr<const CompiledSnapshot> snapshot) {

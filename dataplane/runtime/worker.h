@@ -1,6 +1,7 @@
 #pragma once
 
-// A worker: one thread running one io_context, with its own view of the config, its own
+// A worker: one thread running one event loop (its EdgePoller, with the io_context as the
+// queue of ready handlers), with its own view of the config, its own
 // upstream pools, deadline sweep, session list and counters. Nothing on the request path is
 // shared with another worker. Other threads talk to a worker only by posting to it (Post),
 // which is how snapshots, new acceptors and drain reach it.
@@ -54,9 +55,10 @@ class Worker {
 
   // ---- any thread ----
   void Start();
-  // Runs `fn` on the worker thread.
+  // Runs `fn` on the worker thread. Other threads must use this, not asio::post on
+  // io_context(): the thread sleeps in the poller, which only this wakes.
   void Post(std::function<void()> fn);
-  // Stops the io_context (abandoning what still runs) and joins the thread.
+  // Stops the loop (abandoning what still runs) and joins the thread.
   void Stop();
   // Sessions alive (for drain progress); relaxed, read from the control thread.
   int64_t live_sessions() const { return live_sessions_.load(std::memory_order_relaxed); }
@@ -103,14 +105,15 @@ class Worker {
   void RemoveAcceptWaiter(AcceptWaiter* w);
 
  private:
-  void Tick();
-  void ScheduleTick();
+  void Run();
+  void Tick(Clock::time_point now);
+  void CheckNoReactor();
 
   struct AcceptorEntry {
     void* acceptor;
     CloseFn close;
   };
-  struct Timer;
+  struct Guard;
 
   const size_t index_;
   stats::StatsCatalog& catalog_;
@@ -124,6 +127,7 @@ class Worker {
   SessionLink* sessions_ = nullptr;
   std::atomic<int64_t> live_sessions_{0};
   bool draining_ = false;
+  bool reactor_reported_ = false;
   std::unordered_multimap<uint32_t, AcceptorEntry> acceptors_;
   std::vector<AcceptWaiter*> accept_waiters_;
   Clock::time_point last_pool_sweep_{};
@@ -134,11 +138,11 @@ class Worker {
   std::unique_ptr<EdgePoller> poller_;
 
   std::thread thread_;
-  // ~Worker destroys these explicitly, tick timer and config first (they own sockets of
-  // the io_context), then the io_context, which takes every coroutine frame (sessions,
-  // accept loops) with it while the lists and counters above are still alive.
+  // ~Worker destroys these explicitly, work guard and config first, then the io_context,
+  // which takes every coroutine frame (sessions, accept loops) with it while the lists and
+  // counters above are still alive.
   std::unique_ptr<boost::asio::io_context> ioc_;
-  std::unique_ptr<Timer> tick_;
+  std::unique_ptr<Guard> guard_;
 };
 
 }  // namespace onedomain::dataplane

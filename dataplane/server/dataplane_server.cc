@@ -120,9 +120,7 @@ absl::Status DataplaneServer::Impl::ApplyLocked(std::shared_ptr<const v1::Snapsh
   const std::shared_ptr<const CompiledSnapshot> previous = Active();
   auto compiled = CompileSnapshot(snapshot, previous.get(), compile_options);
   if (!compiled.ok()) return compiled.status();
-  std::vector<net::io_context*> contexts;
-  for (const auto& w : workers) contexts.push_back(&w->io_context());
-  if (absl::Status s = listeners.Bind(plan, contexts); !s.ok()) return s;
+  if (absl::Status s = listeners.Bind(plan, workers.size()); !s.ok()) return s;
 
   std::shared_ptr<const CompiledSnapshot> next = *std::move(compiled);
   Publish(next, plan);
@@ -144,18 +142,18 @@ void DataplaneServer::Impl::Publish(const std::shared_ptr<const CompiledSnapshot
   std::latch switched(static_cast<std::ptrdiff_t>(workers.size()));
   for (size_t i = 0; i < workers.size(); ++i) {
     Worker* w = workers[i].get();
-    std::vector<std::pair<uint32_t, net::ip::tcp::acceptor>> mine;
+    // Shared so the task stays copyable (Worker::Post takes a std::function).
+    auto mine = std::make_shared<std::vector<std::pair<uint32_t, UniqueFd>>>();
     for (ListenerSet::NewListener& added : plan.added) {
-      mine.emplace_back(added.slot, std::move(added.acceptors[i]));
+      mine->emplace_back(added.slot, std::move(added.sockets[i]));
     }
     const bool closed = listeners_closed.load();
-    net::post(w->io_context(), [w, compiled, mine = std::move(mine), removed = plan.removed,
-                                closed, &switched]() mutable {
+    w->Post([w, compiled, mine, removed = plan.removed, closed, &switched] {
       w->SwitchConfig(compiled);
       // New listeners start accepting after the switch, so their sessions find their
       // listener in the config. During a drain past its delay they never start.
-      for (auto& [slot, acceptor] : mine) {
-        if (!closed) StartAcceptLoop(*w, slot, std::move(acceptor));
+      for (auto& [slot, socket] : *mine) {
+        if (!closed) StartAcceptLoop(*w, slot, std::move(socket));
       }
       for (const uint32_t slot : removed) w->CloseAcceptor(slot);
       switched.count_down();
@@ -255,7 +253,7 @@ void DataplaneServer::Impl::OnTerm() {
                                std::chrono::duration<double>(delay).count(), "s"));
   for (const auto& w : workers) {
     Worker* worker = w.get();
-    net::post(worker->io_context(), [worker] { worker->BeginDrain(); });
+    worker->Post([worker] { worker->BeginDrain(); });
   }
   drain_timer.expires_after(delay);
   drain_timer.async_wait([this](const boost::system::error_code& ec) {
@@ -269,7 +267,7 @@ void DataplaneServer::Impl::CloseListeners() {
   listeners_closed.store(true);
   for (const auto& w : workers) {
     Worker* worker = w.get();
-    net::post(worker->io_context(), [worker] {
+    worker->Post([worker] {
       worker->CloseAllAcceptors();
       worker->DrainWebSockets();  // Close 1001 to every tunnel, spread over drain_spread
     });
@@ -389,8 +387,9 @@ absl::Status DataplaneServer::Start() {
                       const std::vector<boost::asio::ip::tcp::endpoint>& addrs) {
         for (const auto& w : m.workers) {
           Worker* worker = w.get();
-          net::post(worker->io_context(),
-                    [worker, def, endpoint, addrs] { worker->UpdateAddresses(def.get(), endpoint, addrs); });
+          worker->Post([worker, def, endpoint, addrs] {
+            worker->UpdateAddresses(def.get(), endpoint, addrs);
+          });
         }
       });
 

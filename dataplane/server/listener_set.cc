@@ -52,17 +52,17 @@ ListenerSet::Plan ListenerSet::PlanFor(
   return plan;
 }
 
-absl::Status ListenerSet::Bind(Plan& plan, const std::vector<boost::asio::io_context*>& workers) {
+absl::Status ListenerSet::Bind(Plan& plan, size_t workers) {
   for (NewListener& n : plan.added) {
-    for (boost::asio::io_context* ioc : workers) {
+    for (size_t i = 0; i < workers; ++i) {
       // The first worker's bind picks an ephemeral port; the others join it.
-      auto acceptor = OpenAcceptor(*ioc, n.address, n.port);
-      if (!acceptor.ok()) {
-        return absl::Status(acceptor.status().code(),
-                            str::Cat("listener '", n.name, "': ", acceptor.status().message()));
+      auto socket = OpenListenSocket(n.address, n.port);
+      if (!socket.ok()) {
+        return absl::Status(socket.status().code(),
+                            str::Cat("listener '", n.name, "': ", socket.status().message()));
       }
-      if (n.port == 0) n.port = acceptor->local_endpoint().port();
-      n.acceptors.push_back(*std::move(acceptor));
+      if (n.port == 0) n.port = LocalPort(socket->get());
+      n.sockets.push_back(*std::move(socket));
     }
     plan.keys[n.name].second = n.port;
   }

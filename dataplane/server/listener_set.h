@@ -1,15 +1,14 @@
 #pragma once
 
 // The listeners this node has bound, across snapshots. Applying a snapshot plans its
-// listeners (slots: no I/O), then binds what is new (one SO_REUSEPORT acceptor per worker)
+// listeners (slots: no I/O), then binds what is new (one SO_REUSEPORT socket per worker)
 // before anything is published, so a port that cannot be bound fails the apply with nothing
-// changed. A listener keeps its acceptors (and slot) while its name, address, port and
+// changed. A listener keeps its sockets (and slot) while its name, address, port and
 // TLS-ness stay the same; a changed one is bound again under a new slot, and the old
-// acceptors close once every worker switched.
+// sockets close once every worker switched.
 //
 // Thread: the applying thread (under the server's apply lock).
 
-#include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -17,11 +16,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "dataplane/runtime/unique_fd.h"
 #include "onedomain/v1/listener.pb.h"
-
-namespace boost::asio {
-class io_context;
-}  // namespace boost::asio
 
 namespace onedomain::dataplane {
 
@@ -32,7 +28,7 @@ class ListenerSet {
     std::string name;
     std::string address;
     uint16_t port = 0;  // as configured; the bound one after Bind
-    std::vector<boost::asio::ip::tcp::acceptor> acceptors;  // one per worker, after Bind
+    std::vector<UniqueFd> sockets;  // listening, one per worker, after Bind
   };
   struct Plan {
     std::vector<NewListener> added;
@@ -53,8 +49,8 @@ class ListenerSet {
   // Slots for `listeners`; no I/O.
   Plan PlanFor(const google::protobuf::RepeatedPtrField<v1::Listener>& listeners);
 
-  // Binds the plan's new listeners on the workers' contexts (in order).
-  absl::Status Bind(Plan& plan, const std::vector<boost::asio::io_context*>& workers);
+  // Binds the plan's new listeners, one socket for each of `workers` workers.
+  absl::Status Bind(Plan& plan, size_t workers);
 
   // Makes `plan` the current set (after every worker switched).
   void Commit(const Plan& plan);

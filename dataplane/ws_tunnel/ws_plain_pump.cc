@@ -19,11 +19,8 @@ namespace onedomain::dataplane::ws_internal {
 void PlainEnd(WsTunnel& t, WsPump& p) {
   p.ended = true;
   p.pending.reset();
-  if (--t.plain_running == 0 && t.on_done) {
-    DoneHandler h = std::move(*t.on_done);
-    t.on_done.reset();
-    net::post(std::move(h));  // never resumes RunWsTunnel (and frees `t`) under our feet
-  }
+  // Posted: never resumes RunWsTunnel (and frees `t`) under our feet.
+  if (--t.plain_running == 0) t.done.Post({});
 }
 
 namespace {

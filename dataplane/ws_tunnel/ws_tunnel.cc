@@ -503,10 +503,6 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
   t.down.worker_bytes = &worker.counters().bytes_sent;
   handoff.reset();
 
-  // Plain streams on Asio's reactor: non-blocking, so the pumps' reads and writes try once.
-  error_code ignored;  // failing leaves blocking calls, which still work
-  if (!client.is_tls() && !client.is_polled()) client.socket().non_blocking(true, ignored);
-  if (!upstream.is_polled()) upstream.socket().non_blocking(true, ignored);
   EnableKeepalive(client.native_handle());
   EnableKeepalive(upstream.native_handle());
 
@@ -515,9 +511,9 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
   t.set.Add(&t);
   t.Rearm(t.opened);
 
-  // Plain client: both streams are polled; their poller events come to the callback pumps
-  // until the tunnel ends (the session and the upstream connection still own them).
-  if (client.is_polled() && upstream.is_polled()) {
+  // Plain client (the upstream always is): both streams' poller events come to the callback
+  // pumps until the tunnel ends (the session and the upstream connection still own them).
+  if (!client.is_tls() && !upstream.is_tls()) {
     t.plain = true;
     t.up.src_fd = t.down.dst_fd = client.native_handle();
     t.up.dst_fd = t.down.src_fd = upstream.native_handle();
@@ -535,15 +531,7 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
     t.plain_running = 2;
     PlainStart(t, t.up);
     PlainStart(t, t.down);
-    co_await net::async_initiate<const net::use_awaitable_t<>, void()>(
-        [&t](DoneHandler h) {
-          if (t.plain_running == 0) {
-            net::post(std::move(h));
-          } else {
-            t.on_done.emplace(std::move(h));
-          }
-        },
-        net::use_awaitable);
+    if (t.plain_running != 0) (void)co_await t.done.Wait();  // only PlainEnd resumes it
   }
 
   t.timer.Disarm();

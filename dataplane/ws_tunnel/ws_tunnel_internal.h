@@ -17,6 +17,7 @@
 
 #include "dataplane/net/any_stream.h"
 #include "dataplane/runtime/deadline.h"
+#include "dataplane/runtime/parked.h"
 #include "dataplane/runtime/worker.h"
 #include "dataplane/stats/dataplane_stats.h"
 #include "dataplane/upstream/upstream_connection.h"
@@ -48,10 +49,6 @@ struct Out {
 
 // What a plain pump does once its asynchronous write of leftover bytes has finished.
 enum class AfterWrite : uint8_t { kCarry, kInject, kData };
-
-// Resumes RunWsTunnel once both plain pumps have ended.
-using DoneHandler =
-    net::async_result<net::use_awaitable_t<>, void()>::handler_type;
 
 // One direction of a tunnel.
 struct WsPump {
@@ -106,7 +103,8 @@ struct WsTunnel {
         set(w.ws_tunnels()),
         client(c),
         handoff(std::move(h)),
-        timer(w.deadlines(), &WsTunnel::OnTimer, this) {}
+        timer(w.deadlines(), &WsTunnel::OnTimer, this),
+        done(w.poller()) {}
 
   static void OnTimer(void* arg);
   void Rearm(Clock::time_point now);
@@ -150,7 +148,7 @@ struct WsTunnel {
   bool plain = false;         // pumps on raw descriptors (a plain client)
   FdWatch client_watch;
   FdWatch upstream_watch;
-  std::optional<DoneHandler> on_done;
+  Parked done;  // RunWsTunnel, until both plain pumps have ended
   WsTunnel* prev = nullptr;
   WsTunnel* next = nullptr;
 };

@@ -18,3 +18,7 @@ def procs():
     yield start
     for p in reversed(started):
         p.stop()
+    for p in started:
+        # Workers run their own event loop; an Asio I/O object on one would stall (see
+        # Worker::CheckNoReactor).
+        assert "Asio's reactor is in use" not in p.output(), f"{p.name}:\n{p.output()}"

@@ -1,0 +1,77 @@
+#include "dataplane/runtime/parked.h"
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/post.hpp>
+#include <utility>
+
+namespace onedomain::dataplane {
+
+namespace net = boost::asio;
+using error_code = boost::system::error_code;
+
+Parked::Parked(EdgePoller& poller) : poller_(&poller) {
+  on_abandon = [](EdgePoller::Watch* self) { static_cast<Parked*>(self)->Drop(); };
+}
+
+Parked::~Parked() {
+  if (poller_ != nullptr) poller_->Forget(this);
+}
+
+void Parked::Drop() {
+  // Out of the member first: letting go of the handler lets go of the coroutine frame,
+  // which may hold this object.
+  std::optional<Handler> h = Take();
+}
+
+std::optional<Parked::Handler> Parked::Take() {
+  if (poller_ != nullptr) poller_->Forget(this);
+  std::optional<Handler> h;
+  if (handler_) {
+    h.emplace(std::move(*handler_));  // awaitable handlers move-construct only
+    handler_.reset();
+  }
+  return h;
+}
+
+net::awaitable<error_code> Parked::Wait() {
+  co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
+      [this](Handler h) {
+        auto slot = net::get_associated_cancellation_slot(h);
+        if (slot.is_connected()) {
+          slot.assign([this](net::cancellation_type) { Post(net::error::operation_aborted); });
+        }
+        handler_.emplace(std::move(h));
+        if (poller_ != nullptr) poller_->Track(this);
+      },
+      net::use_awaitable);
+  co_return std::exchange(result_, error_code{});
+}
+
+void Parked::Resume(error_code ec) {
+  std::optional<Handler> h = Take();
+  if (!h) return;
+  result_ = ec;
+  (*h)();
+}
+
+void Parked::Post(error_code ec) {
+  std::optional<Handler> h = Take();
+  if (!h) return;
+  result_ = ec;
+  net::post(std::move(*h));  // to the coroutine's own executor
+}
+
+namespace {
+
+void Expire(void* arg) { static_cast<Parked*>(arg)->Post(net::error::timed_out); }
+
+}  // namespace
+
+net::awaitable<error_code> WaitUntil(Parked& p, DeadlineList& list, Clock::time_point until) {
+  Deadline deadline(list, &Expire, &p);
+  deadline.ArmAt(until);
+  const error_code ec = co_await p.Wait();
+  co_return ec;
+}
+
+}  // namespace onedomain::dataplane
