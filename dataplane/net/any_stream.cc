@@ -118,6 +118,7 @@ struct AnyStream::Polled : EdgePoller::Watch {
   void* delegate_ctx = nullptr;
   SSL* ssl = nullptr;       // TLS streams
   bool tls_failed = false;  // a fatal TLS error: no close_notify may follow
+  bool read_wants_write = false;  // TryRead: OpenSSL must send before it can read on
 };
 
 namespace {
@@ -361,6 +362,29 @@ IoAwaitable TlsWrite(Polled& p, net::const_buffer a, net::const_buffer b) {
   co_return std::tuple<error_code, size_t>{error_code{}, done};
 }
 
+size_t TlsTryRead(Polled& p, net::mutable_buffer buf, error_code& ec) {
+  ec = {};
+  p.read_wants_write = false;
+  if (p.fd < 0) {
+    ec = net::error::bad_descriptor;
+    return 0;
+  }
+  if (buf.size() == 0) return 0;
+  ERR_clear_error();
+  errno = 0;
+  size_t n = 0;
+  const int r = SSL_read_ex(p.ssl, buf.data(), buf.size(), &n);
+  const int saved_errno = errno;
+  if (r == 1) return n;
+  Want want;
+  ec = TlsFailure(p, r, saved_errno, want);
+  if (!ec) {
+    p.read_wants_write = want == Want::kWrite;
+    ec = net::error::would_block;
+  }
+  return 0;
+}
+
 net::awaitable<error_code> TlsHandshake(Polled& p) {
   for (;;) {
     if (p.fd < 0 || p.ssl == nullptr) co_return net::error::bad_descriptor;
@@ -481,17 +505,20 @@ net::awaitable<error_code> AnyStream::Handshake() {
 
 net::awaitable<error_code> AnyStream::WaitReadable() {
   Polled& p = *polled_;
-  if (p.readable || p.fd < 0 || (p.ssl != nullptr && SSL_has_pending(p.ssl) == 1)) {
-    co_return error_code{};
+  if (p.fd < 0) co_return error_code{};
+  if (p.ssl != nullptr) {
+    if (SSL_has_pending(p.ssl) == 1) co_return error_code{};  // records already in
+    if (p.read_wants_write) {
+      if (p.writable) co_return error_code{};
+      co_return co_await Park(p, p.reader, false, true);
+    }
   }
+  if (p.readable) co_return error_code{};
   co_return co_await ParkReader(p);
 }
 
 size_t AnyStream::TryRead(net::mutable_buffer buf, error_code& ec) {
-  if (is_tls()) {
-    ec = net::error::operation_not_supported;
-    return 0;
-  }
+  if (is_tls()) return TlsTryRead(*polled_, buf, ec);
   return PolledTryRead(*polled_, buf, ec);
 }
 

@@ -78,13 +78,15 @@ class AnyStream {
 
   // TLS handshake (server side). Plain streams complete at once.
   net::awaitable<error_code> Handshake();
-  // Waits until the socket is readable (unless its hint says it may be already).
+  // Waits until the socket is readable (unless its hint says it may be already; TLS: or
+  // OpenSSL holds received records).
   net::awaitable<error_code> WaitReadable();
 
-  // ---- plain streams only (TLS ones fail with operation_not_supported): non-blocking calls
-  // for the WebSocket tunnel's pumps ----
-  // Reads what is there now; net::error::would_block when nothing is.
+  // ---- non-blocking calls for the WebSocket tunnel's pumps ----
+  // Reads what is there now (TLS: decrypted); net::error::would_block when nothing is, and
+  // WaitReadable then waits for what OpenSSL needs.
   size_t TryRead(net::mutable_buffer buf, error_code& ec);
+  // ---- plain streams only (TLS ones fail with operation_not_supported) ----
   // Like TryRead, but the bytes stay in the socket (MSG_PEEK).
   size_t TryPeek(net::mutable_buffer buf, error_code& ec);
   // Writes what the socket takes now, gathered (up to 8 buffers); would_block when it takes

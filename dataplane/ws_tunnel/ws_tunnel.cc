@@ -29,7 +29,6 @@ using namespace boost::asio::experimental::awaitable_operators;  // NOLINT: oper
 using namespace ws_internal;                                       // NOLINT: this file's own
 namespace {
 
-constexpr size_t kTlsReadSize = 16 * 1024;
 // TCP keepalive on both sockets: a peer that vanished without a FIN is noticed within
 // about two minutes instead of Linux's default two hours.
 constexpr int kKeepIdleSeconds = 60;
@@ -221,10 +220,10 @@ void WsTunnel::RequestInject(WsPump& p, Inject kind) {
     // Wake the pump: it injects now. (Called from the timer, never from inside a pump.)
     p.waiting = false;
     PlainLoop(*this, p);
-  } else if (!p.src_tls) {
+  } else {
     // Wake the coroutine pump: its wait ends with operation_aborted and it injects. The
     // other pump may have a write to this socket pending; its write loop retries after an
-    // abort.
+    // abort (TLS too: the retry passes the same bytes, as OpenSSL requires).
     p.src->Cancel();
   }
 }
@@ -341,18 +340,13 @@ net::awaitable<bool> WriteOut(WsTunnel& t, WsPump& p, const Out& out) {
   p.writing = true;
   size_t off = 0;
   bool ok = true;
-  if (p.dst_tls) {
-    const IoResult r = co_await p.dst->Write(net::buffer(copy.get(), rest));
-    ok = !r.ec;
-  } else {
-    while (off < rest) {
-      const IoResult r = co_await p.dst->Write(net::buffer(copy.get() + off, rest - off));
-      off += r.n;
-      if (r.ec == net::error::operation_aborted && !t.finished) continue;  // woken, not ended
-      if (r.ec) {
-        ok = false;
-        break;
-      }
+  while (off < rest) {
+    const IoResult r = co_await p.dst->Write(net::buffer(copy.get() + off, rest - off));
+    off += r.n;
+    if (r.ec == net::error::operation_aborted && !t.finished) continue;  // woken, not ended
+    if (r.ec) {
+      ok = false;
+      break;
     }
   }
   p.writing = false;
@@ -412,39 +406,28 @@ net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
     const uint8_t* data = nullptr;
     size_t n = 0;
     error_code ec;
-    if (!p.src_tls) {
-      if (p.maybe_readable) {
-        n = p.src->TryRead(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
-      } else {
-        ec = net::error::would_block;
-      }
-      p.maybe_readable = n == WsTunnelSet::kScratchSize;
-      if (ec == net::error::would_block || ec == net::error::try_again) {
-        p.maybe_readable = true;  // after the wait, read
-        p.waiting = true;
-        const error_code wec = co_await p.src->WaitReadable();
-        p.waiting = false;
-        if (t.finished) break;
-        if (wec && wec != net::error::operation_aborted) {
-          t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
-                                         : stats::WsCloseInitiator::kClient, 0);
-          t.Finish();
-          break;
-        }
-        continue;  // readable, or woken to inject
-      }
-      data = scratch;
+    if (p.maybe_readable) {
+      n = p.src->TryRead(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
     } else {
-      if (!p.tls_buf) p.tls_buf.reset(new uint8_t[kTlsReadSize]);
-      p.waiting = true;
-      const IoResult r = co_await p.src->ReadSome(net::buffer(p.tls_buf.get(), kTlsReadSize));
-      p.waiting = false;
-      ec = r.ec;
-      n = r.n;
-      data = p.tls_buf.get();
-      if (t.finished) break;
-      if (ec == net::error::operation_aborted) continue;
+      ec = net::error::would_block;
     }
+    p.maybe_readable = n == WsTunnelSet::kScratchSize;
+    if (ec == net::error::would_block || ec == net::error::try_again) {
+      // Nothing is held while waiting: an idle tunnel keeps no read buffer (TLS included).
+      p.maybe_readable = true;  // after the wait, read
+      p.waiting = true;
+      const error_code wec = co_await p.src->WaitReadable();
+      p.waiting = false;
+      if (t.finished) break;
+      if (wec && wec != net::error::operation_aborted) {
+        t.RecordFirstClose(p.to_client ? stats::WsCloseInitiator::kUpstream
+                                       : stats::WsCloseInitiator::kClient, 0);
+        t.Finish();
+        break;
+      }
+      continue;  // readable, or woken to inject
+    }
+    data = scratch;
     if (ec == net::error::eof || ec == net::ssl::error::stream_truncated) {
       HalfClose(t, p);
       break;
@@ -469,7 +452,6 @@ net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
     }
   }
   p.ended = true;
-  p.tls_buf.reset();
 }
 
 }  // namespace
@@ -490,7 +472,6 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
 
   t.up.src = &client;
   t.up.dst = &upstream;
-  t.up.src_tls = client.is_tls();
   t.up.carry = std::move(handoff->from_client);
   t.up.bytes = &t.counters->websocket_bytes_to_upstream;
   t.up.worker_bytes = &worker.counters().bytes_received;

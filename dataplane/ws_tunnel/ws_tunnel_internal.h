@@ -55,11 +55,9 @@ struct WsPump {
   AnyStream* src = nullptr;
   AnyStream* dst = nullptr;
   bool to_client = false;  // upstream -> client
-  bool src_tls = false;
   bool dst_tls = false;
   ws::FrameTracker tracker;
   std::string carry;                         // handed-over bytes, forwarded first
-  std::unique_ptr<uint8_t[]> tls_buf;        // TLS source only
   ws::SmallFrame inject_frame;
   Inject inject = Inject::kNone;
   bool absorbing = false;   // after our Close went to dst: src's frames are dropped
