@@ -126,3 +126,37 @@ def test_certificate_rotation_without_dropping_connections(tls_plane):
     assert kept.request("GET", "/api/v1/echo").status == 200
     kept.close()
     assert open(live_cert).read() != old_cert
+
+
+def test_large_bodies_both_ways_over_tls(tls_plane):
+    """16 MiB up and down one keep-alive TLS connection: partial TLS writes and reads that
+    wait on the poller in both directions."""
+    import hashlib
+    plane, _, cert, _ = tls_plane
+    size, block = 16 * 1024 * 1024, bytes(range(256)) * 256  # 64 KiB
+    c = dp.Conn(plane.port, tls_context=client_context(cert), timeout=60)
+    digest = hashlib.sha256()
+    c.send(b"POST /api/v1/upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+    for _ in range(size // len(block)):
+        c.send(block)
+        digest.update(block)
+    r = c.response()
+    assert r.status == 200, r.body
+    assert r.json()["body_bytes"] == size
+    assert r.json()["body_sha256"] == digest.hexdigest()
+
+    c.send(b"GET /api/v1/bytes?n=%d HTTP/1.1\r\nHost: t\r\n\r\n" % size)
+    status, _, headers, _ = c.read_head()
+    assert status == 200
+    assert int(dict(headers)["Content-Length"]) == size
+    received = 0
+    while received < size:
+        if not c.buf:
+            c._fill()
+        take = min(len(c.buf), size - received)
+        received += take
+        c.buf = c.buf[take:]
+    assert received == size
+    # The connection is still usable afterwards.
+    assert c.request("GET", "/api/v1/echo").status == 200
+    c.close()
