@@ -202,6 +202,17 @@ class Conn:
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
+    def skip(self, n):
+        """Reads and drops n bytes (a large body, never accumulated); returns n."""
+        skipped = 0
+        while skipped < n:
+            if not self.buf:
+                self._fill()
+            take = min(len(self.buf), n - skipped)
+            skipped += take
+            self.buf = self.buf[take:]
+        return skipped
+
     def read_chunked(self, sink=None):
         """The de-chunked body; with `sink`, each piece goes to sink(bytes) instead (large
         bodies are never accumulated)."""
