@@ -298,27 +298,42 @@ net::awaitable<error_code> TlsWait(Polled& p, Waiter& w, Want want) {
   return Park(p, w, want == Want::kRead, want == Want::kWrite);
 }
 
+// Reads what OpenSSL can give now; would_block (with read_wants_write set when it must send
+// first) when it needs the socket.
+size_t TlsTryRead(Polled& p, net::mutable_buffer buf, error_code& ec) {
+  ec = {};
+  p.read_wants_write = false;
+  if (p.fd < 0 || p.ssl == nullptr) {
+    ec = net::error::bad_descriptor;
+    return 0;
+  }
+  if (buf.size() == 0) return 0;
+  ERR_clear_error();
+  errno = 0;
+  size_t n = 0;
+  const int r = SSL_read_ex(p.ssl, buf.data(), buf.size(), &n);
+  const int saved_errno = errno;
+  if (r == 1) return n;
+  Want want;
+  ec = TlsFailure(p, r, saved_errno, want);
+  if (!ec) {
+    p.read_wants_write = want == Want::kWrite;
+    ec = net::error::would_block;
+  }
+  return 0;
+}
+
 IoAwaitable TlsRead(Polled& p, net::mutable_buffer buf) {
   for (;;) {
-    if (p.fd < 0 || p.ssl == nullptr) {
-      co_return std::tuple<error_code, size_t>{net::error::bad_descriptor, 0};
+    error_code ec;
+    const size_t n = TlsTryRead(p, buf, ec);
+    if (ec != net::error::would_block) {
+      if (!ec) co_await MaybeYield(p);
+      co_return std::tuple<error_code, size_t>{ec, n};
     }
-    if (buf.size() == 0) co_return std::tuple<error_code, size_t>{error_code{}, 0};
-    ERR_clear_error();
-    errno = 0;
-    size_t n = 0;
-    const int r = SSL_read_ex(p.ssl, buf.data(), buf.size(), &n);
-    const int saved_errno = errno;
-    if (r == 1) {
-      co_await MaybeYield(p);
-      co_return std::tuple<error_code, size_t>{error_code{}, n};
-    }
-    Want want;
-    if (error_code ec = TlsFailure(p, r, saved_errno, want); ec) {
-      co_return std::tuple<error_code, size_t>{ec, 0};
-    }
-    if (const error_code ec = co_await TlsWait(p, p.reader, want); ec) {
-      co_return std::tuple<error_code, size_t>{ec, 0};
+    const Want want = p.read_wants_write ? Want::kWrite : Want::kRead;
+    if (const error_code wec = co_await TlsWait(p, p.reader, want); wec) {
+      co_return std::tuple<error_code, size_t>{wec, 0};
     }
   }
 }
@@ -360,29 +375,6 @@ IoAwaitable TlsWrite(Polled& p, net::const_buffer a, net::const_buffer b) {
   }
   co_await MaybeYield(p);
   co_return std::tuple<error_code, size_t>{error_code{}, done};
-}
-
-size_t TlsTryRead(Polled& p, net::mutable_buffer buf, error_code& ec) {
-  ec = {};
-  p.read_wants_write = false;
-  if (p.fd < 0) {
-    ec = net::error::bad_descriptor;
-    return 0;
-  }
-  if (buf.size() == 0) return 0;
-  ERR_clear_error();
-  errno = 0;
-  size_t n = 0;
-  const int r = SSL_read_ex(p.ssl, buf.data(), buf.size(), &n);
-  const int saved_errno = errno;
-  if (r == 1) return n;
-  Want want;
-  ec = TlsFailure(p, r, saved_errno, want);
-  if (!ec) {
-    p.read_wants_write = want == Want::kWrite;
-    ec = net::error::would_block;
-  }
-  return 0;
 }
 
 net::awaitable<error_code> TlsHandshake(Polled& p) {
