@@ -4,7 +4,6 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
@@ -28,7 +27,6 @@
 
 namespace onedomain::dataplane {
 namespace {
-
 
 // After we decide to close while the client may still be sending (an error mid-upload), a
 // plain close would reset the connection and could destroy our answer in flight. Read and
@@ -57,7 +55,6 @@ class SessionScope {
   Worker& worker_;
   SessionLink& link_;
 };
-
 
 // Per-request access-log context; copies the head's method and target only when the log is
 // on, since those views die with the read buffer.

@@ -2,7 +2,6 @@
 
 #include <pthread.h>
 
-
 #include <boost/asio/detail/reactor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
