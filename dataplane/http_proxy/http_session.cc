@@ -234,16 +234,10 @@ std::string PeerAddress(int fd) {
 net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t slot) {
   const Clock::time_point accepted = Clock::now();
   SessionLink link;
-  std::string client_ip;
-  {
-    const Ref<WorkerConfig> cfg = worker.config();
-    const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
-    if (listener == nullptr) co_return;  // removed between accept and now
-    const int one = 1;  // Nagle off; failure only costs latency
-    ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    client_ip = PeerAddress(socket.get());
-    if (client_ip.empty()) co_return;  // already reset by the peer
-  }
+  const int one = 1;  // Nagle off; failure only costs latency
+  ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  const std::string client_ip = PeerAddress(socket.get());
+  if (client_ip.empty()) co_return;  // already reset by the peer
   AnyStream stream(socket.release(), worker.poller());
   if (stream.native_handle() < 0) {
     log::Warn("http", str::Cat("cannot watch the connection from ", client_ip, ": ",
@@ -253,7 +247,7 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
   {
     const Ref<WorkerConfig> cfg = worker.config();
     const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
-    if (listener == nullptr) co_return;
+    if (listener == nullptr) co_return;  // removed between accept and now
     if (listener->tls) {
       // Plain HTTP to a TLS port gets a readable answer instead of a handshake failure:
       // a TLS ClientHello starts with 0x16 (handshake record).

@@ -7,12 +7,10 @@
 //
 // Thread: one worker.
 
-#include <boost/asio/use_awaitable.hpp>
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "dataplane/net/any_stream.h"
