@@ -186,8 +186,9 @@ absl::Status CheckPortFree(const std::string& address, uint16_t port) {
     const int err = errno;
     if (err == EADDRINUSE) {
       return absl::FailedPreconditionError(str::Cat(
-          address, ":", port, " is already in use by another process (another data plane?); "
-          "set share_listen_ports: true in the bootstrap to share it on purpose"));
+          "cannot listen on ", address, ":", port,
+          ": already in use by another process (another data plane?); set "
+          "share_listen_ports: true in the bootstrap to share it on purpose"));
     }
     return absl::UnavailableError(
         str::Cat("cannot listen on ", address, ":", port, ": ", std::strerror(err)));

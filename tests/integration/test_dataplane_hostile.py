@@ -383,8 +383,9 @@ def test_dot_segments_are_removed_before_routing_and_forwarding(procs):
         before = plane.counter("onedomain_http_requests_total", route="api", code="200")
         r = dp.request(plane.port, "GET", target)
         assert r.status == 200 and r.body == b"GET /api/v1/echo", (target, r.body)
-        assert plane.counter("onedomain_http_requests_total", route="api",
-                             code="200") == before + 1
+        # Counted once the request finishes, just after the answer went out.
+        dp.wait_until(lambda: plane.counter("onedomain_http_requests_total", route="api",
+                                            code="200") == before + 1, 5, "the api route count")
     up.stop()
 
 
@@ -504,7 +505,8 @@ def test_malformed_upgrades_have_their_own_label(procs):
            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: bad\r\n\r\n")
     assert c.response().status == 400
     c.close()
-    assert plane.counter("onedomain_websocket_upgrades_total", route="ws", result="malformed") == 1
+    dp.wait_until(lambda: plane.counter("onedomain_websocket_upgrades_total", route="ws",
+                                        result="malformed") == 1, 5, "the malformed count")
     assert plane.counter("onedomain_websocket_upgrades_total", route="ws",
                          result="not_allowed") == 0
     up.stop()
