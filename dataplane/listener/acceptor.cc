@@ -111,7 +111,7 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
       const CompiledListener* l = cfg ? cfg->listener(slot) : nullptr;
       uint32_t max = l != nullptr ? l->limits.max_connections_per_worker : 0;
       if (max == 0) max = worker.default_connection_cap();
-      if (max != 0 && worker.live_sessions() >= static_cast<int64_t>(max)) {
+      if (max != 0 && worker.connections() >= max) {
         SlotWait w;
         w.parked = &pause;
         w.wake = &WakeSlotWait;
