@@ -159,8 +159,12 @@ def test_zero_byte_node_cache_is_logged_and_counted(procs, tmp_path):
         procs, str(node_dir), "127.0.0.1:1", "n1",
         snapshot_yaml=cp_support.seed_yaml())
     dp.wait_ports()
-    status, _, body = support.http_get(f"http://127.0.0.1:{dp.ports['admin']}/metrics")
-    assert status == 200
-    assert metric(body.decode(), "onedomain_config_cache_errors_total",
-                  '{reason="empty"}') == 1
+
+    def counted():
+        # The admin port opens before managed mode reads the cache: wait for the count.
+        status, _, body = support.http_get(f"http://127.0.0.1:{dp.ports['admin']}/metrics")
+        assert status == 200
+        return metric(body.decode(), "onedomain_config_cache_errors_total",
+                      '{reason="empty"}') == 1
+    support.wait_for(counted, 10, what="the empty cache counted")
     assert f"cached snapshot {node_dir}/snapshot.pb is empty (0 bytes)" in dp.output()
