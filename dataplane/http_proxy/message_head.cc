@@ -89,16 +89,18 @@ bool HasObsFold(std::string_view header) {
 }
 
 HeadBoundary::Result HeadBoundary::Scan(std::string_view bytes) {
+  // Every LF is looked at once, with the bytes before it: CRLF CRLF ends the head; a bare LF
+  // (RFC 9112 2.2 lets a recipient refuse it, and Beast does) ends the scan too, so the
+  // parser refuses the head at once instead of waiting for a terminator until the timeout.
   const size_t window = std::min<size_t>(bytes.size(), limit_);
-  // Only CRLF CRLF ends a head: Beast rejects bare-LF line ends, and so do we (such a head
-  // is answered 400 or 431, never forwarded). A terminator may straddle the last scan's end.
-  size_t from = scanned_ >= 3 ? scanned_ - 3 : 0;
-  while (from + 4 <= window) {
-    const void* cr = std::memchr(bytes.data() + from, '\r', window - from - 3);
-    if (cr == nullptr) break;
-    const size_t at = static_cast<size_t>(static_cast<const char*>(cr) - bytes.data());
-    if (bytes.compare(at, 4, "\r\n\r\n") == 0) {
-      end_ = at + 4;
+  size_t from = scanned_;
+  while (from < window) {
+    const void* lf = std::memchr(bytes.data() + from, '\n', window - from);
+    if (lf == nullptr) break;
+    const size_t at = static_cast<size_t>(static_cast<const char*>(lf) - bytes.data());
+    const bool bare = at == 0 || bytes[at - 1] != '\r';
+    if (bare || (at >= 3 && bytes[at - 2] == '\n' && bytes[at - 3] == '\r')) {
+      end_ = at + 1;
       return Result::kComplete;
     }
     from = at + 1;
@@ -128,7 +130,8 @@ size_t FeedWholeHead(Parser& parser, HeadBoundary& boundary, std::string_view by
   }
   const size_t used =
       parser.put(boost::asio::const_buffer(bytes.data(), boundary.size()), ec);
-  if (ec == http::error::need_more) ec = http::error::bad_line_ending;  // cannot happen
+  // A head cut at a bare LF: Beast refuses it, or waits for more, which is a refusal too.
+  if (ec == http::error::need_more) ec = http::error::bad_line_ending;
   if (ec) return 0;
   if (!parser.is_header_done()) {
     ec = http::error::partial_message;

@@ -85,13 +85,14 @@ class HeadBoundary {
   explicit HeadBoundary(uint32_t limit) : limit_(limit) {}
 
   enum class Result : uint8_t { kNeedMore, kComplete, kTooLarge };
-  // On kComplete, size() is the length of the head including the final CRLF CRLF.
+  // On kComplete, size() is the length of the head including the final CRLF CRLF (or up to
+  // a bare LF, which the parser then refuses).
   Result Scan(std::string_view bytes);
   size_t size() const { return end_; }
 
  private:
   uint32_t limit_;
-  size_t scanned_ = 0;  // bytes already searched (minus the 3 a terminator may straddle)
+  size_t scanned_ = 0;  // bytes already searched
   size_t end_ = 0;
 };
 

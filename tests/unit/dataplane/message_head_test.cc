@@ -252,4 +252,21 @@ TEST(MessageHeadTest, RebaseFollowsTheBytesToTheirNewPlace) {
   EXPECT_GE(head.fields[1].value.data(), b.data());
 }
 
+TEST(MessageHeadTest, BareLfIsRefusedAtOnceNotAfterTheTimeout) {
+  for (const std::string& raw : {std::string("GET / HTTP/1.1\nHost: h\n\n"),
+                                std::string("GET / HTTP/1.1\r\nHost: h\n"),
+                                std::string("GET / HTTP/1.1\r\nHost: h\r\n\n")}) {
+    RequestHead head;
+    const Parsed p = ParseRequest(raw, head);
+    EXPECT_FALSE(p.complete) << raw;
+    ASSERT_TRUE(p.error.has_value()) << raw;  // an answer now, not "need more"
+    EXPECT_EQ(StatusOf(p.error->kind), 400) << raw;
+  }
+  ResponseHead r;
+  ResponseHeadParser parser(r, 65536, false);
+  boost::system::error_code ec;
+  EXPECT_FALSE(parser.Feed("HTTP/1.1 200 OK\nContent-Length: 0\n\n", ec));
+  EXPECT_TRUE(ec);
+}
+
 }  // namespace onedomain::dataplane
