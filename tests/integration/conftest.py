@@ -2,7 +2,15 @@
 
 import pytest
 
+import segment_relay
 import support
+
+
+@pytest.fixture(autouse=True)
+def segment_relays():
+    """Stops the segmenting relays (ONEDOMAIN_SEGMENT) a test started, after its processes."""
+    yield
+    segment_relay.stop_all()
 
 
 @pytest.fixture

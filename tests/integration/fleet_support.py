@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 
+import segment_relay
 import support
 
 
@@ -46,7 +47,13 @@ drain:
 
 
 def wait_listener(proc, name="main", timeout=20.0):
-    """Waits until the data plane reports the listener's bound port; returns it."""
+    """Waits until the data plane reports the listener's bound port; returns it (under
+    ONEDOMAIN_SEGMENT, a segmenting relay's port in front of it)."""
+    return segment_relay.relay_port(wait_listener_direct(proc, name, timeout))
+
+
+def wait_listener_direct(proc, name="main", timeout=20.0):
+    """Waits until the data plane reports the listener's bound port; returns that port."""
     def ready():
         if proc.proc.poll() is not None:
             raise RuntimeError(f"{proc.name} exited:\n{proc.output()}")
