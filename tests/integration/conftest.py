@@ -30,3 +30,12 @@ def procs():
         # Workers run their own event loop; an Asio I/O object on one would stall (see
         # Worker::CheckNoReactor).
         assert "Asio's reactor is in use" not in p.output(), f"{p.name}:\n{p.output()}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A segmented run in which no relay was ever started tested nothing in pieces: fail it
+    (a fixture that stopped going through dp_support/fleet_support would do that)."""
+    if segment_relay.enabled() and segment_relay.started_total == 0 and \
+            session.testscollected > 0 and exitstatus == 0:
+        print(f"\nONEDOMAIN_SEGMENT={segment_relay.mode()} but no test went through a relay")
+        session.exitstatus = 1

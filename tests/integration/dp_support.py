@@ -77,7 +77,8 @@ class Dataplane:
 
     def listener(self, name):
         if name not in self._relays:
-            self._relays[name] = segment_relay.relay_port(self.ports[f"listener.{name}"])
+            self._relays[name] = segment_relay.relay_port(self.ports[f"listener.{name}"],
+                                                              probe=False)
         return self._relays[name]
 
     def direct_port(self, name="main"):

@@ -49,7 +49,7 @@ drain:
 def wait_listener(proc, name="main", timeout=20.0):
     """Waits until the data plane reports the listener's bound port; returns it (under
     ONEDOMAIN_SEGMENT, a segmenting relay's port in front of it)."""
-    return segment_relay.relay_port(wait_listener_direct(proc, name, timeout))
+    return segment_relay.relay_port(wait_listener_direct(proc, name, timeout), probe=False)
 
 
 def wait_listener_direct(proc, name="main", timeout=20.0):

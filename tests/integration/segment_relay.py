@@ -41,6 +41,7 @@ _seed_lock = threading.Lock()
 
 _active = []
 _active_lock = threading.Lock()
+started_total = 0   # relays started in this process (conftest checks it in segmented runs)
 
 
 def mode():
@@ -237,9 +238,11 @@ def relay_port(port, probe=True):
     with probe, the port accepts connections), else `port` itself."""
     if not _MODE or (probe and not _listening(port)):
         return port
+    global started_total
     relay = SegmentRelay(port, _MODE)
     with _active_lock:
         _active.append(relay)
+        started_total += 1
     return relay.port
 
 
