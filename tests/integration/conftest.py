@@ -32,6 +32,14 @@ def procs():
         assert "Asio's reactor is in use" not in p.output(), f"{p.name}:\n{p.output()}"
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The segmenting mode and seed, so a failing segmented run can be replayed (also with
+    -q, which hides the report header)."""
+    if segment_relay.enabled():
+        terminalreporter.write_line(f"ONEDOMAIN_SEGMENT={segment_relay.mode()} "
+                                    f"ONEDOMAIN_SEGMENT_SEED={segment_relay.seed()}")
+
+
 def pytest_sessionfinish(session, exitstatus):
     """A segmented run in which no relay was ever started tested nothing in pieces: fail it
     (a fixture that stopped going through dp_support/fleet_support would do that)."""

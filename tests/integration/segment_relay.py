@@ -12,7 +12,8 @@ Bounded by design: in each burst (the bytes a peer wrote before the relay found 
 empty), the first 64 KiB are cut into segments, and delays stop after 20 ms of sleeping; the
 rest of a large burst (a 16 MiB body) is forwarded as read. Heads and the start of every
 body are therefore always split; a 16 MiB upload does not take an hour at 1 byte a segment.
-ONEDOMAIN_SEGMENT_SEED makes `random` reproducible (the seed is printed when it is drawn).
+ONEDOMAIN_SEGMENT_SEED makes `random` reproducible (pytest's header shows the seed drawn);
+the sizes repeat exactly, the interleaving of threads does not.
 
 Half-closes are forwarded (EOF → shutdown(SHUT_WR) on the other side) and a reset on one
 side becomes a reset on the other (SO_LINGER 0), so a peer closing or resetting is seen as
@@ -35,7 +36,6 @@ _MODE = os.environ.get("ONEDOMAIN_SEGMENT", "").strip()
 _SEED = os.environ.get("ONEDOMAIN_SEGMENT_SEED")
 if _MODE and _SEED is None:
     _SEED = str(random.SystemRandom().randrange(1 << 30))
-    print(f"segment_relay: ONEDOMAIN_SEGMENT={_MODE} ONEDOMAIN_SEGMENT_SEED={_SEED}")
 _seed_counter = 0
 _seed_lock = threading.Lock()
 
@@ -51,6 +51,11 @@ def mode():
 
 def enabled():
     return bool(_MODE)
+
+
+def seed():
+    """The seed of `random` segment sizes and delays (ONEDOMAIN_SEGMENT_SEED replays it)."""
+    return _SEED
 
 
 def _next_rng():

@@ -207,7 +207,9 @@ async def ws_client(port, index, stop, results):
     rng = random.Random(900 + index)
     deadline = time.monotonic() + LOAD_LIMIT
     n = 0
-    while not stop.is_set() and time.monotonic() < deadline:
+    for _ in range(1000):  # connections
+        if stop.is_set() or time.monotonic() > deadline:
+            break
         instance = None
         try:
             async with websockets.connect(
@@ -217,7 +219,7 @@ async def ws_client(port, index, stop, results):
                 hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 instance = hello["instance"]
                 results.append((time.monotonic(), "open", instance))
-                while not stop.is_set() and time.monotonic() < deadline:
+                while not stop.is_set() and time.monotonic() < deadline and n < 20000:
                     n += 1
                     msg = f"m{index}-{n}-" + "x" * rng.randint(0, 3000)
                     await ws.send(msg)
