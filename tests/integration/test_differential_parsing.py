@@ -301,10 +301,16 @@ def test_request(request_node, name, data):
     assert not errors, f"{what}; the upstream's h11 rejected what the node sent: {errors}"
     # Whatever the node forwarded whole is what h11 parsed, in order (a prefix of it).
     assert len(complete) <= len(ref.messages), f"{what}: upstream got more than h11 parsed"
-    for (m, t, body), (um, ut, ubody, _) in zip(ref.messages, complete):
+    for (m, t, body), (um, ut, ubody, uheaders) in zip(ref.messages, complete):
         assert um == m and ubody == body, f"{what}: {(m, t, body)} became {(um, ut, ubody)}"
         if comparable_target(t):
             assert ut == t, f"{what}: target {t!r} became {ut!r}"
+        if t.lower().startswith((b"http://", b"https://")):
+            # RFC 9112 3.2.2: with an absolute-form target the Host header is ignored and
+            # the target's authority is the host; the upstream must not be told another one.
+            authority = t.split(b"//", 1)[1].split(b"/", 1)[0]
+            hosts = [v for n, v in uheaders if n == b"host"]
+            assert hosts == [authority], f"{what}: target {t!r} forwarded with Host {hosts}"
     accepted = [s for s in statuses if s == 200]
     assert len(accepted) == len(complete), f"{what}: 200s do not match forwarded requests"
     stricter = len(complete) < len(ref.messages)
