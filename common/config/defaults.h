@@ -31,6 +31,10 @@ inline constexpr uint32_t kPoolMaxIdle = 32;
 inline constexpr seconds kPoolIdleTimeout{30};
 inline constexpr uint32_t kOutlierConsecutiveFailures = 5;
 inline constexpr seconds kOutlierEjectionTime{30};
+inline constexpr uint32_t kRequestBufferBytes = 64 * 1024;
+inline constexpr uint32_t kMaxRequestBufferBytes = 16 * 1024 * 1024;
+inline constexpr seconds kBodyTimeout{30};
+inline constexpr uint32_t kOutlierPanicThresholdPercent = 50;
 inline constexpr seconds kDnsRefreshInterval{30};
 
 // WebSockets and drain.

@@ -1,4 +1,5 @@
 #include "common/config/validation.h"
+#include "common/config/defaults.h"
 #include "common/strings/strings.h"
 
 #include <arpa/inet.h>
@@ -69,6 +70,12 @@ class Checker {
       }
       Duration(p + ".limits.header_timeout", lim.header_timeout());
       Duration(p + ".limits.idle_timeout", lim.idle_timeout());
+      Duration(p + ".limits.body_timeout", lim.body_timeout());
+      if (lim.request_buffer_bytes() > defaults::kMaxRequestBufferBytes) {
+        Add(p + ".limits.request_buffer_bytes",
+            str::Cat("must be 0..", defaults::kMaxRequestBufferBytes, ", got ",
+                     lim.request_buffer_bytes()));
+      }
     }
     const std::string& fp = l.forwarded_proto();
     if (!fp.empty() && fp != "http" && fp != "https") {
@@ -93,6 +100,10 @@ class Checker {
     Duration(p + ".response_timeout", c.response_timeout());
     Duration(p + ".pool.idle_timeout", c.pool().idle_timeout());
     Duration(p + ".outlier_detection.ejection_time", c.outlier_detection().ejection_time());
+    if (c.outlier_detection().panic_threshold_percent() > 100) {
+      Add(p + ".outlier_detection.panic_threshold_percent",
+          str::Cat("must be 0..100, got ", c.outlier_detection().panic_threshold_percent()));
+    }
     Duration(p + ".dns_refresh_interval", c.dns_refresh_interval());
     if (c.has_tls() && !c.tls().server_name().empty() && !IsValidHost(c.tls().server_name())) {
       Add(p + ".tls.server_name", str::Cat("'", c.tls().server_name(), "' is not a host name"));

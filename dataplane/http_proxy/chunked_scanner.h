@@ -63,12 +63,25 @@ class ChunkedScanner {
     return -1;
   }
 
+  static bool IsTokenChar(char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    switch (c) {
+      case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+      case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+        return true;
+      default:
+        return false;
+    }
+  }
+
   State state_ = State::kSize;
   uint64_t chunk_remaining_ = 0;
   uint64_t data_bytes_ = 0;
   size_t digits_ = 0;
   size_t line_bytes_ = 0;     // extension or trailer bytes, for the limits
   size_t trailer_bytes_ = 0;
+  bool trailer_colon_ = false;  // the current trailer line's name has ended
 };
 
 template <typename OnData>
@@ -152,19 +165,30 @@ ChunkedScanner::Result ChunkedScanner::Feed(std::string_view in, OnData&& on_dat
           ++p;
           break;
         }
-        // A trailer field line: must start with a token character, never whitespace.
-        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == ':') return fail();
+        // A trailer field line: "name: value", the name a token (RFC 9110 5.1, 5.6.2).
+        if (!IsTokenChar(*p)) return fail();
         line_bytes_ = 0;
+        trailer_colon_ = false;
         state_ = State::kTrailerLine;
         break;
-      case State::kTrailerLine:
-        if (*p == '\r') {
+      case State::kTrailerLine: {
+        const auto c = static_cast<unsigned char>(*p);
+        if (++trailer_bytes_ > kMaxTrailerBytes) return fail();
+        if (c == '\r') {
+          if (!trailer_colon_) return fail();
           state_ = State::kTrailerLf;
-        } else if (*p == '\n' || ++trailer_bytes_ > kMaxTrailerBytes) {
+        } else if (!trailer_colon_) {
+          if (c == ':') {
+            trailer_colon_ = true;
+          } else if (!IsTokenChar(*p)) {
+            return fail();
+          }
+        } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
           return fail();
         }
         ++p;
         break;
+      }
       case State::kTrailerLf:
         if (*p != '\n') return fail();
         ++p;

@@ -81,7 +81,9 @@ AccessContext MakeAccessContext(Worker& worker, const Downstream& down, const Re
 
 // Drops what the client still sends, for a bounded time and amount, then returns.
 net::awaitable<void> Linger(AnyStream& stream, Deadline& deadline, beast::flat_buffer& scratch) {
-  if (!stream.is_tls()) stream.ShutdownSend();  // the peer may be gone: closing either way
+  // Tell the client the answer is complete first (FIN, and close_notify on TLS): it must not
+  // wait for the linger to end.
+  stream.ShutdownSend();
   deadline.Arm(kLingerTime);
   uint64_t dropped = 0;
   while (dropped < kLingerBytes) {
@@ -105,6 +107,7 @@ net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t 
   bufs.request_head.reserve(1024);
   bufs.response_head.reserve(1024);
   std::string log_method, log_target;
+  std::string target_storage;  // a normalised request-target, when it differs
   Deadline deadline(worker.deadlines(), &AnyStream::CancelThunk, &stream);
   bool first = true;
 
@@ -186,7 +189,9 @@ net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t 
     // Phases: checks, route, upgrade branch, limits; then the exchange.
     bool keep_alive = false;
     const CompiledRoute* route = nullptr;
-    if (auto err = CheckRequest(head)) {
+    std::optional<ProxyError> bad_request = NormalizeRequest(head, target_storage);
+    if (!bad_request) bad_request = CheckRequest(head);
+    if (const auto& err = bad_request) {
       keep_alive = co_await SendLocalReply(down, *err, record, head_method, false, false,
                                            bufs.response_head);
     } else if ((route = cfg->routes().Match(head.host, PathOfTarget(head.target))) == nullptr) {
@@ -205,6 +210,9 @@ net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t 
       } else if (auto too_large = CheckBodyLimit(head, limit)) {
         keep_alive = co_await SendLocalReply(down, *too_large, record, head_method, false, false,
                                              bufs.response_head);
+      } else if (auto body_error = co_await ReadRequestBodyStart(down, head, limit)) {
+        keep_alive = co_await SendLocalReply(down, *body_error, record, head_method, false,
+                                             false, bufs.response_head);
       } else {
         keep_alive = co_await ProxyExchange(down, head, *route, *cfg, record, bufs);
       }

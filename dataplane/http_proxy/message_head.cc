@@ -2,6 +2,7 @@
 
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/error.hpp>
+#include <algorithm>
 #include <cstring>
 
 #include "common/strings/strings.h"
@@ -43,7 +44,25 @@ void RequestHead::Clear() {
   upgrade = {};
   expect_continue = false;
   header_bytes = 0;
+  continue_sent = false;
   reject.reset();
+}
+
+void RequestHead::Rebase(const char* old_base, size_t size, const char* new_base) {
+  if (old_base == new_base) return;
+  auto move = [&](std::string_view& v) {
+    if (v.data() >= old_base && v.data() + v.size() <= old_base + size) {
+      v = std::string_view(new_base + (v.data() - old_base), v.size());
+    }
+  };
+  move(method_text);
+  move(target);
+  move(host);
+  move(upgrade);
+  for (HeaderField& f : fields) {
+    move(f.name);
+    move(f.value);
+  }
 }
 
 void ResponseHead::Clear() {
@@ -69,9 +88,61 @@ bool HasObsFold(std::string_view header) {
   return false;
 }
 
+HeadBoundary::Result HeadBoundary::Scan(std::string_view bytes) {
+  const size_t window = std::min<size_t>(bytes.size(), limit_);
+  // Only CRLF CRLF ends a head: Beast rejects bare-LF line ends, and so do we (such a head
+  // is answered 400 or 431, never forwarded). A terminator may straddle the last scan's end.
+  size_t from = scanned_ >= 3 ? scanned_ - 3 : 0;
+  while (from + 4 <= window) {
+    const void* cr = std::memchr(bytes.data() + from, '\r', window - from - 3);
+    if (cr == nullptr) break;
+    const size_t at = static_cast<size_t>(static_cast<const char*>(cr) - bytes.data());
+    if (bytes.compare(at, 4, "\r\n\r\n") == 0) {
+      end_ = at + 4;
+      return Result::kComplete;
+    }
+    from = at + 1;
+  }
+  if (bytes.size() >= limit_) return Result::kTooLarge;
+  scanned_ = bytes.size();
+  return Result::kNeedMore;
+}
+
+namespace {
+
+// Shared by both parsers: waits for the whole head, then gives it to Beast in one call.
+// Returns the bytes Beast took (the head), or 0 with `ec` clear (need more) or set.
+template <typename Parser>
+size_t FeedWholeHead(Parser& parser, HeadBoundary& boundary, std::string_view bytes,
+                     boost::system::error_code& ec) {
+  ec = {};
+  if (bytes.empty()) return 0;
+  switch (boundary.Scan(bytes)) {
+    case HeadBoundary::Result::kNeedMore:
+      return 0;
+    case HeadBoundary::Result::kTooLarge:
+      ec = http::error::header_limit;
+      return 0;
+    case HeadBoundary::Result::kComplete:
+      break;
+  }
+  const size_t used =
+      parser.put(boost::asio::const_buffer(bytes.data(), boundary.size()), ec);
+  if (ec == http::error::need_more) ec = http::error::bad_line_ending;  // cannot happen
+  if (ec) return 0;
+  if (!parser.is_header_done()) {
+    ec = http::error::partial_message;
+    return 0;
+  }
+  return used;
+}
+
+}  // namespace
+
 // ---- requests ---------------------------------------------------------------------------
 
-RequestHeadParser::RequestHeadParser(RequestHead& head, uint32_t header_limit) : head_(head) {
+RequestHeadParser::RequestHeadParser(RequestHead& head, uint32_t header_limit)
+    : head_(head), boundary_(header_limit) {
   head_.Clear();
   this->header_limit(header_limit);
   // The body is relayed by the caller, never through the parser.
@@ -80,16 +151,9 @@ RequestHeadParser::RequestHeadParser(RequestHead& head, uint32_t header_limit) :
 }
 
 bool RequestHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
-  ec = {};
-  if (bytes.empty()) return false;
   input_ = bytes;
-  const size_t used = this->put(boost::asio::const_buffer(bytes.data(), bytes.size()), ec);
-  if (ec == http::error::need_more) {
-    ec = {};
-    return false;
-  }
-  if (ec) return false;
-  if (!this->is_header_done()) return false;
+  const size_t used = FeedWholeHead(*this, boundary_, bytes, ec);
+  if (used == 0) return false;
   head_.header_bytes = used;
   if (HasObsFold(bytes.substr(0, used))) {
     head_.reject = ProxyError{ProxyErrorKind::kSmuggling, "obsolete line folding is not allowed"};
@@ -188,7 +252,7 @@ ProxyError ClassifyRequestParseError(const RequestHead& head,
 
 ResponseHeadParser::ResponseHeadParser(ResponseHead& head, uint32_t header_limit,
                                        bool request_was_head)
-    : head_(head) {
+    : head_(head), boundary_(header_limit) {
   head_.Clear();
   this->header_limit(header_limit);
   this->body_limit(boost::none);
@@ -197,16 +261,9 @@ ResponseHeadParser::ResponseHeadParser(ResponseHead& head, uint32_t header_limit
 }
 
 bool ResponseHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
-  ec = {};
-  if (bytes.empty()) return false;
   input_ = bytes;
-  const size_t used = this->put(boost::asio::const_buffer(bytes.data(), bytes.size()), ec);
-  if (ec == http::error::need_more) {
-    ec = {};
-    return false;
-  }
-  if (ec) return false;
-  if (!this->is_header_done()) return false;
+  const size_t used = FeedWholeHead(*this, boundary_, bytes, ec);
+  if (used == 0) return false;
   head_.header_bytes = used;
   if (HasObsFold(bytes.substr(0, used))) {
     ec = http::error::bad_value;

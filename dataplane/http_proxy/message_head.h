@@ -49,11 +49,15 @@ struct RequestHead {
   std::string_view upgrade;    // the Upgrade value
   bool expect_continue = false;
   size_t header_bytes = 0;     // request line + fields + final CRLF
+  bool continue_sent = false;  // the node answered Expect: 100-continue itself already
   // Set by the parser when it rejects the message for a reason Beast's error code does not
   // say precisely (smuggling defences).
   std::optional<ProxyError> reject;
 
   void Clear();
+  // The request's bytes moved from [old_base, old_base + size) to new_base (the read buffer
+  // grew): points the views that were into them at the new place.
+  void Rebase(const char* old_base, size_t size, const char* new_base);
 };
 
 struct ResponseHead {
@@ -69,16 +73,38 @@ struct ResponseHead {
   void Clear();
 };
 
+// Finds the end of a message head in `bytes` (all bytes received so far, from the head's
+// first byte) across any number of reads. Beast's parser consumes the start line and whole
+// field lines as they arrive, so feeding it a partial head and then the same bytes again
+// would parse the start line as a field; and the head's views point into a buffer that may
+// move as it grows. So nothing is handed to Beast until the whole head is here, and then in
+// one piece. Scanning resumes where the last call stopped: a head split into N reads costs
+// one pass over its bytes, not N.
+class HeadBoundary {
+ public:
+  explicit HeadBoundary(uint32_t limit) : limit_(limit) {}
+
+  enum class Result : uint8_t { kNeedMore, kComplete, kTooLarge };
+  // On kComplete, size() is the length of the head including the final CRLF CRLF.
+  Result Scan(std::string_view bytes);
+  size_t size() const { return end_; }
+
+ private:
+  uint32_t limit_;
+  size_t scanned_ = 0;  // bytes already searched (minus the 3 a terminator may straddle)
+  size_t end_ = 0;
+};
+
 // Parses one request head. Construct one per request (Beast parsers are single-use; this is
 // a few hundred bytes on the session's frame, no heap). Body bytes are left to the caller.
 class RequestHeadParser final : public http::basic_parser<true> {
  public:
   RequestHeadParser(RequestHead& head, uint32_t header_limit);
 
-  // Feeds the bytes received so far (always from the start of the message). Returns true when
-  // the head is complete; false with `ec` clear when more bytes are needed; false with `ec`
-  // set on a malformed or oversized head. On success head.header_bytes says how many bytes
-  // of `bytes` the head took.
+  // Feeds the bytes received so far (always from the start of the message, which may have
+  // moved in memory since the last call). Returns true when the head is complete; false with
+  // `ec` clear when more bytes are needed; false with `ec` set on a malformed or oversized
+  // head. On success head.header_bytes says how many bytes of `bytes` the head took.
   bool Feed(std::string_view bytes, boost::system::error_code& ec);
 
  private:
@@ -97,6 +123,7 @@ class RequestHeadParser final : public http::basic_parser<true> {
   void on_finish_impl(boost::system::error_code&) override {}
 
   RequestHead& head_;
+  HeadBoundary boundary_;
   std::string_view input_;  // what the current Feed passed, to tell folded values apart
 };
 
@@ -124,6 +151,7 @@ class ResponseHeadParser final : public http::basic_parser<false> {
   void on_finish_impl(boost::system::error_code&) override {}
 
   ResponseHead& head_;
+  HeadBoundary boundary_;
   std::string_view input_;
 };
 

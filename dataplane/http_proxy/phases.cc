@@ -1,5 +1,8 @@
 #include "dataplane/http_proxy/phases.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include "common/strings/strings.h"
 #include "dataplane/cookie/cookie_policy.h"
 #include "dataplane/stats/dataplane_stats.h"
@@ -75,6 +78,151 @@ std::optional<ProxyError> CheckRequest(const RequestHead& head) {
   if (CollectConnectionTokens(head.fields).overflow) {
     return ProxyError{ProxyErrorKind::kMalformedRequest, "too many Connection options"};
   }
+  return std::nullopt;
+}
+
+namespace {
+
+bool IsHostChar(char c) {
+  // RFC 3986 reg-name: unreserved / pct-encoded / sub-delims.
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  switch (c) {
+    case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&':
+    case '\'': case '(': case ')': case '*': case '+': case ',': case ';': case '=':
+      return true;
+    default:
+      return false;
+  }
+}
+
+// uri-host [ ":" port ] (RFC 9110 7.2); IP literals in brackets.
+bool IsValidAuthority(std::string_view a) {
+  std::string_view port;
+  if (!a.empty() && a.front() == '[') {
+    const size_t close = a.find(']');
+    if (close == std::string_view::npos || close < 3) return false;
+    for (char c : a.substr(1, close - 1)) {
+      if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
+    }
+    port = a.substr(close + 1);
+    if (!port.empty() && port.front() != ':') return false;
+  } else {
+    const size_t colon = a.find(':');
+    const std::string_view host = a.substr(0, colon);
+    for (char c : host) {
+      if (!IsHostChar(c)) return false;
+    }
+    if (colon != std::string_view::npos) port = a.substr(colon);
+  }
+  if (port.empty()) return true;
+  port.remove_prefix(1);  // ':'
+  if (port.size() > 5) return false;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+// "." or its percent-encoded forms.
+bool IsDot(std::string_view s) {
+  return s == "." || str::EqualsIgnoreCase(s, "%2e");
+}
+
+bool IsDotSegment(std::string_view seg) {
+  if (IsDot(seg)) return true;
+  // "..", ".%2e", "%2e.", "%2e%2e"
+  for (size_t first : {size_t{1}, size_t{3}}) {
+    if (seg.size() > first && IsDot(seg.substr(0, first)) && IsDot(seg.substr(first))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool IsDoubleDot(std::string_view seg) { return !IsDot(seg) && IsDotSegment(seg); }
+
+bool MayHaveDotSegment(std::string_view path) {
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '.' || (path[i] == '%' && i + 2 < path.size() && path[i + 1] == '2' &&
+                           (path[i + 2] == 'e' || path[i + 2] == 'E'))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+void RemoveDotSegments(std::string_view path, std::string& out) {
+  // Segments between slashes; "." drops itself, ".." drops itself and the segment before.
+  // A trailing dot-segment leaves a trailing slash ("/a/b/.." -> "/a/").
+  const size_t base = out.size();
+  out.push_back('/');
+  size_t pos = 1;
+  while (pos <= path.size()) {
+    const size_t slash = std::min(path.find('/', pos), path.size());
+    const std::string_view seg = path.substr(pos, slash - pos);
+    const bool last = slash == path.size();
+    if (IsDotSegment(seg)) {
+      if (IsDoubleDot(seg) && out.size() > base + 1) {
+        // Drop the previous segment: out ends with "/prev/" or "/prev".
+        if (out.back() == '/') out.pop_back();
+        out.resize(out.rfind('/') + 1);
+      }
+    } else {
+      out.append(seg);
+      if (!last) out.push_back('/');
+    }
+    pos = slash + 1;
+  }
+}
+
+std::optional<ProxyError> NormalizeRequest(RequestHead& head, std::string& storage) {
+  for (char c : head.target) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) {
+      return ProxyError{ProxyErrorKind::kBadTarget, "invalid byte in the request-target"};
+    }
+  }
+  std::string_view target = head.target;
+  bool absolute = false;
+  if (!target.empty() && target.front() != '/') {
+    std::string_view rest = target;
+    const size_t colon = rest.find("://");
+    if (colon != std::string_view::npos &&
+        (str::EqualsIgnoreCase(rest.substr(0, colon), "http") ||
+         str::EqualsIgnoreCase(rest.substr(0, colon), "https"))) {
+      rest.remove_prefix(colon + 3);
+      const size_t end = std::min(rest.find_first_of("/?"), rest.size());
+      const std::string_view authority = rest.substr(0, end);
+      if (authority.empty() || !IsValidAuthority(authority)) {
+        return ProxyError{ProxyErrorKind::kBadHost, "invalid authority in the request-target"};
+      }
+      head.host = authority;  // RFC 9112 3.2.2: the target's authority wins over Host
+      target = rest.substr(end);
+      absolute = true;
+    }
+  }
+  if ((head.host_count == 1 || absolute) && !IsValidAuthority(head.host)) {
+    return ProxyError{ProxyErrorKind::kBadHost, "invalid Host header"};
+  }
+  if (!absolute && !MayHaveDotSegment(target)) return std::nullopt;  // the common case
+
+  const size_t q = target.find('?');
+  const std::string_view path = target.substr(0, q);
+  const std::string_view query = q == std::string_view::npos ? "" : target.substr(q);
+  storage.clear();
+  if (path.empty()) {
+    storage.push_back('/');
+  } else if (path.front() != '/') {
+    return std::nullopt;  // "*" or garbage: CheckRequest answers it
+  } else if (MayHaveDotSegment(path)) {
+    RemoveDotSegments(path, storage);
+  } else {
+    storage.append(path);
+  }
+  storage.append(query);
+  head.target = storage;
   return std::nullopt;
 }
 
@@ -158,15 +306,19 @@ void AppendUpstreamRequestHead(const RequestHead& head, const UpstreamHeadParams
   const ConnectionTokens tokens = CollectConnectionTokens(head.fields);
   const std::string_view host_rewrite =
       p.route != nullptr ? std::string_view(p.route->host_rewrite) : std::string_view();
+  // head.host is the Host value, or an absolute-form target's authority (which wins).
   if (head.host_count == 0) {
-    AppendField(out, "Host", host_rewrite.empty() ? p.default_host : host_rewrite);
+    AppendField(out, "Host",
+                !host_rewrite.empty() ? host_rewrite
+                : !head.host.empty()  ? head.host
+                                      : p.default_host);
   }
 
   bool had_xff = false;
   for (const HeaderField& f : head.fields) {
     switch (f.id) {
       case http::field::host:
-        AppendField(out, f.name, host_rewrite.empty() ? f.value : host_rewrite);
+        AppendField(out, f.name, host_rewrite.empty() ? head.host : host_rewrite);
         continue;
       case http::field::content_length:
         continue;  // re-emitted once, normalised, below
@@ -211,7 +363,7 @@ void AppendUpstreamRequestHead(const RequestHead& head, const UpstreamHeadParams
   out.append(p.client_ip);
   out.append("\r\n");
   AppendField(out, "X-Forwarded-Proto", p.forwarded_proto);
-  if (head.host_count == 1) AppendField(out, "X-Forwarded-Host", head.host);
+  if (!head.host.empty()) AppendField(out, "X-Forwarded-Host", head.host);
 
   if (p.keep_upgrade) {
     AppendField(out, "Connection", "upgrade");

@@ -24,6 +24,18 @@ struct CookieCounters;
 // Request checks beyond the parser: Host rules (RFC 9112 3.2), request-target form, CONNECT.
 std::optional<ProxyError> CheckRequest(const RequestHead& head);
 
+// Runs before CheckRequest and routing. Refuses a request-target with bytes outside visible
+// ASCII and a Host that is not a valid authority (RFC 3986 3.2); makes an absolute-form
+// target's authority the host (RFC 9112 3.2.2: it wins over Host) and the target origin-form;
+// removes dot-segments, also percent-encoded ones ("%2e"), so that "/ws/../api/x" is routed
+// and forwarded as "/api/x" (RFC 3986 5.2.4). When the target changes, the new one is built
+// in `storage` and head.target (and head.host) point there or into the request.
+std::optional<ProxyError> NormalizeRequest(RequestHead& head, std::string& storage);
+
+// The request path with dot-segments removed (RFC 3986 5.2.4), treating "%2e"/"%2E" as '.'.
+// Exposed for tests. `path` starts with '/'.
+void RemoveDotSegments(std::string_view path, std::string& out);
+
 // 413 when a declared Content-Length exceeds `limit` (0: unlimited). Chunked bodies are
 // checked while they stream.
 std::optional<ProxyError> CheckBodyLimit(const RequestHead& head, uint64_t limit);

@@ -15,6 +15,7 @@
 #include "dataplane/runtime/worker.h"
 #include "dataplane/runtime/worker_config.h"
 #include "dataplane/upstream/cluster_runtime.h"
+#include "dataplane/upstream/socket_probe.h"
 #include "dataplane/upstream/upstream_connection.h"
 
 namespace onedomain::dataplane {
@@ -80,6 +81,9 @@ struct Exchange {
   Deadline up_deadline;       // upstream I/O; cancels conn's stream
   Deadline request_deadline;  // the route's request_timeout; cancels both sides
   std::optional<ProxyError> error;
+  // When the whole request has been sent: the final response head must arrive by then, 1xx
+  // interim answers included (cluster.response_timeout). Unset while the body streams.
+  std::optional<Clock::time_point> head_until;
   int client_version = 11;
   bool head_method = false;
   bool response_head_seen = false;  // a final response head arrived (for outlier detection)
@@ -124,6 +128,19 @@ net::awaitable<bool> WaitForSlot(Host& host, Worker& worker, Clock::time_point u
   co_return w.woken;
 }
 
+// The warmest pooled connection of `host` that the upstream has not closed while it idled and
+// that holds no bytes nobody asked for; the others are closed (and counted) on the way.
+std::unique_ptr<UpstreamConnection> TakePooled(Host& host, const CompiledCluster& def,
+                                               stats::ClusterCounters& counters) {
+  for (;;) {
+    std::unique_ptr<UpstreamConnection> conn = host.pool().Take(Clock::now(), def.pool.idle_timeout);
+    if (!conn || ProbeIdleSocket(conn->stream().native_handle()) == IdleSocketState::kUsable) {
+      return conn;
+    }
+    counters.pool_stale.Add();
+  }
+}
+
 // Connects a new connection to `host` into x.conn. Returns false with x.error set on failure.
 net::awaitable<bool> Connect(Exchange& x, Host& host) {
   x.conn = std::make_unique<UpstreamConnection>(AnyStream(x.down.worker.poller()),
@@ -156,7 +173,11 @@ net::awaitable<HeadRead> ReadResponseHead(Exchange& x) {
       if (parser.Feed(view, ec)) co_return HeadRead::kOk;
       if (ec) co_return HeadRead::kMalformed;
     }
-    x.up_deadline.Arm(x.def.response_timeout);
+    if (x.head_until) {
+      x.up_deadline.ArmAt(*x.head_until);
+    } else {
+      x.up_deadline.Arm(x.def.response_timeout);
+    }
     const IoResult r = co_await x.conn->stream().ReadSome(buf.prepare(kInitialReadSize));
     x.up_deadline.Disarm();
     if (r.ec) {
@@ -242,9 +263,20 @@ net::awaitable<void> RelayResponse(Exchange& x) {
   worker.counters().bytes_sent.Add(rr.wire_bytes);
   if (!rr.ok()) {
     x.close_client = true;
-    if (rr.status == RelayStatus::kSrcClosed || rr.status == RelayStatus::kSrcError ||
-        rr.status == RelayStatus::kSrcTimeout || rr.status == RelayStatus::kBadFraming) {
-      x.upstream_failed = true;
+    const bool upstream_side =
+        rr.status == RelayStatus::kSrcClosed || rr.status == RelayStatus::kSrcError ||
+        rr.status == RelayStatus::kSrcTimeout || rr.status == RelayStatus::kBadFraming;
+    if (upstream_side) x.upstream_failed = true;
+    if (upstream_side && rr.wire_bytes == 0) {
+      // The body failed before the head went out (the head travels with the first body
+      // bytes): the client can still get a precise answer instead of an empty reply.
+      x.response_started = false;
+      x.record.status = 0;
+      x.error = rr.status == RelayStatus::kSrcTimeout
+                    ? ProxyError{ProxyErrorKind::kUpstreamResponseTimeout}
+                : rr.status == RelayStatus::kBadFraming
+                    ? ProxyError{ProxyErrorKind::kUpstreamBadResponse, "malformed chunked body"}
+                    : ProxyError{ProxyErrorKind::kUpstreamReset};
     }
     co_return;
   }
@@ -256,7 +288,7 @@ net::awaitable<void> RelayResponse(Exchange& x) {
 // on success (it waits to be cancelled) so that `||` waits for the response.
 net::awaitable<void> Upload(Exchange& x, uint64_t limit) {
   co_await net::this_coro::throw_if_cancelled(false);
-  RelayIo io{x.down.stream,       x.down.deadline, x.down.listener.limits.idle_timeout,
+  RelayIo io{x.down.stream,       x.down.deadline, x.down.listener.limits.body_timeout,
              x.conn->stream(),    x.up_deadline,   x.def.response_timeout,
              x.down.in};
   const net::const_buffer prefix = net::buffer(x.bufs.request_head);
@@ -274,7 +306,8 @@ net::awaitable<void> Upload(Exchange& x, uint64_t limit) {
       x.request_read = true;
       x.request_sent = true;
       // response_timeout runs from the request's last byte (cluster.proto).
-      x.up_deadline.Arm(x.def.response_timeout);
+      x.head_until = Clock::now() + x.def.response_timeout;
+      x.up_deadline.ArmAt(*x.head_until);
       break;
     case RelayStatus::kTooLarge:
       x.error = ProxyError{ProxyErrorKind::kBodyTooLarge, "chunked body exceeds the limit"};
@@ -347,6 +380,44 @@ BufferedRequest ProbeBufferedRequest(const RequestHead& head, const beast::flat_
 
 }  // namespace
 
+net::awaitable<std::optional<ProxyError>> ReadRequestBodyStart(Downstream& down, RequestHead& head,
+                                                              uint64_t body_limit) {
+  const ListenerLimits& limits = down.listener.limits;
+  if (limits.request_buffer_bytes == 0 || !HasRequestBody(head)) co_return std::nullopt;
+  BufferedRequest b = ProbeBufferedRequest(head, down.in, body_limit);
+  const auto enough = [&] {
+    return b.error || b.complete ||
+           down.in.size() - head.header_bytes >= limits.request_buffer_bytes;
+  };
+  if (enough()) co_return b.error;
+  if (head.expect_continue && head.version >= 11) {
+    // The client waits for this before it sends the body.
+    down.deadline.Arm(limits.idle_timeout);
+    const IoResult w = co_await down.stream.Write(net::buffer(kContinueResponse));
+    down.deadline.Disarm();
+    if (w.ec) co_return ProxyError{ProxyErrorKind::kBodyTimeout, "client gone"};
+    head.continue_sent = true;
+  }
+  down.deadline.Arm(limits.body_timeout);
+  while (!enough()) {
+    const char* base = static_cast<const char*>(down.in.data().data());
+    const size_t size = down.in.size();
+    const IoResult r = co_await down.stream.ReadSome(down.in.prepare(kInitialReadSize));
+    const bool timed_out = down.deadline.fired();
+    if (r.ec) {
+      down.deadline.Disarm();
+      co_return timed_out ? ProxyError{ProxyErrorKind::kBodyTimeout}
+                          : ProxyError{ProxyErrorKind::kMalformedRequest,
+                                       "the client closed before sending its body"};
+    }
+    down.in.commit(r.n);
+    head.Rebase(base, size, static_cast<const char*>(down.in.data().data()));
+    b = ProbeBufferedRequest(head, down.in, body_limit);
+  }
+  down.deadline.Disarm();
+  co_return b.error;
+}
+
 net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
                                    const CompiledRoute& route, WorkerConfig& cfg,
                                    RequestRecord& record, ExchangeBuffers& bufs) {
@@ -387,10 +458,12 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
     record.upstream = host;
     x.error.reset();
     bool reused = false;
-    if (!fresh_only) x.conn = host->pool().Take(Clock::now(), x.def.pool.idle_timeout);
+    std::optional<uint64_t> acked_before;  // of a reused connection, before this request
+    if (!fresh_only) x.conn = TakePooled(*host, x.def, *counters);
     if (x.conn) {
       reused = true;
       x.up_deadline.set_arg(&x.conn->stream());
+      acked_before = BytesAckedByPeer(x.conn->stream().native_handle());
     } else {
       if (x.def.pool.max_connections != 0 &&
           host->open_connections >= x.def.pool.max_connections) {
@@ -438,10 +511,18 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
                                                                  : HeadRead::kClosedEarly;
       } else {
         x.request_sent = true;
+        x.head_until = Clock::now() + x.def.response_timeout;
         hr = co_await ReadResponseHead(x);
       }
-      if (hr == HeadRead::kClosedEarly && reused && can_resend && !retried) {
-        // A pooled connection the upstream had closed: send again on a fresh one.
+      // A pooled connection the upstream closed just as we reused it (an idle timeout
+      // racing our request), before a single response byte: send again on a fresh
+      // connection, as browsers do. Idempotent requests always; others only when the
+      // peer's TCP acknowledged none of the request's bytes, which proves no application
+      // saw it.
+      const bool undelivered =
+          acked_before && BytesAckedByPeer(x.conn->stream().native_handle()) == acked_before;
+      if (hr == HeadRead::kClosedEarly && reused && buffered.complete && !retried &&
+          (can_resend || undelivered)) {
         // Prefer another host (this one may have just died), else this one again.
         retried = true;
         fresh_only = true;
@@ -461,7 +542,7 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
       consumed = true;
       co_await RelayResponse(x);
     } else {
-      if (head.expect_continue && head.version >= 11) {
+      if (head.expect_continue && head.version >= 11 && !head.continue_sent) {
         down.deadline.Arm(down.listener.limits.idle_timeout);
         const IoResult w = co_await down.stream.Write(net::buffer(kContinueResponse));
         down.deadline.Disarm();
@@ -482,9 +563,12 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
   x.request_deadline.Disarm();
   x.up_deadline.Disarm();
 
-  // Passive health: a final answer below 500 is a success; 5xx, resets and timeouts count.
+  // Passive health: connect failures (counted above), resets, timeouts and malformed
+  // answers count against the host; 5xx answers only when the cluster says so (any client
+  // can ask for a URL that fails).
   if (host_ref) {
-    const bool failed = x.upstream_failed || (x.response_head_seen && bufs.response.status >= 500);
+    const bool failed = x.upstream_failed || (x.def.outlier.count_5xx && x.response_head_seen &&
+                                              bufs.response.status >= 500);
     if (failed) {
       if (host_ref->outlier().RecordFailure(x.def.outlier, Clock::now())) counters->ejections.Add();
     } else if (x.response_head_seen) {

@@ -14,6 +14,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <optional>
 #include <string>
 
 #include "dataplane/http_proxy/message_head.h"
@@ -33,6 +34,14 @@ struct ExchangeBuffers {
   std::string response_head;       // the head sent to the client
   ResponseHead response;
 };
+
+// Reads the start of the request's body into `down.in` before any upstream connection is
+// taken: all of it, or the listener's request_buffer_bytes, within its body_timeout (nginx
+// buffers bodies the same way, so a slow upload pins no backend connection). Answers
+// Expect: 100-continue first when the body is not here yet. Keeps `head`'s views valid when
+// the buffer grows. An error means the request is answered with it and the connection closes.
+net::awaitable<std::optional<ProxyError>> ReadRequestBodyStart(Downstream& down, RequestHead& head,
+                                                              uint64_t body_limit);
 
 // Serves the request `head` (whose bytes start `down.in`) on `route`. Consumes the request's
 // bytes from `down.in`. Returns true when the client connection may serve another request.

@@ -1,5 +1,6 @@
 #include "dataplane/listener/acceptor.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -71,6 +72,26 @@ struct Registration {
   Listener* listener;
 };
 
+// A descriptor held back for the moment the process runs out: closing it lets one more
+// accept() succeed, so a waiting client is told "closed" at once instead of hanging in the
+// kernel's queue (and the accept loop does not spin on EMFILE).
+UniqueFd OpenReserve() { return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+
+// Out of descriptors: takes one queued connection with the reserve and closes it.
+void ShedOne(int listen_fd, UniqueFd& reserve, Worker& worker) {
+  if (!reserve) reserve = OpenReserve();  // lost earlier: try again now
+  if (!reserve) return;
+  reserve.reset();
+  const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd >= 0) {
+    const linger hard{1, 0};  // RST: no TIME_WAIT, and the client knows at once
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+    ::close(fd);
+    worker.counters().accept_shed.Add();
+  }
+  reserve = OpenReserve();
+}
+
 net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) {
   Listener listener(worker.poller(), std::move(socket));
   if (!worker.poller().Add(listener.fd.get(), &listener)) {
@@ -80,6 +101,7 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
   }
   Registration registration(worker, slot, &listener);
   Parked pause(worker.poller());
+  UniqueFd reserve = OpenReserve();
   int burst = 0;
   for (;;) {
     if (!listener.fd) co_return;
@@ -87,7 +109,8 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
     {
       const Ref<WorkerConfig> cfg = worker.config();
       const CompiledListener* l = cfg ? cfg->listener(slot) : nullptr;
-      const uint32_t max = l != nullptr ? l->limits.max_connections_per_worker : 0;
+      uint32_t max = l != nullptr ? l->limits.max_connections_per_worker : 0;
+      if (max == 0) max = worker.default_connection_cap();
       if (max != 0 && worker.live_sessions() >= static_cast<int64_t>(max)) {
         SlotWait w;
         w.parked = &pause;
@@ -113,6 +136,8 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
         continue;
       }
       if (err == EINTR || err == ECONNABORTED) continue;  // that one is gone; try the next
+      worker.counters().accept_failures.Add();
+      if (err == EMFILE || err == ENFILE) ShedOne(listener.fd.get(), reserve, worker);
       // Out of descriptors or memory: pause briefly rather than spin on the same error.
       log::Warn("listener", str::Cat("accept failed: ", std::strerror(err)));
       (void)co_await WaitUntil(pause, worker.deadlines(),
@@ -145,6 +170,29 @@ absl::StatusOr<UniqueFd> OpenListenSocket(const std::string& address, uint16_t p
         str::Cat("cannot listen on ", address, ":", port, ": ", std::strerror(errno)));
   }
   return fd;
+}
+
+absl::Status CheckPortFree(const std::string& address, uint16_t port) {
+  error_code ec;
+  const net::ip::address ip = net::ip::make_address(address, ec);
+  if (ec) return absl::InvalidArgumentError(str::Cat("bad listener address '", address, "'"));
+  const tcp::endpoint endpoint(ip, port);
+  UniqueFd fd(::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int one = 1;
+  if (!fd || ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) {
+    return absl::UnavailableError(str::Cat("cannot open a socket: ", std::strerror(errno)));
+  }
+  if (::bind(fd.get(), endpoint.data(), static_cast<socklen_t>(endpoint.size())) != 0) {
+    const int err = errno;
+    if (err == EADDRINUSE) {
+      return absl::FailedPreconditionError(str::Cat(
+          address, ":", port, " is already in use by another process (another data plane?); "
+          "set share_listen_ports: true in the bootstrap to share it on purpose"));
+    }
+    return absl::UnavailableError(
+        str::Cat("cannot listen on ", address, ":", port, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
 }
 
 uint16_t LocalPort(int fd) {

@@ -19,6 +19,10 @@ class Worker;
 // non-blocking. Safe to call from any thread before the socket is handed to its worker.
 absl::StatusOr<UniqueFd> OpenListenSocket(const std::string& address, uint16_t port);
 
+// Fails when some socket already listens on address:port: a bind without SO_REUSEPORT
+// succeeds only then (SO_REUSEADDR still ignores connections in TIME_WAIT).
+absl::Status CheckPortFree(const std::string& address, uint16_t port);
+
 // The port `fd` is bound to (0 if it cannot be read).
 uint16_t LocalPort(int fd);
 

@@ -12,6 +12,12 @@
 namespace onedomain::dataplane {
 namespace {
 
+// TLS 1.2: forward secrecy (ECDHE) and AEAD only, as Mozilla's "intermediate" profile.
+constexpr char kDefaultCipherList[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
 // ALPN protocols in wire format, stored on the SSL_CTX itself so the select callback never
 // outlives them (sessions keep the SSL_CTX alive, not our wrapper).
 void FreeAlpn(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {  // NOLINT(runtime/int)
@@ -90,6 +96,16 @@ absl::StatusOr<std::shared_ptr<TlsServerContext>> TlsServerContext::Load(
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  const char* ciphers =
+      tls.cipher_list().empty() ? kDefaultCipherList : tls.cipher_list().c_str();
+  if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
+    return absl::InvalidArgumentError(
+        str::Cat("cipher_list: no usable cipher in '", ciphers, "': ", OpenSslErrors()));
+  }
+  if (!tls.ciphersuites().empty() && SSL_CTX_set_ciphersuites(ctx, tls.ciphersuites().c_str()) != 1) {
+    return absl::InvalidArgumentError(str::Cat("ciphersuites: no usable suite in '",
+                                               tls.ciphersuites(), "': ", OpenSslErrors()));
+  }
 
   if (SSL_CTX_use_certificate_chain_file(ctx, self->cert_file_.c_str()) != 1) {
     return absl::InvalidArgumentError(str::Cat("cannot load certificate chain '",

@@ -539,7 +539,17 @@ size_t AnyStream::TryWrite(const net::const_buffer* bufs, size_t count, error_co
 }
 
 void AnyStream::ShutdownSend() {
-  if (polled_->fd >= 0) ::shutdown(polled_->fd, SHUT_WR);  // the peer may be gone: harmless
+  Polled& p = *polled_;
+  if (p.fd < 0) return;
+  if (p.ssl != nullptr && !p.tls_failed && !(SSL_get_shutdown(p.ssl) & SSL_SENT_SHUTDOWN)) {
+    // One non-blocking call queues and flushes our close_notify (a 24-byte record the
+    // socket buffer takes); a would-block or error only means the peer learns of the end
+    // from the FIN below instead.
+    ERR_clear_error();
+    (void)SSL_shutdown(p.ssl);
+    ERR_clear_error();
+  }
+  ::shutdown(p.fd, SHUT_WR);  // the peer may be gone: harmless
 }
 
 bool AnyStream::read_hup() const { return polled_->hup; }

@@ -92,7 +92,8 @@ class AnyStream {
   // Writes what the socket takes now, gathered (up to 8 buffers); would_block when it takes
   // nothing.
   size_t TryWrite(const net::const_buffer* bufs, size_t count, error_code& ec);
-  // Shuts the TCP send side (TLS streams too: no close_notify).
+  // Ends what we send: TLS streams first send close_notify (best effort, without waiting),
+  // then the TCP send side is shut. The peer sees the end at once; reading goes on.
   void ShutdownSend();
   // The poller has seen the peer's end (RDHUP/HUP/ERR): read to it even after short reads.
   bool read_hup() const;

@@ -29,6 +29,8 @@ struct ListenerLimits {
   std::chrono::nanoseconds idle_timeout{std::chrono::seconds(60)};
   uint64_t max_body_bytes = 1ull << 30;  // 0: unlimited
   uint32_t max_connections_per_worker = 0;
+  uint32_t request_buffer_bytes = 64 * 1024;  // body bytes read before going upstream
+  std::chrono::nanoseconds body_timeout{std::chrono::seconds(30)};
 };
 
 struct CompiledListener {

@@ -62,6 +62,10 @@ class Worker {
   void Stop();
   // Sessions alive (for drain progress); relaxed, read from the control thread.
   int64_t live_sessions() const { return live_sessions_.load(std::memory_order_relaxed); }
+  // The connection cap of listeners that set no max_connections_per_worker (derived from
+  // the open-file limit by the server). Set before Start; 0 means none.
+  void set_default_connection_cap(uint32_t cap) { default_connection_cap_ = cap; }
+  uint32_t default_connection_cap() const { return default_connection_cap_; }
 
   // ---- worker thread only ----
   const Ref<WorkerConfig>& config() const { return config_; }
@@ -126,6 +130,7 @@ class Worker {
   DeadlineList deadlines_;
   SessionLink* sessions_ = nullptr;
   std::atomic<int64_t> live_sessions_{0};
+  uint32_t default_connection_cap_ = 0;
   bool draining_ = false;
   bool reactor_reported_ = false;
   std::unordered_multimap<uint32_t, AcceptorEntry> acceptors_;

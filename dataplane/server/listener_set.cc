@@ -52,8 +52,21 @@ ListenerSet::Plan ListenerSet::PlanFor(
   return plan;
 }
 
-absl::Status ListenerSet::Bind(Plan& plan, size_t workers) {
+bool ListenerSet::HoldsPort(const std::string& address, uint16_t port) const {
+  const std::string prefix = str::Cat(address, "|", port, "|");
+  for (const auto& [name, b] : bound_) {
+    if (b.key.starts_with(prefix)) return true;
+  }
+  return false;
+}
+
+absl::Status ListenerSet::Bind(Plan& plan, size_t workers, bool share_ports) {
   for (NewListener& n : plan.added) {
+    if (!share_ports && n.port != 0 && !HoldsPort(n.address, n.port)) {
+      if (absl::Status s = CheckPortFree(n.address, n.port); !s.ok()) {
+        return absl::Status(s.code(), str::Cat("listener '", n.name, "': ", s.message()));
+      }
+    }
     for (size_t i = 0; i < workers; ++i) {
       // The first worker's bind picks an ephemeral port; the others join it.
       auto socket = OpenListenSocket(n.address, n.port);

@@ -49,8 +49,11 @@ class ListenerSet {
   // Slots for `listeners`; no I/O.
   Plan PlanFor(const google::protobuf::RepeatedPtrField<v1::Listener>& listeners);
 
-  // Binds the plan's new listeners, one socket for each of `workers` workers.
-  absl::Status Bind(Plan& plan, size_t workers);
+  // Binds the plan's new listeners, one socket for each of `workers` workers. A port that
+  // another process already listens on is refused (SO_REUSEPORT would otherwise let the
+  // kernel split its traffic between two nodes with different configs) unless
+  // `share_ports` says that is wanted.
+  absl::Status Bind(Plan& plan, size_t workers, bool share_ports = false);
 
   // Makes `plan` the current set (after every worker switched).
   void Commit(const Plan& plan);
@@ -65,6 +68,8 @@ class ListenerSet {
     uint16_t port;  // actually bound (an ephemeral port once chosen)
   };
   static std::string KeyOf(const v1::Listener& l);
+  // Does this process already listen on address:port (under any listener name)?
+  bool HoldsPort(const std::string& address, uint16_t port) const;
 
   std::map<std::string, Bound> bound_;  // by listener name
   uint32_t next_slot_ = 0;

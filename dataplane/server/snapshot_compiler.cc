@@ -35,6 +35,9 @@ ListenerLimits CompileLimits(const v1::Listener& l) {
   lim.idle_timeout = DurationOr(h.has_idle_timeout(), h.idle_timeout(), defaults::kIdleTimeout);
   lim.max_body_bytes = h.has_max_body_bytes() ? h.max_body_bytes() : defaults::kMaxBodyBytes;
   lim.max_connections_per_worker = h.max_connections_per_worker();
+  lim.request_buffer_bytes =
+      h.has_request_buffer_bytes() ? h.request_buffer_bytes() : defaults::kRequestBufferBytes;
+  lim.body_timeout = DurationOr(h.has_body_timeout(), h.body_timeout(), defaults::kBodyTimeout);
   return lim;
 }
 
@@ -80,6 +83,10 @@ std::shared_ptr<CompiledCluster> CompileCluster(const v1::Cluster& c, bool resol
                                           : defaults::kOutlierConsecutiveFailures;
   out->outlier.ejection_time =
       DurationOr(od.has_ejection_time(), od.ejection_time(), defaults::kOutlierEjectionTime);
+  out->outlier.count_5xx = od.count_5xx();
+  out->outlier.panic_threshold_percent = od.has_panic_threshold_percent()
+                                             ? od.panic_threshold_percent()
+                                             : defaults::kOutlierPanicThresholdPercent;
   out->dns_refresh_interval = DurationOr(c.has_dns_refresh_interval(), c.dns_refresh_interval(),
                                          defaults::kDnsRefreshInterval);
   for (const v1::Endpoint& e : c.endpoints()) {

@@ -32,6 +32,7 @@ std::string_view UpgradeResultName(UpgradeResult r) {
     case UpgradeResult::kOriginRefused: return "origin_refused";
     case UpgradeResult::kCookieRefused: return "cookie_refused";
     case UpgradeResult::kNotAllowed: return "not_allowed";
+    case UpgradeResult::kMalformed: return "malformed";
     case UpgradeResult::kUpstreamRefused: return "upstream_refused";
     case UpgradeResult::kUpstreamFailed: return "upstream_failed";
     case UpgradeResult::kNotImplemented: return "not_implemented";
@@ -187,12 +188,20 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
                             "Client connections accepted.", MetricType::Counter);
   auto bytes = Family("onedomain_downstream_bytes_total",
                       "Bytes received from and sent to clients.", MetricType::Counter);
+  auto accept_failures = Family(
+      "onedomain_downstream_accept_failures_total",
+      "Client connections the node could not take, by reason: accept_error (accept() failed: "
+      "out of memory or descriptors) and shed (out of descriptors: accepted with the reserve "
+      "descriptor and closed at once, so the client is not left waiting).",
+      MetricType::Counter);
   {
     int64_t active = 0;
-    uint64_t total = 0, rx = 0, tx = 0;
+    uint64_t total = 0, rx = 0, tx = 0, failed = 0, shed = 0;
     for (const PerWorker& w : workers_) {
       active += w.totals->downstream_active.Get();
       total += w.totals->downstream_total.Get();
+      failed += w.totals->accept_failures.Get();
+      shed += w.totals->accept_shed.Get();
       rx += w.totals->bytes_received.Get();
       tx += w.totals->bytes_sent.Get();
     }
@@ -208,6 +217,12 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     m = Labelled({{"direction", "sent"}});
     m.counter.value = static_cast<double>(tx);
     bytes.metric.push_back(m);
+    m = Labelled({{"reason", "accept_error"}});
+    m.counter.value = static_cast<double>(failed);
+    accept_failures.metric.push_back(m);
+    m = Labelled({{"reason", "shed"}});
+    m.counter.value = static_cast<double>(shed);
+    accept_failures.metric.push_back(m);
   }
 
   auto requests = Family("onedomain_http_requests_total",
@@ -284,6 +299,13 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
   auto up_active = Family("onedomain_upstream_connections_active",
                           "Upstream connections open now (idle and busy), by cluster.",
                           MetricType::Gauge);
+  auto up_total = Family("onedomain_upstream_connections_total",
+                         "Upstream connections opened, by cluster.", MetricType::Counter);
+  auto up_stale = Family("onedomain_upstream_pool_stale_total",
+                         "Idle pooled upstream connections found closed by the upstream, or "
+                         "holding bytes no request asked for, and discarded before reuse, by "
+                         "cluster.",
+                         MetricType::Counter);
   auto up_fail = Family("onedomain_upstream_connect_failures_total",
                         "Upstream connection attempts that failed, by cluster.",
                         MetricType::Counter);
@@ -296,10 +318,12 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
                          MetricType::Counter);
   for (uint32_t slot = 0; slot < cluster_names_.size(); ++slot) {
     int64_t active = 0;
-    uint64_t fails = 0, retries = 0, ejections = 0;
+    uint64_t fails = 0, retries = 0, ejections = 0, opened = 0, stale = 0;
     for (const PerWorker& w : workers_) {
       const ClusterCounters& c = *w.clusters[slot];
       active += c.connections_active.Get();
+      opened += c.connections_total.Get();
+      stale += c.pool_stale.Get();
       fails += c.connect_failures.Get();
       retries += c.retries.Get();
       ejections += c.ejections.Get();
@@ -309,6 +333,10 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     m.gauge.value = static_cast<double>(active);
     up_active.metric.push_back(m);
     m = Labelled({{"cluster", cluster}});
+    m.counter.value = static_cast<double>(opened);
+    up_total.metric.push_back(m);
+    m.counter.value = static_cast<double>(stale);
+    up_stale.metric.push_back(m);
     m.counter.value = static_cast<double>(fails);
     up_fail.metric.push_back(m);
     m.counter.value = static_cast<double>(retries);
@@ -317,8 +345,9 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     up_eject.metric.push_back(std::move(m));
   }
 
-  for (auto* f : {&conns_active, &conns_total, &bytes, &requests, &duration, &upgrades,
-                  &ws_active, &ws_bytes, &up_active, &up_fail, &up_retry, &up_eject}) {
+  for (auto* f : {&conns_active, &conns_total, &bytes, &accept_failures, &requests, &duration, &upgrades,
+                  &ws_active, &ws_bytes, &up_active, &up_total, &up_stale, &up_fail,
+                  &up_retry, &up_eject}) {
     out.push_back(std::move(*f));
   }
   CollectWebSocketFamilies(out);

@@ -60,7 +60,8 @@ enum class UpgradeResult : uint8_t {
   kAccepted,
   kOriginRefused,
   kCookieRefused,
-  kNotAllowed,
+  kNotAllowed,    // the route lacks `websocket: true`
+  kMalformed,     // not GET, not HTTP/1.1, a body, bad Sec-WebSocket-Version or -Key
   kUpstreamRefused,
   kUpstreamFailed,
   kNotImplemented,
@@ -108,6 +109,8 @@ struct alignas(64) RouteCounters {
 
 struct alignas(64) ClusterCounters {
   Gauge connections_active;
+  Counter connections_total;  // opened
+  Counter pool_stale;         // idle pooled connections found closed or dirty before reuse
   Counter connect_failures;
   Counter retries;
   Counter ejections;
@@ -116,6 +119,8 @@ struct alignas(64) ClusterCounters {
 struct alignas(64) WorkerCounters {
   Gauge downstream_active;
   Counter downstream_total;
+  Counter accept_failures;  // accept() errors (out of descriptors, memory)
+  Counter accept_shed;      // accepted and closed at once for lack of descriptors
   Counter bytes_received;  // from clients
   Counter bytes_sent;      // to clients
   Gauge websocket_drain_remaining;  // tunnels told to drain and not yet closed

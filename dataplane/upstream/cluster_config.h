@@ -25,6 +25,8 @@ struct PoolConfig {
 struct OutlierConfig {
   uint32_t consecutive_failures = 5;  // 0: off
   std::chrono::nanoseconds ejection_time{std::chrono::seconds(30)};
+  bool count_5xx = false;              // 5xx answers count as failures
+  uint32_t panic_threshold_percent = 50;  // below it, ejections are ignored; 0: off
 };
 
 struct CompiledEndpoint {

@@ -34,9 +34,9 @@ class ClusterRuntime : public WorkerRefCounted<ClusterRuntime> {
   // keep their pools and outlier state; dropped ones are retired.
   void SetAddresses(size_t index, const std::vector<boost::asio::ip::tcp::endpoint>& addresses);
 
-  // A healthy host (see LoadBalancer), or null.
+  // A healthy host (see LoadBalancer; below the panic threshold, any host), or null.
   Host* Pick(Clock::time_point now, const Host* exclude = nullptr) {
-    return lb_.Pick(def_->lb, hosts_, now, exclude);
+    return lb_.Pick(def_->lb, hosts_, now, exclude, def_->outlier.panic_threshold_percent);
   }
   std::span<Host* const> hosts() const { return hosts_; }
 

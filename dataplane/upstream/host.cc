@@ -12,7 +12,9 @@ Host::~Host() = default;
 
 void Host::ConnectionOpened() {
   ++open_connections;
-  if (counters_ != nullptr) counters_->connections_active.Inc();
+  if (counters_ == nullptr) return;
+  counters_->connections_active.Inc();
+  counters_->connections_total.Add();
 }
 
 void Host::ConnectionClosed() {

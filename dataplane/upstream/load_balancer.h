@@ -16,9 +16,10 @@ class Host;
 class LoadBalancer {
  public:
   // A healthy host other than `exclude`, or null when there is none. `exclude` lets a retry
-  // avoid the host that just failed.
+  // avoid the host that just failed. With fewer than `panic_threshold_percent` of the hosts
+  // healthy (0: never), health is ignored and every host is a candidate ("panic").
   Host* Pick(LbPolicy policy, std::span<Host* const> hosts, Clock::time_point now,
-             const Host* exclude = nullptr);
+             const Host* exclude = nullptr, uint32_t panic_threshold_percent = 0);
 
  private:
   size_t cursor_ = 0;

@@ -129,7 +129,7 @@ std::optional<UpgradeRefusal> CheckUpgrade(const RequestHead& head, const Compil
   if (!route.websocket) {
     return UpgradeRefusal{R::kNotAllowed, ProxyError{ProxyErrorKind::kWebSocketNotAllowed}};
   }
-  if (auto bad = CheckUpgradeRequest(head)) return UpgradeRefusal{R::kNotAllowed, *bad};
+  if (auto bad = CheckUpgradeRequest(head)) return UpgradeRefusal{R::kMalformed, *bad};
   const v1::WebSocketPolicy* policy = route.websocket_policy.get();
   const int origins = CountField(head, http::field::origin);
   if (origins > 1) {

@@ -42,7 +42,7 @@ bool OriginAllowed(std::string_view origin, const OriginList& allowed);
 bool HasRequiredCookie(const RequestHead& head, std::string_view pattern);
 
 // All of the above for `route`, in order: route allows WebSockets (403 not_allowed),
-// request well-formed (400, counted not_allowed), Origin (403 origin_refused), cookie (401
+// request well-formed (400 malformed), Origin (403 origin_refused), cookie (401
 // cookie_refused). `site_origins` stand in for an empty allowed_origins.
 std::optional<UpgradeRefusal> CheckUpgrade(const RequestHead& head, const CompiledRoute& route,
                                            const OriginList& site_origins);

@@ -102,7 +102,12 @@ void FuzzRequest(std::string_view input, size_t split) {
   }
   FUZZ_CHECK(!(head.framing.chunked && head.framing.content_length));
 
+  std::string normalized;
+  if (od::NormalizeRequest(head, normalized)) return;
+  // A normalised target is visible ASCII and starts with '/' when it is a path.
+  for (char c : head.target) FUZZ_CHECK(c > 0x20 && c < 0x7f);
   if (od::CheckRequest(head)) return;
+  FUZZ_CHECK(od::PathOfTarget(head.target).find("/../") == std::string_view::npos);
   const od::CompiledRoute* route = Routes().Match(head.host, od::PathOfTarget(head.target));
   (void)od::IsWebSocketUpgrade(head);
   (void)od::CheckBodyLimit(head, 1000);

@@ -38,8 +38,11 @@ def plane(procs):
          dp.cluster("reset", [reset.port], outlier_detection={"consecutive_failures": 0}),
          dp.cluster("partial", [partial.port]),
          dp.cluster("unresolvable", [80]),
+         # The panic threshold (default 50 %) never ejects a cluster's only endpoint; 0 turns
+         # it off, so this one can be ejected and answer 503.
          dp.cluster("ejects", [dp.free_port()],
-                    outlier_detection={"consecutive_failures": 1, "ejection_time": "60s"})],
+                    outlier_detection={"consecutive_failures": 1, "ejection_time": "60s",
+                                       "panic_threshold_percent": 0})],
         [dp.route("small", "/small/", "agents", max_body_bytes=1000),
          dp.route("refused", "/refused/", "refused"),
          dp.route("slow", "/slow/", "slow"),

@@ -69,6 +69,9 @@ TEST(ChunkedScannerTest, RejectsMalformedFraming) {
            "11111111111111111\r\n",      // 17 hex digits: overflow
            "0\r\n trailer\r\n\r\n",      // trailer starting with whitespace
            "5 x\r\n",                    // garbage after size
+           "0\r\nno-colon-here\r\n\r\n",   // trailer line without a colon
+           "0\r\nX Y: 1\r\n\r\n",          // space inside a trailer name
+           "0\r\nX:\x01\r\n\r\n",           // control byte in a trailer value
        }) {
     ChunkedScanner s;
     EXPECT_TRUE(s.Feed(bad).error) << bad;

@@ -75,4 +75,28 @@ TEST_F(LoadBalancerTest, LeastRequestPicksFewestInFlightTiesInTurn) {
 }
 
 }  // namespace
+
+TEST_F(LoadBalancerTest, BelowThePanicThresholdEveryHostIsACandidate) {
+  OutlierConfig config{1, 30s};
+  // One of three ejected: 66 % healthy, above a 50 % threshold: the ejected one is skipped.
+  hosts_[1]->outlier().RecordFailure(config, now_);
+  for (int i = 0; i < 6; ++i) EXPECT_NE(Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, nullptr, 50)), 1);
+  // Two of three ejected: 33 % < 50 %: panic, all three are used again.
+  hosts_[2]->outlier().RecordFailure(config, now_);
+  std::map<int, int> seen;
+  for (int i = 0; i < 6; ++i) ++seen[Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, nullptr, 50))];
+  EXPECT_EQ(seen.size(), 3u);
+  // Threshold 0: no panic, only the healthy host.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, nullptr, 0)), 0);
+}
+
+TEST_F(LoadBalancerTest, TheOnlyEndpointIsNeverEjectedWithTheDefaultThreshold) {
+  std::vector<Host*> one = {hosts_[0]};
+  OutlierConfig config;  // defaults: 5 failures, panic threshold 50 %
+  for (int i = 0; i < 10; ++i) hosts_[0]->outlier().RecordFailure(config, now_);
+  EXPECT_FALSE(hosts_[0]->outlier().Healthy(now_));
+  EXPECT_EQ(lb_.Pick(LbPolicy::kRoundRobin, one, now_, nullptr, config.panic_threshold_percent),
+            hosts_[0]);
+}
+
 }  // namespace onedomain::dataplane

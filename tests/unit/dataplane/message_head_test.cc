@@ -157,4 +157,99 @@ TEST(MessageHeadTest, DetectsObsFold) {
 }
 
 }  // namespace
+
+// Feeds `full` as a client's bytes arrive: a growing prefix, each time in a fresh buffer (the
+// session's read buffer moves when it grows). Returns whether the head completed.
+template <typename Parser>
+bool FeedInPieces(Parser& parser, const std::string& full, size_t step,
+                  std::string& last_copy, boost::system::error_code& ec) {
+  for (size_t n = std::min(step, full.size());; n = std::min(n + step, full.size())) {
+    last_copy = full.substr(0, n);  // a new allocation every time
+    if (parser.Feed(last_copy, ec)) return true;
+    if (ec || n == full.size()) return false;
+  }
+}
+
+TEST(MessageHeadTest, HeadSplitAcrossReadsParsesAtEverySplit) {
+  const std::string full =
+      "GET /api/v1/echo?x=1 HTTP/1.1\r\nHost: amir.hirecj.ai\r\nCookie: " +
+      std::string(3000, 'c') + "\r\nUser-Agent: test\r\n\r\n";
+  for (size_t step : {1u, 7u, 1448u, 17u, 3000u}) {
+    RequestHead head;
+    RequestHeadParser parser(head, 65536);
+    boost::system::error_code ec;
+    std::string copy;
+    ASSERT_TRUE(FeedInPieces(parser, full, step, copy, ec)) << step << " " << ec.message();
+    EXPECT_EQ(head.method, http::verb::get);
+    EXPECT_EQ(head.target, "/api/v1/echo?x=1");
+    EXPECT_EQ(head.host, "amir.hirecj.ai");
+    ASSERT_EQ(head.fields.size(), 3u);
+    EXPECT_EQ(head.fields[1].value.size(), 3000u);
+    EXPECT_EQ(head.header_bytes, full.size());
+    // The views point into the last buffer fed, not an earlier one.
+    EXPECT_GE(head.target.data(), copy.data());
+    EXPECT_LT(head.target.data(), copy.data() + copy.size());
+  }
+}
+
+TEST(MessageHeadTest, HeadsUpToTheLimitParseInPiecesAndOneByteMoreIs431) {
+  // 64 KiB is the documented limit; reads are 16 KiB, so such a head always takes several.
+  std::string head_bytes = "GET / HTTP/1.1\r\nHost: h\r\n";
+  while (head_bytes.size() < 65536 - 200) head_bytes += "X-Pad: " + std::string(90, 'p') + "\r\n";
+  head_bytes += "X-Last: " + std::string(65536 - head_bytes.size() - 12, 'l') + "\r\n\r\n";
+  ASSERT_EQ(head_bytes.size(), 65536u);
+  {
+    RequestHead head;
+    RequestHeadParser parser(head, 65536);
+    boost::system::error_code ec;
+    std::string copy;
+    EXPECT_TRUE(FeedInPieces(parser, head_bytes, 16384, copy, ec)) << ec.message();
+    EXPECT_EQ(head.header_bytes, 65536u);
+  }
+  {
+    const std::string over = "GET / HTTP/1.1\r\nX: 1" + head_bytes.substr(16);
+    RequestHead head;
+    RequestHeadParser parser(head, 65536);
+    boost::system::error_code ec;
+    std::string copy;
+    EXPECT_FALSE(FeedInPieces(parser, over, 16384, copy, ec));
+    ASSERT_TRUE(ec);
+    EXPECT_EQ(ClassifyRequestParseError(head, ec).kind, ProxyErrorKind::kHeaderTooLarge);
+  }
+}
+
+TEST(MessageHeadTest, ResponseHeadSplitAcrossReadsWithManySetCookies) {
+  std::string full = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n";
+  for (int i = 0; i < 100; ++i) {
+    full += "Set-Cookie: c" + std::to_string(i) + "=" + std::string(200, 'v') + "; Path=/\r\n";
+  }
+  full += "\r\n";
+  ASSERT_GT(full.size(), 16384u);
+  for (size_t step : {1u, 7u, 1448u, 16384u}) {
+    ResponseHead r;
+    ResponseHeadParser parser(r, 65536, false);
+    boost::system::error_code ec;
+    std::string copy;
+    ASSERT_TRUE(FeedInPieces(parser, full + "ok", step, copy, ec)) << step << ec.message();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.fields.size(), 101u);
+    EXPECT_EQ(r.framing.content_length, 2u);
+    EXPECT_EQ(r.header_bytes, full.size());
+  }
+}
+
+TEST(MessageHeadTest, RebaseFollowsTheBytesToTheirNewPlace) {
+  const std::string a = "GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
+  RequestHead head;
+  const Parsed p = ParseRequest(a, head);
+  ASSERT_TRUE(p.complete);
+  const std::string b = a;  // the same bytes elsewhere
+  head.Rebase(a.data(), a.size(), b.data());
+  EXPECT_EQ(head.target.data(), b.data() + 4);
+  EXPECT_EQ(head.host, "h");
+  EXPECT_GE(head.host.data(), b.data());
+  EXPECT_EQ(head.upgrade, "websocket");
+  EXPECT_GE(head.fields[1].value.data(), b.data());
+}
+
 }  // namespace onedomain::dataplane

@@ -207,4 +207,80 @@ TEST(PhasesTest, CookiePolicyAppliesWhenSet) {
 }
 
 }  // namespace
+
+std::string Dots(std::string_view path) {
+  std::string out;
+  RemoveDotSegments(path, out);
+  return out;
+}
+
+TEST(PhasesTest, RemovesDotSegmentsIncludingPercentEncodedOnes) {
+  EXPECT_EQ(Dots("/ws/../api/v1/echo"), "/api/v1/echo");
+  EXPECT_EQ(Dots("/a/./b"), "/a/b");
+  EXPECT_EQ(Dots("/a/b/.."), "/a/");
+  EXPECT_EQ(Dots("/a/b/."), "/a/b/");
+  EXPECT_EQ(Dots("/../../x"), "/x");
+  EXPECT_EQ(Dots("/ws/%2e%2e/api"), "/api");
+  EXPECT_EQ(Dots("/ws/%2E./api"), "/api");
+  EXPECT_EQ(Dots("/ws/.%2e/api"), "/api");
+  EXPECT_EQ(Dots("/ws/%2e/x"), "/ws/x");
+  EXPECT_EQ(Dots("/a..b/.c/d."), "/a..b/.c/d.");  // dots inside names stay
+  EXPECT_EQ(Dots("/"), "/");
+  EXPECT_EQ(Dots("/a//b/../c"), "/a//c");
+}
+
+TEST(PhasesTest, NormalizeRequestRoutesOnTheNormalisedPath) {
+  const std::string raw = "GET /ws/../api/v1/echo?q=/../x HTTP/1.1\r\nHost: h\r\n\r\n";
+  RequestHead head;
+  Parse(raw, head);
+  std::string storage;
+  EXPECT_FALSE(NormalizeRequest(head, storage).has_value());
+  EXPECT_EQ(head.target, "/api/v1/echo?q=/../x");  // the query is not a path
+  EXPECT_NE(Upstream(head).find("GET /api/v1/echo?q=/../x HTTP/1.1\r\n"), std::string::npos);
+}
+
+TEST(PhasesTest, NormalizeRequestRefusesBadBytesAndHosts) {
+  for (const std::string& raw : {
+           std::string("GET /a\xff HTTP/1.1\r\nHost: h\r\n\r\n"),
+           std::string("GET /a\x80" "b HTTP/1.1\r\nHost: h\r\n\r\n"),
+           std::string("GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n"),
+           std::string("GET / HTTP/1.1\r\nHost: h/x\r\n\r\n"),
+           std::string("GET / HTTP/1.1\r\nHost: user@h\r\n\r\n"),
+           std::string("GET / HTTP/1.1\r\nHost: h:80x\r\n\r\n"),
+           std::string("GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n"),
+       }) {
+    RequestHead head;
+    RequestHeadParser parser(head, 65536);
+    boost::system::error_code ec;
+    if (!parser.Feed(raw, ec)) continue;  // the parser refusing it is fine too
+    std::string storage;
+    const auto err = NormalizeRequest(head, storage);
+    ASSERT_TRUE(err.has_value()) << raw;
+    EXPECT_EQ(StatusOf(err->kind), 400) << raw;
+  }
+  for (const std::string ok : {"h", "h:8080", "[::1]:3456", "a-b.example.com", ""}) {
+    const std::string raw = "GET / HTTP/1.1\r\nHost: " + ok + "\r\n\r\n";
+    RequestHead head;
+    Parse(raw, head);
+    std::string storage;
+    EXPECT_FALSE(NormalizeRequest(head, storage).has_value()) << ok;
+  }
+}
+
+TEST(PhasesTest, AbsoluteFormAuthorityWinsOverHost) {
+  const std::string raw =
+      "GET http://amir.hirecj.ai/api/x?y=1 HTTP/1.1\r\nHost: other.example\r\n\r\n";
+  RequestHead head;
+  Parse(raw, head);
+  std::string storage;
+  EXPECT_FALSE(NormalizeRequest(head, storage).has_value());
+  EXPECT_EQ(head.host, "amir.hirecj.ai");
+  EXPECT_EQ(head.target, "/api/x?y=1");
+  const std::string up = Upstream(head);
+  EXPECT_NE(up.find("GET /api/x?y=1 HTTP/1.1\r\n"), std::string::npos) << up;
+  EXPECT_NE(up.find("Host: amir.hirecj.ai\r\n"), std::string::npos) << up;
+  EXPECT_EQ(up.find("other.example"), std::string::npos) << up;
+  EXPECT_NE(up.find("X-Forwarded-Host: amir.hirecj.ai\r\n"), std::string::npos) << up;
+}
+
 }  // namespace onedomain::dataplane
