@@ -22,7 +22,7 @@ Responses (a raw upstream sends the corpus bytes and closes):
 - What the client receives is itself valid HTTP/1.1 for h11.
 
 Cases where h11 accepts and the node rejects (stricter, allowed) are listed in
-STRICTER_REQUESTS / STRICTER_RESPONSES below, as observed on main at 39bd561; the test prints
+STRICTER_REQUESTS / STRICTER_RESPONSES below, as observed on main at 6422211; the test prints
 the current list (run with -s) but does not pin it. Besides, NODE_MUST_REFUSE names requests
 h11 accepts that the node must refuse anyway, and the last test checks that prefix routes
 see paths after dot-segment removal."""
@@ -37,25 +37,25 @@ import dp_support as dp
 import parse_corpus
 import support
 
-# h11 accepts, the node refuses (observed at 39bd561; informative, not asserted). Requests:
+# h11 accepts, the node refuses (observed at 6422211; informative, not asserted). Requests:
 # all 400. Most are RFC 9112 "MAY reject" cases the node takes the strict side of: obs-fold
 # (9112 5.2), bare LF (9112 2.2), CL+TE (9112 6.1: MAY reject, must close), TE in HTTP/1.0
 # (9112 6.1), control bytes in header values and chunk extensions, HTTP/1.2 and 2.0 on an
-# HTTP/1.1 connection, and request-targets in asterisk or authority form or without a
-# leading slash on a GET.
+# HTTP/1.1 connection, request-targets in asterisk or authority form or without a leading
+# slash on a GET, and a Host that is not a valid uri-host[:port] (RFC 9110 7.2).
 STRICTER_REQUESTS = [
-    "version-1.2", "version-2.0", "bare-lf-request-line", "bare-lf-everywhere",
-    "target-asterisk-get", "target-no-leading-slash", "target-authority-form-get", "obs-fold",
+    "version-1.2", "version-2.0", "bare-lf-request-line", "target-asterisk-get",
+    "target-no-leading-slash", "target-authority-form-get", "host-with-space-and-slash",
+    "host-with-slash", "host-with-userinfo", "host-bad-port", "host-comma-list", "obs-fold",
     "obs-fold-tab", "obs-fold-host", "cl-obs-fold", "cl-and-te", "te-and-cl-smuggle",
     "te-obs-fold", "http10-with-te-chunked", "chunk-ext-nul", "chunk-ext-bare-cr",
     "chunk-ext-quoted-crlf-garbage", "trailer-obs-fold", "header-value-byte-01",
     "header-value-byte-08", "header-value-byte-1f", "header-value-byte-7f",
 ]
-# Responses: all 502 (chunk-ext-garbage should join them once the node answers 502 rather
-# than closing without a response).
+# Responses: all 502.
 STRICTER_RESPONSES = [
     "status-no-reason", "bare-lf-everywhere", "obs-fold", "ctl-in-header-value",
-    "del-in-header-value", "cl-and-te-chunked",
+    "del-in-header-value", "cl-and-te-chunked", "chunk-ext-garbage",
 ]
 
 READ_TIMEOUT = 3.0
