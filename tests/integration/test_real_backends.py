@@ -33,6 +33,8 @@ def start_backend(procs, kind):
     if kind == "uvicorn":
         args = ["/usr/bin/python3", "-m", "uvicorn", "--app-dir", APPS, "--host", "127.0.0.1",
                 "--port", "0", "--timeout-keep-alive", "1", "--no-access-log",
+                # (its X-Forwarded-For handling would replace the client port with 0)
+                "--no-proxy-headers",
                 "echo_apps:asgi_app"]
         pattern = r"Uvicorn running on http://127\.0\.0\.1:(\d+)"
     else:
