@@ -40,6 +40,7 @@ REQUESTS = [
     ("http-0.9", b"GET /\r\n\r\n"),
     ("bare-lf-request-line", b"GET / HTTP/1.1\n" + H + b"\r\n"),
     ("bare-lf-everywhere", b"GET / HTTP/1.1\nHost: t\n\n"),
+    ("bare-lf-end-of-head", b"GET / HTTP/1.1\r\nHost: t\n\n"),
     ("leading-empty-line", b"\r\n" + _get(headers=H)),
     ("target-asterisk-get", _get(b"*", H)),
     ("target-no-leading-slash", _get(b"a/b", H)),
