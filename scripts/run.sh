@@ -4,7 +4,8 @@
 #   - the demo backend on :8000 (API, login flow, /ws/chat/{id}) and its frontend page on :8001
 #   - the control plane (gRPC :18000, HTTP :9902) with its embedded file store in .run/store
 #   - one data plane on :3456 (admin :9901), managed by the control plane
-# Open http://localhost:3456/ . An admin token is generated into .run/admin.token (mode 600):
+# Open http://localhost:3456/ . An admin token is generated into .run/admin.token and the data
+# plane's node token into .run/node.token (both mode 600, both listed in .run/tokens):
 #   build/controlplane/controlplane admin --token-file .run/admin.token nodes
 # AGENTS_SERVICE_URL=http://host:port scripts/run.sh points the agents cluster elsewhere
 # (only when the store is new: afterwards use `controlplane admin set-upstream`).
@@ -25,7 +26,15 @@ if [ ! -s "$state/tokens" ]; then
   printf 'operator admin %s\n' "$token" > "$state/tokens"
   printf '%s\n' "$token" > "$state/admin.token"
 fi
+if [ ! -s "$state/node.token" ]; then
+  # The data plane's credential for the config stream (role node; `*`: any node id).
+  node_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  umask 077
+  printf '* node %s\n' "$node_token" >> "$state/tokens"
+  printf '%s\n' "$node_token" > "$state/node.token"
+fi
 export ONEDOMAIN_STATE_DIR="$state" ONEDOMAIN_TOKENS_FILE="$state/tokens"
+export ONEDOMAIN_NODE_TOKEN_FILE="$state/node.token"
 
 pids=()
 cleanup() {

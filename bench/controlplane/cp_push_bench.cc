@@ -4,7 +4,9 @@
 // from the Admin call returning to every simulated node having received the push (and
 // ACKed it). Prints p50/p99/max and the control plane's RSS per connected node.
 //
-//   cp_push_bench --server 127.0.0.1:18000 --token-file T --nodes 1000 --applies 20 --cp-pid P
+//   cp_push_bench --server 127.0.0.1:18000 --token-file T --node-token-file N --nodes 1000
+//                 --applies 20 --cp-pid P
+// (T: an admin token; N: a `node` token for the ids sim-0, sim-1, ..., e.g. `sim-* node ...`.)
 
 #include <grpcpp/grpcpp.h>
 
@@ -37,8 +39,10 @@ struct Shared {
 class Node final : public grpc::ClientBidiReactor<onedomain::v1::NodeMessage,
                                                   onedomain::v1::ControlMessage> {
  public:
-  Node(onedomain::v1::ConfigDiscovery::Stub* stub, std::string id, Shared& shared)
+  Node(onedomain::v1::ConfigDiscovery::Stub* stub, std::string id, const std::string& token,
+       Shared& shared)
       : shared_(shared) {
+    if (!token.empty()) context_.AddMetadata("authorization", "Bearer " + token);
     stub->async()->Stream(&context_, this);
     out_.mutable_hello()->set_node_id(std::move(id));
     StartWrite(&out_);
@@ -122,6 +126,7 @@ double Percentile(std::vector<double> v, double p) {
 int main(int argc, char** argv) {
   std::string server = "127.0.0.1:18000";
   std::string token_file;
+  std::string node_token_file;
   std::string cluster = "agents";
   int nodes = 100;
   int applies = 20;
@@ -131,6 +136,7 @@ int main(int argc, char** argv) {
     const std::string value = argv[i + 1];
     if (flag == "--server") server = value;
     else if (flag == "--token-file") token_file = value;
+    else if (flag == "--node-token-file") node_token_file = value;
     else if (flag == "--nodes") nodes = std::stoi(value);
     else if (flag == "--applies") applies = std::stoi(value);
     else if (flag == "--cp-pid") cp_pid = std::stoi(value);
@@ -145,6 +151,11 @@ int main(int argc, char** argv) {
     std::ifstream in(token_file);
     in >> token;
   }
+  std::string node_token;
+  if (!node_token_file.empty()) {
+    std::ifstream in(node_token_file);
+    in >> node_token;
+  }
   const long rss_before = cp_pid ? RssKiB(cp_pid) : -1;
 
   Shared shared;
@@ -156,7 +167,8 @@ int main(int argc, char** argv) {
     args.SetInt("bench.node", i);                        // defeat channel sharing
     stubs.push_back(onedomain::v1::ConfigDiscovery::NewStub(
         grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args)));
-    sims.push_back(std::make_unique<Node>(stubs.back().get(), "sim-" + std::to_string(i), shared));
+    sims.push_back(std::make_unique<Node>(stubs.back().get(), "sim-" + std::to_string(i),
+                                          node_token, shared));
   }
   const auto connect_deadline = Clock::now() + std::chrono::seconds(60);
   while (shared.welcomed.load() < nodes && Clock::now() < connect_deadline) {

@@ -9,8 +9,10 @@ ninja -C "$build" controlplane cp_push_bench >/dev/null
 work=$(mktemp -d)
 trap 'kill "$cp" 2>/dev/null || true; wait "$cp" 2>/dev/null || true; rm -rf "$work"' EXIT
 token=bench-token-0123456789abcdef
-printf 'bench admin %s\n' "$token" > "$work/tokens"
+node_token=bench-node-token-0123456789abcdef
+printf 'bench admin %s\nsim-* node %s\n' "$token" "$node_token" > "$work/tokens"
 printf '%s\n' "$token" > "$work/token"
+printf '%s\n' "$node_token" > "$work/node.token"
 cat > "$work/cp.yaml" <<YAML
 grpc: {address: 127.0.0.1, port: 0}
 http: {address: 127.0.0.1, port: 0}
@@ -29,6 +31,6 @@ for n in 100 1000; do
   for _ in $(seq 100); do [ -s "$work/ports" ] && break; sleep 0.05; done
   port=$(python3 -c "import json,sys; print(json.load(open('$work/ports'))['grpc'])")
   "$build/bench/controlplane/cp_push_bench" --server "127.0.0.1:$port" --token-file "$work/token" \
-    --nodes "$n" --applies 20 --cp-pid "$cp"
+    --node-token-file "$work/node.token" --nodes "$n" --applies 20 --cp-pid "$cp"
   kill "$cp"; wait "$cp" || true
 done

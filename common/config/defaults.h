@@ -53,5 +53,7 @@ inline constexpr char kSnapshotCachePath[] = "/var/lib/onedomain/snapshot.pb";
 inline constexpr char kStoreDirectory[] = "/var/lib/onedomain/store";
 inline constexpr uint32_t kKeepVersions = 50;
 inline constexpr char kTokenEnv[] = "ONEDOMAIN_ADMIN_TOKEN";
+inline constexpr uint32_t kMaxNodes = 1000;
+inline constexpr seconds kForgetNodesAfter{300};
 
 }  // namespace onedomain::config::defaults

@@ -1,5 +1,6 @@
 #include "common/config/validation.h"
 #include "common/config/defaults.h"
+#include "common/config/duration.h"
 #include "common/strings/strings.h"
 
 #include <arpa/inet.h>
@@ -419,6 +420,16 @@ FieldErrors ValidateDataplaneBootstrap(const v1::DataplaneBootstrap& b) {
     if (cp.cert_file().empty() != cp.key_file().empty()) {
       check.Add("controlplane.cert_file", "cert_file and key_file go together");
     }
+    if (!cp.cert_file().empty() && cp.ca_file().empty()) {
+      check.Add("controlplane.cert_file", "a client certificate needs TLS: set ca_file too");
+    }
+    // The control plane refuses other node ids (a metric label and a log field).
+    const std::string& id = b.node().id();
+    bool id_ok = id.size() <= 63;
+    for (const char c : id) id_ok = id_ok && (str::IsAlnum(c) || c == '.' || c == '_' || c == '-');
+    if (!id_ok) {
+      check.Add("node.id", str::Cat("'", id, "': at most 63 of A-Z a-z 0-9 . _ -"));
+    }
     check.Duration("controlplane.backoff_initial", cp.backoff_initial());
     check.Duration("controlplane.backoff_max", cp.backoff_max());
     check.Duration("controlplane.report_interval", cp.report_interval());
@@ -463,6 +474,16 @@ FieldErrors ValidateControlplaneConfig(const v1::ControlplaneConfig& c) {
   if (c.store().has_keep_versions() && c.store().keep_versions() < 2) {
     check.Add("store.keep_versions",
               str::Cat("must be at least 2, got ", c.store().keep_versions()));
+  }
+  if (c.nodes().has_max_nodes() && c.nodes().max_nodes() == 0) {
+    check.Add("nodes.max_nodes", "must be at least 1");
+  }
+  if (c.nodes().has_forget_after() &&
+      ToChrono(c.nodes().forget_after()) < std::chrono::seconds(1)) {
+    check.Add("nodes.forget_after", "must be at least 1s");
+  }
+  if (!c.grpc().client_ca_file().empty() && c.grpc().cert_file().empty()) {
+    check.Add("grpc.client_ca_file", "needs grpc.cert_file and grpc.key_file (mTLS is TLS)");
   }
   if (c.has_seed()) {
     const size_t from = errors.size();

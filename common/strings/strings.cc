@@ -1,5 +1,6 @@
 #include "common/strings/strings.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -69,6 +70,27 @@ bool ParseDouble(std::string_view s, double& out) {
   char* end = nullptr;
   out = std::strtod(buf, &end);
   return end == buf + s.size();
+}
+
+std::string EscapeForLog(std::string_view text, size_t max_bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  const std::string_view shown = text.substr(0, std::min(text.size(), max_bytes));
+  out.reserve(shown.size());
+  for (const char c : shown) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (u >= 0x20 && u < 0x7f) {
+      out += c;
+    } else {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    }
+  }
+  if (shown.size() < text.size()) Append(out, "...(", text.size(), " bytes)");
+  return out;
 }
 
 }  // namespace onedomain::str

@@ -102,4 +102,10 @@ inline bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 inline bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 inline bool IsAlnum(char c) { return IsDigit(c) || IsAlpha(c); }
 
+// Text a peer chose (node ids, NACK messages, pod names), made safe for a log line: printable
+// ASCII is kept, a backslash becomes "\\", every other byte "\xNN"; beyond `max_bytes` of
+// input the rest is replaced by "...(N bytes)". A peer cannot forge lines or colour a
+// terminal through it.
+std::string EscapeForLog(std::string_view text, size_t max_bytes = 256);
+
 }  // namespace onedomain::str

@@ -374,8 +374,10 @@ int RunAdminCli(int argc, char** argv) {
         {"NODE", "POD", "ZONE", "CONNECTED", "SENT", "ACKED", "NACKED", "LAST SEEN", "CONNS",
          "WEBSOCKETS", "UPGRADES"}};
     for (const auto& n : response.nodes()) {
-      rows.push_back({n.node_id(), n.pod().empty() ? "-" : n.pod(),
-                      n.zone().empty() ? "-" : n.zone(), n.connected() ? "yes" : "no",
+      // pod, zone and the NACK text are the node's words: escaped for the terminal.
+      rows.push_back({n.node_id(), n.pod().empty() ? "-" : str::EscapeForLog(n.pod(), 64),
+                      n.zone().empty() ? "-" : str::EscapeForLog(n.zone(), 64),
+                      n.connected() ? "yes" : "no",
                       str::Cat(n.version_sent()), str::Cat(n.version_acked()),
                       n.version_nacked() ? str::Cat(n.version_nacked()) : "-",
                       FormatTime(n.last_seen()), str::Cat(n.downstream_connections_active()),
@@ -386,7 +388,11 @@ int RunAdminCli(int argc, char** argv) {
     for (const auto& n : response.nodes()) {
       if (n.version_nacked() != 0) {
         std::cout << "NACK " << n.node_id() << " version " << n.version_nacked() << ": "
-                  << n.nack_error() << "\n";
+                  << str::EscapeForLog(n.nack_error(), 1024) << "\n";
+      }
+      if (!n.divergence().empty()) {
+        std::cout << "DIVERGED " << n.node_id() << ": " << n.divergence() << " (content hash "
+                  << str::EscapeForLog(n.content_hash(), 64) << "); pushed again\n";
       }
     }
     return 0;

@@ -22,6 +22,7 @@ std::optional<Role> ParseRole(std::string_view name) {
   if (name == "read") return Role::kRead;
   if (name == "operate") return Role::kOperate;
   if (name == "admin") return Role::kAdmin;
+  if (name == "node") return Role::kNode;
   return std::nullopt;
 }
 
@@ -32,6 +33,7 @@ std::string_view RoleName(Role role) {
     case Role::kRead: return "read";
     case Role::kOperate: return "operate";
     case Role::kAdmin: return "admin";
+    case Role::kNode: return "node";
   }
   return "read";
 }
@@ -59,11 +61,20 @@ absl::StatusOr<TokenSet> TokenSet::Parse(std::string_view text, std::string_view
     const std::optional<Role> role = ParseRole(fields[1]);
     if (!role) {
       return absl::InvalidArgumentError(str::Cat(file_name, ":", line_number, ": role '",
-                                                 fields[1], "' is not read, operate or admin"));
+                                                 fields[1], "' is not read, operate, admin or node"));
     }
     if (fields[2].size() < 16) {
       return absl::InvalidArgumentError(str::Cat(file_name, ":", line_number, ": the token of '",
                                                  fields[0], "' is shorter than 16 characters"));
+    }
+    if (*role == Role::kNode) {
+      for (const char c : fields[0]) {
+        if (!str::IsAlnum(c) && c != '.' && c != '_' && c != '-' && c != '*') {
+          return absl::InvalidArgumentError(str::Cat(
+              file_name, ":", line_number, ": a node token's NAME is the node id it may "
+              "claim, or a pattern with '*'; '", fields[0], "' has other characters"));
+        }
+      }
     }
     set.Add(std::string(fields[0]), *role, fields[2]);
   }
@@ -71,7 +82,8 @@ absl::StatusOr<TokenSet> TokenSet::Parse(std::string_view text, std::string_view
 }
 
 absl::StatusOr<TokenSet> TokenSet::Load(const std::string& tokens_file,
-                                        const std::string& token_env) {
+                                        const std::string& token_env,
+                                        const std::string& node_token_env) {
   TokenSet set;
   if (!tokens_file.empty()) {
     std::ifstream in(tokens_file);
@@ -93,7 +105,23 @@ absl::StatusOr<TokenSet> TokenSet::Load(const std::string& tokens_file,
       set.Add("env", Role::kAdmin, value);
     }
   }
+  if (!node_token_env.empty()) {
+    if (const char* value = std::getenv(node_token_env.c_str());
+        value != nullptr && *value != '\0') {
+      if (std::string_view(value).size() < 16) {
+        return absl::InvalidArgumentError(
+            str::Cat("the token in $", node_token_env, " is shorter than 16 characters"));
+      }
+      set.Add("*", Role::kNode, str::StripWhitespace(value));
+    }
+  }
   return set;
+}
+
+size_t TokenSet::node_tokens() const {
+  size_t n = 0;
+  for (const Entry& e : entries_) n += e.role == Role::kNode ? 1 : 0;
+  return n;
 }
 
 std::optional<Principal> TokenSet::Authenticate(std::string_view token) const {

@@ -1,6 +1,7 @@
 #pragma once
 
-// Bearer tokens for the Admin service. Tokens come from a file (`NAME ROLE TOKEN` per line)
+// Bearer tokens for the Admin service and the node stream. Tokens come from a file
+// (`NAME ROLE TOKEN` per line; for role node, NAME is the node id or `*` pattern it may claim)
 // and/or one environment variable (name "env", role admin) — never from a flag, so they do
 // not show in `ps`. Only SHA-256 digests are kept in memory and compared in constant time;
 // token text never reaches logs or metrics. Immutable after Load: safe to share across
@@ -16,7 +17,9 @@
 
 namespace onedomain::controlplane {
 
-enum class Role { kRead = 0, kOperate = 1, kAdmin = 2 };
+// kNode is below every Admin role (a node token is refused by every Admin method) and the
+// only role the node stream accepts.
+enum class Role { kNode = -1, kRead = 0, kOperate = 1, kAdmin = 2 };
 
 std::string_view RoleName(Role role);
 
@@ -27,10 +30,12 @@ struct Principal {
 
 class TokenSet {
  public:
-  // Reads `tokens_file` (may be empty: none) and the variable `token_env` (may be unset).
+  // Reads `tokens_file` (may be empty: none), the variable `token_env` (an admin token; may
+  // be unset) and the variable `node_token_env` (a node token for any node id, name "*").
   // Errors name the file and line, never the token.
   static absl::StatusOr<TokenSet> Load(const std::string& tokens_file,
-                                       const std::string& token_env);
+                                       const std::string& token_env,
+                                       const std::string& node_token_env = "");
 
   // Parses tokens-file text; `file_name` is used in errors.
   static absl::StatusOr<TokenSet> Parse(std::string_view text, std::string_view file_name);
@@ -44,6 +49,8 @@ class TokenSet {
   std::optional<Principal> AuthenticateHeader(std::string_view authorization) const;
 
   size_t size() const { return entries_.size(); }
+  // Entries with role node.
+  size_t node_tokens() const;
 
  private:
   struct Entry {

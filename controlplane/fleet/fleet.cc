@@ -2,18 +2,31 @@
 
 #include <algorithm>
 
+#include "common/config/snapshot_hash.h"
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace onedomain::controlplane {
+namespace {
 
-Fleet::Fleet(std::chrono::seconds forget_after, Clock clock)
-    : forget_after_(forget_after), clock_(std::move(clock)) {}
+constexpr int kMaxReportKeys = 1000;
+
+}  // namespace
+
+Fleet::Fleet(std::chrono::seconds forget_after, Clock clock, size_t max_nodes)
+    : forget_after_(forget_after),
+      clock_(std::move(clock)),
+      max_nodes_(std::max<size_t>(max_nodes, 1)) {}
 
 void Fleet::SetPushObserver(PushObserver observer) {
   std::lock_guard lock(mu_);
   push_observer_ = std::move(observer);
+}
+
+void Fleet::SetAheadObserver(AheadObserver observer) {
+  std::lock_guard lock(mu_);
+  ahead_observer_ = std::move(observer);
 }
 
 NodeRecord* Fleet::FindLocked(NodeConnection* connection) {
@@ -30,30 +43,68 @@ void Fleet::OfferLocked(NodeRecord& node) {
   node.connection->Offer(latest_push_);
 }
 
-void Fleet::Attach(NodeConnection* connection, const v1::Hello& hello) {
+absl::Status Fleet::Attach(NodeConnection* connection, const v1::Hello& hello) {
   std::lock_guard lock(mu_);
   ForgetLocked();
-  NodeRecord& node = nodes_[hello.node_id()];
+  const std::string& id = hello.node_id();
+  if (nodes_.count(id) == 0 && nodes_.size() >= max_nodes_) {
+    // Make room by forgetting the node that left longest ago; never drop a connected one.
+    auto oldest = nodes_.end();
+    for (auto it = nodes_.begin(); it != nodes_.end(); ++it) {
+      if (it->second.connection != nullptr) continue;
+      if (oldest == nodes_.end() || it->second.disconnected_at < oldest->second.disconnected_at) {
+        oldest = it;
+      }
+    }
+    if (oldest == nodes_.end()) {
+      return absl::ResourceExhaustedError(
+          str::Cat("hello.node_id: the control plane already tracks ", nodes_.size(),
+                   " connected nodes (nodes.max_nodes)"));
+    }
+    nodes_.erase(oldest);
+  }
+  NodeRecord& node = nodes_[id];
   if (node.connection != nullptr && node.connection != connection) {
-    log::Warn("fleet", str::Cat("node ", hello.node_id(), " connected again; closing its older "
-                                "stream"));
+    log::Warn("fleet", str::Cat("node ", id, " connected again; closing its older stream"));
     by_connection_.erase(node.connection);
     node.connection->Close(/*ABORTED=*/10, "replaced by a newer stream from the same node id");
   }
   node.hello = hello;
   node.connection = connection;
   node.last_seen = std::chrono::system_clock::now();
+  // A new stream starts with a clean slate: what an earlier stream (perhaps an impostor's)
+  // refused says nothing about this one, and a refused version is worth one more try.
+  node.version_nacked = 0;
+  node.nack_error.clear();
+  node.refused.clear();
+  node.resent_after_ack = false;
+  node.content_hash = hello.content_hash();
+  node.divergence.clear();
   // What the node serves now counts as sent: it needs nothing older, and a fresh stream
   // must get the latest even if an earlier stream was sent it but died before answering.
   node.version_sent = hello.serving_version();
   node.version_acked = hello.serving_version();
-  by_connection_[connection] = hello.node_id();
-  log::Info("fleet", str::Cat("node ", hello.node_id(), " connected (serving version ",
-                              hello.serving_version(), ", build ", hello.build(), ")"));
+  if (hello.serving_version() == latest_version_ && !latest_hash_.empty() &&
+      !hello.content_hash().empty() && hello.content_hash() != latest_hash_) {
+    node.divergence = str::Cat("serves other content as version ", latest_version_);
+    node.version_sent = 0;  // push the latest again
+    node.version_acked = 0;
+    log::Warn("fleet", str::Cat("node ", id, " serves version ", latest_version_,
+                                " with content hash ", str::EscapeForLog(hello.content_hash(), 64),
+                                ", not ", latest_hash_, "; pushing it again"));
+  }
+  if (hello.serving_version() > latest_version_ && latest_version_ != 0 && ahead_observer_) {
+    ahead_observer_(id, hello.serving_version());
+  }
+  by_connection_[connection] = id;
+  log::Info("fleet", str::Cat("node ", id, " connected (serving version ",
+                              hello.serving_version(), ", build ",
+                              str::EscapeForLog(hello.build(), 64), ")"));
   auto welcome = std::make_shared<v1::ControlMessage>();
   welcome->mutable_welcome()->set_latest_version(latest_version_);
   connection->Offer(std::move(welcome));  // a fresh stream: this write starts at once
   OfferLocked(node);
+  return absl::OkStatus();
 }
 
 void Fleet::Detach(NodeConnection* connection) {
@@ -65,6 +116,7 @@ void Fleet::Detach(NodeConnection* connection) {
   node->disconnected_at = clock_();
   node->last_seen = std::chrono::system_clock::now();
   by_connection_.erase(connection);
+  ForgetLocked();
   CheckPushesLocked();
 }
 
@@ -78,6 +130,26 @@ void Fleet::OnAck(NodeConnection* connection, const v1::Ack& ack) {
     node->version_nacked = 0;
     node->nack_error.clear();
   }
+  // A SHA-256 in hex is 64 characters; more is not a hash, and it is kept per node.
+  if (!ack.content_hash().empty()) node->content_hash = ack.content_hash().substr(0, 64);
+  if (ack.version() == latest_version_ && !ack.content_hash().empty() && !latest_hash_.empty()) {
+    if (ack.content_hash() == latest_hash_) {
+      node->divergence.clear();
+    } else {
+      node->divergence = str::Cat("acknowledged version ", ack.version(),
+                                  " with another content hash");
+      log::Warn("fleet", str::Cat("node ", node->hello.node_id(), " acknowledged version ",
+                                  ack.version(), " with content hash ",
+                                  str::EscapeForLog(ack.content_hash(), 64), ", not ",
+                                  latest_hash_,
+                                  node->resent_after_ack ? "" : "; pushing it again"));
+      if (!node->resent_after_ack) {
+        node->resent_after_ack = true;
+        node->version_sent = 0;
+        OfferLocked(*node);
+      }
+    }
+  }
   CheckPushesLocked();
 }
 
@@ -86,11 +158,12 @@ void Fleet::OnNack(NodeConnection* connection, const v1::Nack& nack) {
   NodeRecord* node = FindLocked(connection);
   if (node == nullptr) return;
   node->version_nacked = nack.version();
-  node->nack_error = nack.error();
+  // Bounded: it is kept, listed and logged.
+  node->nack_error = nack.error().substr(0, 1024);
   node->refused.insert(nack.version());
   node->last_seen = std::chrono::system_clock::now();
   log::Warn("fleet", str::Cat("node ", node->hello.node_id(), " refused version ", nack.version(),
-                              ": ", nack.error()));
+                              ": ", str::EscapeForLog(nack.error(), 512)));
   CheckPushesLocked();
 }
 
@@ -101,15 +174,28 @@ void Fleet::OnReport(NodeConnection* connection, const v1::MetricsReport& report
   node->report = report;
   node->has_report = true;
   node->last_seen = std::chrono::system_clock::now();
+  // Each map key becomes metric series: bound what one node can create. Honest nodes have
+  // one key per route and status class (a few dozen) and one per upgrade result (six).
+  if (report.http_requests_size() > kMaxReportKeys ||
+      report.websocket_upgrades_size() > kMaxReportKeys) {
+    node->report.clear_http_requests();
+    node->report.clear_websocket_upgrades();
+    log::Warn("fleet", str::Cat("node ", node->hello.node_id(), " sent a report with ",
+                                report.http_requests_size(), " request and ",
+                                report.websocket_upgrades_size(), " upgrade keys (at most ",
+                                kMaxReportKeys, "); their counters are dropped"));
+  }
 }
 
 void Fleet::Publish(std::shared_ptr<const v1::Snapshot> snapshot) {
   auto push = std::make_shared<v1::ControlMessage>();
   *push->mutable_push()->mutable_snapshot() = *snapshot;
   push->mutable_push()->set_nonce(str::Cat("v", snapshot->version()));
+  std::string hash = config::SnapshotHash(*snapshot);
   std::lock_guard lock(mu_);
   latest_push_ = std::move(push);
   latest_version_ = snapshot->version();
+  latest_hash_ = std::move(hash);
   pending_pushes_[latest_version_] = clock_();
   for (auto& [id, node] : nodes_) OfferLocked(node);
   CheckPushesLocked();
@@ -139,10 +225,13 @@ void Fleet::CheckPushesLocked() {
   }
 }
 
+bool Fleet::ExpiredLocked(const NodeRecord& node) const {
+  return node.connection == nullptr && clock_() - node.disconnected_at > forget_after_;
+}
+
 void Fleet::ForgetLocked() {
-  const auto now = clock_();
   for (auto it = nodes_.begin(); it != nodes_.end();) {
-    if (it->second.connection == nullptr && now - it->second.disconnected_at > forget_after_) {
+    if (ExpiredLocked(it->second)) {
       it = nodes_.erase(it);
     } else {
       ++it;
@@ -172,6 +261,7 @@ v1::ListNodesResponse Fleet::List() const {
   out.set_latest_version(latest_version_);
   out.set_last_known_good_version(LastKnownGoodLocked());
   for (const auto& [id, node] : nodes_) {
+    if (ExpiredLocked(node)) continue;  // erased at the next Attach or Detach
     v1::NodeStatus* s = out.add_nodes();
     s->set_node_id(id);
     s->set_pod(node.hello.pod());
@@ -189,6 +279,8 @@ v1::ListNodesResponse Fleet::List() const {
     uint64_t upgrades = 0;
     for (const auto& [result, count] : node.report.websocket_upgrades()) upgrades += count;
     s->set_websocket_upgrades_total(upgrades);
+    s->set_content_hash(node.content_hash);
+    s->set_divergence(node.divergence);
   }
   return out;
 }
@@ -197,7 +289,9 @@ std::vector<NodeRecord> Fleet::Nodes() const {
   std::lock_guard lock(mu_);
   std::vector<NodeRecord> out;
   out.reserve(nodes_.size());
-  for (const auto& [id, node] : nodes_) out.push_back(node);
+  for (const auto& [id, node] : nodes_) {
+    if (!ExpiredLocked(node)) out.push_back(node);
+  }
   return out;
 }
 

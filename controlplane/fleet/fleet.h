@@ -5,6 +5,16 @@
 // pushed: the newest committed snapshot (latest wins, never a queue), except a version that
 // node refused (NACKed) — that one is never pushed to it again.
 //
+// Hostile peers are bounded here: at most max_nodes node ids are tracked (the
+// longest-disconnected one is forgotten first), a departed node's record and metric series
+// go away forget_after after it left, and a node's NACK state starts afresh on every new
+// stream, so a NACK sent by an impostor does not outlive the real node's reconnect.
+//
+// Content: each node reports the hash of the snapshot it serves (Hello, Ack). When it serves
+// the latest version number with other content, the latest is pushed to it again (once per
+// stream for an Ack, so two builds that serialize differently cannot loop) and the record
+// shows the divergence.
+//
 // Knows nothing of gRPC: a connection is the NodeConnection seam, implemented by the
 // discovery stream reactor and by fakes in tests. Thread-safe: every method takes the one
 // mutex; NodeConnection::Offer/Close are called with it held, so they must not call back.
@@ -19,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "onedomain/v1/admin.pb.h"
 #include "onedomain/v1/config_discovery.pb.h"
 
@@ -41,7 +52,10 @@ struct NodeRecord {
   uint64_t version_acked = 0;
   uint64_t version_nacked = 0;
   std::string nack_error;
-  std::set<uint64_t> refused;  // every version this node NACKed
+  std::set<uint64_t> refused;  // every version this node NACKed on its current stream
+  std::string content_hash;    // what the node last said it serves
+  std::string divergence;      // non-empty while its content differs from ours
+  bool resent_after_ack = false;  // one resend per stream when an Ack's hash differs
   std::chrono::system_clock::time_point last_seen;
   std::chrono::steady_clock::time_point disconnected_at;
   v1::MetricsReport report;
@@ -55,14 +69,22 @@ class Fleet {
   // Publish to the last answer.
   using PushObserver = std::function<void(double seconds)>;
 
-  // Disconnected nodes are forgotten `forget_after` after they left (bounds metric series).
+  // Told a node id and the version it serves when that is above every published version
+  // (a store restored from an older backup). Called with the fleet mutex held: must not
+  // block or call back.
+  using AheadObserver = std::function<void(const std::string& node_id, uint64_t version)>;
+
+  // Disconnected nodes are forgotten `forget_after` after they left; at most `max_nodes`
+  // node ids are tracked (both bound the metric series).
   explicit Fleet(std::chrono::seconds forget_after = std::chrono::seconds(300),
-                 Clock clock = std::chrono::steady_clock::now);
+                 Clock clock = std::chrono::steady_clock::now, size_t max_nodes = 1000);
 
   void SetPushObserver(PushObserver observer);
+  void SetAheadObserver(AheadObserver observer);
 
-  // A stream said Hello. A previous stream of the same node id is closed (ABORTED).
-  void Attach(NodeConnection* connection, const v1::Hello& hello);
+  // A stream said Hello (already validated). A previous stream of the same node id is closed
+  // (ABORTED). RESOURCE_EXHAUSTED when the node id is new and max_nodes ids are connected.
+  absl::Status Attach(NodeConnection* connection, const v1::Hello& hello);
   // The stream ended. Unknown or replaced connections are ignored.
   void Detach(NodeConnection* connection);
 
@@ -85,17 +107,21 @@ class Fleet {
   void OfferLocked(NodeRecord& node);
   void CheckPushesLocked();
   void ForgetLocked();
+  bool ExpiredLocked(const NodeRecord& node) const;
   NodeRecord* FindLocked(NodeConnection* connection);
   uint64_t LastKnownGoodLocked() const;
 
   const std::chrono::seconds forget_after_;
   const Clock clock_;
+  const size_t max_nodes_;
   mutable std::mutex mu_;
   PushObserver push_observer_;
+  AheadObserver ahead_observer_;
   std::map<std::string, NodeRecord> nodes_;  // by node id
   std::map<NodeConnection*, std::string> by_connection_;
   std::shared_ptr<const v1::ControlMessage> latest_push_;
   uint64_t latest_version_ = 0;
+  std::string latest_hash_;
   // Versions published and not yet answered by every connected node, with publish time.
   std::map<uint64_t, std::chrono::steady_clock::time_point> pending_pushes_;
 };

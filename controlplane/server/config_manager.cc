@@ -80,7 +80,9 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::Change(v1::Snapshot next,
   if (config::FieldErrors errors = config::ValidateSnapshot(next); !errors.empty()) {
     return InvalidFields(errors, field_prefix);
   }
-  next.set_version(latest + 1);
+  // Not latest + 1: after a restore from an older backup, numbers above the newest file
+  // were already issued (and may be served by nodes); they are never issued again.
+  next.set_version(store_.next_version());
   const v1::Snapshot empty;
   const v1::Snapshot& before = store_.Latest() ? *store_.Latest() : empty;
   v1::ChangeResponse response;
@@ -164,6 +166,16 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::Rollback(const v1::RollbackReq
   v1::ChangeOptions options = request.options();
   if (options.reason().empty()) options.set_reason(str::Cat("rollback to ", request.version()));
   return Change(std::move(*old), options, who, "Rollback", "");
+}
+
+bool ConfigManager::RaiseFloor(uint64_t version, const std::string& node_id) {
+  if (version < store_.next_version()) return false;
+  if (absl::Status s = store_.RaiseFloor(version, str::Cat("node ", node_id)); !s.ok()) {
+    log::Error("config", str::Cat("cannot record version ", version, " served by node ",
+                                  node_id, " as issued: ", s.message()));
+    return false;
+  }
+  return true;
 }
 
 v1::HistoryResponse ConfigManager::History(const v1::HistoryRequest& request) const {

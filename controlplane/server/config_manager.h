@@ -34,6 +34,10 @@ class ConfigManager {
                                               const std::string& who);
   v1::HistoryResponse History(const v1::HistoryRequest& request) const;
 
+  // A node serves `version`, above what the store remembers: the next commit goes above it.
+  // True when the floor moved.
+  bool RaiseFloor(uint64_t version, const std::string& node_id);
+
  private:
   // Validates `next`, checks expected_version, diffs, and (unless dry run) commits and
   // publishes. `field_prefix` names the request field validation paths hang under.

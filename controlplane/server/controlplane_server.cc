@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/config/defaults.h"
+#include "common/config/duration.h"
 #include "common/http/admin_server.h"
 #include "common/log/log.h"
 #include "common/metrics/exposition.h"
@@ -47,8 +48,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
     auto ca = ReadFile(endpoint.client_ca_file(), "grpc.client_ca_file");
     if (!ca.ok()) return ca.status();
     options.pem_root_certs = *ca;
-    options.client_certificate_request =
-        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    // A certificate, when presented, must verify; clients without one (the admin CLI, nodes
+    // with a token) still connect, and DiscoveryService decides who may open a node stream.
+    options.client_certificate_request = GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(options);
 }
@@ -56,7 +58,16 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
 }  // namespace
 
 struct ControlplaneServer::State {
-  explicit State(v1::ControlplaneConfig c) : config(std::move(c)), metrics(*registry) {}
+  explicit State(v1::ControlplaneConfig c)
+      : config(std::move(c)),
+        metrics(*registry),
+        fleet(std::chrono::duration_cast<std::chrono::seconds>(
+                  onedomain::config::DurationOr(config.nodes().has_forget_after(),
+                                                config.nodes().forget_after(),
+                                                onedomain::config::defaults::kForgetNodesAfter)),
+              std::chrono::steady_clock::now,
+              config.nodes().has_max_nodes() ? config.nodes().max_nodes()
+                                             : onedomain::config::defaults::kMaxNodes) {}
 
   v1::ControlplaneConfig config;
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
@@ -91,15 +102,26 @@ absl::Status ControlplaneServer::Start() {
   auto store = FileStore::Open(dir, keep);
   if (!store.ok()) return store.status();
   s.store = std::move(*store);
+  for (const auto& [kind, n] : s.store->state_loss()) {
+    s.metrics.CountStateLoss(kind, static_cast<double>(n));
+  }
 
   const std::string token_env =
       c.auth().token_env().empty() ? config::defaults::kTokenEnv : c.auth().token_env();
-  auto tokens = TokenSet::Load(c.auth().tokens_file(), token_env);
+  auto tokens = TokenSet::Load(c.auth().tokens_file(), token_env, c.auth().node_token_env());
   if (!tokens.ok()) return tokens.status();
   s.tokens = std::move(*tokens);
-  if (s.tokens.size() == 0) {
+  if (s.tokens.size() == s.tokens.node_tokens()) {
     log::Warn("controlplane", str::Cat("no admin tokens configured (auth.tokens_file or $",
                                        token_env, "): every Admin call will be refused"));
+  }
+  if (c.nodes().allow_unauthenticated()) {
+    log::Warn("controlplane", "nodes.allow_unauthenticated: anyone who reaches the gRPC port "
+                              "can read the config and pose as a node");
+  } else if (s.tokens.node_tokens() == 0 && c.grpc().client_ca_file().empty()) {
+    log::Warn("controlplane", "no node credentials configured (a `node` token in "
+                              "auth.tokens_file, or grpc.client_ca_file): every node stream "
+                              "will be refused");
   }
 
   s.fleet.SetPushObserver([&s](double seconds) { s.metrics.ObservePush(seconds); });
@@ -111,7 +133,19 @@ absl::Status ControlplaneServer::Start() {
     return st;
   }
 
-  s.discovery = std::make_unique<DiscoveryService>(s.fleet);
+  // A node serving a version above the store's (restored from an older backup) raises the
+  // floor; the store is only touched on the executor, and the fleet must not block.
+  s.fleet.SetAheadObserver([&s](const std::string& node_id, uint64_t version) {
+    s.executor->Post([&s, node_id, version] {
+      if (s.manager->RaiseFloor(version, node_id)) s.metrics.CountStateLoss("node_ahead_of_store");
+    });
+  });
+  DiscoveryService::Options discovery_options;
+  discovery_options.allow_unauthenticated = c.nodes().allow_unauthenticated();
+  discovery_options.on_refused = [&s](std::string_view code) {
+    s.metrics.CountNodeStreamRefused(code);
+  };
+  s.discovery = std::make_unique<DiscoveryService>(s.fleet, s.tokens, discovery_options);
   s.admin =
       std::make_unique<AdminService>(s.tokens, *s.manager, s.fleet, *s.executor, s.metrics);
   auto creds = Credentials(c.grpc());

@@ -27,13 +27,42 @@ ControlplaneMetrics::ControlplaneMetrics(prometheus::Registry& registry)
                           .Name("onedomain_config_latest_version")
                           .Help("Newest committed snapshot version.")
                           .Register(registry)
-                          .Add({})) {}
+                          .Add({})),
+      node_streams_refused_(prometheus::BuildCounter()
+                                .Name("onedomain_node_streams_refused_total")
+                                .Help("Config streams refused, by gRPC status code "
+                                      "(UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, "
+                                      "RESOURCE_EXHAUSTED).")
+                                .Register(registry)),
+      state_loss_(prometheus::BuildCounter()
+                      .Name("onedomain_store_state_loss_total")
+                      .Help("State the store found lost, by kind: audit_log_empty, "
+                            "audit_log_missing, audit_record_unreadable, "
+                            "restored_below_high_water_mark, node_ahead_of_store.")
+                      .Register(registry)) {
+  for (const char* code :
+       {"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}) {
+    node_streams_refused_.Add({{"code", code}});
+  }
+  for (const char* kind : {"audit_log_empty", "audit_log_missing", "audit_record_unreadable",
+                           "restored_below_high_water_mark", "node_ahead_of_store"}) {
+    state_loss_.Add({{"kind", kind}});
+  }
+}
 
 void ControlplaneMetrics::CountAdminRequest(std::string_view method, std::string_view code) {
   admin_requests_.Add({{"method", std::string(method)}, {"code", std::string(code)}}).Increment();
 }
 
 void ControlplaneMetrics::ObservePush(double seconds) { push_seconds_.Observe(seconds); }
+
+void ControlplaneMetrics::CountNodeStreamRefused(std::string_view code) {
+  node_streams_refused_.Add({{"code", std::string(code)}}).Increment();
+}
+
+void ControlplaneMetrics::CountStateLoss(std::string_view kind, double n) {
+  state_loss_.Add({{"kind", std::string(kind)}}).Increment(n);
+}
 
 void ControlplaneMetrics::SetLatestVersion(unsigned long long version) {
   latest_version_.Set(static_cast<double>(version));

@@ -24,11 +24,17 @@ class ControlplaneMetrics {
   void CountAdminRequest(std::string_view method, std::string_view code);
   void ObservePush(double seconds);
   void SetLatestVersion(unsigned long long version);
+  // A node stream refused before or at its Hello; `code` as above.
+  void CountNodeStreamRefused(std::string_view code);
+  // State the store noticed it had lost (FileStore::state_loss kinds).
+  void CountStateLoss(std::string_view kind, double n = 1);
 
  private:
   prometheus::Family<prometheus::Counter>& admin_requests_;
   prometheus::Histogram& push_seconds_;
   prometheus::Gauge& latest_version_;
+  prometheus::Family<prometheus::Counter>& node_streams_refused_;
+  prometheus::Family<prometheus::Counter>& state_loss_;
 };
 
 }  // namespace onedomain::controlplane

@@ -114,6 +114,11 @@ std::string FileStore::SnapshotPath(uint64_t version) const {
   return str::Cat(directory_, "/snapshots/", name);
 }
 
+void FileStore::CountLoss(const std::string& kind, const std::string& message) {
+  ++state_loss_[kind];
+  log::Warn("store", message);
+}
+
 absl::Status FileStore::Load() {
   const std::string dir = directory_ + "/snapshots";
   DIR* d = ::opendir(dir.c_str());
@@ -130,30 +135,114 @@ absl::Status FileStore::Load() {
   ::closedir(d);
   std::sort(kept_.begin(), kept_.end());
 
-  // The newest readable version is the latest; an unreadable one (disk corruption, not a
-  // crash: renames are atomic) is reported rather than silently skipped.
+  // The newest version is what nodes get pushed: an empty, unreadable or mislabelled newest
+  // file is refused (renames are atomic, so this is disk damage or a hand-made file, not a
+  // crash). Skipping to an older file would silently move the fleet back.
   if (!kept_.empty()) {
-    auto latest = Get(kept_.back());
+    auto latest = ReadSnapshotFile(kept_.back());
     if (!latest.ok()) return latest.status();
     latest_ = std::make_shared<const v1::Snapshot>(std::move(*latest));
+    floor_ = kept_.back();
   }
 
-  std::ifstream audit(directory_ + "/audit.log");
+  const std::string audit_path = directory_ + "/audit.log";
+  struct stat st {};
+  const bool audit_exists = ::stat(audit_path.c_str(), &st) == 0;
+  if (!kept_.empty() && !audit_exists) {
+    CountLoss("audit_log_missing",
+              str::Cat(audit_path, ": missing although the store holds versions up to ",
+                       kept_.back(), "; history before now is lost"));
+  } else if (!kept_.empty() && st.st_size == 0) {
+    CountLoss("audit_log_empty",
+              str::Cat(audit_path, ": empty (0 bytes) although the store holds versions up to ",
+                       kept_.back(), "; history before now is lost"));
+  }
+  std::ifstream audit(audit_path);
   std::string line;
   int line_number = 0;
+  uint64_t audit_max = 0;
   while (std::getline(audit, line)) {
     ++line_number;
     v1::AuditRecord record;
     if (line.empty()) continue;
     if (!google::protobuf::util::JsonStringToMessage(line, &record).ok()) {
       // Only the last line can be torn by a crash mid-append; say so and move on.
-      log::Warn("store", str::Cat(directory_, "/audit.log:", line_number,
-                                  ": unreadable audit record skipped"));
+      CountLoss("audit_record_unreadable",
+                str::Cat(audit_path, ":", line_number, ": unreadable audit record skipped"));
       continue;
     }
+    audit_max = std::max(audit_max, record.version());
     audit_.push_back(std::move(record));
   }
+
+  // The high-water mark: a missing file is a store from before it existed (or a new one).
+  const std::string hwm_path = directory_ + "/high_water_mark";
+  uint64_t hwm = 0;
+  if (std::ifstream in(hwm_path); in) {
+    std::ostringstream buf;
+    buf << in.rdbuf();
+    const std::string contents = buf.str();
+    const std::string_view text = str::StripWhitespace(contents);
+    if (text.empty() || !str::ParseInt(text, hwm)) {
+      return absl::DataLossError(str::Cat(
+          hwm_path, ": not a version number (", text.size(), " bytes); it records the highest "
+          "version ever issued: restore it, or delete it to derive the floor from the snapshot "
+          "files and the audit log"));
+    }
+  }
+  const uint64_t newest = floor_;
+  floor_ = std::max({floor_, hwm, audit_max});
+  if (floor_ > newest) {
+    CountLoss("restored_below_high_water_mark",
+              str::Cat(directory_, ": the newest snapshot is version ", newest,
+                       " but versions up to ", floor_, " were issued (high_water_mark ", hwm,
+                       ", audit log ", audit_max, "): restored from an older backup? The next "
+                       "commit will be version ", floor_ + 1));
+  }
+  if (floor_ != hwm) {
+    if (absl::Status s = WriteHighWaterMark(floor_); !s.ok()) return s;
+  }
   return absl::OkStatus();
+}
+
+absl::Status FileStore::WriteHighWaterMark(uint64_t version) {
+  return WriteFileDurably(directory_, directory_ + "/high_water_mark", str::Cat(version, "\n"));
+}
+
+absl::Status FileStore::RaiseFloor(uint64_t version, std::string_view why) {
+  if (version <= floor_) return absl::OkStatus();
+  if (absl::Status s = WriteHighWaterMark(version); !s.ok()) return s;
+  CountLoss("node_ahead_of_store",
+            str::Cat(directory_, ": ", why, " serves version ", version, ", above every version "
+                     "this store remembers (", floor_, "); the next commit will be version ",
+                     version + 1));
+  floor_ = version;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Snapshot> FileStore::ReadSnapshotFile(uint64_t version) const {
+  const std::string path = SnapshotPath(version);
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (!in) return absl::DataLossError(str::Cat(path, ": cannot be read"));
+  const std::string data = buf.str();
+  v1::Snapshot snapshot;
+  if (data.empty()) {
+    return absl::DataLossError(str::Cat(
+        path, ": empty file (0 bytes), not a snapshot; restore it from a backup, or remove it "
+        "to serve the previous version (the next commit still gets a new number)"));
+  }
+  if (!snapshot.ParseFromString(data)) {
+    return absl::DataLossError(str::Cat(path, ": not a readable Snapshot (", data.size(),
+                                        " bytes); restore it from a backup or remove it"));
+  }
+  if (snapshot.version() != version) {
+    return absl::DataLossError(str::Cat(path, ": holds version ", snapshot.version(),
+                                        " but its name says ", version,
+                                        "; the file was renamed or replaced by hand"));
+  }
+  return snapshot;
 }
 
 absl::StatusOr<v1::Snapshot> FileStore::Get(uint64_t version) const {
@@ -162,25 +251,24 @@ absl::StatusOr<v1::Snapshot> FileStore::Get(uint64_t version) const {
                                         kept_.empty() ? 0 : kept_.front(), "..",
                                         kept_.empty() ? 0 : kept_.back(), ")"));
   }
-  const std::string path = SnapshotPath(version);
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  v1::Snapshot snapshot;
-  if (!in || !snapshot.ParseFromString(buf.str())) {
-    return absl::DataLossError(str::Cat("cannot read snapshot ", path));
-  }
-  return snapshot;
+  return ReadSnapshotFile(version);
 }
 
 absl::Status FileStore::Commit(const v1::Snapshot& snapshot, const v1::AuditRecord& record) {
-  if (snapshot.version() != latest_version() + 1) {
+  if (snapshot.version() != next_version()) {
     return absl::FailedPreconditionError(str::Cat("commit of version ", snapshot.version(),
-                                                  " but the latest is ", latest_version()));
+                                                  " but the next version is ", next_version()));
+  }
+  const std::string path = SnapshotPath(snapshot.version());
+  if (::access(path.c_str(), F_OK) == 0) {
+    // Unreachable while the floor holds; a last guard against overwriting a version.
+    return absl::FailedPreconditionError(str::Cat(path, " already exists"));
   }
   std::string data;
   if (!snapshot.SerializeToString(&data)) return absl::InternalError("cannot serialize");
-  const std::string path = SnapshotPath(snapshot.version());
+  // The mark goes first: a crash after it leaves a gap, never a number issued twice.
+  if (absl::Status s = WriteHighWaterMark(snapshot.version()); !s.ok()) return s;
+  floor_ = snapshot.version();
   if (absl::Status s = WriteFileDurably(directory_ + "/snapshots", path, data); !s.ok()) {
     return s;
   }

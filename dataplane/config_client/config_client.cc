@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "common/config/defaults.h"
+#include "common/config/snapshot_hash.h"
 #include "common/config/duration.h"
 #include "common/log/log.h"
 #include "common/strings/strings.h"
@@ -51,11 +52,12 @@ struct ConfigClient::Channel {
 };
 
 ConfigClient::ConfigClient(v1::ControlPlaneSource source, v1::Node node, uint64_t serving_version,
-                           Callbacks callbacks)
+                           Callbacks callbacks, std::string serving_hash)
     : source_(std::move(source)),
       node_(std::move(node)),
       callbacks_(std::move(callbacks)),
-      serving_version_(serving_version) {}
+      serving_version_(serving_version),
+      serving_hash_(std::move(serving_hash)) {}
 
 ConfigClient::~ConfigClient() { Stop(); }
 
@@ -68,6 +70,10 @@ absl::StatusOr<v1::Snapshot> ConfigClient::LoadCache(const std::string& path) {
   bool ok = false;
   const std::string data = ReadFileOr(path, &ok);
   if (!ok) return absl::NotFoundError(str::Cat("no cached snapshot at ", path));
+  // An empty file parses as an empty "version 0" snapshot: say it is lost instead.
+  if (data.empty()) {
+    return absl::DataLossError(str::Cat("cached snapshot ", path, " is empty (0 bytes)"));
+  }
   v1::Snapshot snapshot;
   if (!snapshot.ParseFromString(data)) {
     return absl::DataLossError(str::Cat("cached snapshot ", path, " is unreadable"));
@@ -150,10 +156,24 @@ void ConfigClient::Run() {
 
 bool ConfigClient::RunStream() {
   grpc::ClientContext context;
+  if (!source_.token_file().empty()) {
+    // Read at every connect so a rotated token is picked up. The text never reaches a log.
+    bool ok = false;
+    const std::string token(str::StripWhitespace(ReadFileOr(source_.token_file(), &ok)));
+    if (!ok || token.empty()) {
+      log::Error("config_client", str::Cat("controlplane.token_file ", source_.token_file(),
+                                           ok ? " is empty" : " cannot be read",
+                                           "; connecting without a token"));
+    } else {
+      context.AddMetadata("authorization", "Bearer " + token);
+    }
+  }
+  std::string serving_hash;
   {
     std::lock_guard lock(mu_);
     if (stopping_) return false;
     context_ = &context;
+    serving_hash = serving_hash_;
   }
   auto stream = channel_->stub->Stream(&context);
   std::mutex write_mu;  // the sync API allows one Write at a time; reads run concurrently
@@ -164,6 +184,7 @@ bool ConfigClient::RunStream() {
   hello.mutable_hello()->set_zone(node_.zone());
   hello.mutable_hello()->set_build(str::Cat("dataplane ", kVersion));
   hello.mutable_hello()->set_serving_version(serving_version_.load());
+  hello.mutable_hello()->set_content_hash(serving_hash);
   bool got_message = false;
   if (stream->Write(hello)) {
     // Reports on their own thread until the stream ends.
@@ -199,9 +220,15 @@ bool ConfigClient::RunStream() {
       const absl::Status applied = callbacks_.apply(snapshot);
       v1::NodeMessage answer;
       if (applied.ok()) {
+        std::string hash = config::SnapshotHash(*snapshot);
         serving_version_.store(snapshot->version());
         answer.mutable_ack()->set_version(snapshot->version());
         answer.mutable_ack()->set_nonce(push.nonce());
+        answer.mutable_ack()->set_content_hash(hash);
+        {
+          std::lock_guard lock(mu_);
+          serving_hash_ = std::move(hash);
+        }
         log::Info("config_client", str::Cat("applied version ", snapshot->version()));
         if (const std::string path = CachePath(source_); !path.empty()) {
           if (absl::Status s = SaveCache(path, *snapshot); !s.ok()) {

@@ -5,7 +5,9 @@
 // applies each pushed snapshot through `apply` (which returns once every worker switched, or
 // with the reason it cannot), answers ACK or NACK with the push's nonce, caches each accepted
 // snapshot on disk, and streams a MetricsReport every report_interval. The node keeps serving
-// its last good snapshot through control-plane outages.
+// its last good snapshot through control-plane outages. Hello and each Ack carry the content
+// hash of the snapshot served (config::SnapshotHash); the stream carries the node token read
+// from source.token_file at every connect (never logged).
 
 #include <atomic>
 #include <chrono>
@@ -39,9 +41,10 @@ class ConfigClient {
   };
 
   // `serving_version` is the version the node serves at start (cache or bootstrap), sent in
-  // Hello so the control plane does not push what the node already has.
+  // Hello with `serving_hash` (its content hash, "" if unknown) so the control plane does
+  // not push what the node already has — and does when the content differs.
   ConfigClient(v1::ControlPlaneSource source, v1::Node node, uint64_t serving_version,
-               Callbacks callbacks);
+               Callbacks callbacks, std::string serving_hash = "");
   ~ConfigClient();  // Stop()
 
   ConfigClient(const ConfigClient&) = delete;
@@ -54,7 +57,8 @@ class ConfigClient {
   bool connected() const { return connected_.load(); }
   uint64_t serving_version() const { return serving_version_.load(); }
 
-  // The on-disk cache of the last accepted snapshot ("none" disables it).
+  // The on-disk cache of the last accepted snapshot ("none" disables it). LoadCache:
+  // NOT_FOUND when there is no file, DATA_LOSS when it is empty or unreadable.
   static std::string CachePath(const v1::ControlPlaneSource& source);
   static absl::StatusOr<v1::Snapshot> LoadCache(const std::string& path);
   static absl::Status SaveCache(const std::string& path, const v1::Snapshot& snapshot);
@@ -76,6 +80,7 @@ class ConfigClient {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  std::string serving_hash_;  // guarded by mu_
   grpc::ClientContext* context_ = nullptr;  // the live stream's, for cancel on Stop
   std::thread thread_;
 

@@ -331,8 +331,10 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
 }  // namespace
 
 void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket) {
+  worker.ConnectionOpened();
   net::co_spawn(worker.io_context(), ServeConnection(std::move(socket), worker, listener_slot),
                 [&worker](std::exception_ptr e) {
+                  worker.ConnectionClosed();
                   if (!e) return;
                   try {
                     std::rethrow_exception(e);

@@ -134,7 +134,9 @@ std::unique_ptr<UpstreamConnection> TakePooled(Host& host, const CompiledCluster
                                                stats::ClusterCounters& counters) {
   for (;;) {
     std::unique_ptr<UpstreamConnection> conn = host.pool().Take(Clock::now(), def.pool.idle_timeout);
-    if (!conn || ProbeIdleSocket(conn->stream().native_handle()) == IdleSocketState::kUsable) {
+    // No poller edge since its last read drained it: untouched, no syscall needed.
+    if (!conn || !conn->stream().maybe_readable() ||
+        ProbeIdleSocket(conn->stream().native_handle()) == IdleSocketState::kUsable) {
       return conn;
     }
     counters.pool_stale.Add();
@@ -463,7 +465,8 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
     if (x.conn) {
       reused = true;
       x.up_deadline.set_arg(&x.conn->stream());
-      acked_before = BytesAckedByPeer(x.conn->stream().native_handle());
+      // Only a non-idempotent request needs the proof below (one getsockopt).
+      if (!can_resend) acked_before = BytesAckedByPeer(x.conn->stream().native_handle());
     } else {
       if (x.def.pool.max_connections != 0 &&
           host->open_connections >= x.def.pool.max_connections) {
@@ -519,10 +522,12 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
       // connection, as browsers do. Idempotent requests always; others only when the
       // peer's TCP acknowledged none of the request's bytes, which proves no application
       // saw it.
-      const bool undelivered =
-          acked_before && BytesAckedByPeer(x.conn->stream().native_handle()) == acked_before;
+      const auto undelivered = [&] {
+        return acked_before &&
+               BytesAckedByPeer(x.conn->stream().native_handle()) == acked_before;
+      };
       if (hr == HeadRead::kClosedEarly && reused && buffered.complete && !retried &&
-          (can_resend || undelivered)) {
+          (can_resend || undelivered())) {
         // Prefer another host (this one may have just died), else this one again.
         retried = true;
         fresh_only = true;

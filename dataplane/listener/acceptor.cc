@@ -111,7 +111,7 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
       const CompiledListener* l = cfg ? cfg->listener(slot) : nullptr;
       uint32_t max = l != nullptr ? l->limits.max_connections_per_worker : 0;
       if (max == 0) max = worker.default_connection_cap();
-      if (max != 0 && worker.live_sessions() >= static_cast<int64_t>(max)) {
+      if (max != 0 && worker.connections() >= max) {
         SlotWait w;
         w.parked = &pause;
         w.wake = &WakeSlotWait;
@@ -186,8 +186,9 @@ absl::Status CheckPortFree(const std::string& address, uint16_t port) {
     const int err = errno;
     if (err == EADDRINUSE) {
       return absl::FailedPreconditionError(str::Cat(
-          address, ":", port, " is already in use by another process (another data plane?); "
-          "set share_listen_ports: true in the bootstrap to share it on purpose"));
+          "cannot listen on ", address, ":", port,
+          ": already in use by another process (another data plane?); set "
+          "share_listen_ports: true in the bootstrap to share it on purpose"));
     }
     return absl::UnavailableError(
         str::Cat("cannot listen on ", address, ":", port, ": ", std::strerror(err)));

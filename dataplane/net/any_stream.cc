@@ -554,6 +554,8 @@ void AnyStream::ShutdownSend() {
 
 bool AnyStream::read_hup() const { return polled_->hup; }
 
+bool AnyStream::maybe_readable() const { return polled_->readable || polled_->hup; }
+
 void AnyStream::Delegate(EventFn fn, void* ctx) {
   if (is_tls()) return;
   polled_->delegate = fn;

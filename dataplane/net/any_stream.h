@@ -97,6 +97,9 @@ class AnyStream {
   void ShutdownSend();
   // The poller has seen the peer's end (RDHUP/HUP/ERR): read to it even after short reads.
   bool read_hup() const;
+  // False only when nothing can have arrived since a read found the socket empty (an edge
+  // would have said so): an idle connection that is provably untouched, without a syscall.
+  bool maybe_readable() const;
   // Plain streams: the poller's events for this descriptor go to fn(ctx, epoll events)
   // instead of this stream's own waits, until Delegate(nullptr, nullptr). The stream's
   // readiness hints restart as "try" when it takes the descriptor back.

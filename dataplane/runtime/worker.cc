@@ -191,7 +191,11 @@ void Worker::RemoveSession(SessionLink* link) {
   link->prev = link->next = nullptr;
   live_sessions_.store(live_sessions_.load(std::memory_order_relaxed) - 1,
                        std::memory_order_relaxed);
-  // A slot freed up for accept loops held back by max_connections_per_worker.
+}
+
+void Worker::ConnectionClosed() {
+  --connections_;
+  // A slot freed up for accept loops held back by the connection cap.
   if (accept_waiters_.empty()) return;
   std::vector<AcceptWaiter*> waiters;
   waiters.swap(accept_waiters_);

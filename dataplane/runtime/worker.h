@@ -94,6 +94,12 @@ class Worker {
 
   void AddSession(SessionLink* link);
   void RemoveSession(SessionLink* link);
+  // Client connections from accept to close, whatever stage they are in (TLS peek and
+  // handshake included): what the connection caps count. Closing one wakes an accept loop
+  // held back by its cap.
+  uint32_t connections() const { return connections_; }
+  void ConnectionOpened() { ++connections_; }
+  void ConnectionClosed();
 
   // Accept loops register their acceptor so it can be closed by slot.
   using CloseFn = void (*)(void* acceptor);
@@ -131,6 +137,7 @@ class Worker {
   SessionLink* sessions_ = nullptr;
   std::atomic<int64_t> live_sessions_{0};
   uint32_t default_connection_cap_ = 0;
+  uint32_t connections_ = 0;
   bool draining_ = false;
   bool reactor_reported_ = false;
   std::unordered_multimap<uint32_t, AcceptorEntry> acceptors_;

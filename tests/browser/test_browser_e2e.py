@@ -93,6 +93,7 @@ def _seed(port, certs, agents, frontend):
 
 def _managed_dataplane(start, state_dir, cp_address, node_id):
     os.makedirs(state_dir, exist_ok=True)
+    node_token_file = support.write_file(state_dir, "node.token", cp_support.NODE_TOKEN + "\n")
     config = support.write_file(state_dir, "dataplane.yaml", textwrap.dedent(f"""
         node:
           id: {node_id}
@@ -102,6 +103,7 @@ def _managed_dataplane(start, state_dir, cp_address, node_id):
           port: 0
         controlplane:
           address: {cp_address}
+          token_file: {node_token_file}
           cache_path: {state_dir}/snapshot.pb
           backoff_initial: 50ms
           backoff_max: 500ms

@@ -376,13 +376,14 @@ def test_admin_token_from_secret_never_a_flag():
         env = _env(c)
         if case == "minimal":
             assert "ONEDOMAIN_ADMIN_TOKEN" not in env
-            assert not find(docs, "Secret")
+            assert not find(docs, "Secret", "-admin-token")
             continue
         ref = env["ONEDOMAIN_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
         assert config(docs, "controlplane")["auth"]["token_env"] == "ONEDOMAIN_ADMIN_TOKEN"
         if case == "hirecj":
             assert ref == {"name": "onedomain-admin-token", "key": "token"}
-            assert not find(docs, "Secret"), "an existing secret is referenced, not created"
+            assert not find(docs, "Secret", "-admin-token"), \
+                "an existing secret is referenced, not created"
         else:
             secret = one(docs, "Secret", "-admin-token")
             assert ref["name"] == secret["metadata"]["name"]
@@ -392,6 +393,36 @@ def test_admin_token_from_secret_never_a_flag():
     default_secret = one(render_case("default"), "Secret", "-admin-token")
     token = base64.b64decode(default_secret["data"]["token"]).decode()
     assert len(token) >= 32
+
+
+def test_node_token_generated_and_mounted_never_a_flag():
+    """Data planes authenticate on the config stream by default: the chart generates a node
+    token Secret, hands it to the control plane through the environment (auth.node_token_env)
+    and to every data-plane pod as the file its bootstrap names (controlplane.token_file)."""
+    import base64
+    for case in ALL:
+        docs = render_case(case)
+        secret = one(docs, "Secret", "-node-token")
+        assert len(base64.b64decode(secret["data"]["token"]).decode()) >= 32
+        cp = container(one(docs, "Deployment", CP))
+        ref = _env(cp)["ONEDOMAIN_NODE_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret["metadata"]["name"], "key": "token"}
+        assert config(docs, "controlplane")["auth"]["node_token_env"] == "ONEDOMAIN_NODE_TOKEN"
+        dp_deploy = one(docs, "Deployment", DP)
+        dp = container(dp_deploy)
+        assert not any("token" in a.lower() for a in dp.get("args", [])), dp.get("args")
+        mount = next(m for m in dp["volumeMounts"] if m["name"] == "node-token")
+        assert mount["readOnly"] is True
+        vol = next(v for v in pod_spec(dp_deploy)["volumes"] if v["name"] == "node-token")
+        assert vol["secret"]["secretName"] == secret["metadata"]["name"]
+        token_file = config(docs, "dataplane")["controlplane"]["token_file"]
+        assert token_file == f"{mount['mountPath']}/token"
+        assert vol["secret"]["items"] == [{"key": "token", "path": "token"}]
+    existing = render(sets={"nodeToken.existingSecret": "my-node-token"})
+    assert not find(existing, "Secret", "-node-token")
+    vol = next(v for v in pod_spec(one(existing, "Deployment", DP))["volumes"]
+               if v["name"] == "node-token")
+    assert vol["secret"]["secretName"] == "my-node-token"
 
 
 def test_tls_secrets_referenced():

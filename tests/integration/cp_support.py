@@ -9,6 +9,8 @@ import support
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 OPERATE_TOKEN = "operate-token-0123456789abcdef"
 READ_TOKEN = "read-token-0123456789abcdef"
+# Role node, for any node id (`*`): the config stream is authenticated by default.
+NODE_TOKEN = "node-token-0123456789abcdef"
 
 
 def seed_yaml(agents_endpoints=("127.0.0.1:8000",), frontend="127.0.0.1:8001",
@@ -59,23 +61,25 @@ def dedent(seed):
 class ControlPlane:
     """Writes a config + tokens into a state dir and starts `controlplane serve`."""
 
-    def __init__(self, procs, state_dir, seed=None, grpc_port=0):
+    def __init__(self, procs, state_dir, seed=None, grpc_port=0, grpc_extra="", extra=""):
         self.procs = procs
         self.state_dir = state_dir
         os.makedirs(state_dir, exist_ok=True)
         tokens = support.write_file(state_dir, "tokens",
                                     f"ops admin {ADMIN_TOKEN}\n"
                                     f"deployer operate {OPERATE_TOKEN}\n"
-                                    f"viewer read {READ_TOKEN}\n")
+                                    f"viewer read {READ_TOKEN}\n"
+                                    f"* node {NODE_TOKEN}\n")
         os.chmod(tokens, 0o600)
         self.token_files = {}
         for name, tok in (("admin", ADMIN_TOKEN), ("operate", OPERATE_TOKEN),
-                          ("read", READ_TOKEN), ("wrong", "not-a-valid-token-000000")):
+                          ("read", READ_TOKEN), ("node", NODE_TOKEN),
+                          ("wrong", "not-a-valid-token-000000")):
             self.token_files[name] = support.write_file(state_dir, f"{name}.token", tok + "\n")
         self.config = support.write_file(state_dir, "controlplane.yaml", f"""
 grpc:
   address: 127.0.0.1
-  port: {grpc_port}
+  port: {grpc_port}{grpc_extra}
 http:
   address: 127.0.0.1
   port: 0
@@ -83,7 +87,7 @@ store:
   directory: {state_dir}/store
   keep_versions: 10
 auth:
-  tokens_file: {tokens}
+  tokens_file: {tokens}{extra}
 seed:{seed if seed is not None else seed_yaml()}
 """)
         self.proc = None

@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 
+import cp_support
 import segment_relay
 import support
 
@@ -18,12 +19,20 @@ def start_backend(procs, instance, frontend=False):
 
 
 def start_managed_dataplane(procs, state_dir, cp_address, node_id, snapshot_yaml=None,
-                            extra_env=None, workers=1, ca_file=None):
+                            extra_env=None, workers=1, ca_file=None,
+                            token=cp_support.NODE_TOKEN, cert_file=None, key_file=None):
     """A data plane managed by the control plane at cp_address; its snapshot cache lives in
-    state_dir. Returns the Process (ports not awaited)."""
+    state_dir. It authenticates with `token` (a node token, written to state_dir/node.token;
+    None: no token) and/or a client certificate. Returns the Process (ports not awaited)."""
     os.makedirs(state_dir, exist_ok=True)
     fallback = f"\nsnapshot:{snapshot_yaml}" if snapshot_yaml else ""
     ca_line = f"\n  ca_file: {ca_file}" if ca_file else ""
+    if token is not None:
+        token_file = support.write_file(state_dir, "node.token", token + "\n")
+        os.chmod(token_file, 0o600)
+        ca_line += f"\n  token_file: {token_file}"
+    if cert_file:
+        ca_line += f"\n  cert_file: {cert_file}\n  key_file: {key_file}"
     config = support.write_file(state_dir, "dataplane.yaml", f"""
 node:
   id: {node_id}

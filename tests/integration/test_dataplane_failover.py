@@ -1,6 +1,6 @@
 """Two endpoints under load; one is killed: traffic moves to the other with a bounded number
-of errors (only requests in flight on the dead one), and with both down the answer is 503
-once outlier detection has ejected them."""
+of errors (only requests in flight on the dead one), and with both down every answer is a
+502 (below the panic threshold every endpoint is tried again)."""
 
 import threading
 import time
@@ -68,15 +68,10 @@ def test_kill_one_endpoint_mid_load_then_both(procs, workers):
     assert all(o[1] == 200 and o[2] == "A" for o in settled), settled[:5]
     assert plane.counter("onedomain_upstream_ejections_total", cluster="agents") >= 1
 
-    # Both down: 502s while the last endpoint is still counted healthy, then 503.
+    # Both down: with no endpoint left healthy the panic threshold (default 50 %) sends
+    # requests to every endpoint again, so each gets a precise 502 (connection refused), never
+    # a hang, and an endpoint that comes back serves at once.
     a.proc.kill()
     a.proc.wait(timeout=5)
-    statuses = []
-    for _ in range(40):
-        r = dp.request(plane.port, "GET", "/api/v1/echo")
-        statuses.append(r.status)
-        if r.status == 503:
-            break
-    assert statuses[-1] == 503, statuses
-    assert set(statuses) <= {502, 503}, statuses
-    assert b"no healthy upstream endpoint" in r.body
+    statuses = [dp.request(plane.port, "GET", "/api/v1/echo").status for _ in range(10)]
+    assert set(statuses) == {502}, statuses

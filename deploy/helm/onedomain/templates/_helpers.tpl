@@ -116,6 +116,10 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 
+{{- define "onedomain.nodeToken.secretName" -}}
+{{- default (printf "%s-node-token" (include "onedomain.fullname" .)) .Values.nodeToken.existingSecret -}}
+{{- end -}}
+
 {{- define "onedomain.tls.secretName" -}}
 {{- if .Values.tls.existingSecret -}}
 {{- .Values.tls.existingSecret -}}
@@ -131,6 +135,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "onedomain.paths.tls" -}}/etc/onedomain/tls{{- end -}}
 {{- define "onedomain.paths.cpTls" -}}/etc/onedomain/controlplane-tls{{- end -}}
 {{- define "onedomain.paths.auth" -}}/etc/onedomain/auth{{- end -}}
+{{- define "onedomain.paths.nodeToken" -}}/etc/onedomain/node-token{{- end -}}
 {{- define "onedomain.paths.state" -}}/var/lib/onedomain{{- end -}}
 {{- define "onedomain.paths.cache" -}}/var/cache/onedomain{{- end -}}
 

@@ -219,6 +219,32 @@ TEST(Validation, ControlplaneConfig) {
   EXPECT_TRUE(HasError(errors, "seed.clusters[0].endpoints", "at least one endpoint"));
 }
 
+TEST(Validation, BootstrapNodeIdIsWhatTheControlPlaneAccepts) {
+  v1::DataplaneBootstrap b;
+  b.mutable_controlplane()->set_address("controlplane:18000");
+  b.mutable_node()->set_id("od-onedomain-dataplane-7d9f8b6c5-x2x4q");
+  EXPECT_TRUE(ValidateDataplaneBootstrap(b).empty()) << ToStatus(ValidateDataplaneBootstrap(b));
+  b.mutable_node()->set_id("web 1");
+  EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "node.id", "at most 63"));
+  b.mutable_node()->set_id(std::string(64, 'a'));
+  EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "node.id", "at most 63"));
+  b.mutable_node()->clear_id();
+  b.mutable_controlplane()->set_cert_file("c.pem");
+  b.mutable_controlplane()->set_key_file("c.key");
+  EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "controlplane.cert_file", "ca_file"));
+}
+
+TEST(Validation, ControlplaneNodeAccess) {
+  v1::ControlplaneConfig c;
+  c.mutable_nodes()->set_max_nodes(0);
+  c.mutable_nodes()->mutable_forget_after()->set_nanos(1000);
+  c.mutable_grpc()->set_client_ca_file("ca.pem");
+  auto errors = ValidateControlplaneConfig(c);
+  EXPECT_TRUE(HasError(errors, "nodes.max_nodes", "at least 1"));
+  EXPECT_TRUE(HasError(errors, "nodes.forget_after", "at least 1s"));
+  EXPECT_TRUE(HasError(errors, "grpc.client_ca_file", "cert_file"));
+}
+
 TEST(Validation, ToStatusJoinsPaths) {
   auto st = ToStatus({{"a.b", "bad"}, {"", "whole"}});
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);

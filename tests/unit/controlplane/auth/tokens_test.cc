@@ -62,5 +62,20 @@ TEST(Tokens, EnvironmentTokenIsAdminNamedEnv) {
   EXPECT_FALSE(TokenSet::Load("/nonexistent/tokens", "").ok());
 }
 
+TEST(Tokens, NodeRoleNamesTheNodeIdsItMayClaim) {
+  auto set = TokenSet::Parse("web-* node node-token-0123456789\nops admin 0123456789abcdef0\n",
+                             "tokens");
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->node_tokens(), 1u);
+  const auto p = set->Authenticate("node-token-0123456789");
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->role, Role::kNode);
+  EXPECT_EQ(p->name, "web-*");
+  EXPECT_LT(static_cast<int>(Role::kNode), static_cast<int>(Role::kRead));  // no Admin call
+  auto bad = TokenSet::Parse("web/1 node node-token-0123456789\n", "tokens");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("tokens:1:"), absl::string_view::npos);
+}
+
 }  // namespace
 }  // namespace onedomain::controlplane

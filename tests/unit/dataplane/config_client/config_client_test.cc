@@ -7,8 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
+#include "common/config/snapshot_hash.h"
+#include "controlplane/auth/tokens.h"
 #include "controlplane/discovery/discovery_service.h"
 #include "controlplane/fleet/fleet.h"
 #include "onedomain/v1/snapshot.pb.h"
@@ -18,6 +21,8 @@ namespace {
 
 using controlplane::DiscoveryService;
 using controlplane::Fleet;
+
+constexpr char kNodeToken[] = "node-token-0123456789abcdef";
 
 // Polls `condition` until true or 10 s pass.
 template <typename F>
@@ -39,7 +44,13 @@ std::shared_ptr<const v1::Snapshot> Snap(uint64_t v, const std::string& cluster 
 
 class FakeControlPlane {
  public:
-  explicit FakeControlPlane(int port = 0) : service_(fleet) {
+  // Node streams need a `node` token for ids matching `node_pattern`.
+  explicit FakeControlPlane(int port = 0, const std::string& node_pattern = "node-*")
+      : tokens_(MakeTokens(node_pattern)),
+        service_(fleet, tokens_, {false, [this](std::string_view code) {
+                                    std::lock_guard lock(refused_mu_);
+                                    refused_.emplace_back(code);
+                                  }}) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:" + std::to_string(port),
                              grpc::InsecureServerCredentials(), &port_);
@@ -61,9 +72,24 @@ class FakeControlPlane {
                                                    : v1::NodeStatus();
   }
 
+  std::vector<std::string> Refused() {
+    std::lock_guard lock(refused_mu_);
+    return refused_;
+  }
+
   Fleet fleet;
 
  private:
+  static controlplane::TokenSet MakeTokens(const std::string& node_pattern) {
+    controlplane::TokenSet tokens;
+    tokens.Add(node_pattern, controlplane::Role::kNode, kNodeToken);
+    tokens.Add("ops", controlplane::Role::kAdmin, "admin-token-0123456789abcdef");
+    return tokens;
+  }
+
+  std::mutex refused_mu_;
+  std::vector<std::string> refused_;
+  controlplane::TokenSet tokens_;
   DiscoveryService service_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
@@ -77,9 +103,15 @@ class ConfigClientTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  std::unique_ptr<ConfigClient> MakeClient(int port, uint64_t serving = 0) {
+  std::unique_ptr<ConfigClient> MakeClient(int port, uint64_t serving = 0,
+                                           std::string serving_hash = "",
+                                           std::string token = kNodeToken) {
     v1::ControlPlaneSource source;
     source.set_address("127.0.0.1:" + std::to_string(port));
+    if (!token.empty()) {
+      std::ofstream(dir_ + "/node.token") << token << "\n";
+      source.set_token_file(dir_ + "/node.token");
+    }
     source.set_cache_path(dir_ + "/snapshot.pb");
     source.mutable_backoff_initial()->set_nanos(20 * 1000 * 1000);
     source.mutable_backoff_max()->set_nanos(200 * 1000 * 1000);
@@ -102,7 +134,8 @@ class ConfigClientTest : public ::testing::Test {
       return r;
     };
     callbacks.connected = [this](bool c) { connected_events_ += c ? 1 : 0; };
-    auto client = std::make_unique<ConfigClient>(source, node, serving, callbacks);
+    auto client = std::make_unique<ConfigClient>(source, node, serving, callbacks,
+                                                 std::move(serving_hash));
     client->Start();
     return client;
   }
@@ -154,10 +187,57 @@ TEST_F(ConfigClientTest, NackKeepsServingVersionAndIsNotRepushed) {
 TEST_F(ConfigClientTest, NoPushWhenAlreadyServingLatestButConnected) {
   FakeControlPlane cp;
   cp.fleet.Publish(Snap(4));
-  auto client = MakeClient(cp.port(), /*serving=*/4);
+  auto client = MakeClient(cp.port(), /*serving=*/4, config::SnapshotHash(*Snap(4)));
   ASSERT_TRUE(WaitFor([&] { return client->connected(); }));
   EXPECT_TRUE(Applied().empty());
   EXPECT_EQ(cp.fleet.LastKnownGood(), 4u);
+  EXPECT_EQ(cp.Node().content_hash(), config::SnapshotHash(*Snap(4)));
+  EXPECT_EQ(cp.Node().divergence(), "");
+}
+
+// A store restored from a backup gave version 4 other content: the node that serves the old
+// version 4 says so in its Hello and gets the control plane's version 4 again.
+TEST_F(ConfigClientTest, SameVersionOtherContentIsPushedAgain) {
+  FakeControlPlane cp;
+  cp.fleet.Publish(Snap(4, "new-content"));
+  auto client = MakeClient(cp.port(), /*serving=*/4, config::SnapshotHash(*Snap(4, "old")));
+  ASSERT_TRUE(WaitFor([&] { return Applied() == std::vector<uint64_t>{4}; }));
+  ASSERT_TRUE(WaitFor([&] {
+    return cp.Node().version_acked() == 4 &&
+           cp.Node().content_hash() == config::SnapshotHash(*Snap(4, "new-content"));
+  }));
+  EXPECT_EQ(cp.Node().divergence(), "");
+  EXPECT_EQ(ConfigClient::LoadCache(dir_ + "/snapshot.pb")->clusters(0).name(), "new-content");
+}
+
+TEST_F(ConfigClientTest, StreamWithoutTokenIsRefused) {
+  FakeControlPlane cp;
+  cp.fleet.Publish(Snap(1));
+  auto client = MakeClient(cp.port(), 0, "", /*token=*/"");
+  ASSERT_TRUE(WaitFor([&] { return cp.Refused().size() >= 2; }));  // and it keeps trying
+  EXPECT_EQ(cp.Refused()[0], "UNAUTHENTICATED");
+  EXPECT_FALSE(client->connected());
+  EXPECT_EQ(cp.fleet.List().nodes_size(), 0);
+  EXPECT_TRUE(Applied().empty());
+}
+
+TEST_F(ConfigClientTest, AdminTokenCannotOpenANodeStream) {
+  FakeControlPlane cp;
+  cp.fleet.Publish(Snap(1));
+  auto client = MakeClient(cp.port(), 0, "", "admin-token-0123456789abcdef");
+  ASSERT_TRUE(WaitFor([&] { return !cp.Refused().empty(); }));
+  EXPECT_EQ(cp.Refused()[0], "PERMISSION_DENIED");
+  EXPECT_EQ(cp.fleet.List().nodes_size(), 0);
+}
+
+TEST_F(ConfigClientTest, TokenBoundToOtherNodeIdsIsRefused) {
+  FakeControlPlane cp(0, "web-*");
+  cp.fleet.Publish(Snap(1));
+  auto client = MakeClient(cp.port());  // node id "node-1"
+  ASSERT_TRUE(WaitFor([&] { return !cp.Refused().empty(); }));
+  EXPECT_EQ(cp.Refused()[0], "PERMISSION_DENIED");
+  EXPECT_EQ(cp.fleet.List().nodes_size(), 0);
+  EXPECT_TRUE(Applied().empty());
 }
 
 TEST_F(ConfigClientTest, ReconnectsAfterControlPlaneRestart) {
@@ -194,6 +274,17 @@ TEST(ConfigClientCache, MissingAndCorrupt) {
   EXPECT_EQ(ConfigClient::CachePath(none), "");
   v1::ControlPlaneSource defaulted;
   EXPECT_EQ(ConfigClient::CachePath(defaulted), "/var/lib/onedomain/snapshot.pb");
+}
+
+// A 0-byte cache parses as an empty "version 0" snapshot; it must be reported as lost.
+TEST(ConfigClientCache, EmptyFileIsDataLoss) {
+  char tmpl[] = "/tmp/od-cache-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  std::ofstream(dir + "/snapshot.pb").flush();
+  const auto loaded = ConfigClient::LoadCache(dir + "/snapshot.pb");
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(loaded.status().message().find("empty (0 bytes)"), absl::string_view::npos);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
