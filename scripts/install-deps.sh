@@ -14,6 +14,8 @@ packages=(
   # test clients and tools
   curl openssl python3 python3-pytest python3-websockets python3-grpcio
   clang libclang-rt-14-dev
+  # real backends and a reference HTTP/1.1 parser for the integration tests
+  gunicorn python3-uvicorn python3-h11
 )
 for arg in "$@"; do
   case "$arg" in

@@ -3,6 +3,7 @@
 import os
 import subprocess
 
+import segment_relay
 import support
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -15,7 +16,8 @@ NODE_TOKEN = "node-token-0123456789abcdef"
 def seed_yaml(agents_endpoints=("127.0.0.1:8000",), frontend="127.0.0.1:8001",
               extra_listeners=""):
     """A snapshot as YAML indented to sit under `seed:`; dedent() it for a file of its own."""
-    eps = ", ".join(f'"{e}"' for e in agents_endpoints)
+    eps = ", ".join(f'"{_relayed(e)}"' for e in agents_endpoints)
+    frontend = _relayed(frontend)
     return f"""
   site:
     origins: ["http://127.0.0.1", "https://amir.hirecj.ai"]
@@ -41,6 +43,14 @@ def seed_yaml(agents_endpoints=("127.0.0.1:8000",), frontend="127.0.0.1:8001",
       match: {{prefix: /}}
       cluster: frontend
 """
+
+
+def _relayed(endpoint):
+    """host:port, through a segmenting relay under ONEDOMAIN_SEGMENT when it is listening."""
+    host, port = endpoint.rsplit(":", 1)
+    if host != "127.0.0.1":
+        return endpoint
+    return f"{host}:{segment_relay.relay_port(int(port))}"
 
 
 def dedent(seed):

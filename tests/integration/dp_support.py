@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 
+import segment_relay
 import support
 
 LOOPBACK = "127.0.0.1"
@@ -21,7 +22,10 @@ LOOPBACK = "127.0.0.1"
 # ---- configuration and processes ---------------------------------------------------------
 
 def cluster(name, ports, **extra):
-    c = {"name": name, "endpoints": [{"host": LOOPBACK, "port": p} for p in ports]}
+    """A cluster of 127.0.0.1 endpoints; under ONEDOMAIN_SEGMENT each live endpoint is reached
+    through a segmenting relay, so responses reach the node in pieces."""
+    c = {"name": name, "endpoints": [{"host": LOOPBACK, "port": segment_relay.relay_port(p)}
+                                     for p in ports]}
     c.update(extra)
     return c
 
@@ -57,18 +61,27 @@ def write_bootstrap(directory, doc, name="dataplane.yaml"):
 
 
 class Dataplane:
-    """A running dataplane: its Process, config path and ports."""
+    """A running dataplane: its Process, config path and ports. Under ONEDOMAIN_SEGMENT,
+    `port` and `listener()` are a segmenting relay's port in front of the listener (one relay
+    per listener); `direct_port()` is always the listener's own."""
 
     def __init__(self, proc, config_path):
         self.proc = proc
         self.config_path = config_path
         self.ports = proc.wait_ports()
+        self._relays = {}
 
     @property
     def port(self):
-        return self.ports["listener.main"]
+        return self.listener("main")
 
     def listener(self, name):
+        if name not in self._relays:
+            self._relays[name] = segment_relay.relay_port(self.ports[f"listener.{name}"],
+                                                              probe=False)
+        return self._relays[name]
+
+    def direct_port(self, name="main"):
         return self.ports[f"listener.{name}"]
 
     @property

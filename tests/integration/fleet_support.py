@@ -5,6 +5,7 @@ import json
 import os
 
 import cp_support
+import segment_relay
 import support
 
 
@@ -55,7 +56,13 @@ drain:
 
 
 def wait_listener(proc, name="main", timeout=20.0):
-    """Waits until the data plane reports the listener's bound port; returns it."""
+    """Waits until the data plane reports the listener's bound port; returns it (under
+    ONEDOMAIN_SEGMENT, a segmenting relay's port in front of it)."""
+    return segment_relay.relay_port(wait_listener_direct(proc, name, timeout), probe=False)
+
+
+def wait_listener_direct(proc, name="main", timeout=20.0):
+    """Waits until the data plane reports the listener's bound port; returns that port."""
     def ready():
         if proc.proc.poll() is not None:
             raise RuntimeError(f"{proc.name} exited:\n{proc.output()}")
