@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package onedomain needs to build, test and run.
 # Idempotent: packages already installed are skipped, and apt is not touched at all
-# when nothing is missing. Usage: scripts/install-deps.sh [--with-bench] [--with-browser]
+# when nothing is missing.
+# Usage: scripts/install-deps.sh [--with-bench] [--with-browser] [--with-containers]
 set -euo pipefail
 
 packages=(
@@ -21,6 +22,11 @@ for arg in "$@"; do
   case "$arg" in
     --with-bench) packages+=(nginx-light haproxy wrk linux-perf) ;;
     --with-browser) packages+=(chromium nodejs npm) ;;
+    # scripts/container-test.sh: podman with runc (Debian's crun 1.8 fails on hybrid cgroups),
+    # buildah, debootstrap for the local base image; CNI plugins and catatonit (the pause
+    # process of the infra container) for `podman kube play` pods.
+    --with-containers)
+      packages+=(podman runc buildah debootstrap containernetworking-plugins catatonit) ;;
     *) echo "install-deps.sh: unknown option '$arg'" >&2; exit 2 ;;
   esac
 done
