@@ -288,6 +288,13 @@ void ResponseHeadParser::on_response_impl(int code, bsv reason, int version,
 
 void ResponseHeadParser::on_field_impl(http::field id, bsv name, bsv value,
                                        boost::system::error_code& ec) {
+  // Only "chunked" is relayed: any other coding would reach the client as plain bytes
+  // (the proxy re-emits framing itself), so such a response is refused (502).
+  if (id == http::field::transfer_encoding &&
+      !str::EqualsIgnoreCase(std::string_view(value), "chunked")) {
+    ec = http::error::bad_transfer_encoding;
+    return;
+  }
   AddField(head_, input_, id, std::string_view(name), std::string_view(value), ec, nullptr);
 }
 

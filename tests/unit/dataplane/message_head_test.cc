@@ -269,4 +269,16 @@ TEST(MessageHeadTest, BareLfIsRefusedAtOnceNotAfterTheTimeout) {
   EXPECT_TRUE(ec);
 }
 
+TEST(MessageHeadTest, ResponsesWithACodingOtherThanChunkedAreRefused) {
+  for (const std::string& te : {std::string("gzip"), std::string("chunked, gzip"),
+                                std::string("xchunked")}) {
+    const std::string raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + "\r\n\r\n";
+    ResponseHead r;
+    ResponseHeadParser parser(r, 65536, false);
+    boost::system::error_code ec;
+    EXPECT_FALSE(parser.Feed(raw, ec)) << te;
+    EXPECT_TRUE(ec) << te;
+  }
+}
+
 }  // namespace onedomain::dataplane
