@@ -111,6 +111,8 @@ def _managed_dataplane(start, state_dir, cp_address, node_id):
         drain:
           delay: 0s
           timeout: 10s
+        # Both nodes bind the same port on purpose (a load balancer in front of a fleet).
+        share_listen_ports: true
         """))
     return start([support.binary("dataplane"), "--config", config, "--workers", "1"],
                  name=f"dataplane-{node_id}")
