@@ -115,10 +115,7 @@ void ConfigClient::Start() {
 void ConfigClient::Stop() {
   {
     std::lock_guard lock(mu_);
-    if (stopping_) {
-      // Already stopped or stopping; the join below is still needed once.
-    }
-    stopping_ = true;
+    stopping_ = true;  // a second Stop finds the thread joined already
     if (context_ != nullptr) context_->TryCancel();
   }
   cv_.notify_all();

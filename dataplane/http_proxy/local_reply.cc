@@ -7,41 +7,37 @@ namespace {
 
 struct KindInfo {
   int status;
-  ErrorSource source;
   std::string_view name;
   std::string_view summary;  // the body's first words
-  bool retryable;
 };
 
 KindInfo Info(ProxyErrorKind kind) {
   using K = ProxyErrorKind;
-  using S = ErrorSource;
   switch (kind) {
-    case K::kMalformedRequest: return {400, S::kDownstream, "malformed_request", "malformed request", false};
-    case K::kSmuggling: return {400, S::kDownstream, "ambiguous_framing", "ambiguous request framing", false};
-    case K::kBadHost: return {400, S::kDownstream, "bad_host", "bad Host header", false};
-    case K::kBadTarget: return {400, S::kDownstream, "bad_target", "bad request-target", false};
-    case K::kPlainHttpOnTlsPort: return {400, S::kDownstream, "plain_http_on_tls_port", "this port expects TLS (https://)", false};
-    case K::kNoRoute: return {404, S::kConfig, "no_route", "no route matches this request", false};
-    case K::kHeaderTimeout: return {408, S::kDownstream, "header_timeout", "request header not received in time", false};
-    case K::kBodyTimeout: return {408, S::kDownstream, "body_timeout", "request body not received in time", false};
-    case K::kBodyTooLarge: return {413, S::kDownstream, "body_too_large", "request body too large", false};
-    case K::kHeaderTooLarge: return {431, S::kDownstream, "header_too_large", "request header fields too large", false};
-    case K::kUpgradeNotImplemented: return {501, S::kConfig, "upgrade_not_implemented", "WebSocket upgrades are not implemented yet", false};
-    case K::kBadWebSocketUpgrade: return {400, S::kDownstream, "bad_websocket_upgrade", "malformed WebSocket upgrade", false};
-    case K::kWebSocketNotAllowed: return {403, S::kConfig, "websocket_not_allowed", "WebSocket upgrades are not allowed on this route", false};
-    case K::kOriginRefused: return {403, S::kDownstream, "origin_refused", "WebSocket Origin not allowed", false};
-    case K::kCookieRequired: return {401, S::kDownstream, "cookie_required", "WebSocket upgrade needs a session cookie", false};
-    case K::kUpstreamConnectFailed: return {502, S::kUpstream, "upstream_connect_failed", "upstream refused the connection", true};
-    case K::kUpstreamReset: return {502, S::kUpstream, "upstream_reset", "upstream closed the connection before answering", false};
-    case K::kUpstreamBadResponse: return {502, S::kUpstream, "upstream_bad_response", "upstream sent a malformed response", false};
-    case K::kNoHealthyUpstream: return {503, S::kUpstream, "no_healthy_upstream", "no healthy upstream endpoint", false};
-    case K::kUpstreamPoolFull: return {503, S::kUpstream, "upstream_pool_full", "upstream connection limit reached", false};
-    case K::kUpstreamConnectTimeout: return {504, S::kUpstream, "upstream_connect_timeout", "upstream connection timed out", true};
-    case K::kUpstreamResponseTimeout: return {504, S::kUpstream, "upstream_response_timeout", "upstream did not answer in time", false};
-    case K::kRequestTimeout: return {504, S::kUpstream, "request_timeout", "request did not complete in time", false};
+    case K::kMalformedRequest: return {400, "malformed_request", "malformed request"};
+    case K::kSmuggling: return {400, "ambiguous_framing", "ambiguous request framing"};
+    case K::kBadHost: return {400, "bad_host", "bad Host header"};
+    case K::kBadTarget: return {400, "bad_target", "bad request-target"};
+    case K::kPlainHttpOnTlsPort: return {400, "plain_http_on_tls_port", "this port expects TLS (https://)"};
+    case K::kNoRoute: return {404, "no_route", "no route matches this request"};
+    case K::kHeaderTimeout: return {408, "header_timeout", "request header not received in time"};
+    case K::kBodyTimeout: return {408, "body_timeout", "request body not received in time"};
+    case K::kBodyTooLarge: return {413, "body_too_large", "request body too large"};
+    case K::kHeaderTooLarge: return {431, "header_too_large", "request header fields too large"};
+    case K::kBadWebSocketUpgrade: return {400, "bad_websocket_upgrade", "malformed WebSocket upgrade"};
+    case K::kWebSocketNotAllowed: return {403, "websocket_not_allowed", "WebSocket upgrades are not allowed on this route"};
+    case K::kOriginRefused: return {403, "origin_refused", "WebSocket Origin not allowed"};
+    case K::kCookieRequired: return {401, "cookie_required", "WebSocket upgrade needs a session cookie"};
+    case K::kUpstreamConnectFailed: return {502, "upstream_connect_failed", "upstream refused the connection"};
+    case K::kUpstreamReset: return {502, "upstream_reset", "upstream closed the connection before answering"};
+    case K::kUpstreamBadResponse: return {502, "upstream_bad_response", "upstream sent a malformed response"};
+    case K::kNoHealthyUpstream: return {503, "no_healthy_upstream", "no healthy upstream endpoint"};
+    case K::kUpstreamPoolFull: return {503, "upstream_pool_full", "upstream connection limit reached"};
+    case K::kUpstreamConnectTimeout: return {504, "upstream_connect_timeout", "upstream connection timed out"};
+    case K::kUpstreamResponseTimeout: return {504, "upstream_response_timeout", "upstream did not answer in time"};
+    case K::kRequestTimeout: return {504, "request_timeout", "request did not complete in time"};
   }
-  return {500, S::kDownstream, "internal", "internal error", false};
+  return {500, "internal", "internal error"};
 }
 
 std::string_view ReasonPhrase(int status) {
@@ -64,9 +60,7 @@ std::string_view ReasonPhrase(int status) {
 }  // namespace
 
 int StatusOf(ProxyErrorKind kind) { return Info(kind).status; }
-ErrorSource SourceOf(ProxyErrorKind kind) { return Info(kind).source; }
 std::string_view NameOf(ProxyErrorKind kind) { return Info(kind).name; }
-bool IsRetryable(ProxyErrorKind kind) { return Info(kind).retryable; }
 
 int RenderLocalReply(const ProxyError& error, const LocalReplyOptions& options,
                      RequestRecord& record, std::string& out) {
@@ -104,7 +98,6 @@ bool KeepAliveAfterLocalReply(ProxyErrorKind kind, bool request_fully_read) {
   if (!request_fully_read) return false;
   switch (kind) {
     case ProxyErrorKind::kNoRoute:
-    case ProxyErrorKind::kUpgradeNotImplemented:
     case ProxyErrorKind::kNoHealthyUpstream:
     case ProxyErrorKind::kUpstreamPoolFull:
     case ProxyErrorKind::kUpstreamConnectFailed:

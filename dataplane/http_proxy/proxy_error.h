@@ -21,7 +21,6 @@ enum class ProxyErrorKind : uint8_t {
   kBodyTimeout,         // 408: the client stalled while sending its body
   kBodyTooLarge,        // 413
   kHeaderTooLarge,      // 431
-  kUpgradeNotImplemented,  // 501 (WebSocket tunnel lands with issue 4)
   kBadWebSocketUpgrade,    // 400: not GET, version not 13, bad key
   kWebSocketNotAllowed,    // 403: an upgrade on a route without `websocket: true`
   kOriginRefused,          // 403: Origin not in the route's allow-list
@@ -37,9 +36,6 @@ enum class ProxyErrorKind : uint8_t {
   kRequestTimeout,           // 504: the route's overall request_timeout
 };
 
-// Where the failure came from, for logs and retry decisions.
-enum class ErrorSource : uint8_t { kDownstream, kUpstream, kConfig };
-
 struct ProxyError {
   ProxyErrorKind kind;
   // Short, static detail for the body and the log ("conflicting Content-Length and
@@ -49,11 +45,7 @@ struct ProxyError {
 
 // Status code of a kind.
 int StatusOf(ProxyErrorKind kind);
-ErrorSource SourceOf(ProxyErrorKind kind);
 // Stable snake_case name for logs ("no_route").
 std::string_view NameOf(ProxyErrorKind kind);
-// True when the same request may be tried again on another connection without the client
-// noticing (nothing reached an upstream application).
-bool IsRetryable(ProxyErrorKind kind);
 
 }  // namespace onedomain::dataplane

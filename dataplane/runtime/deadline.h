@@ -50,7 +50,6 @@ class Deadline {
   // True once the sweep cancelled for the latest arming; stays true after Disarm (so the
   // owner can disarm first and ask why its operation failed after), cleared by Arm.
   bool fired() const { return fired_; }
-  Clock::time_point expiry() const { return expiry_; }
 
  private:
   friend class DeadlineList;

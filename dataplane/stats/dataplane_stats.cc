@@ -35,7 +35,6 @@ std::string_view UpgradeResultName(UpgradeResult r) {
     case UpgradeResult::kMalformed: return "malformed";
     case UpgradeResult::kUpstreamRefused: return "upstream_refused";
     case UpgradeResult::kUpstreamFailed: return "upstream_failed";
-    case UpgradeResult::kNotImplemented: return "not_implemented";
     case UpgradeResult::kCount: break;
   }
   return "unknown";

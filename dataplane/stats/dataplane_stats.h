@@ -64,7 +64,6 @@ enum class UpgradeResult : uint8_t {
   kMalformed,     // not GET, not HTTP/1.1, a body, bad Sec-WebSocket-Version or -Key
   kUpstreamRefused,
   kUpstreamFailed,
-  kNotImplemented,
   kCount,
 };
 std::string_view UpgradeResultName(UpgradeResult r);

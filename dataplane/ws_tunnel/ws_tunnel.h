@@ -10,8 +10,10 @@
 // per message, no epoll_ctl);
 // a readable socket is read into the worker's scratch buffer and written from it at once;
 // only bytes the destination cannot take right now are copied to a buffer of their own,
-// freed when written. (TLS streams read into a buffer of the tunnel: Asio's TLS stream keeps
-// its own record buffers anyway.) Per tunnel: two sockets, two frame trackers, a deadline.
+// freed when written. A tunnel with a TLS side runs the coroutine pump instead, which reads
+// into the same scratch buffer and holds nothing while it waits; OpenSSL releases its record
+// buffers on idle connections (tls_context.h). Per tunnel: two sockets, two frame trackers,
+// a deadline.
 //
 // Config changes never touch a tunnel: it keeps the upstream connection and policy values it
 // was opened with. Only drain (SIGTERM), a removed route or the route's idle timeout close it,

@@ -289,6 +289,9 @@ def test_status_codes(procs, code):
 def test_slow_does_not_block_other_requests(procs):
     _, api, _ = start_backend(procs, frontend=False)  # one thread
     result = {}
+    # The backend counts API requests as it reads their heads, so a stats request counts
+    # itself: `base` includes the first one, and each poll below adds one more.
+    base = get_json(api, "/api/v1/stats")[1]["requests"]
 
     def slow():
         t0 = time.monotonic()
@@ -297,10 +300,20 @@ def test_slow_does_not_block_other_requests(procs):
 
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.1)
+    polls = 0
+
+    def slow_request_read():
+        nonlocal polls
+        polls += 1
+        return get_json(api, "/api/v1/stats")[1]["requests"] >= base + polls + 1
+
+    support.wait_for(slow_request_read, timeout=TIMEOUT, interval=0.01,
+                     what="the backend to read the slow request")
     t0 = time.monotonic()
     assert request(api, "GET", "/healthz")[0] == 200
     assert time.monotonic() - t0 < 0.5
+    # /healthz was answered while the slow request was still in flight.
+    assert t.is_alive() and "status" not in result
     t.join(timeout=TIMEOUT)
     assert not t.is_alive()
     assert result["status"] == 200 and result["body"]["slept_ms"] == 800

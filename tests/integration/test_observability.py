@@ -189,12 +189,26 @@ scrape_configs:
             cp.admin("set-upstream", "agents", f"127.0.0.1:{backend.ports['api']}",
                      "--reason", f"observability test {i}")
         i += 1
-    time.sleep(2.5)  # two more scrapes: rate() needs two samples after the last change
 
-    for title, expr in dashboard_exprs():
-        status, data = promql(prom_port, expr)
-        assert status == 200 and data["status"] == "success", (title, expr, data)
-        assert data["data"]["result"], f"dashboard panel '{title}' returns no data: {expr}"
+    def panels_without_data():
+        empty = []
+        for title, expr in dashboard_exprs():
+            status, data = promql(prom_port, expr)
+            assert status == 200 and data["status"] == "success", (title, expr, data)
+            if not data["data"]["result"]:
+                empty.append(f"dashboard panel '{title}' returns no data: {expr}")
+        return empty
+
+    # Prometheus scrapes every second and rate() needs two samples after the last change:
+    # poll until every panel has data, for far longer than a few scrapes take.
+    deadline = time.monotonic() + 30
+    empty = panels_without_data()
+    for _ in range(120):
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+        empty = panels_without_data()
+    assert not empty, "\n".join(empty)
 
     _, names = promql(prom_port, 'count by (__name__) ({__name__=~"onedomain_.+"})')
     metric_names = {r["metric"]["__name__"] for r in names["data"]["result"]}

@@ -25,7 +25,6 @@ TEST(LocalReplyTest, EveryKindHasAPreciseStatusAndClearBody) {
       {ProxyErrorKind::kBodyTimeout, 408, "body not received"},
       {ProxyErrorKind::kBodyTooLarge, 413, "too large"},
       {ProxyErrorKind::kHeaderTooLarge, 431, "too large"},
-      {ProxyErrorKind::kUpgradeNotImplemented, 501, "WebSocket upgrades are not implemented yet"},
       {ProxyErrorKind::kUpstreamConnectFailed, 502, "refused"},
       {ProxyErrorKind::kUpstreamReset, 502, "closed the connection"},
       {ProxyErrorKind::kUpstreamBadResponse, 502, "malformed response"},
@@ -72,14 +71,6 @@ TEST(LocalReplyTest, KeepAliveOnlyWhenTheStreamPositionIsKnown) {
   EXPECT_FALSE(KeepAliveAfterLocalReply(ProxyErrorKind::kSmuggling, true));
   EXPECT_FALSE(KeepAliveAfterLocalReply(ProxyErrorKind::kHeaderTimeout, true));
   EXPECT_FALSE(KeepAliveAfterLocalReply(ProxyErrorKind::kUpstreamReset, true));
-}
-
-TEST(LocalReplyTest, OnlyConnectFailuresAreRetryable) {
-  EXPECT_TRUE(IsRetryable(ProxyErrorKind::kUpstreamConnectFailed));
-  EXPECT_TRUE(IsRetryable(ProxyErrorKind::kUpstreamConnectTimeout));
-  EXPECT_FALSE(IsRetryable(ProxyErrorKind::kUpstreamResponseTimeout));
-  EXPECT_EQ(SourceOf(ProxyErrorKind::kUpstreamReset), ErrorSource::kUpstream);
-  EXPECT_EQ(SourceOf(ProxyErrorKind::kSmuggling), ErrorSource::kDownstream);
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ TEST(StatsTest, SumsWorkersAndKeepsSlotsByName) {
   catalog.route(1, api).RecordRequest(200, 0.002);
   catalog.route(1, api).RecordRequest(503, 0.5);
   catalog.route(0, StatsCatalog::kNoRouteSlot).RecordRequest(404, 0.0001);
-  catalog.route(0, api).RecordUpgrade(UpgradeResult::kNotImplemented);
+  catalog.route(0, api).RecordUpgrade(UpgradeResult::kOriginRefused);
   catalog.worker(0).downstream_total.Add(3);
   catalog.worker(1).downstream_active.Inc();
 
@@ -56,7 +56,7 @@ TEST(StatsTest, SumsWorkersAndKeepsSlotsByName) {
   EXPECT_EQ(t.http_requests.at("api|2xx"), 2u);
   EXPECT_EQ(t.http_requests.at("api|5xx"), 1u);
   EXPECT_EQ(t.http_requests.at("none|4xx"), 1u);
-  EXPECT_EQ(t.websocket_upgrades.at("not_implemented"), 1u);
+  EXPECT_EQ(t.websocket_upgrades.at("origin_refused"), 1u);
 }
 
 TEST(StatsTest, CountersAreSingleWriterRelaxed) {

@@ -274,6 +274,32 @@ TEST(ConfigClientCache, MissingAndCorrupt) {
   EXPECT_EQ(ConfigClient::CachePath(none), "");
   v1::ControlPlaneSource defaulted;
   EXPECT_EQ(ConfigClient::CachePath(defaulted), "/var/lib/onedomain/snapshot.pb");
+
+  char tmpl[] = "/tmp/od-cache-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::string path = dir + "/snapshot.pb";
+  const auto write = [&](const std::string& bytes) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  };
+  const auto expect_unreadable = [&](const char* what) {
+    const auto loaded = ConfigClient::LoadCache(path);
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << what;
+    EXPECT_EQ(loaded.status().message(), "cached snapshot " + path + " is unreadable") << what;
+  };
+  // The intact cache first, so the failures below come from the corruption alone.
+  std::string intact;
+  ASSERT_TRUE(Snap(7, "a-cluster-name-long-enough-to-cut")->SerializeToString(&intact));
+  write(intact);
+  ASSERT_TRUE(ConfigClient::LoadCache(path).ok());
+  EXPECT_EQ(ConfigClient::LoadCache(path)->version(), 7u);
+
+  // Cut short inside the cluster's name, as a torn write would leave it.
+  write(intact.substr(0, intact.size() - 5));
+  expect_unreadable("truncated");
+  // Not a snapshot at all: 'n' (0x6e) is field 13 with wire type 6, which does not exist.
+  write("not a snapshot\n");
+  expect_unreadable("text");
+  std::filesystem::remove_all(dir);
 }
 
 // A 0-byte cache parses as an empty "version 0" snapshot; it must be reported as lost.
