@@ -420,7 +420,10 @@ def check_stack(docs):
                                         name=name)
 
     token = base64.b16encode(os.urandom(20)).decode().lower()
-    owned_file(conf / "tokens", f"operator admin {token}\n")
+    node_token = base64.b16encode(os.urandom(20)).decode().lower()
+    # Nodes authenticate too: a node-role token, bound to this node's id.
+    owned_file(conf / "tokens", f"operator admin {token}\ncontainer-node node {node_token}\n")
+    owned_file(conf / "node.token", node_token + "\n")
     admin_dir = base / "admin"
     admin_dir.mkdir()
     owned_file(admin_dir / "token", token + "\n")
@@ -453,6 +456,7 @@ def check_stack(docs):
         "admin": {"address": "127.0.0.1", "port": 0},
         "workers": 2,
         "controlplane": {"address": f"127.0.0.1:{cp_ports['grpc']}",
+                         "token_file": "/etc/onedomain/config/node.token",
                          "cache_path": "/var/cache/onedomain/snapshot.pb"},
         "drain": drain}))
     dp = start_container(f"{PREFIX}-dataplane", "dataplane", "--config",
@@ -571,6 +575,24 @@ def pod_container(deploy, cname):
 PVC_SUFFIX = "-pvc"
 
 
+SECRET_VOLUMES = {}  # Secret name -> its `data` (base64 values), from the rendered chart
+
+
+def project_secret(volume_source):
+    """A directory with the items of a `secret` volume, decoded, readable by the pod's user."""
+    name = volume_source["secretName"]
+    data = SECRET_VOLUMES[name]
+    items = volume_source.get("items") or [{"key": k, "path": k} for k in data]
+    d = Path(args.work) / "kube" / "secret-volumes" / name
+    d.mkdir(parents=True, exist_ok=True)
+    for item in items:
+        f = d / item["path"]
+        f.write_bytes(base64.b64decode(data[item["key"]]))
+        os.chown(f, UID, UID)
+        os.chmod(f, 0o400)
+    return d
+
+
 def as_podman_plays_it(obj):
     """The changes made to rendered objects, each where podman 4.3 differs from a kubelet:
     - a `metadata.namespace` fieldRef (refused) is written out as the value the kubelet gives;
@@ -579,7 +601,10 @@ def as_podman_plays_it(obj):
       here; the test resolves the probes' named ports from the rendered spec and reaches the
       pods on their own loopback;
     - a PVC gets PVC_SUFFIX: podman names a ConfigMap's volume and a claim's volume after the
-      object, and the chart's control-plane ConfigMap and claim share a name."""
+      object, and the chart's control-plane ConfigMap and claim share a name;
+    - a `secret` volume (podman 4.3's kube play panics on one with `items`) becomes a
+      read-only hostPath directory holding exactly the Secret's items, decoded, as the kubelet
+      would project them (SECRET_VOLUMES, filled by check_chart)."""
     obj = json.loads(json.dumps(obj))
     if obj["kind"] == "PersistentVolumeClaim":
         obj["metadata"]["name"] += PVC_SUFFIX
@@ -589,6 +614,9 @@ def as_podman_plays_it(obj):
     for v in obj["spec"]["template"]["spec"]["volumes"]:
         if "persistentVolumeClaim" in v:
             v["persistentVolumeClaim"]["claimName"] += PVC_SUFFIX
+        if "secret" in v:
+            sec = v.pop("secret")
+            v["hostPath"] = {"path": str(project_secret(sec)), "type": "Directory"}
     for c in obj["spec"]["template"]["spec"]["containers"]:
         c.pop("ports", None)
         for e in c.get("env", []):
@@ -688,6 +716,7 @@ def check_chart(docs):
     # Secrets: podman 4.3 resolves a secretKeyRef from a podman secret of the same name whose
     # content is the Secret's `data` as JSON (key -> base64).
     for sec in (d for d in docs if d["kind"] == "Secret"):
+        SECRET_VOLUMES[sec["metadata"]["name"]] = sec.get("data", {})
         f = kube / f"secret-{sec['metadata']['name']}.json"
         f.write_text(json.dumps(sec.get("data", {})))
         podman("secret", "create", sec["metadata"]["name"], str(f))
