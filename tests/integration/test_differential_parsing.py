@@ -252,16 +252,15 @@ def is_reject(status):
     return 400 <= status < 500 or status == 501
 
 
-@pytest.fixture(scope="module")
-def request_node():
-    """One node (and upstream) for the whole request corpus; processes stopped by PID."""
+def node_in_front_of(up):
+    """One node routing everything to `up`, for a whole module's corpus; yields (node, up),
+    then stops the upstream and the processes it started, by PID."""
     started = []
 
     def start(args, **kwargs):
         p = support.Process(args, **kwargs)
         started.append(p)
         return p
-    up = RecordingUpstream()
     doc = dp.bootstrap([{"name": "up", "endpoints": [{"host": "127.0.0.1", "port": up.port}],
                          "response_timeout": "5s",
                          "outlier_detection": {"consecutive_failures": 0}}],
@@ -271,6 +270,12 @@ def request_node():
     up.stop()
     for p in started:
         p.stop()
+
+
+@pytest.fixture(scope="module")
+def request_node():
+    """One node (and upstream) for the whole request corpus."""
+    yield from node_in_front_of(RecordingUpstream())
 
 
 def comparable_target(target):
@@ -389,22 +394,7 @@ class RawUpstream:
 
 @pytest.fixture(scope="module")
 def response_node():
-    started = []
-
-    def start(args, **kwargs):
-        p = support.Process(args, **kwargs)
-        started.append(p)
-        return p
-    up = RawUpstream()
-    doc = dp.bootstrap([{"name": "up", "endpoints": [{"host": "127.0.0.1", "port": up.port}],
-                         "response_timeout": "5s",
-                         "outlier_detection": {"consecutive_failures": 0}}],
-                       [dp.route("all", "/", "up")])
-    node = dp.start_dataplane(start, doc)
-    yield node, up
-    up.stop()
-    for p in started:
-        p.stop()
+    yield from node_in_front_of(RawUpstream())
 
 
 def fetch_raw(port):
