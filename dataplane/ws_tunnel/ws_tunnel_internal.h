@@ -21,7 +21,7 @@
 #include "dataplane/upstream/upstream_connection.h"
 #include "dataplane/ws_tunnel/ws_frames.h"
 #include "dataplane/ws_tunnel/ws_tunnel.h"
-#include "dataplane/ws_tunnel/ws_upgrade.h"
+#include "dataplane/ws_tunnel/ws_handoff.h"
 
 namespace onedomain::dataplane {
 

@@ -10,7 +10,6 @@
 // Thread: the session's worker.
 
 #include <boost/asio/awaitable.hpp>
-#include <chrono>
 #include <memory>
 #include <string>
 
@@ -18,30 +17,12 @@
 #include "dataplane/http_proxy/proxy_exchange.h"
 #include "dataplane/http_proxy/request_record.h"
 #include "dataplane/http_proxy/session_context.h"
-#include "dataplane/upstream/upstream_connection.h"
+#include "dataplane/ws_tunnel/ws_handoff.h"
 
 namespace onedomain::dataplane {
 
 struct CompiledRoute;
 class WorkerConfig;
-namespace stats {
-struct RouteCounters;
-}  // namespace stats
-
-// Everything a tunnel needs, pinned when the 101 passed: the upstream connection (it keeps
-// its Host alive), the route's counters and identity, and the policy values. Later config
-// changes do not reach it (issue 4: they never touch established tunnels).
-struct WsHandoff {
-  std::unique_ptr<UpstreamConnection> upstream;
-  std::string from_client;    // client bytes read past the upgrade request
-  std::string from_upstream;  // upstream bytes read past the 101
-  stats::RouteCounters* counters = nullptr;
-  uint32_t route_slot = 0;    // the route's stats slot: its identity across snapshots
-  std::chrono::nanoseconds idle_timeout{0};        // 0: none
-  std::chrono::nanoseconds keepalive_interval{0};  // 0: none
-  std::chrono::nanoseconds drain_grace{0};
-  std::chrono::nanoseconds drain_spread{0};
-};
 
 // Serves the upgrade request `head` (its bytes start `down.in`) on `route`. Returns whether
 // the client connection may serve another request; on a 101, `handoff` is set and the
