@@ -6,14 +6,14 @@
 namespace onedomain::dataplane {
 namespace {
 
-RelayStatus ReadFailure(const error_code& ec, const Deadline& deadline) {
+RelayStatus ReadFailure(const error_code& ec, const Timer& deadline) {
   if (deadline.fired()) return RelayStatus::kSrcTimeout;
   if (ec == net::error::eof) return RelayStatus::kSrcClosed;
   if (ec == net::error::operation_aborted) return RelayStatus::kCancelled;
   return RelayStatus::kSrcError;
 }
 
-RelayStatus WriteFailure(const error_code& ec, const Deadline& deadline) {
+RelayStatus WriteFailure(const error_code& ec, const Timer& deadline) {
   if (deadline.fired()) return RelayStatus::kDstTimeout;
   if (ec == net::error::operation_aborted) return RelayStatus::kCancelled;
   return RelayStatus::kDstError;

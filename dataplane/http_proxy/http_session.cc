@@ -4,7 +4,6 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
@@ -80,7 +79,7 @@ AccessContext MakeAccessContext(Worker& worker, const Downstream& down, const Re
 }
 
 // Drops what the client still sends, for a bounded time and amount, then returns.
-net::awaitable<void> Linger(AnyStream& stream, Deadline& deadline, beast::flat_buffer& scratch) {
+net::awaitable<void> Linger(AnyStream& stream, Timer& deadline, beast::flat_buffer& scratch) {
   // Tell the client the answer is complete first (FIN, and close_notify on TLS): it must not
   // wait for the linger to end.
   stream.ShutdownSend();
@@ -108,7 +107,7 @@ net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t 
   bufs.response_head.reserve(1024);
   std::string log_method, log_target;
   std::string target_storage;  // a normalised request-target, when it differs
-  Deadline deadline(worker.deadlines(), &AnyStream::CancelThunk, &stream);
+  Timer deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
   bool first = true;
 
   for (;;) {
@@ -137,7 +136,7 @@ net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t 
       link.idle = false;
       if (r.ec) {
         if (!(first && timed_out)) co_return false;  // closed, idle timeout, or drain
-        record.start = Clock::now();
+        record.start = worker.Now();
         co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kHeaderTimeout}, record, false,
                                 false, false, bufs.response_head);
         FinishRequest(record, MakeAccessContext(worker, down, nullptr, log_method, log_target));
@@ -145,7 +144,7 @@ net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t 
       }
       in.commit(r.n);
     }
-    record.start = Clock::now();
+    record.start = worker.Now();
 
     // The head, under the header deadline (from accept for the first request, else from
     // its first byte).
@@ -240,13 +239,13 @@ std::string PeerAddress(int fd) {
 }
 
 net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t slot) {
-  const Clock::time_point accepted = Clock::now();
+  const Clock::time_point accepted = worker.Now();
   SessionLink link;
   const int one = 1;  // Nagle off; failure only costs latency
   ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   const std::string client_ip = PeerAddress(socket.get());
   if (client_ip.empty()) co_return;  // already reset by the peer
-  AnyStream stream(socket.release(), worker.poller());
+  AnyStream stream(socket.release(), worker.dispatcher());
   if (stream.native_handle() < 0) {
     log::Warn("http", str::Cat("cannot watch the connection from ", client_ip, ": ",
                                std::strerror(errno)));
@@ -259,7 +258,7 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
     if (listener->tls) {
       // Plain HTTP to a TLS port gets a readable answer instead of a handshake failure:
       // a TLS ClientHello starts with 0x16 (handshake record).
-      Deadline peek_deadline(worker.deadlines(), &AnyStream::CancelThunk, &stream);
+      Timer peek_deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
       peek_deadline.Arm(listener->limits.header_timeout);
       char first = 0;
       for (;;) {
@@ -275,11 +274,11 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
         SessionScope scope(worker, link);
         link.stream = &stream;
         beast::flat_buffer in;
-        Deadline deadline(worker.deadlines(), &AnyStream::CancelThunk, &stream);
+        Timer deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
         Downstream down{stream, deadline, in, worker, client_ip, *listener};
         RequestRecord record;
         record.route_counters = &worker.no_route_counters();
-        record.start = Clock::now();
+        record.start = worker.Now();
         std::string out, method, target;
         co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kPlainHttpOnTlsPort}, record,
                                 false, false, false, out);
@@ -297,7 +296,7 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
 
   SessionScope scope(worker, link);
   link.stream = &stream;
-  Deadline deadline(worker.deadlines(), &AnyStream::CancelThunk, &stream);
+  Timer deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
   if (stream.is_tls()) {
     const Ref<WorkerConfig> cfg = worker.config();
     const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
@@ -332,20 +331,9 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
 
 void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket) {
   worker.ConnectionOpened();
-  net::co_spawn(worker.io_context(), ServeConnection(std::move(socket), worker, listener_slot),
-                [&worker](std::exception_ptr e) {
-                  worker.ConnectionClosed();
-                  if (!e) return;
-                  try {
-                    std::rethrow_exception(e);
-                  } catch (const std::exception& ex) {
-                    log::Error("http", str::Cat("worker ", worker.index(),
-                                                ": connection ended by exception: ", ex.what()));
-                  } catch (...) {
-                    log::Error("http", str::Cat("worker ", worker.index(),
-                                                ": connection ended by unknown exception"));
-                  }
-                });
+  // Counted closed when the session ends, not when shutdown destroys its frame.
+  worker.dispatcher().Spawn(ServeConnection(std::move(socket), worker, listener_slot),
+                            "connection", [&worker] { worker.ConnectionClosed(); });
 }
 
 }  // namespace onedomain::dataplane

@@ -40,13 +40,12 @@ struct Exchange {
         def(c.def()),
         record(rec),
         bufs(b),
-        up_deadline(d.worker.deadlines(), &AnyStream::CancelThunk, nullptr),
-        request_deadline(d.worker.deadlines(), &Exchange::CancelBoth, this) {}
+        up_deadline(d.worker.dispatcher(), [] {}),
+        request_deadline(d.worker.dispatcher(), [this] { CancelBoth(); }) {}
 
-  static void CancelBoth(void* arg) {
-    auto* x = static_cast<Exchange*>(arg);
-    x->down.stream.Cancel();
-    if (x->conn) x->conn->stream().Cancel();
+  void CancelBoth() {
+    down.stream.Cancel();
+    if (conn) conn->stream().Cancel();
   }
 
   void SetHeadError(HeadRead hr) {
@@ -78,8 +77,8 @@ struct Exchange {
   RequestRecord& record;
   ExchangeBuffers& bufs;
   std::unique_ptr<UpstreamConnection> conn;
-  Deadline up_deadline;       // upstream I/O; cancels conn's stream
-  Deadline request_deadline;  // the route's request_timeout; cancels both sides
+  Timer up_deadline;       // upstream I/O; cancels conn's stream
+  Timer request_deadline;  // the route's request_timeout; cancels both sides
   std::optional<ProxyError> error;
   // When the whole request has been sent: the final response head must arrive by then, 1xx
   // interim answers included (cluster.response_timeout). Unset while the body streams.
@@ -103,37 +102,33 @@ struct InflightGuard {
   Host& host;
 };
 
-struct ParkedWaiter : SlotWaiter {
-  Parked* parked = nullptr;
+struct ParkedWaiter final : SlotWaiter {
+  explicit ParkedWaiter(Parked& p) : parked(p) {}
+  void OnSlotFree() override {
+    woken = true;
+    parked.Post({});
+  }
+  Parked& parked;
   bool woken = false;
 };
 
-void WakeParkedWaiter(SlotWaiter* s) {
-  auto* w = static_cast<ParkedWaiter*>(s);
-  w->woken = true;
-  w->parked->Post({});
-}
-
-// Waits until `host` frees a connection slot or `until` passes (at the worker's tick
-// resolution). True when woken.
+// Waits until `host` frees a connection slot or `until` passes. True when woken.
 net::awaitable<bool> WaitForSlot(Host& host, Worker& worker, Clock::time_point until) {
-  Parked parked(worker.poller());
-  ParkedWaiter w;
-  w.parked = &parked;
-  w.wake = &WakeParkedWaiter;
-  host.AddWaiter(&w);
+  Parked parked(worker.dispatcher());
+  ParkedWaiter w(parked);
+  host.AddWaiter(w);
   // Expiry and cancellation both just end the wait; `woken` tells them apart.
-  (void)co_await WaitUntil(parked, worker.deadlines(), until);
-  host.RemoveWaiter(&w);
+  (void)co_await WaitUntil(parked, worker.dispatcher(), until);
   co_return w.woken;
 }
 
 // The warmest pooled connection of `host` that the upstream has not closed while it idled and
 // that holds no bytes nobody asked for; the others are closed (and counted) on the way.
 std::unique_ptr<UpstreamConnection> TakePooled(Host& host, const CompiledCluster& def,
-                                               stats::ClusterCounters& counters) {
+                                               stats::ClusterCounters& counters,
+                                               Clock::time_point now) {
   for (;;) {
-    std::unique_ptr<UpstreamConnection> conn = host.pool().Take(Clock::now(), def.pool.idle_timeout);
+    std::unique_ptr<UpstreamConnection> conn = host.pool().Take(now, def.pool.idle_timeout);
     // No poller edge since its last read drained it: untouched, no syscall needed.
     if (!conn || !conn->stream().maybe_readable() ||
         ProbeIdleSocket(conn->stream().native_handle()) == IdleSocketState::kUsable) {
@@ -145,9 +140,9 @@ std::unique_ptr<UpstreamConnection> TakePooled(Host& host, const CompiledCluster
 
 // Connects a new connection to `host` into x.conn. Returns false with x.error set on failure.
 net::awaitable<bool> Connect(Exchange& x, Host& host) {
-  x.conn = std::make_unique<UpstreamConnection>(AnyStream(x.down.worker.poller()),
+  x.conn = std::make_unique<UpstreamConnection>(AnyStream(x.down.worker.dispatcher()),
                                                 Ref<Host>(&host));
-  x.up_deadline.set_arg(&x.conn->stream());
+  x.up_deadline.set_action([s = &x.conn->stream()] { s->Cancel(); });
   x.up_deadline.Arm(x.def.connect_timeout);
   const error_code ec = co_await x.conn->stream().Connect(host.address());
   x.up_deadline.Disarm();
@@ -308,7 +303,7 @@ net::awaitable<void> Upload(Exchange& x, uint64_t limit) {
       x.request_read = true;
       x.request_sent = true;
       // response_timeout runs from the request's last byte (cluster.proto).
-      x.head_until = Clock::now() + x.def.response_timeout;
+      x.head_until = x.down.worker.Now() + x.def.response_timeout;
       x.up_deadline.ArmAt(*x.head_until);
       break;
     case RelayStatus::kTooLarge:
@@ -333,7 +328,7 @@ net::awaitable<void> Upload(Exchange& x, uint64_t limit) {
       x.close_client = true;
       break;
   }
-  Parked hold(x.down.worker.poller());
+  Parked hold(x.down.worker.dispatcher());
   (void)co_await hold.Wait();  // only cancellation ends the hold, which is its purpose
 }
 
@@ -444,11 +439,11 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
   bool fresh_only = false;
   bool retried = false;
   bool consumed = false;
-  const Clock::time_point wait_until = Clock::now() + cluster.def().connect_timeout;
+  const Clock::time_point wait_until = x.down.worker.Now() + cluster.def().connect_timeout;
   for (;;) {
-    Host* host = cluster.Pick(Clock::now(), exclude);
+    Host* host = cluster.Pick(x.down.worker.Now(), exclude);
     if (host == nullptr && exclude != nullptr && fresh_only) {
-      host = cluster.Pick(Clock::now());  // a stale pooled connection: its host may be fine
+      host = cluster.Pick(x.down.worker.Now());  // a stale pooled connection: its host may be fine
     }
     if (host == nullptr) {
       if (!x.error) {
@@ -461,16 +456,16 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
     x.error.reset();
     bool reused = false;
     std::optional<uint64_t> acked_before;  // of a reused connection, before this request
-    if (!fresh_only) x.conn = TakePooled(*host, x.def, *counters);
+    if (!fresh_only) x.conn = TakePooled(*host, x.def, *counters, x.down.worker.Now());
     if (x.conn) {
       reused = true;
-      x.up_deadline.set_arg(&x.conn->stream());
+      x.up_deadline.set_action([s = &x.conn->stream()] { s->Cancel(); });
       // Only a non-idempotent request needs the proof below (one getsockopt).
       if (!can_resend) acked_before = BytesAckedByPeer(x.conn->stream().native_handle());
     } else {
       if (x.def.pool.max_connections != 0 &&
           host->open_connections >= x.def.pool.max_connections) {
-        if (Clock::now() >= wait_until || !co_await WaitForSlot(*host, x.down.worker, wait_until)) {
+        if (x.down.worker.Now() >= wait_until || !co_await WaitForSlot(*host, x.down.worker, wait_until)) {
           x.error = ProxyError{ProxyErrorKind::kUpstreamPoolFull};
           break;
         }
@@ -478,7 +473,7 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
       }
       if (!co_await Connect(x, *host)) {
         counters->connect_failures.Add();
-        if (host->outlier().RecordFailure(x.def.outlier, Clock::now())) counters->ejections.Add();
+        if (host->outlier().RecordFailure(x.def.outlier, x.down.worker.Now())) counters->ejections.Add();
         if (!retried && !x.request_deadline.fired()) {
           // Nothing was sent: try another host once (any method).
           retried = true;
@@ -514,7 +509,7 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
                                                                  : HeadRead::kClosedEarly;
       } else {
         x.request_sent = true;
-        x.head_until = Clock::now() + x.def.response_timeout;
+        x.head_until = x.down.worker.Now() + x.def.response_timeout;
         hr = co_await ReadResponseHead(x);
       }
       // A pooled connection the upstream closed just as we reused it (an idle timeout
@@ -575,7 +570,7 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
     const bool failed = x.upstream_failed || (x.def.outlier.count_5xx && x.response_head_seen &&
                                               bufs.response.status >= 500);
     if (failed) {
-      if (host_ref->outlier().RecordFailure(x.def.outlier, Clock::now())) counters->ejections.Add();
+      if (host_ref->outlier().RecordFailure(x.def.outlier, x.down.worker.Now())) counters->ejections.Add();
     } else if (x.response_head_seen) {
       host_ref->outlier().RecordSuccess();
     }
@@ -599,7 +594,7 @@ net::awaitable<bool> ProxyExchange(Downstream& down, const RequestHead& head,
     if (x.upstream_reusable && x.request_sent && x.response_complete && !host.retired) {
       ++x.conn->requests;
       std::unique_ptr<UpstreamConnection> rejected =
-          host.pool().Put(std::move(x.conn), Clock::now(), x.def.pool.max_idle);
+          host.pool().Put(std::move(x.conn), x.down.worker.Now(), x.def.pool.max_idle);
       if (!rejected) host.WakeOne();  // a waiter for max_connections can take it
     } else {
       x.conn.reset();

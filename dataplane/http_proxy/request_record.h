@@ -10,7 +10,7 @@
 #include <string_view>
 
 #include "dataplane/http_proxy/proxy_error.h"
-#include "dataplane/runtime/deadline.h"
+#include "dataplane/runtime/time_source.h"
 #include "dataplane/stats/dataplane_stats.h"
 
 namespace onedomain::dataplane {

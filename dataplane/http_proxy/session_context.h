@@ -13,7 +13,7 @@
 #include <string_view>
 
 #include "dataplane/net/any_stream.h"
-#include "dataplane/runtime/deadline.h"
+#include "dataplane/runtime/dispatcher.h"
 
 namespace onedomain::dataplane {
 
@@ -29,7 +29,7 @@ inline constexpr size_t kInitialReadSize = 16 * 1024;
 
 struct Downstream {
   AnyStream& stream;
-  Deadline& deadline;         // client I/O; cancels `stream`
+  Timer& deadline;            // client I/O; cancels `stream`
   beast::flat_buffer& in;     // bytes from the client not yet consumed
   Worker& worker;
   std::string_view client_ip;
@@ -39,10 +39,10 @@ struct Downstream {
 // One direction of a relay: where bytes come from and go to, with progress timeouts.
 struct RelayIo {
   AnyStream& src;
-  Deadline& src_deadline;
+  Timer& src_deadline;
   std::chrono::nanoseconds src_timeout;
   AnyStream& dst;
-  Deadline& dst_deadline;
+  Timer& dst_deadline;
   std::chrono::nanoseconds dst_timeout;
   beast::flat_buffer& buf;  // holds bytes read from `src`, possibly already some of the body
 };

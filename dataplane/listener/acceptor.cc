@@ -4,9 +4,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
@@ -14,7 +12,6 @@
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "dataplane/http_proxy/http_session.h"
-#include "dataplane/runtime/edge_poller.h"
 #include "dataplane/runtime/parked.h"
 #include "dataplane/runtime/worker.h"
 
@@ -28,48 +25,47 @@ using error_code = boost::system::error_code;
 // Connections accepted in a row before the loop lets the rest of the worker run.
 constexpr int kAcceptBurst = 64;
 
-// A listening socket on the worker's poller.
-struct Listener : EdgePoller::Watch {
-  Listener(EdgePoller& p, UniqueFd s) : poller(p), fd(std::move(s)) {
-    on_events = [](EdgePoller::Watch* self, uint32_t) {
-      auto& l = *static_cast<Listener*>(self);
-      l.readable = true;
-      l.waiter.Resume();
-    };
-    on_abandon = [](EdgePoller::Watch* self) { static_cast<Listener*>(self)->waiter.Drop(); };
-  }
-  ~Listener() { Close(); }
+// A listening socket on the worker's dispatcher, closable by slot.
+class Listener final : public FileEvents, public AcceptorHandle {
+ public:
+  Listener(Dispatcher& d, UniqueFd s) : dispatcher(d), fd(std::move(s)) {}
+  ~Listener() { CloseListener(); }
 
-  void Close() {
+  void OnFileEvents(uint32_t) override {
+    readable = true;
+    waiter.Resume();
+  }
+  void OnAbandon() override { waiter.Drop(); }
+  void CloseListener() override {
     if (!fd) return;
-    poller.Forget(this);
+    dispatcher.Forget(*this);
     fd.reset();
     waiter.Post(net::error::operation_aborted);
   }
 
-  EdgePoller& poller;
+  Dispatcher& dispatcher;
   UniqueFd fd;
   bool readable = true;  // connections may be queued: accept before waiting for an edge
   Parked waiter;
 };
 
-void CloseListener(void* arg) { static_cast<Listener*>(arg)->Close(); }
-
-struct SlotWait : Worker::AcceptWaiter {
-  Parked* parked = nullptr;
+// Wakes the accept loop held back by the connection cap.
+class SlotWait final : public ConnectionSlotWaiter {
+ public:
+  explicit SlotWait(Parked& p) : parked(p) {}
+  void OnConnectionClosed() override { parked.Post({}); }
+  Parked& parked;
 };
-
-void WakeSlotWait(Worker::AcceptWaiter* w) { static_cast<SlotWait*>(w)->parked->Post({}); }
 
 // Unregisters the listener when the loop ends, however it ends.
 struct Registration {
-  Registration(Worker& w, uint32_t s, Listener* l) : worker(w), slot(s), listener(l) {
-    worker.RegisterAcceptor(slot, listener, &CloseListener);
+  Registration(Worker& w, uint32_t s, Listener& l) : worker(w), slot(s), listener(l) {
+    worker.RegisterAcceptor(slot, listener);
   }
   ~Registration() { worker.UnregisterAcceptor(slot, listener); }
   Worker& worker;
   uint32_t slot;
-  Listener* listener;
+  Listener& listener;
 };
 
 // A descriptor held back for the moment the process runs out: closing it lets one more
@@ -93,14 +89,14 @@ void ShedOne(int listen_fd, UniqueFd& reserve, Worker& worker) {
 }
 
 net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) {
-  Listener listener(worker.poller(), std::move(socket));
-  if (!worker.poller().Add(listener.fd.get(), &listener)) {
+  Listener listener(worker.dispatcher(), std::move(socket));
+  if (!worker.dispatcher().Watch(listener.fd.get(), listener)) {
     log::Error("listener", str::Cat("cannot watch listener slot ", slot, ": ",
                                     std::strerror(errno)));
     co_return;
   }
-  Registration registration(worker, slot, &listener);
-  Parked pause(worker.poller());
+  Registration registration(worker, slot, listener);
+  Parked pause(worker.dispatcher());
   UniqueFd reserve = OpenReserve();
   int burst = 0;
   for (;;) {
@@ -112,13 +108,11 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
       uint32_t max = l != nullptr ? l->limits.max_connections_per_worker : 0;
       if (max == 0) max = worker.default_connection_cap();
       if (max != 0 && worker.connections() >= max) {
-        SlotWait w;
-        w.parked = &pause;
-        w.wake = &WakeSlotWait;
-        worker.AddAcceptWaiter(&w);
+        SlotWait w(pause);
+        worker.AddConnectionSlotWaiter(w);
         // Re-check now and then regardless; woken or expired, re-check either way.
-        (void)co_await WaitUntil(pause, worker.deadlines(), Clock::now() + std::chrono::seconds(1));
-        worker.RemoveAcceptWaiter(&w);
+        (void)co_await WaitUntil(pause, worker.dispatcher(),
+                                 worker.Now() + std::chrono::seconds(1));
         continue;
       }
     }
@@ -140,14 +134,14 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
       if (err == EMFILE || err == ENFILE) ShedOne(listener.fd.get(), reserve, worker);
       // Out of descriptors or memory: pause briefly rather than spin on the same error.
       log::Warn("listener", str::Cat("accept failed: ", std::strerror(err)));
-      (void)co_await WaitUntil(pause, worker.deadlines(),
-                               Clock::now() + std::chrono::milliseconds(50));
+      (void)co_await WaitUntil(pause, worker.dispatcher(),
+                               worker.Now() + std::chrono::milliseconds(50));
       continue;
     }
     SpawnConnection(worker, slot, UniqueFd(fd));
     if (++burst >= kAcceptBurst) {
       burst = 0;
-      co_await net::post(worker.io_context(), net::use_awaitable);
+      co_await worker.dispatcher().Yield();
     }
   }
 }
@@ -210,18 +204,7 @@ uint16_t LocalPort(int fd) {
 }
 
 void StartAcceptLoop(Worker& worker, uint32_t slot, UniqueFd listen_socket) {
-  net::co_spawn(worker.io_context(), AcceptLoop(std::move(listen_socket), worker, slot),
-                [slot](std::exception_ptr e) {
-                  if (!e) return;
-                  try {
-                    std::rethrow_exception(e);
-                  } catch (const std::exception& ex) {
-                    log::Error("listener", str::Cat("accept loop of slot ", slot,
-                                                    " ended by exception: ", ex.what()));
-                  } catch (...) {
-                    log::Error("listener", "accept loop ended by unknown exception");
-                  }
-                });
+  worker.dispatcher().Spawn(AcceptLoop(std::move(listen_socket), worker, slot), "accept loop");
 }
 
 }  // namespace onedomain::dataplane

@@ -9,8 +9,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <array>
@@ -18,7 +16,7 @@
 #include <cstring>
 #include <string>
 
-#include "dataplane/runtime/edge_poller.h"
+#include "dataplane/runtime/dispatcher.h"
 #include "dataplane/runtime/parked.h"
 
 namespace onedomain::dataplane {
@@ -41,18 +39,15 @@ struct Waiter {
 
 }  // namespace
 
-// A polled stream's state. The poller's events point here.
-struct AnyStream::Polled : EdgePoller::Watch {
-  explicit Polled(EdgePoller& p) : poller(p) {
-    on_events = &OnEvents;
-    on_abandon = &OnAbandon;
-  }
+// A polled stream's state. The dispatcher's file events for its descriptor come here.
+struct AnyStream::Polled final : FileEvents {
+  explicit Polled(Dispatcher& d) : dispatcher(d) {}
   ~Polled() { Close(); }
   Polled(const Polled&) = delete;
   Polled& operator=(const Polled&) = delete;
 
   bool Register(int descriptor) {
-    if (!poller.Add(descriptor, this)) return false;
+    if (!dispatcher.Watch(descriptor, *this)) return false;
     fd = descriptor;
     return true;
   }
@@ -70,14 +65,14 @@ struct AnyStream::Polled : EdgePoller::Watch {
       ssl = nullptr;
     }
     if (fd < 0) return;
-    poller.Forget(this);
+    dispatcher.Forget(*this);
     ::close(fd);  // also leaves the epoll set
     fd = -1;
     Abort(net::error::operation_aborted);
   }
 
-  static void OnEvents(EdgePoller::Watch* self, uint32_t events) {
-    auto& p = *static_cast<Polled*>(self);
+  void OnFileEvents(uint32_t events) override {
+    Polled& p = *this;
     if (p.delegate != nullptr) return p.delegate(p.delegate_ctx, events);
     const bool in = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
     const bool out = (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
@@ -98,15 +93,14 @@ struct AnyStream::Polled : EdgePoller::Watch {
     }
   }
 
-  // Shutdown: the io_context never runs again, so parked coroutines are let go (their
-  // frames are destroyed with the io_context).
-  static void OnAbandon(EdgePoller::Watch* self) {
-    auto& p = *static_cast<Polled*>(self);
-    p.reader.parked.Drop();
-    p.writer.parked.Drop();
+  // Shutdown: the loop never runs again, so parked coroutines are let go (their frames are
+  // destroyed with the dispatcher).
+  void OnAbandon() override {
+    reader.parked.Drop();
+    writer.parked.Drop();
   }
 
-  EdgePoller& poller;
+  Dispatcher& dispatcher;
   int fd = -1;
   bool readable = true;  // bytes may be waiting: read before waiting for an edge
   bool writable = true;
@@ -141,7 +135,7 @@ net::awaitable<error_code> ParkWriter(Polled& p) { return Park(p, p.writer, fals
 net::awaitable<void> MaybeYield(Polled& p) {
   if (++p.streak < kMaxStreak) co_return;
   p.streak = 0;
-  co_await net::post(p.poller.io_context(), net::use_awaitable);
+  co_await p.dispatcher.Yield();
 }
 
 size_t PolledTryRead(Polled& p, net::mutable_buffer buf, error_code& ec, int flags = 0) {
@@ -410,7 +404,8 @@ net::awaitable<void> TlsShutdown(Polled& p) {
 
 }  // namespace
 
-AnyStream::AnyStream(int fd, EdgePoller& poller) : polled_(std::make_unique<Polled>(poller)) {
+AnyStream::AnyStream(int fd, Dispatcher& dispatcher)
+    : polled_(std::make_unique<Polled>(dispatcher)) {
   if (!polled_->Register(fd)) {
     const int err = errno;
     ::close(fd);
@@ -418,7 +413,7 @@ AnyStream::AnyStream(int fd, EdgePoller& poller) : polled_(std::make_unique<Poll
   }
 }
 
-AnyStream::AnyStream(EdgePoller& poller) : polled_(std::make_unique<Polled>(poller)) {}
+AnyStream::AnyStream(Dispatcher& dispatcher) : polled_(std::make_unique<Polled>(dispatcher)) {}
 
 AnyStream::~AnyStream() = default;
 AnyStream::AnyStream(AnyStream&&) noexcept = default;
@@ -575,6 +570,5 @@ void AnyStream::Cancel() { polled_->Abort(net::error::operation_aborted); }
 
 void AnyStream::Close() { polled_->Close(); }
 
-void AnyStream::CancelThunk(void* arg) { static_cast<AnyStream*>(arg)->Cancel(); }
 
 }  // namespace onedomain::dataplane

@@ -3,7 +3,7 @@
 // A byte stream that is plain TCP or TLS over TCP, with awaitable operations whose
 // completions are values (STYLE rule 2). Session code is written once against this type.
 //
-// Every stream's descriptor sits in the worker's EdgePoller (the worker's event loop; Asio's
+// Every stream's descriptor sits in the worker's Dispatcher (the worker's event loop; Asio's
 // reactor is not used on workers). The stream keeps readiness hints, so a read after a short
 // read waits for the next edge without a syscall, and an operation that can complete at once
 // does so without a trip through the scheduler (every 16 in a row yield once, so one busy
@@ -29,7 +29,7 @@ struct ssl_ctx_st;  // OpenSSL's SSL_CTX
 
 namespace onedomain::dataplane {
 
-class EdgePoller;
+class Dispatcher;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using error_code = boost::system::error_code;
@@ -49,11 +49,11 @@ using IoAwaitable = net::awaitable<std::tuple<error_code, size_t>>;
 
 class AnyStream {
  public:
-  // Plain TCP on `poller`: takes a connected, non-blocking descriptor. If epoll refuses it,
-  // the descriptor is closed and the stream is closed (native_handle() < 0, errno set).
-  AnyStream(int fd, EdgePoller& poller);
-  // Plain TCP on `poller`, not connected yet: Connect next.
-  explicit AnyStream(EdgePoller& poller);
+  // Plain TCP on `dispatcher`: takes a connected, non-blocking descriptor. If epoll refuses
+  // it, the descriptor is closed and the stream is closed (native_handle() < 0, errno set).
+  AnyStream(int fd, Dispatcher& dispatcher);
+  // Plain TCP on `dispatcher`, not connected yet: Connect next.
+  explicit AnyStream(Dispatcher& dispatcher);
   ~AnyStream();
   AnyStream(AnyStream&&) noexcept;
   AnyStream& operator=(AnyStream&&) noexcept;
@@ -66,7 +66,7 @@ class AnyStream {
   // The descriptor (-1 when closed).
   int native_handle();
 
-  // Opens a socket and connects it to `to` (Nagle off), waiting on the poller. Cancel aborts
+  // Opens a socket and connects it to `to` (Nagle off), waiting for the dispatcher. Cancel aborts
   // the wait.
   net::awaitable<error_code> Connect(const tcp::endpoint& to);
 
@@ -95,12 +95,12 @@ class AnyStream {
   // Ends what we send: TLS streams first send close_notify (best effort, without waiting),
   // then the TCP send side is shut. The peer sees the end at once; reading goes on.
   void ShutdownSend();
-  // The poller has seen the peer's end (RDHUP/HUP/ERR): read to it even after short reads.
+  // The dispatcher has seen the peer's end (RDHUP/HUP/ERR): read to it even after short reads.
   bool read_hup() const;
   // False only when nothing can have arrived since a read found the socket empty (an edge
   // would have said so): an idle connection that is provably untouched, without a syscall.
   bool maybe_readable() const;
-  // Plain streams: the poller's events for this descriptor go to fn(ctx, epoll events)
+  // Plain streams: the dispatcher's events for this descriptor go to fn(ctx, epoll events)
   // instead of this stream's own waits, until Delegate(nullptr, nullptr). The stream's
   // readiness hints restart as "try" when it takes the descriptor back.
   using EventFn = void (*)(void* ctx, uint32_t events);
@@ -113,13 +113,11 @@ class AnyStream {
   // Cancels pending operations (used by deadlines and drain).
   void Cancel();
   void Close();
-  // Adapter for Deadline: `arg` is an AnyStream*.
-  static void CancelThunk(void* arg);
 
   struct Polled;  // any_stream.cc's
 
  private:
-  std::unique_ptr<Polled> polled_;  // heap: the poller points at it; null once moved from
+  std::unique_ptr<Polled> polled_;  // heap: the dispatcher points at it; null once moved from
 };
 
 }  // namespace onedomain::dataplane

@@ -9,14 +9,6 @@ namespace onedomain::dataplane {
 namespace net = boost::asio;
 using error_code = boost::system::error_code;
 
-Parked::Parked(EdgePoller& poller) : poller_(&poller) {
-  on_abandon = [](EdgePoller::Watch* self) { static_cast<Parked*>(self)->Drop(); };
-}
-
-Parked::~Parked() {
-  if (poller_ != nullptr) poller_->Forget(this);
-}
-
 void Parked::Drop() {
   // Out of the member first: letting go of the handler lets go of the coroutine frame,
   // which may hold this object.
@@ -24,7 +16,7 @@ void Parked::Drop() {
 }
 
 std::optional<Parked::Handler> Parked::Take() {
-  if (poller_ != nullptr) poller_->Forget(this);
+  Dispatcher::Untrack(*this);
   std::optional<Handler> h;
   if (handler_) {
     h.emplace(std::move(*handler_));  // awaitable handlers move-construct only
@@ -41,7 +33,7 @@ net::awaitable<error_code> Parked::Wait() {
           slot.assign([this](net::cancellation_type) { Post(net::error::operation_aborted); });
         }
         handler_.emplace(std::move(h));
-        if (poller_ != nullptr) poller_->Track(this);
+        if (dispatcher_ != nullptr) dispatcher_->Track(*this);
       },
       net::use_awaitable);
   co_return std::exchange(result_, error_code{});
@@ -61,15 +53,9 @@ void Parked::Post(error_code ec) {
   net::post(std::move(*h));  // to the coroutine's own executor
 }
 
-namespace {
-
-void Expire(void* arg) { static_cast<Parked*>(arg)->Post(net::error::timed_out); }
-
-}  // namespace
-
-net::awaitable<error_code> WaitUntil(Parked& p, DeadlineList& list, Clock::time_point until) {
-  Deadline deadline(list, &Expire, &p);
-  deadline.ArmAt(until);
+net::awaitable<error_code> WaitUntil(Parked& p, Dispatcher& dispatcher, Clock::time_point until) {
+  Timer timer(dispatcher, [&p] { p.Post(net::error::timed_out); });
+  timer.ArmAt(until);
   const error_code ec = co_await p.Wait();
   co_return ec;
 }

@@ -1,8 +1,8 @@
 #pragma once
 
 // A coroutine parked until something on its worker resumes it: the one waiting primitive of
-// the worker's own event loop (descriptors of the EdgePoller, accept loops, pool-slot waits,
-// sleeps). It holds the coroutine's completion handler; resuming calls or posts it.
+// the worker's event loop (descriptors, accept loops, pool-slot waits, sleeps). It holds the
+// coroutine's completion handler; resuming calls or posts it.
 //
 // Thread: the worker's.
 
@@ -11,24 +11,23 @@
 #include <boost/system/error_code.hpp>
 #include <optional>
 
-#include "dataplane/runtime/deadline.h"
-#include "dataplane/runtime/edge_poller.h"
+#include "dataplane/runtime/dispatcher.h"
 
 namespace onedomain::dataplane {
 
 // A parked coroutine's handler lives in the coroutine's own frame, and the handler owns the
-// frame: only resuming or dropping it ends that cycle. At shutdown the poller drops what is
-// tracked (and the owners of untracked ones, such as polled streams, drop theirs).
-class Parked : private EdgePoller::Watch {
+// frame: only resuming or dropping it ends that cycle. At shutdown the dispatcher drops what
+// is tracked (and the owners of untracked ones, such as streams, drop theirs).
+class Parked final : private ShutdownHook {
  public:
   using Handler =
       boost::asio::async_result<boost::asio::use_awaitable_t<>, void()>::handler_type;
 
   // Untracked: its owner must Drop it at shutdown.
   Parked() = default;
-  // Tracked: `poller`'s Shutdown drops it while it is parked.
-  explicit Parked(EdgePoller& poller);
-  ~Parked();
+  // Tracked: `dispatcher`'s Shutdown drops it while it is parked.
+  explicit Parked(Dispatcher& dispatcher) : dispatcher_(&dispatcher) {}
+  ~Parked() = default;  // the hook unregisters itself
   Parked(const Parked&) = delete;
   Parked& operator=(const Parked&) = delete;
 
@@ -39,25 +38,25 @@ class Parked : private EdgePoller::Watch {
   boost::asio::awaitable<boost::system::error_code> Wait();
 
   // Resumes the parked coroutine now, on this stack: only from the event loop itself
-  // (poller callbacks), never from inside a coroutine it could re-enter. No-op if none.
+  // (file events), never from inside a coroutine it could re-enter. No-op if none.
   void Resume(boost::system::error_code ec = {});
   // Resumes it later, through its executor: safe from any code on the worker thread.
   void Post(boost::system::error_code ec);
-  // Shutdown: lets go of the coroutine without resuming it (its frame goes with the
-  // io_context).
+  // Shutdown: lets go of the coroutine without resuming it (its frame goes with the loop).
   void Drop();
 
  private:
+  void OnAbandon() override { Drop(); }
   std::optional<Handler> Take();
 
-  EdgePoller* poller_ = nullptr;
+  Dispatcher* dispatcher_ = nullptr;
   std::optional<Handler> handler_;
   boost::system::error_code result_;
 };
 
-// Parks in `p` until it is resumed (its code is returned) or `until` passes (timed_out).
-// Expiry is found by `list`'s sweep, so it has the sweep's resolution (a worker tick).
-boost::asio::awaitable<boost::system::error_code> WaitUntil(Parked& p, DeadlineList& list,
+// Parks in `p` until it is resumed (its code is returned) or `until` passes (timed_out), by
+// `dispatcher`'s clock.
+boost::asio::awaitable<boost::system::error_code> WaitUntil(Parked& p, Dispatcher& dispatcher,
                                                            Clock::time_point until);
 
 }  // namespace onedomain::dataplane

@@ -1,13 +1,12 @@
 #pragma once
 
-// A worker: one thread running one event loop (its EdgePoller, with the io_context as the
-// queue of ready handlers), with its own view of the config, its own
-// upstream pools, deadline sweep, session list and counters. Nothing on the request path is
+// A worker: one thread running one event loop (its Dispatcher), with its own view of the
+// config, its own upstream pools, timers, session list and counters. Nothing on the request path is
 // shared with another worker. Other threads talk to a worker only by posting to it (Post),
 // which is how snapshots, new acceptors and drain reach it.
 //
 // Ownership: DataplaneServer owns the workers. Sessions and accept loops are coroutines on
-// the worker's io_context that borrow the worker (it outlives them: the io_context, and with
+// the worker's dispatcher that borrow the worker (it outlives them: the dispatcher, and with
 // it every coroutine frame, is destroyed first).
 
 #include <atomic>
@@ -19,45 +18,57 @@
 #include <unordered_map>
 #include <vector>
 
-#include "dataplane/runtime/deadline.h"
+#include "dataplane/runtime/dispatcher.h"
 #include "dataplane/runtime/ref.h"
 #include "dataplane/runtime/worker_config.h"
 #include "dataplane/stats/dataplane_stats.h"
-
-namespace boost::asio {
-class io_context;
-}  // namespace boost::asio
 
 namespace onedomain::dataplane {
 
 class AccessLog;
 class AnyStream;
-class EdgePoller;
 class WsTunnelSet;
 
 // A session's entry in its worker's list, so drain can close idle keep-alive connections.
-struct SessionLink {
+struct SessionLink : AutoUnlinkHook {
   AnyStream* stream = nullptr;
   bool idle = false;  // waiting for the next request on a keep-alive connection
-  SessionLink* prev = nullptr;
-  SessionLink* next = nullptr;
+};
+
+// An accept loop's listening socket, closed by slot when its listener goes or on drain.
+class AcceptorHandle {
+ public:
+  virtual void CloseListener() = 0;
+
+ protected:
+  ~AcceptorHandle() = default;
+};
+
+// An accept loop held back by the connection cap: woken when a client connection closes.
+class ConnectionSlotWaiter : public AutoUnlinkHook {
+ public:
+  virtual void OnConnectionClosed() = 0;
+
+ protected:
+  ~ConnectionSlotWaiter() = default;
 };
 
 class Worker {
  public:
-  Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* access_log);
+  // `time`: where the worker's timers and timestamps read the time (tests pass a manual
+  // clock, and turn the loop themselves instead of calling Start).
+  Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* access_log,
+         TimeSource& time = RealTime());
   ~Worker();  // Stops and joins.
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
   size_t index() const { return index_; }
-  boost::asio::io_context& io_context() { return *ioc_; }
 
   // ---- any thread ----
   void Start();
-  // Runs `fn` on the worker thread. Other threads must use this, not asio::post on
-  // io_context(): the thread sleeps in the poller, which only this wakes.
-  void Post(std::function<void()> fn);
+  // Runs `fn` on the worker thread.
+  void Post(std::function<void()> fn) { dispatcher_->Post(std::move(fn)); }
   // Stops the loop (abandoning what still runs) and joins the thread.
   void Stop();
   // Sessions alive (for drain progress); relaxed, read from the control thread.
@@ -75,10 +86,9 @@ class Worker {
   void UpdateAddresses(const CompiledCluster* def, size_t endpoint,
                        const std::vector<boost::asio::ip::tcp::endpoint>& addresses);
 
-  DeadlineList& deadlines() { return deadlines_; }
-  // The edge-triggered epoll set of this worker's plain sockets (sessions, upstreams,
-  // WebSocket tunnels).
-  EdgePoller& poller() { return *poller_; }
+  // The worker's event loop: descriptors, timers, coroutines.
+  Dispatcher& dispatcher() { return *dispatcher_; }
+  Clock::time_point Now() const { return dispatcher_->Now(); }
   stats::WorkerCounters& counters() { return *counters_; }
   stats::RouteCounters& no_route_counters() { return *no_route_counters_; }
   const AccessLog* access_log() const { return access_log_; }
@@ -102,28 +112,21 @@ class Worker {
   void ConnectionClosed();
 
   // Accept loops register their acceptor so it can be closed by slot.
-  using CloseFn = void (*)(void* acceptor);
-  void RegisterAcceptor(uint32_t slot, void* acceptor, CloseFn close);
-  void UnregisterAcceptor(uint32_t slot, void* acceptor);
+  void RegisterAcceptor(uint32_t slot, AcceptorHandle& acceptor);
+  void UnregisterAcceptor(uint32_t slot, AcceptorHandle& acceptor);
   void CloseAcceptor(uint32_t slot);
   void CloseAllAcceptors();
-  // For max_connections_per_worker: an accept loop waiting for a free slot.
-  struct AcceptWaiter {
-    void (*wake)(AcceptWaiter*);
-  };
-  void AddAcceptWaiter(AcceptWaiter* w) { accept_waiters_.push_back(w); }
-  void RemoveAcceptWaiter(AcceptWaiter* w);
+  // For max_connections_per_worker: an accept loop waiting for a free slot. It leaves the
+  // list when woken or destroyed.
+  void AddConnectionSlotWaiter(ConnectionSlotWaiter& w) { slot_waiters_.push_back(w); }
 
  private:
-  void Run();
-  void Tick(Clock::time_point now);
-  void CheckNoReactor();
+  using SessionList =
+      boost::intrusive::list<SessionLink, boost::intrusive::constant_time_size<false>>;
+  using SlotWaiterList =
+      boost::intrusive::list<ConnectionSlotWaiter, boost::intrusive::constant_time_size<false>>;
 
-  struct AcceptorEntry {
-    void* acceptor;
-    CloseFn close;
-  };
-  struct Guard;
+  void SweepPools();
 
   const size_t index_;
   stats::StatsCatalog& catalog_;
@@ -133,28 +136,21 @@ class Worker {
   std::string log_scratch_;
 
   Ref<WorkerConfig> config_;
-  DeadlineList deadlines_;
-  SessionLink* sessions_ = nullptr;
+  SessionList sessions_;
   std::atomic<int64_t> live_sessions_{0};
   uint32_t default_connection_cap_ = 0;
   uint32_t connections_ = 0;
   bool draining_ = false;
-  bool reactor_reported_ = false;
-  std::unordered_multimap<uint32_t, AcceptorEntry> acceptors_;
-  std::vector<AcceptWaiter*> accept_waiters_;
-  Clock::time_point last_pool_sweep_{};
-  // Destroyed after ioc_ (declared before it): tunnel frames unregister on destruction.
+  std::unordered_multimap<uint32_t, AcceptorHandle*> acceptors_;
+  SlotWaiterList slot_waiters_;
+  // Destroyed after dispatcher_ (declared before it): tunnel frames unregister on destruction.
   std::unique_ptr<WsTunnelSet> ws_tunnels_;
-  // Likewise: streams in coroutine frames leave it when the io_context destroys them. It
-  // stops polling (and abandons parked coroutines) before the io_context goes.
-  std::unique_ptr<EdgePoller> poller_;
 
   std::thread thread_;
-  // ~Worker destroys these explicitly, work guard and config first, then the io_context,
-  // which takes every coroutine frame (sessions, accept loops) with it while the lists and
-  // counters above are still alive.
-  std::unique_ptr<boost::asio::io_context> ioc_;
-  std::unique_ptr<Guard> guard_;
+  // ~Worker destroys it explicitly, before the members above: it takes every coroutine frame
+  // (sessions, accept loops, tunnels) with it while the lists and counters are still alive.
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<Timer> pool_sweep_;  // every kPoolSweepEvery: idle pooled connections
 };
 
 }  // namespace onedomain::dataplane

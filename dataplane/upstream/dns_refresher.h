@@ -14,7 +14,7 @@
 #include <memory>
 #include <vector>
 
-#include "dataplane/runtime/deadline.h"
+#include "dataplane/runtime/time_source.h"
 #include "dataplane/upstream/cluster_config.h"
 
 namespace onedomain::dataplane {

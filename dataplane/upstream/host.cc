@@ -23,39 +23,11 @@ void Host::ConnectionClosed() {
   WakeOne();
 }
 
-void Host::AddWaiter(SlotWaiter* w) {
-  w->prev = waiters_tail_;
-  w->next = nullptr;
-  if (waiters_tail_ != nullptr) {
-    waiters_tail_->next = w;
-  } else {
-    waiters_head_ = w;
-  }
-  waiters_tail_ = w;
-  w->linked = true;
-}
-
-void Host::RemoveWaiter(SlotWaiter* w) {
-  if (!w->linked) return;
-  if (w->prev != nullptr) {
-    w->prev->next = w->next;
-  } else {
-    waiters_head_ = w->next;
-  }
-  if (w->next != nullptr) {
-    w->next->prev = w->prev;
-  } else {
-    waiters_tail_ = w->prev;
-  }
-  w->prev = w->next = nullptr;
-  w->linked = false;
-}
-
 void Host::WakeOne() {
-  SlotWaiter* w = waiters_head_;
-  if (w == nullptr) return;
-  RemoveWaiter(w);
-  w->wake(w);
+  if (waiters_.empty()) return;
+  SlotWaiter& w = waiters_.front();
+  waiters_.pop_front();
+  w.OnSlotFree();
 }
 
 }  // namespace onedomain::dataplane

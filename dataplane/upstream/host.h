@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "dataplane/runtime/dispatcher.h"
 #include "dataplane/runtime/ref.h"
 #include "dataplane/stats/dataplane_stats.h"
 #include "dataplane/upstream/idle_pool.h"
@@ -22,12 +23,14 @@ namespace onedomain::dataplane {
 
 class UpstreamConnection;
 
-// A request waiting for a connection slot of a host at max_connections.
-struct SlotWaiter {
-  void (*wake)(SlotWaiter* self) = nullptr;
-  SlotWaiter* prev = nullptr;
-  SlotWaiter* next = nullptr;
-  bool linked = false;
+// A request waiting for a connection slot of a host at max_connections. It leaves the
+// host's queue when woken or destroyed.
+class SlotWaiter : public AutoUnlinkHook {
+ public:
+  virtual void OnSlotFree() = 0;
+
+ protected:
+  ~SlotWaiter() = default;
 };
 
 class Host : public WorkerRefCounted<Host> {
@@ -57,8 +60,7 @@ class Host : public WorkerRefCounted<Host> {
   // Connection accounting; ConnectionClosed wakes one waiter.
   void ConnectionOpened();
   void ConnectionClosed();
-  void AddWaiter(SlotWaiter* w);
-  void RemoveWaiter(SlotWaiter* w);
+  void AddWaiter(SlotWaiter& w) { waiters_.push_back(w); }
   // Wakes the first waiter, if any (a slot or an idle connection became available).
   void WakeOne();
 
@@ -68,8 +70,7 @@ class Host : public WorkerRefCounted<Host> {
   stats::ClusterCounters* counters_;
   OutlierState outlier_;
   IdlePool<UpstreamConnection> pool_;
-  SlotWaiter* waiters_head_ = nullptr;
-  SlotWaiter* waiters_tail_ = nullptr;
+  boost::intrusive::list<SlotWaiter, boost::intrusive::constant_time_size<false>> waiters_;
 };
 
 }  // namespace onedomain::dataplane

@@ -10,7 +10,7 @@
 #include <memory>
 #include <vector>
 
-#include "dataplane/runtime/deadline.h"
+#include "dataplane/runtime/time_source.h"
 
 namespace onedomain::dataplane {
 

@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <span>
 
-#include "dataplane/runtime/deadline.h"
+#include "dataplane/runtime/time_source.h"
 #include "dataplane/upstream/cluster_config.h"
 
 namespace onedomain::dataplane {

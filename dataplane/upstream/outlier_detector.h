@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "dataplane/runtime/deadline.h"
+#include "dataplane/runtime/time_source.h"
 #include "dataplane/upstream/cluster_config.h"
 
 namespace onedomain::dataplane {

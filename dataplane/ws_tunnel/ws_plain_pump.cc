@@ -158,7 +158,7 @@ void PlainLoop(WsTunnel& t, WsPump& p) {
     }
     const auto n = static_cast<size_t>(k);
     p.maybe_readable = n == WsTunnelSet::kScratchSize || p.src_hup;
-    t.last_activity = Clock::now();
+    t.last_activity = t.worker.Now();
     CountBytes(p, n);
     Out out;
     Process(t, p, scratch, n, out);

@@ -102,9 +102,9 @@ namespace ws_internal {
 
 // ---- timers, drain, injection ----------------------------------------------------------------
 
-void WsTunnel::OnTimer(void* arg) {
-  auto* t = static_cast<WsTunnel*>(arg);
-  const Clock::time_point now = Clock::now();
+void WsTunnel::OnTimer() {
+  WsTunnel* t = this;
+  const Clock::time_point now = worker.Now();
   if (t->finished) {
     t->timer.Disarm();
     return;
@@ -147,7 +147,7 @@ void WsTunnel::Rearm(Clock::time_point now) {
 void WsTunnel::ScheduleDrain(std::chrono::nanoseconds delay) {
   if (drain != Drain::kNone || finished) return;
   drain = Drain::kScheduled;
-  const Clock::time_point now = Clock::now();
+  const Clock::time_point now = worker.Now();
   drain_at = now + delay;
   counted_draining = true;
   set.counters().websocket_drain_remaining.Inc();
@@ -438,7 +438,7 @@ net::awaitable<void> PumpLoop(WsTunnel& t, WsPump& p) {
       t.Finish();
       break;
     }
-    t.last_activity = Clock::now();
+    t.last_activity = t.worker.Now();
     CountBytes(p, n);
     Out out;
     Process(t, p, data, n, out);
@@ -487,7 +487,7 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
   EnableKeepalive(client.native_handle());
   EnableKeepalive(upstream.native_handle());
 
-  t.opened = t.last_activity = t.last_ping = Clock::now();
+  t.opened = t.last_activity = t.last_ping = t.worker.Now();
   t.counters->websocket_active.Inc();
   t.set.Add(&t);
   t.Rearm(t.opened);
@@ -520,7 +520,7 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
   if (t.counted_draining) t.set.counters().websocket_drain_remaining.Dec();
   t.counters->websocket_active.Dec();
   t.RecordFirstClose(stats::WsCloseInitiator::kProxy, 0);
-  t.counters->ws.RecordDuration(std::chrono::duration<double>(Clock::now() - t.opened).count());
+  t.counters->ws.RecordDuration(std::chrono::duration<double>(t.worker.Now() - t.opened).count());
   if (t.plain) {
     client.Delegate(nullptr, nullptr);
     upstream.Delegate(nullptr, nullptr);

@@ -20,7 +20,7 @@
 // all through the same Close 1001 path.
 //
 // Thread: one worker. WsTunnelSet is owned by the Worker; tunnels are coroutine frames on the
-// worker's io_context that register in it for their lifetime.
+// worker's dispatcher that register in it for their lifetime.
 
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
@@ -29,7 +29,7 @@
 #include <random>
 #include <vector>
 
-#include "dataplane/runtime/deadline.h"
+#include "dataplane/runtime/time_source.h"
 #include "dataplane/stats/dataplane_stats.h"
 
 namespace onedomain::dataplane {

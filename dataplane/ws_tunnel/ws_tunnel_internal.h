@@ -14,7 +14,6 @@
 #include <string>
 
 #include "dataplane/net/any_stream.h"
-#include "dataplane/runtime/deadline.h"
 #include "dataplane/runtime/parked.h"
 #include "dataplane/runtime/worker.h"
 #include "dataplane/stats/dataplane_stats.h"
@@ -99,10 +98,10 @@ struct WsTunnel {
         set(w.ws_tunnels()),
         client(c),
         handoff(std::move(h)),
-        timer(w.deadlines(), &WsTunnel::OnTimer, this),
-        done(w.poller()) {}
+        timer(w.dispatcher(), [this] { OnTimer(); }),
+        done(w.dispatcher()) {}
 
-  static void OnTimer(void* arg);
+  void OnTimer();
   void Rearm(Clock::time_point now);
   void ScheduleDrain(std::chrono::nanoseconds delay);
   void StartDrain(Clock::time_point now);
@@ -130,7 +129,7 @@ struct WsTunnel {
   std::chrono::nanoseconds spread{0};
   WsPump up;    // client -> upstream
   WsPump down;  // upstream -> client
-  Deadline timer;
+  Timer timer;
   Clock::time_point opened{};
   Clock::time_point last_activity{};
   Clock::time_point last_ping{};

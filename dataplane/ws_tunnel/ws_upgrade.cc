@@ -36,14 +36,14 @@ net::awaitable<std::unique_ptr<UpstreamConnection>> ConnectUpstream(Downstream& 
   const CompiledCluster& def = cluster.def();
   const Host* exclude = nullptr;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    Host* host = cluster.Pick(Clock::now(), exclude);
+    Host* host = cluster.Pick(down.worker.Now(), exclude);
     if (host == nullptr) {
       if (!error) error = ProxyError{ProxyErrorKind::kNoHealthyUpstream};
       co_return nullptr;
     }
-    auto conn = std::make_unique<UpstreamConnection>(AnyStream(down.worker.poller()),
+    auto conn = std::make_unique<UpstreamConnection>(AnyStream(down.worker.dispatcher()),
                                                      Ref<Host>(host));
-    Deadline deadline(down.worker.deadlines(), &AnyStream::CancelThunk, &conn->stream());
+    Timer deadline(down.worker.dispatcher(), [s = &conn->stream()] { s->Cancel(); });
     deadline.Arm(def.connect_timeout);
     const error_code ec = co_await conn->stream().Connect(host->address());
     deadline.Disarm();
@@ -51,7 +51,7 @@ net::awaitable<std::unique_ptr<UpstreamConnection>> ConnectUpstream(Downstream& 
     error = deadline.fired() ? ProxyError{ProxyErrorKind::kUpstreamConnectTimeout}
                              : ProxyError{ProxyErrorKind::kUpstreamConnectFailed};
     cluster.counters()->connect_failures.Add();
-    if (host->outlier().RecordFailure(def.outlier, Clock::now())) cluster.counters()->ejections.Add();
+    if (host->outlier().RecordFailure(def.outlier, down.worker.Now())) cluster.counters()->ejections.Add();
     exclude = host;
     if (attempt == 0) cluster.counters()->retries.Add();
   }
@@ -100,7 +100,7 @@ net::awaitable<bool> ServeWebSocketUpgrade(Downstream& down, const RequestHead& 
   AppendUpstreamRequestHead(head, params, bufs.request_head);
   down.in.consume(head.header_bytes);  // `head`'s views die here
 
-  Deadline up_deadline(down.worker.deadlines(), &AnyStream::CancelThunk, &conn->stream());
+  Timer up_deadline(down.worker.dispatcher(), [s = &conn->stream()] { s->Cancel(); });
   up_deadline.Arm(def.response_timeout);
   const IoResult w = co_await conn->stream().Write(net::buffer(bufs.request_head));
   bool ok = !w.ec;
@@ -135,7 +135,7 @@ net::awaitable<bool> ServeWebSocketUpgrade(Downstream& down, const RequestHead& 
       error = up_deadline.fired() ? ProxyError{ProxyErrorKind::kUpstreamResponseTimeout}
                                   : ProxyError{ProxyErrorKind::kUpstreamReset};
     }
-    if (conn->host().outlier().RecordFailure(def.outlier, Clock::now())) {
+    if (conn->host().outlier().RecordFailure(def.outlier, down.worker.Now())) {
       cluster.counters()->ejections.Add();
     }
     record.route_counters->RecordUpgrade(R::kUpstreamFailed);

@@ -2,9 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include <boost/asio/io_context.hpp>
 
-#include "dataplane/runtime/edge_poller.h"
+#include "dataplane/runtime/dispatcher.h"
 #include "dataplane/upstream/upstream_connection.h"
 
 namespace onedomain::dataplane {
@@ -59,13 +58,12 @@ TEST(ClusterRuntimeTest, EmptyAnswerMeansNoHost) {
 }
 
 TEST(ClusterRuntimeTest, ConnectionsCountAndPoolOnTheirHost) {
-  boost::asio::io_context ioc;
-  EdgePoller poller(ioc);
+  Dispatcher dispatcher;
   stats::ClusterCounters counters;
   Ref<ClusterRuntime> cluster(new ClusterRuntime(Def(1), &counters));
   Host* host = cluster->hosts()[0];
   {
-    auto conn = std::make_unique<UpstreamConnection>(AnyStream(poller), Ref<Host>(host));
+    auto conn = std::make_unique<UpstreamConnection>(AnyStream(dispatcher), Ref<Host>(host));
     EXPECT_EQ(host->open_connections, 1u);
     EXPECT_EQ(counters.connections_active.Get(), 1);
     EXPECT_EQ(host->pool().Put(std::move(conn), Clock::now(), 4), nullptr);

@@ -1,6 +1,6 @@
-// AnyStream on the worker's EdgePoller: real loopback sockets (127.0.0.1, ephemeral ports).
-// The test thread runs a worker-like loop, bounded in time: the io_context's handlers (its
-// reactor too: the test's peers are Asio sockets), then the poller.
+// AnyStream on a worker's Dispatcher: real loopback sockets (127.0.0.1, ephemeral ports).
+// The test thread turns both loops, bounded in time: the peers' io_context (the test's peers
+// are Asio sockets, on Asio's reactor) and the dispatcher the streams live on.
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -21,7 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "dataplane/net/any_stream.h"
-#include "dataplane/runtime/edge_poller.h"
+#include "dataplane/runtime/dispatcher.h"
 
 namespace onedomain::dataplane {
 namespace {
@@ -32,9 +32,9 @@ constexpr auto kToken = net::as_tuple(net::use_awaitable);
 class PolledStreamTest : public ::testing::Test {
  protected:
   PolledStreamTest()
-      : poller_(std::make_unique<EdgePoller>(ioc_)),
+      : dispatcher_(std::make_unique<Dispatcher>()),
         acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {}
-  ~PolledStreamTest() override { poller_->Shutdown(); }
+  ~PolledStreamTest() override { dispatcher_->Shutdown(); }
 
   tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
 
@@ -51,22 +51,24 @@ class PolledStreamTest : public ::testing::Test {
   template <typename F>
   void Run(F body) {
     bool done = false;
-    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
+    // A named lambda: the coroutine refers to its captures, so it must outlive the frame.
+    auto coroutine = [&]() -> net::awaitable<void> {
       co_await body();
       done = true;
-    }, net::detached);
-    Drive(ioc_, *poller_, 5s, &done);
+    };
+    dispatcher_->Spawn(coroutine(), "test");
+    Drive(ioc_, *dispatcher_, 5s, &done);
     EXPECT_TRUE(done) << "the coroutine did not finish within 5 s";
   }
 
   // The loop: for `limit`, or until *done.
-  static void Drive(net::io_context& io, EdgePoller& poller, std::chrono::milliseconds limit,
+  static void Drive(net::io_context& io, Dispatcher& dispatcher, std::chrono::milliseconds limit,
                     const bool* done = nullptr) {
     const auto until = std::chrono::steady_clock::now() + limit;
     while ((done == nullptr || !*done) && std::chrono::steady_clock::now() < until) {
       io.restart();  // poll() stops the context whenever it runs out of work
       io.poll();
-      poller.Wait(1);
+      dispatcher.RunOnce(1ms);
     }
   }
 
@@ -76,13 +78,13 @@ class PolledStreamTest : public ::testing::Test {
   }
 
   net::io_context ioc_;
-  std::unique_ptr<EdgePoller> poller_;
+  std::unique_ptr<Dispatcher> dispatcher_;
   tcp::acceptor acceptor_;
 };
 
 TEST_F(PolledStreamTest, ReadsWritesAndSeesTheEnd) {
   Run([&]() -> net::awaitable<void> {
-    AnyStream s(*poller_);
+    AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
     co_await ConnectPair(s, peer);
     EXPECT_FALSE(s.is_tls());
@@ -110,7 +112,7 @@ TEST_F(PolledStreamTest, ReadsWritesAndSeesTheEnd) {
 
 TEST_F(PolledStreamTest, AReadAfterAShortReadWaitsForTheNextBytes) {
   Run([&]() -> net::awaitable<void> {
-    AnyStream s(*poller_);
+    AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
     co_await ConnectPair(s, peer);
     co_await net::async_write(peer, net::buffer("a", 1), kToken);
@@ -133,7 +135,7 @@ TEST_F(PolledStreamTest, AReadAfterAShortReadWaitsForTheNextBytes) {
 
 TEST_F(PolledStreamTest, DataWithTheFinIsReadThenTheEnd) {
   Run([&]() -> net::awaitable<void> {
-    AnyStream s(*poller_);
+    AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
     co_await ConnectPair(s, peer);
     // Bytes and FIN arrive together: one edge. A short read must not wait for another.
@@ -151,7 +153,7 @@ TEST_F(PolledStreamTest, DataWithTheFinIsReadThenTheEnd) {
 
 TEST_F(PolledStreamTest, CancelAbortsAParkedRead) {
   Run([&]() -> net::awaitable<void> {
-    AnyStream s(*poller_);
+    AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
     co_await ConnectPair(s, peer);
     net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
@@ -175,7 +177,7 @@ TEST_F(PolledStreamTest, ConnectToAClosedPortFails) {
     closed = a.local_endpoint();
   }
   Run([&]() -> net::awaitable<void> {
-    AnyStream s(*poller_);
+    AnyStream s(*dispatcher_);
     const error_code ec = co_await s.Connect(closed);
     EXPECT_EQ(ec, net::error::connection_refused) << ec.message();
   });
@@ -183,7 +185,7 @@ TEST_F(PolledStreamTest, ConnectToAClosedPortFails) {
 
 TEST_F(PolledStreamTest, ALargeWriteWaitsForASlowReader) {
   Run([&]() -> net::awaitable<void> {
-    AnyStream s(*poller_);
+    AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
     co_await ConnectPair(s, peer);
     const std::string data(8 * 1024 * 1024, 'z');  // far beyond both socket buffers
@@ -213,7 +215,7 @@ TEST_F(PolledStreamTest, DelegatedEventsReachTheDelegate) {
     uint32_t events = 0;
   } seen;
   Run([&]() -> net::awaitable<void> {
-    AnyStream s(*poller_);
+    AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
     co_await ConnectPair(s, peer);
     s.Delegate([](void* ctx, uint32_t ev) {
@@ -239,21 +241,21 @@ TEST_F(PolledStreamTest, ShutdownDestroysACoroutineParkedOnTheStream) {
   };
   bool destroyed = false;
   tcp::socket peer(ioc_);
-  auto io = std::make_unique<net::io_context>();
-  auto poller = std::make_unique<EdgePoller>(*io);
-  net::co_spawn(*io, [&]() -> net::awaitable<void> {
+  auto dispatcher = std::make_unique<Dispatcher>();
+  auto coroutine = [&]() -> net::awaitable<void> {
     Flag f{&destroyed};
-    AnyStream s(*poller);
+    AnyStream s(*dispatcher);
     const error_code ec = co_await s.Connect(endpoint());
     EXPECT_FALSE(ec);
     char buf[4];
     co_await s.ReadSome(net::buffer(buf));  // never completes: nobody writes
     ADD_FAILURE() << "the read should not complete";
-  }, net::detached);
-  Drive(*io, *poller, 200ms);
+  };
+  dispatcher->Spawn(coroutine(), "test");
+  Drive(ioc_, *dispatcher, 200ms);
   EXPECT_FALSE(destroyed);
-  poller->Shutdown();  // as ~Worker does: before the io_context goes
-  io.reset();
+  dispatcher->Shutdown();  // as ~Worker does: before what the frames refer to goes
+  dispatcher.reset();
   EXPECT_TRUE(destroyed);
 }
 

@@ -1,0 +1,318 @@
+#include "dataplane/runtime/dispatcher.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <exception>
+#include <system_error>
+
+#include "common/log/log.h"
+#include "common/strings/strings.h"
+
+namespace onedomain::dataplane {
+namespace {
+
+namespace net = boost::asio;
+
+constexpr int kMaxEvents = 256;
+// Queued handlers run per turn before the loop looks at timers and descriptors again, so a
+// stream of handlers cannot keep them waiting.
+constexpr int kHandlersPerTurn = 64;
+// Timer actions per turn; the rest are due at once on the next turn.
+constexpr int kTimersPerTurn = 1024;
+
+// The wake-up eventfd's handler: ending the wait is all it has to do.
+class WakeEvents final : public FileEvents {
+ public:
+  void OnFileEvents(uint32_t) override {}
+  void OnAbandon() override {}
+};
+
+}  // namespace
+
+struct Dispatcher::Epoll {
+  int epfd = -1;
+  int wakefd = -1;  // lives as long as the dispatcher (Wake may race with Shutdown)
+  WakeEvents wake;
+  // The batch being dispatched, so Forget can scrub events not yet delivered.
+  epoll_event batch[kMaxEvents];
+  int batch_n = 0;
+  int batch_i = 0;
+  bool dispatching = false;
+};
+
+// Keeps the run queue from stopping when it runs out of handlers: the loop, not pending
+// work, decides when it ends.
+struct Dispatcher::Guard {
+  explicit Guard(net::io_context& ioc) : guard(ioc.get_executor()) {}
+  net::executor_work_guard<net::io_context::executor_type> guard;
+};
+
+Dispatcher::Dispatcher(TimeSource& time)
+    : time_(time),
+      epoll_(std::make_unique<Epoll>()),
+      // A handler queue for one thread; nothing on it uses Asio's reactor.
+      ioc_(std::make_unique<net::io_context>(1)),
+      guard_(std::make_unique<Guard>(*ioc_)) {
+  Epoll& e = *epoll_;
+  e.epfd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (e.epfd < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+  e.wakefd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (e.wakefd < 0) {
+    const int err = errno;
+    ::close(e.epfd);
+    throw std::system_error(err, std::generic_category(), "eventfd");
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;  // every write is a new edge: no need to read it back
+  ev.data.ptr = static_cast<FileEvents*>(&e.wake);
+  if (::epoll_ctl(e.epfd, EPOLL_CTL_ADD, e.wakefd, &ev) != 0) {
+    const int err = errno;
+    ::close(e.wakefd);
+    ::close(e.epfd);
+    throw std::system_error(err, std::generic_category(), "epoll_ctl(eventfd)");
+  }
+}
+
+Dispatcher::~Dispatcher() {
+  Stop();
+  Shutdown();
+  deferred_.clear();
+  guard_.reset();
+  // Coroutine frames go first, while the timer heap and the hook list they leave are whole.
+  ioc_.reset();
+  for (Timer* t : heap_) t->heap_index_ = Timer::kNotQueued;
+  heap_.clear();
+  ::close(epoll_->wakefd);
+}
+
+void Dispatcher::Post(std::function<void()> fn) {
+  net::post(*ioc_, std::move(fn));
+  Wake();
+}
+
+void Dispatcher::Stop() {
+  stopped_.store(true, std::memory_order_release);
+  ioc_->stop();
+  Wake();
+}
+
+void Dispatcher::Wake() {
+  const uint64_t one = 1;
+  // EAGAIN means the counter is saturated, which wakes the loop just as well.
+  [[maybe_unused]] const ssize_t r = ::write(epoll_->wakefd, &one, sizeof(one));
+}
+
+void Dispatcher::Run() {
+  while (RunOnce(std::chrono::milliseconds::max())) {
+  }
+}
+
+bool Dispatcher::RunOnce(std::chrono::milliseconds max_wait) {
+  int ran = 0;
+  while (ran < kHandlersPerTurn && ioc_->poll_one() != 0) ++ran;
+  if (stopped()) return false;
+  const int fired = RunTimers(Now());
+  // Handlers left in the queue, or queued by timer actions: look at descriptors, but do not
+  // wait for them.
+  const int timeout_ms = ran == kHandlersPerTurn || fired > 0 ? 0 : WaitMillis(max_wait);
+  Poll(timeout_ms);
+  deferred_.clear();
+  return !stopped();
+}
+
+int Dispatcher::WaitMillis(std::chrono::milliseconds max_wait) const {
+  std::chrono::milliseconds wait = max_wait;
+  if (!heap_.empty()) {
+    const Clock::duration left = heap_.front()->key_ - Now();
+    if (left <= Clock::duration::zero()) return 0;
+    wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(left));
+  }
+  if (wait == std::chrono::milliseconds::max()) return -1;
+  return static_cast<int>(std::min<int64_t>(wait.count(), INT32_MAX));
+}
+
+void Dispatcher::Poll(int timeout_ms) {
+  Epoll& e = *epoll_;
+  if (e.epfd < 0) return;
+  const int n = ::epoll_wait(e.epfd, e.batch, kMaxEvents, timeout_ms);
+  if (n <= 0) return;  // timeout, or EINTR (the caller turns again either way)
+  e.dispatching = true;
+  e.batch_n = n;
+  for (e.batch_i = 0; e.batch_i < e.batch_n; ++e.batch_i) {
+    auto* handler = static_cast<FileEvents*>(e.batch[e.batch_i].data.ptr);
+    if (handler != nullptr) handler->OnFileEvents(e.batch[e.batch_i].events);
+    if (e.epfd < 0) break;  // a handler shut the loop down
+  }
+  e.batch_n = e.batch_i = 0;
+  e.dispatching = false;
+  // With a full batch more may be ready; they stay in epoll's ready list for the next turn.
+}
+
+void Dispatcher::Spawn(net::awaitable<void> coroutine, const char* what,
+                       std::function<void()> on_done) {
+  net::co_spawn(*ioc_, std::move(coroutine), [what, on_done = std::move(on_done)](std::exception_ptr e) {
+    if (on_done) on_done();
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log::Error("worker", str::Cat(what, " ended by exception: ", ex.what()));
+    } catch (...) {
+      log::Error("worker", str::Cat(what, " ended by an unknown exception"));
+    }
+  });
+}
+
+net::awaitable<void> Dispatcher::Yield() { co_await net::post(*ioc_, net::use_awaitable); }
+
+bool Dispatcher::Watch(int fd, FileEvents& handler) {
+  if (epoll_->epfd < 0) {
+    errno = ESHUTDOWN;
+    return false;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = &handler;
+  if (::epoll_ctl(epoll_->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
+  Track(handler);
+  return true;
+}
+
+void Dispatcher::Forget(FileEvents& handler) {
+  Untrack(handler);
+  Epoll& e = *epoll_;
+  if (!e.dispatching) return;
+  for (int i = e.batch_i + 1; i < e.batch_n; ++i) {
+    if (e.batch[i].data.ptr == &handler) e.batch[i].data.ptr = nullptr;
+  }
+}
+
+void Dispatcher::Track(ShutdownHook& hook) {
+  if (!hook.is_linked()) hooks_.push_front(hook);
+}
+
+void Dispatcher::Untrack(ShutdownHook& hook) { hook.unlink(); }
+
+void Dispatcher::DeferDelete(std::unique_ptr<DeferredDeletable> object) {
+  deferred_.push_back(std::move(object));
+}
+
+void Dispatcher::Shutdown() {
+  if (epoll_->epfd >= 0) {
+    ::close(epoll_->epfd);
+    epoll_->epfd = -1;
+  }
+  while (!hooks_.empty()) {
+    ShutdownHook& hook = hooks_.front();
+    hooks_.pop_front();
+    hook.OnAbandon();
+  }
+}
+
+// ---- timers ----
+
+int Dispatcher::RunTimers(Clock::time_point now) {
+  int fired = 0;
+  while (!heap_.empty() && fired < kTimersPerTurn) {
+    Timer* t = heap_.front();
+    if (t->key_ > now) break;
+    if (!t->armed_) {
+      HeapRemove(t);
+      continue;
+    }
+    if (t->expiry_ > now) {  // re-armed later since it was queued: move it, lazily
+      t->key_ = t->expiry_;
+      HeapDown(0);
+      continue;
+    }
+    t->fired_ = true;
+    t->key_ = now + Timer::kRefire;  // still armed past its time: fires again
+    HeapDown(0);
+    ++fired;
+    t->action_();  // may disarm, re-arm or destroy `t`
+  }
+  return fired;
+}
+
+void Dispatcher::HeapPush(Timer* t) {
+  t->heap_index_ = heap_.size();
+  heap_.push_back(t);
+  HeapUp(t->heap_index_);
+}
+
+void Dispatcher::HeapRemove(Timer* t) {
+  const size_t i = t->heap_index_;
+  t->heap_index_ = Timer::kNotQueued;
+  Timer* last = heap_.back();
+  heap_.pop_back();
+  if (last == t) return;
+  heap_[i] = last;
+  last->heap_index_ = i;
+  HeapUp(i);
+  HeapDown(last->heap_index_);
+}
+
+void Dispatcher::HeapUp(size_t i) {
+  Timer* t = heap_[i];
+  while (i > 0) {
+    const size_t parent = (i - 1) / 2;
+    if (heap_[parent]->key_ <= t->key_) break;
+    heap_[i] = heap_[parent];
+    heap_[i]->heap_index_ = i;
+    i = parent;
+  }
+  heap_[i] = t;
+  t->heap_index_ = i;
+}
+
+void Dispatcher::HeapDown(size_t i) {
+  Timer* t = heap_[i];
+  const size_t n = heap_.size();
+  for (;;) {
+    size_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && heap_[child + 1]->key_ < heap_[child]->key_) ++child;
+    if (t->key_ <= heap_[child]->key_) break;
+    heap_[i] = heap_[child];
+    heap_[i]->heap_index_ = i;
+    i = child;
+  }
+  heap_[i] = t;
+  t->heap_index_ = i;
+}
+
+Timer::~Timer() {
+  if (heap_index_ != kNotQueued) dispatcher_->HeapRemove(this);
+}
+
+void Timer::Arm(std::chrono::nanoseconds timeout) {
+  if (timeout.count() <= 0) {
+    fired_ = false;
+    Disarm();
+    return;
+  }
+  ArmAt(dispatcher_->Now() + std::chrono::ceil<Clock::duration>(timeout));
+}
+
+void Timer::ArmAt(Clock::time_point at) {
+  expiry_ = at;
+  armed_ = true;
+  fired_ = false;
+  if (heap_index_ == kNotQueued) {
+    key_ = at;
+    dispatcher_->HeapPush(this);
+  } else if (at < key_) {
+    key_ = at;
+    dispatcher_->HeapUp(heap_index_);
+  }
+}
+
+}  // namespace onedomain::dataplane

@@ -1,0 +1,324 @@
+// The worker's event loop: timers on a manual clock (millisecond resolution, refiring while
+// left armed, lazy re-arming), file events, posts from other threads waking a sleeping loop,
+// coroutines, deferred deletion and shutdown. Bounded: every wait here gives up after 5 s.
+
+#include "dataplane/runtime/dispatcher.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <boost/asio/error.hpp>
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dataplane/runtime/parked.h"
+#include "dataplane/runtime/unique_fd.h"
+#include "tests/unit/dataplane/manual_time.h"
+
+namespace onedomain::dataplane {
+namespace {
+
+namespace net = boost::asio;
+using namespace std::chrono_literals;
+using error_code = boost::system::error_code;
+using testing::ManualTime;
+
+class DispatcherTimerTest : public ::testing::Test {
+ protected:
+  // One turn of the loop that does not sleep: due timers run.
+  void Turn() { ASSERT_TRUE(dispatcher_.RunOnce(0ms)); }
+
+  ManualTime time_;
+  Dispatcher dispatcher_{time_};
+};
+
+TEST_F(DispatcherTimerTest, FiresAtItsMillisecondAndRefiresUntilDisarmed) {
+  int fired = 0;
+  Timer t(dispatcher_, [&] { ++fired; });
+  t.Arm(7ms);
+  time_.Advance(6ms);
+  Turn();
+  EXPECT_EQ(fired, 0) << "fired a millisecond early";
+  EXPECT_FALSE(t.fired());
+  time_.Advance(1ms);
+  Turn();
+  EXPECT_EQ(fired, 1) << "not fired at its millisecond";
+  EXPECT_TRUE(t.fired());
+  Turn();
+  EXPECT_EQ(fired, 1) << "fired twice at the same time";
+  // Still armed past its time: fires again, so a later operation cannot slip through.
+  time_.Advance(Timer::kRefire);
+  Turn();
+  EXPECT_EQ(fired, 2);
+  t.Disarm();
+  EXPECT_TRUE(t.fired()) << "the owner may ask why its operation failed after disarming";
+  time_.Advance(1h);
+  Turn();
+  EXPECT_EQ(fired, 2);
+  t.Arm(1h);
+  EXPECT_FALSE(t.fired());
+}
+
+TEST_F(DispatcherTimerTest, RearmingLaterMovesItAndZeroDisarms) {
+  int fired = 0;
+  Timer t(dispatcher_, [&] { ++fired; });
+  t.Arm(10ms);
+  time_.Advance(5ms);
+  t.Arm(10ms);  // now due 15 ms from the start (what every read does to its deadline)
+  time_.Advance(5ms);
+  Turn();
+  EXPECT_EQ(fired, 0) << "fired at the time it was first armed for";
+  time_.Advance(5ms);
+  Turn();
+  EXPECT_EQ(fired, 1);
+  t.Arm(1h);
+  EXPECT_TRUE(t.armed());
+  t.Arm(0s);  // configs use 0 for "no limit"
+  EXPECT_FALSE(t.armed());
+  time_.Advance(2h);
+  Turn();
+  EXPECT_EQ(fired, 1);
+}
+
+TEST_F(DispatcherTimerTest, RearmingEarlierMovesItForward) {
+  int fired = 0;
+  Timer t(dispatcher_, [&] { ++fired; });
+  t.Arm(1h);
+  t.Arm(3ms);
+  time_.Advance(3ms);
+  Turn();
+  EXPECT_EQ(fired, 1);
+}
+
+TEST_F(DispatcherTimerTest, ManyTimersFireInTheirOrderAndDestructionUnqueues) {
+  std::vector<int> order;
+  std::vector<std::unique_ptr<Timer>> timers;
+  // Armed in a scrambled order: 0 ms, 7, 14, ... 63 ms apart by index * 7 mod 64.
+  for (int i = 0; i < 64; ++i) {
+    timers.push_back(std::make_unique<Timer>(dispatcher_, [&order, &timers, i] {
+      order.push_back(i);
+      timers[i]->Disarm();
+    }));
+  }
+  for (int i = 0; i < 64; ++i) timers[i]->Arm(std::chrono::milliseconds(1 + (i * 7) % 64));
+  timers[5].reset();  // destroyed while queued
+  for (int ms = 1; ms <= 64; ++ms) {
+    time_.Advance(1ms);
+    Turn();
+  }
+  ASSERT_EQ(order.size(), 63u);
+  for (size_t k = 1; k < order.size(); ++k) {
+    EXPECT_LT((order[k - 1] * 7) % 64, (order[k] * 7) % 64) << "out of order at " << k;
+  }
+  for (int i : order) EXPECT_NE(i, 5);
+  timers.clear();
+  EXPECT_EQ(dispatcher_.timers_armed(), 0u);
+}
+
+TEST_F(DispatcherTimerTest, AnActionMayDestroyItsOwnTimer) {
+  auto t = std::make_unique<Timer>(dispatcher_, [] {});
+  t->set_action([&t] { t.reset(); });
+  t->Arm(1ms);
+  time_.Advance(1ms);
+  Turn();
+  EXPECT_EQ(t, nullptr);
+  EXPECT_EQ(dispatcher_.timers_armed(), 0u);
+}
+
+TEST_F(DispatcherTimerTest, WaitUntilExpiresByTheDispatchersClock) {
+  Parked parked(dispatcher_);
+  std::optional<error_code> result;
+  auto coroutine = [&]() -> net::awaitable<void> {
+    result = co_await WaitUntil(parked, dispatcher_, time_.Now() + 30s);
+  };
+  dispatcher_.Spawn(coroutine(), "test");
+  Turn();
+  EXPECT_TRUE(parked.parked());
+  time_.Advance(29s);
+  Turn();
+  Turn();
+  EXPECT_FALSE(result.has_value()) << "expired early";
+  time_.Advance(1s);
+  for (int i = 0; i < 3 && !result; ++i) Turn();
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(*result, net::error::timed_out);
+}
+
+// True while thread `tid` of this process is inside epoll_wait, the loop's only blocking
+// call (the kernel names the system call a thread is in).
+bool InEpollWait(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  long nr = -1;
+  if (!(f >> nr)) return false;
+#ifdef SYS_epoll_wait
+  if (nr == SYS_epoll_wait) return true;
+#endif
+  return nr == SYS_epoll_pwait;
+}
+
+TEST(DispatcherTest, APostFromAnotherThreadWakesTheSleepingLoop) {
+  // With no timer armed the loop sleeps in epoll_wait with no timeout: a post that did not
+  // wake it would never run.
+  Dispatcher dispatcher;
+  std::promise<pid_t> tid;
+  dispatcher.Post([&] { tid.set_value(static_cast<pid_t>(::syscall(SYS_gettid))); });
+  std::thread loop([&] { dispatcher.Run(); });
+  auto tid_future = tid.get_future();
+  ASSERT_EQ(tid_future.wait_for(5s), std::future_status::ready);
+  const pid_t loop_tid = tid_future.get();
+  bool asleep = false;
+  for (int i = 0; i < 5000 && !asleep; ++i) {
+    asleep = InEpollWait(loop_tid);
+    if (!asleep) std::this_thread::sleep_for(1ms);  // polling a condition, bounded
+  }
+  std::promise<void> ran;
+  dispatcher.Post([&] { ran.set_value(); });
+  const bool woken = ran.get_future().wait_for(5s) == std::future_status::ready;
+  dispatcher.Stop();
+  loop.join();
+  ASSERT_TRUE(asleep) << "the loop was never seen asleep in epoll_wait";
+  EXPECT_TRUE(woken) << "a post to the sleeping loop did not run within 5 s";
+}
+
+class Readable final : public FileEvents {
+ public:
+  void OnFileEvents(uint32_t events) override { seen |= events; ++calls; }
+  void OnAbandon() override { abandoned = true; }
+  uint32_t seen = 0;
+  int calls = 0;
+  bool abandoned = false;
+};
+
+TEST(DispatcherTest, FileEventsReachTheirHandler) {
+  Dispatcher dispatcher;
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  UniqueFd a(fds[0]), b(fds[1]);
+  Readable r;
+  ASSERT_TRUE(dispatcher.Watch(a.get(), r));
+  for (int i = 0; i < 100 && r.calls == 0; ++i) dispatcher.RunOnce(10ms);
+  EXPECT_NE(r.seen & EPOLLOUT, 0u) << "the first edge reports the socket writable";
+  r.seen = 0;
+  ASSERT_EQ(::write(b.get(), "x", 1), 1);
+  for (int i = 0; i < 100 && (r.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
+  EXPECT_NE(r.seen & EPOLLIN, 0u);
+  dispatcher.Forget(r);
+  dispatcher.Shutdown();
+  EXPECT_FALSE(r.abandoned) << "a forgotten handler is not abandoned";
+}
+
+// Each, when called, ends the other (forgets it and closes its descriptor), as a tunnel
+// side that closes both sockets does.
+class EndsTheOther final : public FileEvents {
+ public:
+  EndsTheOther(Dispatcher& d, UniqueFd fd) : dispatcher(d), fd(std::move(fd)) {}
+  void OnFileEvents(uint32_t) override {
+    ++calls;
+    dispatcher.Forget(*other);
+    other->fd.reset();
+  }
+  void OnAbandon() override {}
+  Dispatcher& dispatcher;
+  UniqueFd fd;
+  EndsTheOther* other = nullptr;
+  int calls = 0;
+};
+
+TEST(DispatcherTest, AHandlerForgottenMidTurnGetsNoEventOfThatTurn) {
+  Dispatcher dispatcher;
+  int p1[2];
+  int p2[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p1), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p2), 0);
+  UniqueFd peer1(p1[1]), peer2(p2[1]);
+  EndsTheOther h1(dispatcher, UniqueFd(p1[0]));
+  EndsTheOther h2(dispatcher, UniqueFd(p2[0]));
+  h1.other = &h2;
+  h2.other = &h1;
+  // Both descriptors are ready (writable) before the first turn: one batch holds both.
+  ASSERT_TRUE(dispatcher.Watch(h1.fd.get(), h1));
+  ASSERT_TRUE(dispatcher.Watch(h2.fd.get(), h2));
+  for (int i = 0; i < 100 && h1.calls + h2.calls == 0; ++i) dispatcher.RunOnce(10ms);
+  EXPECT_EQ(h1.calls + h2.calls, 1) << "the forgotten handler still got its event";
+}
+
+TEST(DispatcherTest, ShutdownAbandonsWhatWaits) {
+  Dispatcher dispatcher;
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  UniqueFd a(fds[0]), b(fds[1]);
+  Readable r;
+  ASSERT_TRUE(dispatcher.Watch(a.get(), r));
+  dispatcher.Shutdown();
+  EXPECT_TRUE(r.abandoned);
+}
+
+struct Tracked final : DeferredDeletable {
+  explicit Tracked(bool* d) : deleted(d) {}
+  ~Tracked() override { *deleted = true; }
+  bool* deleted;
+};
+
+TEST(DispatcherTest, DeferredDeletionWaitsForTheEndOfTheTurn) {
+  Dispatcher dispatcher;
+  bool deleted = false;
+  bool seen_alive = false;
+  dispatcher.Post([&] {
+    dispatcher.DeferDelete(std::make_unique<Tracked>(&deleted));
+    seen_alive = !deleted;
+  });
+  dispatcher.RunOnce(0ms);
+  EXPECT_TRUE(seen_alive);
+  EXPECT_TRUE(deleted);
+}
+
+TEST(DispatcherTest, SpawnRunsACoroutineThatYieldsAndReportsItsEnd) {
+  Dispatcher dispatcher;
+  std::vector<std::string> steps;
+  bool done = false;
+  auto coroutine = [&]() -> net::awaitable<void> {
+    steps.push_back("start");
+    co_await dispatcher.Yield();
+    steps.push_back("after yield");
+  };
+  dispatcher.Spawn(coroutine(), "test", [&] { done = true; });
+  dispatcher.Post([&] { steps.push_back("post"); });
+  for (int i = 0; i < 10 && !done; ++i) dispatcher.RunOnce(0ms);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(steps, (std::vector<std::string>{"start", "post", "after yield"}));
+}
+
+TEST(DispatcherTest, ShutdownDoesNotReportTheEndOfADestroyedCoroutine) {
+  bool done = false;
+  bool destroyed = false;
+  struct Flag {
+    bool* destroyed;
+    ~Flag() { *destroyed = true; }
+  };
+  {
+    Dispatcher dispatcher;
+    Parked parked(dispatcher);
+    auto coroutine = [&]() -> net::awaitable<void> {
+      Flag f{&destroyed};
+      co_await parked.Wait();  // never resumed
+    };
+    dispatcher.Spawn(coroutine(), "test", [&] { done = true; });
+    dispatcher.RunOnce(0ms);
+    EXPECT_TRUE(parked.parked());
+    dispatcher.Shutdown();
+  }
+  EXPECT_TRUE(destroyed);
+  EXPECT_FALSE(done);
+}
+
+}  // namespace
+}  // namespace onedomain::dataplane
