@@ -18,9 +18,9 @@
 #include "dataplane/http_proxy/proxy_exchange.h"
 #include "dataplane/http_proxy/request_record.h"
 #include "dataplane/http_proxy/session_context.h"
-#include "dataplane/listener/tls_context.h"
+#include "dataplane/net/tls_context.h"
 #include "dataplane/routing/route_table.h"
-#include "dataplane/runtime/worker.h"
+#include "dataplane/worker/worker.h"
 #include "dataplane/ws_tunnel/ws_tunnel.h"
 #include "dataplane/ws_tunnel/ws_upgrade.h"
 

@@ -3,8 +3,8 @@
 
 #include "dataplane/http_proxy/local_reply.h"
 #include "dataplane/http_proxy/session_context.h"
-#include "dataplane/runtime/compiled_snapshot.h"
-#include "dataplane/runtime/worker.h"
+#include "dataplane/worker/compiled_snapshot.h"
+#include "dataplane/worker/worker.h"
 
 namespace onedomain::dataplane {
 

@@ -13,7 +13,7 @@
 #include "common/strings/strings.h"
 #include "dataplane/http_proxy/http_session.h"
 #include "dataplane/runtime/parked.h"
-#include "dataplane/runtime/worker.h"
+#include "dataplane/worker/worker.h"
 
 namespace onedomain::dataplane {
 namespace {

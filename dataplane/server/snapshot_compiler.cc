@@ -11,7 +11,7 @@
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "dataplane/cookie/cookie_policy.h"
-#include "dataplane/listener/tls_context.h"
+#include "dataplane/net/tls_context.h"
 #include "dataplane/stats/dataplane_stats.h"
 #include "onedomain/v1/snapshot.pb.h"
 

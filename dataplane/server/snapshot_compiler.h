@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "dataplane/runtime/compiled_snapshot.h"
+#include "dataplane/worker/compiled_snapshot.h"
 
 namespace onedomain::v1 {
 class Snapshot;

@@ -17,8 +17,8 @@
 
 #include "dataplane/net/any_stream.h"
 #include "dataplane/routing/route_table.h"
-#include "dataplane/runtime/compiled_snapshot.h"
-#include "dataplane/runtime/worker.h"
+#include "dataplane/worker/compiled_snapshot.h"
+#include "dataplane/worker/worker.h"
 #include "dataplane/ws_tunnel/ws_frames.h"
 #include "dataplane/ws_tunnel/ws_tunnel_internal.h"
 #include "dataplane/ws_tunnel/ws_handoff.h"

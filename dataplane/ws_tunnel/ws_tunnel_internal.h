@@ -15,7 +15,7 @@
 
 #include "dataplane/net/any_stream.h"
 #include "dataplane/runtime/parked.h"
-#include "dataplane/runtime/worker.h"
+#include "dataplane/worker/worker.h"
 #include "dataplane/stats/dataplane_stats.h"
 #include "dataplane/upstream/upstream_connection.h"
 #include "dataplane/ws_tunnel/ws_frames.h"

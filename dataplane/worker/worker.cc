@@ -1,4 +1,4 @@
-#include "dataplane/runtime/worker.h"
+#include "dataplane/worker/worker.h"
 
 #include <pthread.h>
 

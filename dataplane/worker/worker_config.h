@@ -10,7 +10,7 @@
 #include <memory>
 #include <vector>
 
-#include "dataplane/runtime/compiled_snapshot.h"
+#include "dataplane/worker/compiled_snapshot.h"
 #include "dataplane/runtime/ref.h"
 #include "dataplane/stats/dataplane_stats.h"
 #include "dataplane/upstream/cluster_runtime.h"

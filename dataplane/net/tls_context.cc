@@ -1,4 +1,4 @@
-#include "dataplane/listener/tls_context.h"
+#include "dataplane/net/tls_context.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>

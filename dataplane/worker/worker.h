@@ -20,7 +20,7 @@
 
 #include "dataplane/runtime/dispatcher.h"
 #include "dataplane/runtime/ref.h"
-#include "dataplane/runtime/worker_config.h"
+#include "dataplane/worker/worker_config.h"
 #include "dataplane/stats/dataplane_stats.h"
 
 namespace onedomain::dataplane {
