@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -189,6 +190,12 @@ TEST(DispatcherTest, APostFromAnotherThreadWakesTheSleepingLoop) {
   EXPECT_TRUE(woken) << "a post to the sleeping loop did not run within 5 s";
 }
 
+std::pair<UniqueFd, UniqueFd> SocketPair() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) != 0) return {};
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
 class Readable final : public FileEvents {
  public:
   void OnFileEvents(uint32_t events) override { seen |= events; ++calls; }
@@ -200,9 +207,8 @@ class Readable final : public FileEvents {
 
 TEST(DispatcherTest, FileEventsReachTheirHandler) {
   Dispatcher dispatcher;
-  int fds[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
-  UniqueFd a(fds[0]), b(fds[1]);
+  auto [a, b] = SocketPair();
+  ASSERT_TRUE(a && b);
   Readable r;
   ASSERT_TRUE(dispatcher.Watch(a.get(), r));
   for (int i = 0; i < 100 && r.calls == 0; ++i) dispatcher.RunOnce(10ms);
@@ -235,13 +241,11 @@ class EndsTheOther final : public FileEvents {
 
 TEST(DispatcherTest, AHandlerForgottenMidTurnGetsNoEventOfThatTurn) {
   Dispatcher dispatcher;
-  int p1[2];
-  int p2[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p1), 0);
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p2), 0);
-  UniqueFd peer1(p1[1]), peer2(p2[1]);
-  EndsTheOther h1(dispatcher, UniqueFd(p1[0]));
-  EndsTheOther h2(dispatcher, UniqueFd(p2[0]));
+  auto [end1, peer1] = SocketPair();
+  auto [end2, peer2] = SocketPair();
+  ASSERT_TRUE(end1 && end2);
+  EndsTheOther h1(dispatcher, std::move(end1));
+  EndsTheOther h2(dispatcher, std::move(end2));
   h1.other = &h2;
   h2.other = &h1;
   // Both descriptors are ready (writable) before the first turn: one batch holds both.
@@ -253,9 +257,8 @@ TEST(DispatcherTest, AHandlerForgottenMidTurnGetsNoEventOfThatTurn) {
 
 TEST(DispatcherTest, ShutdownAbandonsWhatWaits) {
   Dispatcher dispatcher;
-  int fds[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
-  UniqueFd a(fds[0]), b(fds[1]);
+  auto [a, b] = SocketPair();
+  ASSERT_TRUE(a && b);
   Readable r;
   ASSERT_TRUE(dispatcher.Watch(a.get(), r));
   dispatcher.Shutdown();

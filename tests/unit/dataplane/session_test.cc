@@ -186,6 +186,18 @@ class SessionTest : public ::testing::Test {
     return got;
   }
 
+  // A client whose GET reached the upstream: both connections, the request head read.
+  std::pair<UniqueFd, UniqueFd> GetReachingTheUpstream() {
+    UniqueFd client = OpenClient();
+    Send(client.get(), kGet);
+    UniqueFd up = AcceptUpstream();
+    EXPECT_TRUE(up) << "the request never reached the upstream";
+    if (up) ReadRequestHead(up.get());
+    return {std::move(client), std::move(up)};
+  }
+
+  static constexpr char kGet[] = "GET /a HTTP/1.1\r\nHost: site.test\r\n\r\n";
+
   ManualTime time_;
   stats::StatsCatalog catalog_;
   Worker worker_;
@@ -196,7 +208,6 @@ class SessionTest : public ::testing::Test {
   uint32_t slot_ = 0;
 };
 
-constexpr char kGet[] = "GET /a HTTP/1.1\r\nHost: site.test\r\n\r\n";
 constexpr char kOk[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 // ---- the session --------------------------------------------------------------------------
@@ -217,11 +228,8 @@ TEST_F(SessionTest, AHeadNotCompleteWithinTheHeaderTimeoutGets408) {
 
 TEST_F(SessionTest, AnIdleKeepAliveConnectionClosesAfterTheIdleTimeout) {
   Configure();
-  UniqueFd client = OpenClient();
-  Send(client.get(), kGet);
-  UniqueFd up = AcceptUpstream();
+  auto [client, up] = GetReachingTheUpstream();
   ASSERT_TRUE(up);
-  ReadRequestHead(up.get());
   Send(up.get(), kOk);
   ASSERT_NE(ReadClientUntil(client.get(), "ok").find("HTTP/1.1 200 OK"), std::string::npos);
   time_.Advance(59s);  // the default idle_timeout is 60 s
@@ -269,11 +277,9 @@ TEST_F(SessionTest, AConnectFailureIsRetriedOnAnotherHostThen502) {
 
 TEST_F(SessionTest, AnUpstreamSilentPastTheResponseTimeoutGets504) {
   Configure({}, [](v1::Snapshot& s) { s.mutable_clusters(0)->mutable_response_timeout()->set_seconds(15); });
-  UniqueFd client = OpenClient();
-  Send(client.get(), kGet);
-  UniqueFd up = AcceptUpstream();
+  auto [client, up] = GetReachingTheUpstream();
   ASSERT_TRUE(up);
-  ReadRequestHead(up.get());  // and never answer
+  // and never answer
   time_.Advance(14s);
   Turns(20);
   EXPECT_EQ(Drain(client.get()), "") << "answered before the response timeout";
@@ -284,11 +290,8 @@ TEST_F(SessionTest, AnUpstreamSilentPastTheResponseTimeoutGets504) {
 
 TEST_F(SessionTest, AnUpstreamClosingMidBodyClosesTheClientConnection) {
   Configure();
-  UniqueFd client = OpenClient();
-  Send(client.get(), kGet);
-  UniqueFd up = AcceptUpstream();
+  auto [client, up] = GetReachingTheUpstream();
   ASSERT_TRUE(up);
-  ReadRequestHead(up.get());
   Send(up.get(), "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
   up.reset();  // 90 bytes short
   bool eof = false;

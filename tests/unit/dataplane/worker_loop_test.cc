@@ -9,7 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "dataplane/runtime/parked.h"
-#include "dataplane/runtime/worker.h"
+#include "dataplane/worker/worker.h"
 #include "dataplane/stats/dataplane_stats.h"
 
 namespace onedomain::dataplane {
