@@ -99,21 +99,24 @@ void WsTunnelSet::OnConfigSwitch(const CompiledSnapshot& snapshot) {
   }
 }
 
+// The values the tunnel keeps from the handoff.
+WsTunnelPolicy PolicyOf(const WsHandoff& h) {
+  return WsTunnelPolicy{h.route_slot, h.idle_timeout, h.keepalive_interval, h.drain_grace,
+                        h.drain_spread};
+}
+
+// Its frame is what an idle tunnel costs (with the two streams and OpenSSL's session): keep
+// locals few.
 net::awaitable<void> RunWsTunnel(AnyStream& client, Worker& worker,
                                  std::unique_ptr<WsHandoff> handoff) {
   const std::unique_ptr<UpstreamConnection> upstream = std::move(handoff->upstream);
   EnableKeepalive(client.native_handle());
   EnableKeepalive(upstream->stream().native_handle());
-  const WsTunnelPolicy policy{handoff->route_slot, handoff->idle_timeout,
-                              handoff->keepalive_interval, handoff->drain_grace,
-                              handoff->drain_spread};
   ResumeWhenDone done(worker.poller());
   WsTunnel tunnel(worker.ws_tunnels(), worker.deadlines(), client, upstream->stream(),
-                  *handoff->counters, policy, done);
-  std::string from_client = std::move(handoff->from_client);
-  std::string from_upstream = std::move(handoff->from_upstream);
+                  *handoff->counters, PolicyOf(*handoff), done);
+  tunnel.Start(std::move(handoff->from_client), std::move(handoff->from_upstream));
   handoff.reset();
-  tunnel.Start(std::move(from_client), std::move(from_upstream));
   if (!tunnel.done()) (void)co_await done.parked.Wait();  // only OnTunnelDone resumes it
 }
 

@@ -41,18 +41,7 @@ WsTunnel::WsTunnel(WsTunnelSet& set, DeadlineList& timers, NonBlockingStream& cl
       done_(done),
       policy_(policy),
       timer_(timers, &WsTunnel::OnTimer, this) {
-  up_.src = &client;
-  up_.dst = &upstream;
-  up_.bytes = &counters.websocket_bytes_to_upstream;
-  up_.worker_bytes = &set.counters().bytes_received;
-  down_.src = &upstream;
-  down_.dst = &client;
   down_.to_client = true;
-  down_.bytes = &counters.websocket_bytes_to_client;
-  down_.worker_bytes = &set.counters().bytes_sent;
-  client_hook_.tunnel = upstream_hook_.tunnel = this;
-  client_hook_.reader = upstream_hook_.writer = &up_;
-  client_hook_.writer = upstream_hook_.reader = &down_;
 
   opened_ = last_activity_ = last_ping_ = Now();
   counters_.websocket_active.Inc();
@@ -107,7 +96,7 @@ void WsTunnel::OnTimer(void* self) {
     return;
   }
   if (t.drain_ == Drain::kScheduled && now >= t.drain_at_) t.StartDrain(now);
-  if (t.drain_ == Drain::kDraining && now >= t.grace_end_) {
+  if (t.drain_ == Drain::kDraining && now >= t.drain_at_) {
     // A side never finished its close handshake: close anyway.
     t.RecordFirstClose(stats::WsCloseInitiator::kProxy, 0);
     t.Finish();
@@ -132,7 +121,7 @@ void WsTunnel::Rearm(Clock::time_point now) {
   const auto& idle = policy_.idle_timeout;
   const auto& keepalive = policy_.keepalive_interval;
   if (drain_ == Drain::kScheduled) next = std::min(next, drain_at_);
-  if (drain_ == Drain::kDraining) next = std::min(next, grace_end_);
+  if (drain_ == Drain::kDraining) next = std::min(next, drain_at_);
   if (drain_ == Drain::kNone && idle.count() > 0) next = std::min(next, last_activity_ + idle);
   if (drain_ == Drain::kNone && keepalive.count() > 0) {
     next = std::min(next, std::max(last_activity_, last_ping_) + keepalive);
@@ -156,7 +145,7 @@ void WsTunnel::ScheduleDrain(std::chrono::nanoseconds delay) {
 
 void WsTunnel::StartDrain(Clock::time_point now) {
   drain_ = Drain::kDraining;
-  grace_end_ = now + policy_.drain_grace;
+  drain_at_ = now + policy_.drain_grace;
   RecordFirstClose(stats::WsCloseInitiator::kProxy, ws::kCloseGoingAway);
   RequestInject(down_, Inject::kClose);
   RequestInject(up_, Inject::kClose);
@@ -175,9 +164,6 @@ void WsTunnel::RequestInject(Pump& p, Inject kind) {
   }
   if (kind == Inject::kPing && p.inject == Inject::kClose) return;
   p.inject = kind;
-  p.inject_frame = kind == Inject::kClose
-                       ? ws::BuildCloseFrame(ws::kCloseGoingAway, !p.to_client, set_.MaskKey())
-                       : ws::BuildPingFrame();
   if (!p.waiting || !InjectReady(p)) return;
   p.waiting = false;
   Run(p);
@@ -242,12 +228,12 @@ void WsTunnel::Run(Pump& p) {
       Finish();
       break;
     }
-    if (!p.src->maybe_readable()) {
+    if (!Src(p).maybe_readable()) {
       p.waiting = true;  // OnReadable resumes
       return;
     }
     error_code ec;
-    const size_t n = p.src->TryRead(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
+    const size_t n = Src(p).TryRead(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
     if (WouldBlock(ec)) {
       p.waiting = true;
       return;
@@ -278,7 +264,11 @@ bool WsTunnel::InjectReady(const Pump& p) {
 }
 
 void WsTunnel::ApplyInject(Pump& p, Out& out) {
-  out.Add(p.inject_frame.bytes.data(), p.inject_frame.size);
+  // Masked toward the upstream: the proxy is the client there (RFC 6455 5.3).
+  out.frame = p.inject == Inject::kClose
+                  ? ws::BuildCloseFrame(ws::kCloseGoingAway, !p.to_client, set_.MaskKey())
+                  : ws::BuildPingFrame();
+  out.Add(out.frame.bytes.data(), out.frame.size);
   if (p.inject == Inject::kClose) {
     p.dst_got_close = true;
     p.absorbing = true;
@@ -298,8 +288,13 @@ void WsTunnel::OnCloseFromSrc(Pump& p, bool dropped) {
 // drops what must not reach dst (frames after our Close, pongs answering our pings), and
 // injects our frame at the first boundary that allows it. Reads frame headers only.
 void WsTunnel::Forward(Pump& p, const uint8_t* data, size_t n, Out& out) {
-  p.bytes->Add(n);
-  p.worker_bytes->Add(n);
+  if (p.to_client) {
+    counters_.websocket_bytes_to_client.Add(n);
+    set_.counters().bytes_sent.Add(n);
+  } else {
+    counters_.websocket_bytes_to_upstream.Add(n);
+    set_.counters().bytes_received.Add(n);
+  }
   size_t i = 0;
   while (i < n) {
     if (p.tracker.AtFrameBoundary() && !p.absorbing) {
@@ -330,7 +325,7 @@ void WsTunnel::Forward(Pump& p, const uint8_t* data, size_t n, Out& out) {
 WsTunnel::Wrote WsTunnel::Write(Pump& p, const Out& out) {
   if (out.total == 0) return Wrote::kAll;
   error_code ec;
-  size_t written = p.dst->TryWrite(out.b.data(), out.n, ec);
+  size_t written = Dst(p).TryWrite(out.b.data(), out.n, ec);
   if (WouldBlock(ec)) {
     written = 0;
   } else if (ec) {
@@ -361,7 +356,7 @@ void WsTunnel::WriteMore(Pump& p) {
   while (p.pending_off < p.pending_len) {
     error_code ec;
     const net::const_buffer rest(p.pending.get() + p.pending_off, p.pending_len - p.pending_off);
-    const size_t n = p.dst->TryWrite(&rest, 1, ec);
+    const size_t n = Dst(p).TryWrite(&rest, 1, ec);
     if (WouldBlock(ec)) return;  // OnWritable again
     if (ec) {
       p.writing = false;
@@ -392,7 +387,7 @@ void WsTunnel::HalfClose(Pump& p) {
     Finish();
     return;
   }
-  p.dst->ShutdownSend();  // the peer may be gone; the other direction notices on its own
+  Dst(p).ShutdownSend();  // the peer may be gone; the other direction notices on its own
 }
 
 void WsTunnel::End(Pump& p) {

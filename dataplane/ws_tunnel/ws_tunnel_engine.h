@@ -87,18 +87,18 @@ class WsTunnel {
   enum class Drain : uint8_t { kNone, kScheduled, kDraining };
   enum class Wrote : uint8_t { kAll, kPending, kFailed };
 
-  // Bytes to write: data spans from the scratch buffer and our injected frame between them.
+  // Bytes to write: data spans from the scratch buffer and our injected frame between them
+  // (at most one per Out, held here).
   struct Out {
     std::array<net::const_buffer, 4> b{};
     size_t n = 0;
     size_t total = 0;
+    ws::SmallFrame frame;
     void Add(const void* p, size_t len);
   };
 
-  // One direction.
+  // One direction. Kept small: an idle tunnel is mostly these two.
   struct Pump {
-    NonBlockingStream* src = nullptr;
-    NonBlockingStream* dst = nullptr;
     bool to_client = false;  // upstream -> client
     Inject inject = Inject::kNone;
     bool absorbing = false;       // our Close went to dst: src's frames are dropped
@@ -110,21 +110,19 @@ class WsTunnel {
     bool ended = false;
     uint32_t pongs_to_absorb = 0;
     ws::FrameTracker tracker;
-    ws::SmallFrame inject_frame;
-    stats::Counter* bytes = nullptr;         // the route's, this direction
-    stats::Counter* worker_bytes = nullptr;  // the worker's received (up) or sent (down)
-    std::unique_ptr<uint8_t[]> pending;      // bytes dst did not take yet
+    std::unique_ptr<uint8_t[]> pending;  // bytes dst did not take yet
     uint32_t pending_len = 0;
     uint32_t pending_off = 0;
   };
 
   // A stream's events: to the pump that reads it and the pump that writes it.
   struct Hook final : StreamEvents {
-    WsTunnel* tunnel = nullptr;
-    Pump* reader = nullptr;
-    Pump* writer = nullptr;
-    void OnReadable() override { tunnel->OnReadable(*reader); }
-    void OnWritable() override { tunnel->OnWritable(*writer); }
+    explicit Hook(WsTunnel& t) : tunnel(t) {}
+    void OnReadable() override { tunnel.OnReadable(this == &tunnel.client_hook_ ? tunnel.up_
+                                                                                : tunnel.down_); }
+    void OnWritable() override { tunnel.OnWritable(this == &tunnel.client_hook_ ? tunnel.down_
+                                                                                : tunnel.up_); }
+    WsTunnel& tunnel;
   };
 
   static void OnTimer(void* self);
@@ -136,6 +134,8 @@ class WsTunnel {
   static stats::WsCloseInitiator SourceSide(const Pump& p);
   static stats::WsCloseInitiator DestinationSide(const Pump& p);
   bool HandshakesDone() const;
+  NonBlockingStream& Src(const Pump& p) { return p.to_client ? upstream_ : client_; }
+  NonBlockingStream& Dst(const Pump& p) { return p.to_client ? client_ : upstream_; }
 
   void OnReadable(Pump& p);
   void OnWritable(Pump& p);
@@ -160,14 +160,13 @@ class WsTunnel {
   WsTunnelPolicy policy_;
   Pump up_;    // client -> upstream
   Pump down_;  // upstream -> client
-  Hook client_hook_;
-  Hook upstream_hook_;
+  Hook client_hook_{*this};
+  Hook upstream_hook_{*this};
   Deadline timer_;
   Clock::time_point opened_{};
   Clock::time_point last_activity_{};
   Clock::time_point last_ping_{};
-  Clock::time_point drain_at_{};
-  Clock::time_point grace_end_{};
+  Clock::time_point drain_at_{};  // kScheduled: when to start; kDraining: when grace ends
   Drain drain_ = Drain::kNone;
   uint8_t running_ = 2;  // pumps not yet ended
   bool finished_ = false;
