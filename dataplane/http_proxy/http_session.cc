@@ -318,7 +318,7 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
     // The upgrade's leftover bytes are in the handoff; an idle tunnel keeps no read buffer.
     in.clear();
     in.shrink_to_fit();
-    co_await RunWsTunnel(stream, worker, std::move(upgraded));
+    co_await RunWsTunnel(stream, worker.ws_tunnels(), std::move(upgraded));
   } else if (linger) {
     co_await Linger(stream, deadline, in);
   }

@@ -73,12 +73,12 @@ struct AnyStream::Polled final : FileEvents {
 
   void OnFileEvents(uint32_t events) override {
     Polled& p = *this;
-    if (p.delegate != nullptr) return p.delegate(p.delegate_ctx, events);
     const bool in = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
     const bool out = (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
     if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) p.hup = true;
     if (in) p.readable = true;
     if (out) p.writable = true;
+    if (p.sink != nullptr) return p.Notify(in, out);
     // Resuming the reader may close the stream (and free `p`). A writer woken by the same
     // events is therefore posted (its handler leaves `p` at once) before the reader runs.
     const bool wake_r = (in && p.reader.on_in) || (out && p.reader.on_out);
@@ -91,6 +91,16 @@ struct AnyStream::Polled final : FileEvents {
     } else if (wake_w) {
       p.writer.parked.Resume();
     }
+  }
+
+  // Events for the sink: a read may go on when input came (or output, when OpenSSL must send
+  // before it can read on), and a write likewise. The sink may take itself away (or end the
+  // stream's owner's interest) in the first call: look again before the second.
+  void Notify(bool in, bool out) {
+    const bool wake_r = in || (out && read_wants_write);
+    const bool wake_w = out || (in && write_wants_read);
+    if (wake_r) sink->OnReadable();
+    if (wake_w && sink != nullptr) sink->OnWritable();
   }
 
   // Shutdown: the loop never runs again, so parked coroutines are let go (their frames are
@@ -108,11 +118,11 @@ struct AnyStream::Polled final : FileEvents {
   uint32_t streak = 0;
   Waiter reader;
   Waiter writer;
-  EventFn delegate = nullptr;
-  void* delegate_ctx = nullptr;
+  StreamEvents* sink = nullptr;  // SetEventSink: readiness goes there, not to the waiters
   SSL* ssl = nullptr;       // TLS streams
   bool tls_failed = false;  // a fatal TLS error: no close_notify may follow
   bool read_wants_write = false;  // TryRead: OpenSSL must send before it can read on
+  bool write_wants_read = false;  // TryWrite: OpenSSL must receive before it can send on
 };
 
 namespace {
@@ -317,6 +327,57 @@ size_t TlsTryRead(Polled& p, net::mutable_buffer buf, error_code& ec) {
   return 0;
 }
 
+// Writes what OpenSSL takes now, a record at a time (partial writes), gathered pieces of up to
+// kTlsCoalesce bytes in all joined into one record. would_block (with write_wants_read set
+// when it must receive first) when it takes nothing; the caller then continues with the bytes
+// not taken, which OpenSSL may hold a record of already (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+// lets them move).
+size_t TlsTryWrite(Polled& p, const net::const_buffer* bufs, size_t count, error_code& ec) {
+  ec = {};
+  p.write_wants_read = false;
+  if (p.fd < 0 || p.ssl == nullptr) {
+    ec = net::error::bad_descriptor;
+    return 0;
+  }
+  std::array<uint8_t, kTlsCoalesce> joined;  // on the stack: held only during the call
+  net::const_buffer one;
+  size_t total = 0;
+  for (size_t i = 0; i < count; ++i) total += bufs[i].size();
+  if (count > 1 && total <= kTlsCoalesce) {
+    size_t at = 0;
+    for (size_t i = 0; i < count; ++i) {
+      std::memcpy(joined.data() + at, bufs[i].data(), bufs[i].size());
+      at += bufs[i].size();
+    }
+    one = net::const_buffer(joined.data(), total);
+    bufs = &one;
+    count = 1;
+  }
+  size_t done = 0;
+  for (size_t i = 0; i < count; ++i) {
+    net::const_buffer piece = bufs[i];
+    while (piece.size() != 0) {
+      ERR_clear_error();
+      errno = 0;
+      size_t n = 0;
+      const int r = SSL_write_ex(p.ssl, piece.data(), piece.size(), &n);
+      const int saved_errno = errno;
+      if (r == 1) {
+        piece += n;
+        done += n;
+        continue;
+      }
+      Want want;
+      ec = TlsFailure(p, r, saved_errno, want);
+      if (ec) return done;
+      p.write_wants_read = want == Want::kRead;
+      if (done == 0) ec = net::error::would_block;
+      return done;
+    }
+  }
+  return done;
+}
+
 IoAwaitable TlsRead(Polled& p, net::mutable_buffer buf) {
   for (;;) {
     error_code ec;
@@ -509,6 +570,14 @@ size_t AnyStream::TryRead(net::mutable_buffer buf, error_code& ec) {
   return PolledTryRead(*polled_, buf, ec);
 }
 
+bool AnyStream::maybe_readable() const {
+  const Polled& p = *polled_;
+  if (p.readable || p.hup) return true;
+  if (p.ssl == nullptr) return false;
+  // OpenSSL holds received records, or it waits to send before reading on and may now.
+  return SSL_has_pending(p.ssl) == 1 || (p.read_wants_write && p.writable);
+}
+
 size_t AnyStream::TryPeek(net::mutable_buffer buf, error_code& ec) {
   if (is_tls()) {
     ec = net::error::operation_not_supported;
@@ -518,10 +587,7 @@ size_t AnyStream::TryPeek(net::mutable_buffer buf, error_code& ec) {
 }
 
 size_t AnyStream::TryWrite(const net::const_buffer* bufs, size_t count, error_code& ec) {
-  if (is_tls()) {
-    ec = net::error::operation_not_supported;
-    return 0;
-  }
+  if (is_tls()) return TlsTryWrite(*polled_, bufs, count, ec);
   std::array<iovec, 8> iov{};
   size_t k = 0;
   for (size_t i = 0; i < count && k < iov.size(); ++i) {
@@ -549,14 +615,7 @@ void AnyStream::ShutdownSend() {
 
 bool AnyStream::read_hup() const { return polled_->hup; }
 
-bool AnyStream::maybe_readable() const { return polled_->readable || polled_->hup; }
-
-void AnyStream::Delegate(EventFn fn, void* ctx) {
-  if (is_tls()) return;
-  polled_->delegate = fn;
-  polled_->delegate_ctx = ctx;
-  if (fn == nullptr) polled_->readable = polled_->writable = true;
-}
+void AnyStream::SetEventSink(StreamEvents* sink) { polled_->sink = sink; }
 
 net::awaitable<void> AnyStream::Shutdown() {
   // TLS: the peer may answer close_notify or just close; either ends the wait. Errors are

@@ -47,7 +47,50 @@ struct IoResult {
 // The awaitable every byte operation returns.
 using IoAwaitable = net::awaitable<std::tuple<error_code, size_t>>;
 
-class AnyStream {
+// Who hears a stream's readiness while it is driven by events rather than awaited (the
+// WebSocket tunnel). Calls come from the worker's event loop, never from inside a call on the
+// stream, so a handler may read, write, shut down or take the sink away.
+class StreamEvents {
+ public:
+  // Bytes, the peer's end or an error may be there to read: TryRead says which.
+  virtual void OnReadable() = 0;
+  // A write that would have blocked may go on: TryWrite again.
+  virtual void OnWritable() = 0;
+
+ protected:
+  ~StreamEvents() = default;
+};
+
+// The non-blocking face of a byte stream, the same for plain TCP and TLS: try an operation,
+// and on would_block wait for the sink's call. Implemented by AnyStream and, in unit tests,
+// by in-memory fakes.
+//
+// Writes: a write that took only part of its bytes (or none: would_block) must be continued,
+// after OnWritable, with the bytes not yet taken, in order, before anything else (TLS: OpenSSL
+// has a record of them in flight; they may sit at another address by then).
+class NonBlockingStream {
+ public:
+  // Reads what is there now (TLS: decrypted); net::error::would_block when nothing is (then
+  // OnReadable follows once something may be), net::error::eof at the peer's end.
+  virtual size_t TryRead(net::mutable_buffer buf, error_code& ec) = 0;
+  // Writes what the stream takes now, gathered (up to 8 buffers); would_block when it takes
+  // nothing.
+  virtual size_t TryWrite(const net::const_buffer* bufs, size_t count, error_code& ec) = 0;
+  // Ends what we send: TLS streams first send close_notify (best effort, without waiting),
+  // then the TCP send side is shut. The peer sees the end at once; reading goes on.
+  virtual void ShutdownSend() = 0;
+  // False only when a read would provably find nothing (an edge or OnReadable would have said
+  // otherwise): an idle connection is left alone without a syscall.
+  virtual bool maybe_readable() const = 0;
+  // From now on the stream's readiness goes to `sink` instead of the stream's own awaiting
+  // operations (none may be in flight); nullptr gives it back.
+  virtual void SetEventSink(StreamEvents* sink) = 0;
+
+ protected:
+  ~NonBlockingStream() = default;
+};
+
+class AnyStream final : public NonBlockingStream {
  public:
   // Plain TCP on `dispatcher`: takes a connected, non-blocking descriptor. If epoll refuses
   // it, the descriptor is closed and the stream is closed (native_handle() < 0, errno set).
@@ -82,29 +125,18 @@ class AnyStream {
   // OpenSSL holds received records).
   net::awaitable<error_code> WaitReadable();
 
-  // ---- non-blocking calls for the WebSocket tunnel's pumps ----
-  // Reads what is there now (TLS: decrypted); net::error::would_block when nothing is, and
-  // WaitReadable then waits for what OpenSSL needs.
-  size_t TryRead(net::mutable_buffer buf, error_code& ec);
+  // ---- NonBlockingStream: plain and TLS alike ----
+  size_t TryRead(net::mutable_buffer buf, error_code& ec) override;
+  size_t TryWrite(const net::const_buffer* bufs, size_t count, error_code& ec) override;
+  void ShutdownSend() override;
+  bool maybe_readable() const override;
+  void SetEventSink(StreamEvents* sink) override;
+
   // ---- plain streams only (TLS ones fail with operation_not_supported) ----
   // Like TryRead, but the bytes stay in the socket (MSG_PEEK).
   size_t TryPeek(net::mutable_buffer buf, error_code& ec);
-  // Writes what the socket takes now, gathered (up to 8 buffers); would_block when it takes
-  // nothing.
-  size_t TryWrite(const net::const_buffer* bufs, size_t count, error_code& ec);
-  // Ends what we send: TLS streams first send close_notify (best effort, without waiting),
-  // then the TCP send side is shut. The peer sees the end at once; reading goes on.
-  void ShutdownSend();
   // The dispatcher has seen the peer's end (RDHUP/HUP/ERR): read to it even after short reads.
   bool read_hup() const;
-  // False only when nothing can have arrived since a read found the socket empty (an edge
-  // would have said so): an idle connection that is provably untouched, without a syscall.
-  bool maybe_readable() const;
-  // Plain streams: the dispatcher's events for this descriptor go to fn(ctx, epoll events)
-  // instead of this stream's own waits, until Delegate(nullptr, nullptr). The stream's
-  // readiness hints restart as "try" when it takes the descriptor back.
-  using EventFn = void (*)(void* ctx, uint32_t events);
-  void Delegate(EventFn fn, void* ctx);
 
   // TLS: sends close_notify and waits briefly for the peer's (bounded by the caller's
   // deadline); then, for both kinds, shuts the socket down. Never fails.

@@ -21,8 +21,8 @@ Worker::Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* acce
       access_log_(access_log),
       counters_(&catalog.worker(index)),
       no_route_counters_(&catalog.route(index, stats::StatsCatalog::kNoRouteSlot)),
-      ws_tunnels_(std::make_unique<WsTunnelSet>(*counters_)),
       dispatcher_(std::make_unique<Dispatcher>(time)) {
+  ws_tunnels_ = std::make_unique<WsTunnelSet>(*counters_, *dispatcher_);
   pool_sweep_ = std::make_unique<Timer>(*dispatcher_, [this] { SweepPools(); });
   pool_sweep_->Arm(kPoolSweepEvery);
 }
@@ -91,7 +91,7 @@ void Worker::SwitchConfig(std::shared_ptr<const CompiledSnapshot> snapshot) {
   }
   next->compiled = std::move(snapshot);
   config_ = std::move(next);
-  ws_tunnels_->OnConfigSwitch(*config_->compiled);
+  ws_tunnels_->OnConfigSwitch(*config_->compiled->routes);
 }
 
 void Worker::UpdateAddresses(const CompiledCluster* def, size_t endpoint,

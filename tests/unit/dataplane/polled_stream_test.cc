@@ -209,28 +209,35 @@ TEST_F(PolledStreamTest, ALargeWriteWaitsForASlowReader) {
   });
 }
 
-TEST_F(PolledStreamTest, DelegatedEventsReachTheDelegate) {
-  struct Seen {
-    int calls = 0;
-    uint32_t events = 0;
-  } seen;
+TEST_F(PolledStreamTest, EventsGoToTheSinkWhileOneIsSet) {
+  struct Sink : StreamEvents {
+    int readable = 0;
+    int writable = 0;
+    void OnReadable() override { ++readable; }
+    void OnWritable() override { ++writable; }
+  } sink;
   Run([&]() -> net::awaitable<void> {
     AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
     co_await ConnectPair(s, peer);
-    s.Delegate([](void* ctx, uint32_t ev) {
-      auto* x = static_cast<Seen*>(ctx);
-      ++x->calls;
-      x->events |= ev;
-    }, &seen);
+    s.SetEventSink(&sink);
     co_await net::async_write(peer, net::buffer("d", 1), kToken);
-    co_await Sleep(50ms);
-    EXPECT_GE(seen.calls, 1);
-    EXPECT_TRUE(seen.events & EPOLLIN);
-    s.Delegate(nullptr, nullptr);
+    for (int i = 0; i < 500 && sink.readable == 0; ++i) co_await Sleep(1ms);
+    EXPECT_GE(sink.readable, 1);
+    EXPECT_TRUE(s.maybe_readable());
     char buf[4];
-    const IoResult r = co_await s.ReadSome(net::buffer(buf));  // the stream reads again
-    EXPECT_EQ(std::string(buf, r.n), "d");
+    error_code ec;
+    EXPECT_EQ(s.TryRead(net::buffer(buf), ec), 1u);
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_FALSE(s.maybe_readable()) << "a short read drained the socket";
+    EXPECT_EQ(s.TryRead(net::buffer(buf), ec), 0u);
+    EXPECT_EQ(ec, net::error::would_block);
+    s.SetEventSink(nullptr);
+    const int seen = sink.readable;
+    co_await net::async_write(peer, net::buffer("e", 1), kToken);
+    const IoResult r = co_await s.ReadSome(net::buffer(buf));  // the stream's own wait again
+    EXPECT_EQ(std::string(buf, r.n), "e");
+    EXPECT_EQ(sink.readable, seen) << "events reached a sink that was taken away";
   });
 }
 
