@@ -36,15 +36,4 @@ struct Downstream {
   const CompiledListener& listener;
 };
 
-// One direction of a relay: where bytes come from and go to, with progress timeouts.
-struct RelayIo {
-  AnyStream& src;
-  Deadline& src_deadline;
-  std::chrono::nanoseconds src_timeout;
-  AnyStream& dst;
-  Deadline& dst_deadline;
-  std::chrono::nanoseconds dst_timeout;
-  beast::flat_buffer& buf;  // holds bytes read from `src`, possibly already some of the body
-};
-
 }  // namespace onedomain::dataplane
