@@ -4,60 +4,52 @@
 #include <string>
 
 namespace onedomain::dataplane {
-namespace {
-
-RelayStatus ReadFailure(const error_code& ec, const Timer& deadline) {
-  if (deadline.fired()) return RelayStatus::kSrcTimeout;
-  if (ec == net::error::eof) return RelayStatus::kSrcClosed;
-  if (ec == net::error::operation_aborted) return RelayStatus::kCancelled;
-  return RelayStatus::kSrcError;
-}
-
-RelayStatus WriteFailure(const error_code& ec, const Timer& deadline) {
-  if (deadline.fired()) return RelayStatus::kDstTimeout;
-  if (ec == net::error::operation_aborted) return RelayStatus::kCancelled;
-  return RelayStatus::kDstError;
-}
-
-// Reads more bytes into io.buf; returns kOk or the failure.
-net::awaitable<RelayStatus> ReadMore(RelayIo& io) {
-  io.src_deadline.Arm(io.src_timeout);
-  const IoResult r = co_await io.src.ReadSome(io.buf.prepare(kRelayChunk));
-  io.src_deadline.Disarm();
-  if (r.ec) co_return ReadFailure(r.ec, io.src_deadline);
-  io.buf.commit(r.n);
+net::awaitable<RelayStatus> StreamSource::ReadMore() {
+  deadline_.Arm(timeout_);
+  const IoResult r = co_await stream_.ReadSome(buf_.prepare(kRelayChunk));
+  deadline_.Disarm();
+  if (r.ec) {
+    if (deadline_.fired()) co_return RelayStatus::kSrcTimeout;
+    if (r.ec == net::error::eof) co_return RelayStatus::kSrcClosed;
+    if (r.ec == net::error::operation_aborted) co_return RelayStatus::kCancelled;
+    co_return RelayStatus::kSrcError;
+  }
+  buf_.commit(r.n);
   co_return RelayStatus::kOk;
 }
 
-net::awaitable<RelayStatus> WriteOut(RelayIo& io, net::const_buffer a, net::const_buffer b,
-                                     RelayResult& result) {
-  io.dst_deadline.Arm(io.dst_timeout);
-  const IoResult r = co_await io.dst.Write(a, b);
-  io.dst_deadline.Disarm();
-  if (r.ec) co_return WriteFailure(r.ec, io.dst_deadline);
-  result.wire_bytes += r.n;
+net::awaitable<RelayStatus> StreamSink::Write(net::const_buffer a, net::const_buffer b,
+                                              uint64_t& written) {
+  deadline_.Arm(timeout_);
+  const IoResult r = co_await stream_.Write(a, b);
+  deadline_.Disarm();
+  if (r.ec) {
+    if (deadline_.fired()) co_return RelayStatus::kDstTimeout;
+    if (r.ec == net::error::operation_aborted) co_return RelayStatus::kCancelled;
+    co_return RelayStatus::kDstError;
+  }
+  written += r.n;
   co_return RelayStatus::kOk;
 }
-
-}  // namespace
 
 net::awaitable<RelayResult> RelayFixed(RelayIo io, uint64_t length, net::const_buffer prefix) {
   RelayResult result;
   uint64_t remaining = length;
   for (;;) {
     const size_t avail =
-        static_cast<size_t>(std::min<uint64_t>(io.buf.size(), remaining));
+        static_cast<size_t>(std::min<uint64_t>(io.src.buffer().size(), remaining));
     if (avail > 0 || prefix.size() > 0) {
-      const auto* data = static_cast<const char*>(io.buf.data().data());
-      result.status = co_await WriteOut(io, prefix, net::const_buffer(data, avail), result);
+      const auto* data = static_cast<const char*>(io.src.buffer().data().data());
+      result.status =
+          co_await io.dst.Write(prefix, net::const_buffer(data, avail), result.wire_bytes);
       if (!result.ok()) co_return result;
       prefix = {};
-      io.buf.consume(avail);
+      io.src.buffer().consume(avail);
       remaining -= avail;
       result.body_bytes += avail;
     }
     if (remaining == 0) co_return result;
-    result.status = co_await ReadMore(io);
+    result.status = co_await io.src.ReadMore();
     if (!result.ok()) co_return result;
   }
 }
@@ -67,8 +59,9 @@ net::awaitable<RelayResult> RelayChunked(RelayIo io, ChunkedScanner& scanner,
   RelayResult result;
   std::string plain;  // de-chunked data (HTTP/1.0 clients only)
   for (;;) {
-    if (io.buf.size() > 0) {
-      const std::string_view view(static_cast<const char*>(io.buf.data().data()), io.buf.size());
+    if (io.src.buffer().size() > 0) {
+      const beast::flat_buffer& buf = io.src.buffer();
+      const std::string_view view(static_cast<const char*>(buf.data().data()), buf.size());
       ChunkedScanner::Result scan;
       if (dechunk) {
         plain.clear();
@@ -87,19 +80,19 @@ net::awaitable<RelayResult> RelayChunked(RelayIo io, ChunkedScanner& scanner,
       const net::const_buffer out = dechunk ? net::const_buffer(plain.data(), plain.size())
                                             : net::const_buffer(view.data(), scan.consumed);
       if (out.size() > 0 || prefix.size() > 0) {
-        result.status = co_await WriteOut(io, prefix, out, result);
+        result.status = co_await io.dst.Write(prefix, out, result.wire_bytes);
         if (!result.ok()) co_return result;
         prefix = {};
         result.body_bytes += out.size();
       }
-      io.buf.consume(scan.consumed);
+      io.src.buffer().consume(scan.consumed);
       if (scan.done) co_return result;
     } else if (prefix.size() > 0) {
-      result.status = co_await WriteOut(io, prefix, {}, result);
+      result.status = co_await io.dst.Write(prefix, {}, result.wire_bytes);
       if (!result.ok()) co_return result;
       prefix = {};
     }
-    result.status = co_await ReadMore(io);
+    result.status = co_await io.src.ReadMore();
     if (!result.ok()) co_return result;
   }
 }
@@ -107,22 +100,63 @@ net::awaitable<RelayResult> RelayChunked(RelayIo io, ChunkedScanner& scanner,
 net::awaitable<RelayResult> RelayUntilEof(RelayIo io, net::const_buffer prefix) {
   RelayResult result;
   for (;;) {
-    const size_t avail = io.buf.size();
+    const size_t avail = io.src.buffer().size();
     if (avail > 0 || prefix.size() > 0) {
-      const auto* data = static_cast<const char*>(io.buf.data().data());
-      result.status = co_await WriteOut(io, prefix, net::const_buffer(data, avail), result);
+      const auto* data = static_cast<const char*>(io.src.buffer().data().data());
+      result.status =
+          co_await io.dst.Write(prefix, net::const_buffer(data, avail), result.wire_bytes);
       if (!result.ok()) co_return result;
       prefix = {};
-      io.buf.consume(avail);
+      io.src.buffer().consume(avail);
       result.body_bytes += avail;
     }
-    const RelayStatus s = co_await ReadMore(io);
+    const RelayStatus s = co_await io.src.ReadMore();
     if (s == RelayStatus::kSrcClosed) co_return result;  // the end of this body
     if (s != RelayStatus::kOk) {
       result.status = s;
       co_return result;
     }
   }
+}
+
+}  // namespace onedomain::dataplane
+
+namespace onedomain::dataplane {
+
+net::awaitable<RelayResult> RelayResponseBody(RelayIo io, const ResponseHead& head,
+                                              net::const_buffer prefix, bool dechunk) {
+  if (head.no_body) co_return co_await RelayFixed(io, 0, prefix);
+  if (head.framing.chunked) {
+    ChunkedScanner scanner;
+    co_return co_await RelayChunked(io, scanner, prefix, 0, dechunk);
+  }
+  if (head.framing.content_length) {
+    co_return co_await RelayFixed(io, *head.framing.content_length, prefix);
+  }
+  co_return co_await RelayUntilEof(io, prefix);
+}
+
+BufferedBody ProbeBufferedBody(const MessageFraming& framing, std::string_view body,
+                               uint64_t limit) {
+  BufferedBody b;
+  if (framing.chunked) {
+    ChunkedScanner probe;
+    const ChunkedScanner::Result r = probe.Feed(body);
+    if (r.error) {
+      b.error = ProxyError{ProxyErrorKind::kMalformedRequest, "malformed chunked body"};
+    } else if (limit != 0 && probe.data_bytes() > limit) {
+      b.error = ProxyError{ProxyErrorKind::kBodyTooLarge, "chunked body exceeds the limit"};
+    }
+    b.complete = r.done;
+    b.bytes = r.consumed;
+  } else if (framing.content_length) {
+    const uint64_t cl = *framing.content_length;
+    b.complete = body.size() >= cl;
+    b.bytes = static_cast<size_t>(std::min<uint64_t>(cl, body.size()));
+  } else {
+    b.complete = true;
+  }
+  return b;
 }
 
 }  // namespace onedomain::dataplane

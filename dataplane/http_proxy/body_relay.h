@@ -1,18 +1,28 @@
 #pragma once
 
-// Streams a message body from one stream to another without buffering it whole: at most one
-// read buffer (kRelayChunk) per direction, with a progress deadline on every read and write.
-// Three framings: a known length, chunked (validated and relayed byte for byte, or
-// de-chunked for HTTP/1.0 clients), and "until the connection closes" (old-style responses).
+// Streams a message body from a byte source to a byte sink without buffering it whole: at
+// most one read buffer (kRelayChunk) per direction, with a progress deadline on every read
+// and write (the concrete sources and sinks own them). Three framings: a known length,
+// chunked (validated and relayed byte for byte, or de-chunked for clients that cannot take
+// chunked framing), and "until the connection closes" (old-style responses).
 //
-// Bytes already in `io.buf` are the start of the body; bytes after the body's end stay in
-// `io.buf` for the caller (a pipelined request, or garbage that makes an upstream connection
-// unusable).
+// Bytes already in the source's buffer are the start of the body; bytes after the body's end
+// stay there for the caller (a pipelined request, or garbage that makes an upstream
+// connection unusable).
+//
+// Sources and sinks are the seam between the exchange and whoever is on either side: a
+// socket (StreamSource/StreamSink: the upstream, an HTTP/1.1 client) or a codec's in-memory
+// stream (an HTTP/2 stream next; the fake codec of the unit tests).
+//
+// Thread: one worker; a source or sink is borrowed for the duration of one relay.
 
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 #include "dataplane/http_proxy/chunked_scanner.h"
+#include "dataplane/http_proxy/message_head.h"
 #include "dataplane/http_proxy/session_context.h"
 
 namespace onedomain::dataplane {
@@ -27,6 +37,60 @@ enum class RelayStatus : uint8_t {
   kBadFraming,    // malformed chunked framing
   kTooLarge,      // more chunked data than `limit`
   kCancelled,     // cancelled from outside (the other half of an exchange finished)
+};
+
+// Where body bytes come from. buffer() holds what arrived and nobody consumed yet.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  virtual beast::flat_buffer& buffer() = 0;
+  // Appends more bytes to buffer(): kOk, or why not (kSrcClosed at the end of the stream,
+  // kSrcTimeout, kSrcError, kCancelled).
+  virtual net::awaitable<RelayStatus> ReadMore() = 0;
+};
+
+// Where bytes go. Write sends all of `a` then all of `b` (either may be empty) and adds what
+// it wrote to `written`: kOk, kDstError, kDstTimeout or kCancelled.
+class ByteSink {
+ public:
+  virtual ~ByteSink() = default;
+  virtual net::awaitable<RelayStatus> Write(net::const_buffer a, net::const_buffer b,
+                                            uint64_t& written) = 0;
+};
+
+// A socket as a source: reads up to kRelayChunk into `buf` under a progress deadline.
+class StreamSource final : public ByteSource {
+ public:
+  StreamSource(AnyStream& stream, Timer& deadline, std::chrono::nanoseconds timeout,
+               beast::flat_buffer& buf)
+      : stream_(stream), deadline_(deadline), timeout_(timeout), buf_(buf) {}
+  beast::flat_buffer& buffer() override { return buf_; }
+  net::awaitable<RelayStatus> ReadMore() override;
+
+ private:
+  AnyStream& stream_;
+  Timer& deadline_;
+  std::chrono::nanoseconds timeout_;
+  beast::flat_buffer& buf_;
+};
+
+// A socket as a sink: one gathered write under a progress deadline.
+class StreamSink final : public ByteSink {
+ public:
+  StreamSink(AnyStream& stream, Timer& deadline, std::chrono::nanoseconds timeout)
+      : stream_(stream), deadline_(deadline), timeout_(timeout) {}
+  net::awaitable<RelayStatus> Write(net::const_buffer a, net::const_buffer b,
+                                    uint64_t& written) override;
+
+ private:
+  AnyStream& stream_;
+  Timer& deadline_;
+  std::chrono::nanoseconds timeout_;
+};
+
+struct RelayIo {
+  ByteSource& src;
+  ByteSink& dst;
 };
 
 struct RelayResult {
@@ -44,5 +108,19 @@ net::awaitable<RelayResult> RelayChunked(RelayIo io, ChunkedScanner& scanner,
                                          net::const_buffer prefix, uint64_t limit, bool dechunk);
 
 net::awaitable<RelayResult> RelayUntilEof(RelayIo io, net::const_buffer prefix);
+
+// A response body as `head` frames it (empty, chunked, a length, or until the end), `prefix`
+// first.
+net::awaitable<RelayResult> RelayResponseBody(RelayIo io, const ResponseHead& head,
+                                              net::const_buffer prefix, bool dechunk);
+
+// How much of a request body is already in `body` (the bytes received after the head).
+struct BufferedBody {
+  bool complete = false;  // all of it (a request without a body is complete)
+  size_t bytes = 0;       // the body's bytes in `body` (chunked framing included)
+  std::optional<ProxyError> error;  // malformed chunked framing, or over `limit`
+};
+BufferedBody ProbeBufferedBody(const MessageFraming& framing, std::string_view body,
+                               uint64_t limit);
 
 }  // namespace onedomain::dataplane

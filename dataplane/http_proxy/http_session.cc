@@ -12,17 +12,21 @@
 
 #include "common/log/log.h"
 #include "common/strings/strings.h"
+#include "dataplane/http_proxy/body_relay.h"
 #include "dataplane/http_proxy/local_reply.h"
 #include "dataplane/http_proxy/message_head.h"
 #include "dataplane/http_proxy/phases.h"
-#include "dataplane/http_proxy/proxy_exchange.h"
 #include "dataplane/http_proxy/request_record.h"
 #include "dataplane/http_proxy/session_context.h"
+#include "dataplane/http_proxy/upstream_exchange.h"
+#include "dataplane/http_proxy/ws_upgrade_checks.h"
 #include "dataplane/net/tls_context.h"
 #include "dataplane/routing/route_table.h"
+#include "dataplane/worker/compiled_snapshot.h"
 #include "dataplane/worker/worker.h"
+#include "dataplane/worker/worker_config.h"
 #include "dataplane/ws_tunnel/ws_tunnel.h"
-#include "dataplane/ws_tunnel/ws_upgrade.h"
+#include "onedomain/v1/snapshot.pb.h"
 
 namespace onedomain::dataplane {
 namespace {
@@ -94,136 +98,309 @@ net::awaitable<void> Linger(AnyStream& stream, Timer& deadline, beast::flat_buff
   deadline.Disarm();
 }
 
-// The keep-alive loop. Returns whether to linger before closing.
-net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t slot,
-                                    std::string_view client_ip, SessionLink& link,
-                                    Clock::time_point accepted, beast::flat_buffer& in,
-                                    std::unique_ptr<WsHandoff>& upgraded) {
+// The HTTP/1.1 codec's side of an exchange: the request body from the client's socket (the
+// bytes already read first) under body_timeout, the response to it under idle_timeout.
+class Http1Client final : public ExchangeClient {
+ public:
+  Http1Client(Downstream& down, std::string& reply_scratch, int version)
+      : down_(down),
+        reply_scratch_(reply_scratch),
+        version_(version),
+        body_(down.stream, down.deadline, down.listener.limits.body_timeout, down.in),
+        out_(down.stream, down.deadline, down.listener.limits.idle_timeout) {}
+
+  ByteSource& request_body() override { return body_; }
+  ByteSink& response_out() override { return out_; }
+  void RenderResponseHead(const ResponseHead& head, DownstreamHeadParams params,
+                          std::string& out) override {
+    params.client_version = version_;
+    AppendDownstreamResponseHead(head, params, out);
+  }
+  net::awaitable<bool> SendContinue() override {
+    uint64_t written = 0;
+    co_return co_await out_.Write(net::buffer(kContinueResponse), {}, written) ==
+        RelayStatus::kOk;
+  }
+  net::awaitable<bool> SendLocalReply(const ProxyError& error, RequestRecord& record,
+                                      SendReplyOptions options) override {
+    co_return co_await dataplane::SendLocalReply(down_, error, record, options, reply_scratch_);
+  }
+  void CancelIo() override { down_.stream.Cancel(); }
+
+ private:
+  Downstream& down_;
+  std::string& reply_scratch_;
+  const int version_;
+  StreamSource body_;
+  StreamSink out_;
+};
+
+// Reads the start of the request's body into `down.in` before any upstream connection is
+// taken: all of it, or the listener's request_buffer_bytes, within its body_timeout (nginx
+// buffers bodies the same way, so a slow upload pins no backend connection). Answers
+// Expect: 100-continue first when the body is not here yet. Keeps `head`'s views valid when
+// the buffer grows. An error means the request is answered with it and the connection closes.
+net::awaitable<std::optional<ProxyError>> ReadRequestBodyStart(Downstream& down, RequestHead& head,
+                                                              uint64_t body_limit) {
+  const ListenerLimits& limits = down.listener.limits;
+  if (limits.request_buffer_bytes == 0 || !HasRequestBody(head)) co_return std::nullopt;
+  const auto probe = [&] {
+    const std::string_view all(static_cast<const char*>(down.in.data().data()), down.in.size());
+    return ProbeBufferedBody(head.framing, all.substr(head.header_bytes), body_limit);
+  };
+  BufferedBody b = probe();
+  const auto enough = [&] {
+    return b.error || b.complete ||
+           down.in.size() - head.header_bytes >= limits.request_buffer_bytes;
+  };
+  if (enough()) co_return b.error;
+  if (head.expect_continue && head.version >= 11) {
+    // The client waits for this before it sends the body.
+    down.deadline.Arm(limits.idle_timeout);
+    const IoResult w = co_await down.stream.Write(net::buffer(kContinueResponse));
+    down.deadline.Disarm();
+    if (w.ec) co_return ProxyError{ProxyErrorKind::kBodyTimeout, "client gone"};
+    head.continue_sent = true;
+  }
+  down.deadline.Arm(limits.body_timeout);
+  while (!enough()) {
+    const char* base = static_cast<const char*>(down.in.data().data());
+    const size_t size = down.in.size();
+    const IoResult r = co_await down.stream.ReadSome(down.in.prepare(kInitialReadSize));
+    const bool timed_out = down.deadline.fired();
+    if (r.ec) {
+      down.deadline.Disarm();
+      co_return timed_out ? ProxyError{ProxyErrorKind::kBodyTimeout}
+                          : ProxyError{ProxyErrorKind::kMalformedRequest,
+                                       "the client closed before sending its body"};
+    }
+    down.in.commit(r.n);
+    head.Rebase(base, size, static_cast<const char*>(down.in.data().data()));
+    b = probe();
+  }
+  down.deadline.Disarm();
+  co_return b.error;
+}
+
+// One client connection's HTTP/1.1 state, on ServeConnection's frame; the functions below
+// borrow it.
+struct Session {
+  Session(AnyStream& st, Worker& w, uint32_t sl, std::string_view ip, SessionLink& l,
+          Clock::time_point acc, beast::flat_buffer& i)
+      : stream(st),
+        worker(w),
+        slot(sl),
+        client_ip(ip),
+        link(l),
+        accepted(acc),
+        in(i),
+        deadline(w.dispatcher(), [&st] { st.Cancel(); }) {
+    head.fields.reserve(32);
+    bufs.response.fields.reserve(32);
+    bufs.request_head.reserve(1024);
+    bufs.response_head.reserve(1024);
+  }
+
+  // The session's clock: the worker's (a manual one in tests).
+  Clock::time_point now() const { return worker.Now(); }
+
+  AnyStream& stream;
+  Worker& worker;
+  const uint32_t slot;
+  const std::string_view client_ip;
+  SessionLink& link;
+  const Clock::time_point accepted;
+  beast::flat_buffer& in;  // survives keep-alive and the upgrade hand-off
+  Timer deadline;       // client I/O
   ExchangeBuffers bufs;
   RequestHead head;
-  head.fields.reserve(32);
-  bufs.response.fields.reserve(32);
-  bufs.request_head.reserve(1024);
-  bufs.response_head.reserve(1024);
   std::string log_method, log_target;
   std::string target_storage;  // a normalised request-target, when it differs
-  Timer deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
-  bool first = true;
+  bool first = true;           // the connection's first request
+  std::unique_ptr<WsHandoff> upgraded;  // set when an upgrade got its 101
+};
 
+// What the connection does after a step of the keep-alive loop.
+enum class Next : uint8_t { kServe, kClose, kLingerClose };
+
+// Answers a request that failed before it had a usable head, and logs it.
+net::awaitable<void> ReplyWithoutHead(Session& s, Downstream& down, RequestRecord& record,
+                                      const ProxyError& error) {
+  co_await SendLocalReply(down, error, record, {}, s.bufs.response_head);
+  FinishRequest(record, MakeAccessContext(s.worker, down, nullptr, s.log_method, s.log_target),
+                s.now());
+}
+
+// Idle until the first byte (keep-alive), or header timeout from accept (first request).
+net::awaitable<Next> AwaitRequest(Session& s, Downstream& down, RequestRecord& record) {
+  if (s.in.size() != 0) co_return Next::kServe;
+  if (s.worker.draining() && !s.first) co_return Next::kClose;
+  const ListenerLimits& limits = down.listener.limits;
+  s.link.idle = true;
+  if (s.first) {
+    s.deadline.ArmAt(s.accepted + limits.header_timeout);
+    if (limits.header_timeout.count() <= 0) s.deadline.Disarm();
+  } else {
+    s.deadline.Arm(limits.idle_timeout);
+  }
+  const IoResult r = co_await s.stream.ReadSome(s.in.prepare(kInitialReadSize));
+  const bool timed_out = s.deadline.fired();
+  s.deadline.Disarm();
+  s.link.idle = false;
+  if (r.ec) {
+    if (!(s.first && timed_out)) co_return Next::kClose;  // closed, idle timeout, or drain
+    record.start = s.now();
+    co_await ReplyWithoutHead(s, down, record, ProxyError{ProxyErrorKind::kHeaderTimeout});
+    co_return Next::kClose;
+  }
+  s.in.commit(r.n);
+  co_return Next::kServe;
+}
+
+// The head, under the header deadline (from accept for the first request, else from its
+// first byte). Errors are answered here.
+net::awaitable<Next> ReadHead(Session& s, Downstream& down, RequestRecord& record) {
+  const ListenerLimits& limits = down.listener.limits;
+  record.start = s.now();
+  if (limits.header_timeout.count() > 0) {
+    s.deadline.ArmAt((s.first ? s.accepted : record.start) + limits.header_timeout);
+  }
+  s.first = false;
+  error_code parse_error;
+  RequestHeadParser parser(s.head, limits.max_header_bytes);
+  for (;;) {
+    const std::string_view bytes(static_cast<const char*>(s.in.data().data()), s.in.size());
+    if (parser.Feed(bytes, parse_error) || parse_error) break;
+    const IoResult r = co_await s.stream.ReadSome(s.in.prepare(kInitialReadSize));
+    if (r.ec) {
+      const bool timed_out = s.deadline.fired();
+      s.deadline.Disarm();
+      if (!timed_out) co_return Next::kClose;  // the client went away mid-head
+      co_await ReplyWithoutHead(s, down, record, ProxyError{ProxyErrorKind::kHeaderTimeout});
+      co_return Next::kLingerClose;
+    }
+    s.in.commit(r.n);
+  }
+  s.deadline.Disarm();
+  if (parse_error) {
+    co_await ReplyWithoutHead(s, down, record, ClassifyRequestParseError(s.head, parse_error));
+    co_return Next::kLingerClose;
+  }
+  s.worker.counters().bytes_received.Add(s.head.header_bytes);
+  co_return Next::kServe;
+}
+
+// The request on `route` through the upstream exchange; the head's bytes leave `in` here
+// (its views stay valid until the buffer is next read into, and the exchange reads them
+// only before that).
+net::awaitable<bool> Exchange(Session& s, Downstream& down, RequestRecord& record,
+                              WorkerConfig& cfg, const CompiledRoute& route, ExchangeMode mode,
+                              uint64_t body_limit) {
+  const RequestHead& head = s.head;
+  Http1Client client(down, s.bufs.response_head, head.version);
+  const ExchangeRequest req{head,
+                            route,
+                            *cfg.clusters[route.cluster_index],
+                            record,
+                            down.client_ip,
+                            down.listener.forwarded_proto,
+                            down.listener.limits.max_header_bytes,
+                            body_limit,
+                            head.framing.keep_alive && !s.worker.draining(),
+                            head.version >= 11,
+                            head.version >= 11,
+                            mode};
+  s.in.consume(head.header_bytes);
+  ExchangeResult result = co_await RunExchange(client, req, s.worker, s.bufs);
+  // On a 101 the session ends here and ServeConnection runs the tunnel once this frame (and
+  // its HTTP buffers) is gone.
+  s.upgraded = std::move(result.upgraded);
+  co_return result.keep_alive;
+}
+
+// The request phases after the head: checks, route, the upgrade branch, limits; then the
+// exchange. Returns whether the connection may carry another request.
+net::awaitable<bool> ServeRequest(Session& s, Downstream& down, RequestRecord& record,
+                                  WorkerConfig& cfg) {
+  RequestHead& head = s.head;
+  const bool head_method = head.method == http::verb::head;
+  const bool has_body = HasRequestBody(head);
+  const bool keep_ok = head.framing.keep_alive && !s.worker.draining();
+  std::string& out = s.bufs.response_head;
+  std::optional<ProxyError> bad_request = NormalizeRequest(head, s.target_storage);
+  if (!bad_request) bad_request = CheckRequest(head);
+  if (bad_request) {
+    co_return co_await SendLocalReply(down, *bad_request, record, {.head_request = head_method},
+                                      out);
+  }
+  const CompiledRoute* route = cfg.routes().Match(head.host, PathOfTarget(head.target));
+  if (route == nullptr) {
+    if (!has_body) s.in.consume(head.header_bytes);
+    co_return co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kNoRoute}, record,
+                                      {head_method, keep_ok, !has_body}, out);
+  }
+  record.route_counters = cfg.route_counters[route->index];
+  record.route_name = route->name;
+  const uint64_t limit = route->max_body_bytes.value_or(down.listener.limits.max_body_bytes);
+  if (IsWebSocketUpgrade(head)) {
+    // Policy first: a refused upgrade never opens an upstream connection.
+    if (auto refusal = CheckUpgrade(head, *route, cfg.compiled->source->site().origins())) {
+      record.route_counters->RecordUpgrade(refusal->result);
+      if (!has_body) s.in.consume(head.header_bytes);
+      co_return co_await SendLocalReply(down, refusal->error, record,
+                                        {false, keep_ok, !has_body}, out);
+    }
+    co_return co_await Exchange(s, down, record, cfg, *route, ExchangeMode::kUpgrade, limit);
+  }
+  if (auto too_large = CheckBodyLimit(head, limit)) {
+    co_return co_await SendLocalReply(down, *too_large, record, {.head_request = head_method},
+                                      out);
+  }
+  if (auto body_error = co_await ReadRequestBodyStart(down, head, limit)) {
+    co_return co_await SendLocalReply(down, *body_error, record, {.head_request = head_method},
+                                      out);
+  }
+  co_return co_await Exchange(s, down, record, cfg, *route, ExchangeMode::kHttp, limit);
+}
+
+// The keep-alive loop. Returns whether to linger before closing.
+net::awaitable<bool> ServeRequests(Session& s) {
   for (;;) {
     // Pin the config for this request: a switch now affects only the next one.
-    const Ref<WorkerConfig> cfg = worker.config();
-    const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
+    const Ref<WorkerConfig> cfg = s.worker.config();
+    const CompiledListener* listener = cfg ? cfg->listener(s.slot) : nullptr;
     if (listener == nullptr) co_return false;  // the listener was removed: finish here
-    const ListenerLimits& limits = listener->limits;
-    Downstream down{stream, deadline, in, worker, client_ip, *listener};
+    Downstream down{s.stream, s.deadline, s.in, s.worker, s.client_ip, *listener};
     RequestRecord record;
-    record.route_counters = &worker.no_route_counters();
+    record.route_counters = &s.worker.no_route_counters();
 
-    // Idle until the first byte (keep-alive), or header timeout from accept (first request).
-    if (in.size() == 0) {
-      if (worker.draining() && !first) co_return false;
-      link.idle = true;
-      if (first) {
-        deadline.ArmAt(accepted + limits.header_timeout);
-        if (limits.header_timeout.count() <= 0) deadline.Disarm();
-      } else {
-        deadline.Arm(limits.idle_timeout);
-      }
-      const IoResult r = co_await stream.ReadSome(in.prepare(kInitialReadSize));
-      const bool timed_out = deadline.fired();
-      deadline.Disarm();
-      link.idle = false;
-      if (r.ec) {
-        if (!(first && timed_out)) co_return false;  // closed, idle timeout, or drain
-        record.start = worker.Now();
-        co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kHeaderTimeout}, record, false,
-                                false, false, bufs.response_head);
-        FinishRequest(record, MakeAccessContext(worker, down, nullptr, log_method, log_target));
-        co_return false;
-      }
-      in.commit(r.n);
-    }
-    record.start = worker.Now();
-
-    // The head, under the header deadline (from accept for the first request, else from
-    // its first byte).
-    if (limits.header_timeout.count() > 0) {
-      deadline.ArmAt((first ? accepted : record.start) + limits.header_timeout);
-    }
-    first = false;
-    error_code parse_error;
-    {
-      RequestHeadParser parser(head, limits.max_header_bytes);
-      for (;;) {
-        const std::string_view bytes(static_cast<const char*>(in.data().data()), in.size());
-        if (parser.Feed(bytes, parse_error) || parse_error) break;
-        const IoResult r = co_await stream.ReadSome(in.prepare(kInitialReadSize));
-        if (r.ec) {
-          const bool timed_out = deadline.fired();
-          deadline.Disarm();
-          if (!timed_out) co_return false;  // the client went away mid-head
-          co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kHeaderTimeout}, record,
-                                  false, false, false, bufs.response_head);
-          FinishRequest(record, MakeAccessContext(worker, down, nullptr, log_method, log_target));
-          co_return true;
-        }
-        in.commit(r.n);
-      }
-    }
-    deadline.Disarm();
+    Next next = co_await AwaitRequest(s, down, record);
+    if (next == Next::kServe) next = co_await ReadHead(s, down, record);
+    if (next != Next::kServe) co_return next == Next::kLingerClose;
     const AccessContext access =
-        MakeAccessContext(worker, down, parse_error ? nullptr : &head, log_method, log_target);
-    if (parse_error) {
-      co_await SendLocalReply(down, ClassifyRequestParseError(head, parse_error), record, false,
-                              false, false, bufs.response_head);
-      FinishRequest(record, access);
-      co_return true;
-    }
-    worker.counters().bytes_received.Add(head.header_bytes);
-    const bool head_method = head.method == http::verb::head;
-    const bool has_body = HasRequestBody(head);
-    const bool keep_ok = head.framing.keep_alive && !worker.draining();
-
-    // Phases: checks, route, upgrade branch, limits; then the exchange.
-    bool keep_alive = false;
-    const CompiledRoute* route = nullptr;
-    std::optional<ProxyError> bad_request = NormalizeRequest(head, target_storage);
-    if (!bad_request) bad_request = CheckRequest(head);
-    if (const auto& err = bad_request) {
-      keep_alive = co_await SendLocalReply(down, *err, record, head_method, false, false,
-                                           bufs.response_head);
-    } else if ((route = cfg->routes().Match(head.host, PathOfTarget(head.target))) == nullptr) {
-      if (!has_body) in.consume(head.header_bytes);
-      keep_alive = co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kNoRoute}, record,
-                                           head_method, keep_ok, !has_body, bufs.response_head);
-    } else {
-      record.route_counters = cfg->route_counters[route->index];
-      record.route_name = route->name;
-      const uint64_t limit = route->max_body_bytes.value_or(limits.max_body_bytes);
-      if (IsWebSocketUpgrade(head)) {
-        // The WebSocket branch; on a 101 the session ends here and ServeConnection runs the
-        // tunnel once this frame (and its HTTP buffers) is gone.
-        keep_alive =
-            co_await ServeWebSocketUpgrade(down, head, *route, *cfg, record, bufs, upgraded);
-      } else if (auto too_large = CheckBodyLimit(head, limit)) {
-        keep_alive = co_await SendLocalReply(down, *too_large, record, head_method, false, false,
-                                             bufs.response_head);
-      } else if (auto body_error = co_await ReadRequestBodyStart(down, head, limit)) {
-        keep_alive = co_await SendLocalReply(down, *body_error, record, head_method, false,
-                                             false, bufs.response_head);
-      } else {
-        keep_alive = co_await ProxyExchange(down, head, *route, *cfg, record, bufs);
-      }
-    }
-    FinishRequest(record, access);
+        MakeAccessContext(s.worker, down, &s.head, s.log_method, s.log_target);
+    const bool keep_alive = co_await ServeRequest(s, down, record, *cfg);
+    FinishRequest(record, access, s.now());
     if (!keep_alive) co_return true;
 
     // A burst of large headers or bodies may have grown the buffers; do not keep that
     // memory on an idle keep-alive connection.
-    if (in.size() == 0 && in.capacity() > 4 * kInitialReadSize) in.shrink_to_fit();
-    if (bufs.upstream_in.capacity() > 4 * kInitialReadSize) bufs.upstream_in.shrink_to_fit();
+    if (s.in.size() == 0 && s.in.capacity() > 4 * kInitialReadSize) s.in.shrink_to_fit();
+    if (s.bufs.upstream_in.capacity() > 4 * kInitialReadSize) s.bufs.upstream_in.shrink_to_fit();
   }
+}
+
+// The HTTP/1.1 codec on a connection. Its state lives on this frame, so that it is gone
+// (buffers and all) before a tunnel starts. Returns whether to linger before closing; sets
+// `upgraded` when an upgrade got its 101.
+net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t slot,
+                                    std::string_view client_ip, SessionLink& link,
+                                    Clock::time_point accepted, beast::flat_buffer& in,
+                                    std::unique_ptr<WsHandoff>& upgraded) {
+  Session s(stream, worker, slot, client_ip, link, accepted, in);
+  const bool linger = co_await ServeRequests(s);
+  upgraded = std::move(s.upgraded);
+  co_return linger;
 }
 
 // The client's address as text (IPv4-mapped IPv6 shown as IPv4); empty when it is gone.
@@ -236,6 +413,58 @@ std::string PeerAddress(int fd) {
   return addr.is_v6() && addr.to_v6().is_v4_mapped()
              ? net::ip::make_address_v4(net::ip::v4_mapped, addr.to_v6()).to_string()
              : addr.to_string();
+}
+
+// Answers plain HTTP sent to a TLS port with a readable 400, then closes.
+net::awaitable<void> RefusePlainHttp(AnyStream& stream, Worker& worker,
+                                     const CompiledListener& listener,
+                                     std::string_view client_ip, SessionLink& link) {
+  SessionScope scope(worker, link);
+  link.stream = &stream;
+  beast::flat_buffer in;
+  Timer deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
+  Downstream down{stream, deadline, in, worker, client_ip, listener};
+  RequestRecord record;
+  record.route_counters = &worker.no_route_counters();
+  record.start = worker.Now();
+  std::string out, method, target;
+  co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kPlainHttpOnTlsPort}, record, {}, out);
+  FinishRequest(record, MakeAccessContext(worker, down, nullptr, method, target), worker.Now());
+  co_await Linger(stream, deadline, in);
+  stream.Close();
+}
+
+// On a TLS listener: peeks at the first byte and turns the stream TLS when it starts a
+// ClientHello; answers plain HTTP itself. Returns whether the session goes on.
+net::awaitable<bool> StartTlsIfListening(AnyStream& stream, Worker& worker, uint32_t slot,
+                                         std::string_view client_ip, SessionLink& link) {
+  const Ref<WorkerConfig> cfg = worker.config();
+  const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
+  if (listener == nullptr) co_return false;  // removed between accept and now
+  if (!listener->tls) co_return true;
+  // Plain HTTP to a TLS port gets a readable answer instead of a handshake failure:
+  // a TLS ClientHello starts with 0x16 (handshake record).
+  Timer peek_deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
+  peek_deadline.Arm(listener->limits.header_timeout);
+  char first = 0;
+  for (;;) {
+    error_code ec;
+    const size_t n = stream.TryPeek(net::buffer(&first, 1), ec);
+    if (n == 1) break;
+    if (ec != net::error::would_block) co_return false;  // gone before saying anything
+    const error_code wec = co_await stream.WaitReadable();
+    if (wec || peek_deadline.fired()) co_return false;
+  }
+  peek_deadline.Disarm();
+  if (first != 0x16) {
+    co_await RefusePlainHttp(stream, worker, *listener, client_ip, link);
+    co_return false;
+  }
+  if (const error_code ec = stream.StartTls(listener->tls->native_handle()); ec) {
+    log::Warn("http", str::Cat("cannot start TLS with ", client_ip, ": ", ec.message()));
+    co_return false;
+  }
+  co_return true;
 }
 
 net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t slot) {
@@ -251,48 +480,7 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
                                std::strerror(errno)));
     co_return;
   }
-  {
-    const Ref<WorkerConfig> cfg = worker.config();
-    const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
-    if (listener == nullptr) co_return;  // removed between accept and now
-    if (listener->tls) {
-      // Plain HTTP to a TLS port gets a readable answer instead of a handshake failure:
-      // a TLS ClientHello starts with 0x16 (handshake record).
-      Timer peek_deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
-      peek_deadline.Arm(listener->limits.header_timeout);
-      char first = 0;
-      for (;;) {
-        error_code ec;
-        const size_t n = stream.TryPeek(net::buffer(&first, 1), ec);
-        if (n == 1) break;
-        if (ec != net::error::would_block) co_return;  // gone before saying anything
-        const error_code wec = co_await stream.WaitReadable();
-        if (wec || peek_deadline.fired()) co_return;
-      }
-      peek_deadline.Disarm();
-      if (first != 0x16) {
-        SessionScope scope(worker, link);
-        link.stream = &stream;
-        beast::flat_buffer in;
-        Timer deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
-        Downstream down{stream, deadline, in, worker, client_ip, *listener};
-        RequestRecord record;
-        record.route_counters = &worker.no_route_counters();
-        record.start = worker.Now();
-        std::string out, method, target;
-        co_await SendLocalReply(down, ProxyError{ProxyErrorKind::kPlainHttpOnTlsPort}, record,
-                                false, false, false, out);
-        FinishRequest(record, MakeAccessContext(worker, down, nullptr, method, target));
-        co_await Linger(stream, deadline, in);
-        stream.Close();
-        co_return;
-      }
-      if (const error_code ec = stream.StartTls(listener->tls->native_handle()); ec) {
-        log::Warn("http", str::Cat("cannot start TLS with ", client_ip, ": ", ec.message()));
-        co_return;
-      }
-    }
-  }
+  if (!co_await StartTlsIfListening(stream, worker, slot, client_ip, link)) co_return;
 
   SessionScope scope(worker, link);
   link.stream = &stream;

@@ -5,7 +5,7 @@
 // idle and header deadlines, run the phases, proxy the exchange, repeat. One coroutine whose
 // frame owns the stream, buffers and parser state (STYLE rule 1).
 //
-// Thread: spawned on the accepting worker's io_context.
+// Thread: spawned on the accepting worker's dispatcher.
 
 #include <cstdint>
 

@@ -32,13 +32,18 @@ inline constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n
 
 struct Downstream;
 
+// What SendLocalReply needs to know about the request it answers.
+struct SendReplyOptions {
+  bool head_request = false;        // answer without a body
+  bool keep_alive_ok = false;       // the client wants keep-alive and the worker is not draining
+  bool request_fully_read = false;  // the request, body included, was read whole
+};
+
 // Renders the reply for `error` into `out`, writes it to the client under a write deadline,
 // and fills `record`. Returns whether the connection may serve another request:
-// `keep_alive_ok` (the client wants it, the request was read whole, not draining) and the
-// error kind allows it.
+// `keep_alive_ok`, and the error kind allows it given `request_fully_read`.
 boost::asio::awaitable<bool> SendLocalReply(Downstream& down, const ProxyError& error,
-                                            RequestRecord& record, bool head_request,
-                                            bool keep_alive_ok, bool request_fully_read,
+                                            RequestRecord& record, SendReplyOptions options,
                                             std::string& out);
 
 }  // namespace onedomain::dataplane

@@ -9,12 +9,12 @@
 namespace onedomain::dataplane {
 
 boost::asio::awaitable<bool> SendLocalReply(Downstream& down, const ProxyError& error,
-                                            RequestRecord& record, bool head_request,
-                                            bool keep_alive_ok, bool request_fully_read,
+                                            RequestRecord& record, SendReplyOptions options,
                                             std::string& out) {
-  const bool keep = keep_alive_ok && KeepAliveAfterLocalReply(error.kind, request_fully_read);
+  const bool keep =
+      options.keep_alive_ok && KeepAliveAfterLocalReply(error.kind, options.request_fully_read);
   out.clear();
-  RenderLocalReply(error, LocalReplyOptions{head_request, !keep}, record, out);
+  RenderLocalReply(error, LocalReplyOptions{options.head_request, !keep}, record, out);
   // Re-arming clears a deadline that fired for the read which led here (408).
   down.deadline.Arm(down.listener.limits.idle_timeout);
   const IoResult r = co_await down.stream.Write(net::buffer(out));

@@ -2,8 +2,8 @@
 
 // Parsed HTTP/1.1 request and response heads that point into the connection's read buffer
 // (no per-field allocation), and the Beast-based parsers that fill them. The views stay valid
-// until the buffer's bytes are consumed or the buffer grows; the session keeps the header
-// bytes in place until the upstream head has been written.
+// until the buffer is next read into (consuming the head's bytes moves nothing; a read may
+// move or overwrite them); the exchange writes the upstream head before it reads on.
 //
 // Thread: a head and its parser belong to one session on one worker.
 

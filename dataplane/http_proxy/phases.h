@@ -2,7 +2,7 @@
 
 // The pure request phases (Pingora's "phases"): checks, routing facts and header rewriting,
 // over a parsed head and a few parameters, with no sockets and no clocks. Unit-tested and
-// fuzzed directly; http_session and proxy_exchange call them in order.
+// fuzzed directly; http_session and upstream_exchange call them in order.
 
 #include <array>
 #include <cstdint>

@@ -6,9 +6,8 @@
 
 namespace onedomain::dataplane {
 
-void FinishRequest(const RequestRecord& record, const AccessContext& access) {
-  const double seconds =
-      std::chrono::duration<double>(Clock::now() - record.start).count();
+void FinishRequest(const RequestRecord& record, const AccessContext& access, Clock::time_point now) {
+  const double seconds = std::chrono::duration<double>(now - record.start).count();
   if (record.route_counters != nullptr) record.route_counters->RecordRequest(record.status, seconds);
   if (access.log == nullptr) return;
   std::string upstream;

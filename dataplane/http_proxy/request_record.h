@@ -43,6 +43,7 @@ struct AccessContext {
 
 // Records the request's metrics and its access-log line. Call once per request that got
 // (or started to get) an answer.
-void FinishRequest(const RequestRecord& record, const AccessContext& access);
+// `now`: when the response ended (the worker's clock).
+void FinishRequest(const RequestRecord& record, const AccessContext& access, Clock::time_point now);
 
 }  // namespace onedomain::dataplane

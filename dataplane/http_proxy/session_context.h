@@ -29,22 +29,11 @@ inline constexpr size_t kInitialReadSize = 16 * 1024;
 
 struct Downstream {
   AnyStream& stream;
-  Timer& deadline;            // client I/O; cancels `stream`
+  Timer& deadline;         // client I/O; cancels `stream`
   beast::flat_buffer& in;     // bytes from the client not yet consumed
   Worker& worker;
   std::string_view client_ip;
   const CompiledListener& listener;
-};
-
-// One direction of a relay: where bytes come from and go to, with progress timeouts.
-struct RelayIo {
-  AnyStream& src;
-  Timer& src_deadline;
-  std::chrono::nanoseconds src_timeout;
-  AnyStream& dst;
-  Timer& dst_deadline;
-  std::chrono::nanoseconds dst_timeout;
-  beast::flat_buffer& buf;  // holds bytes read from `src`, possibly already some of the body
 };
 
 }  // namespace onedomain::dataplane

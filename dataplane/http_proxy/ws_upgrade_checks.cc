@@ -1,4 +1,4 @@
-#include "dataplane/ws_tunnel/ws_upgrade_checks.h"
+#include "dataplane/http_proxy/ws_upgrade_checks.h"
 
 #include <google/protobuf/repeated_ptr_field.h>
 

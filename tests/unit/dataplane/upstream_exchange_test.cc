@@ -1,0 +1,348 @@
+// The upstream exchange driven through its codec-neutral seam (ExchangeClient) by an
+// in-memory fake codec, against a real loopback backend, on a real worker thread: the seam
+// an HTTP/2 codec will use next. The fake hands over a parsed request head and a body source,
+// and collects the rendered response head, the body bytes and any local reply.
+
+#include "dataplane/http_proxy/upstream_exchange.h"
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dataplane/http_proxy/local_reply.h"
+#include "dataplane/routing/route_table.h"
+#include "dataplane/worker/worker_config.h"
+#include "dataplane/upstream/cluster_runtime.h"
+#include "tests/unit/dataplane/proxy_test_support.h"
+
+namespace onedomain::dataplane {
+namespace {
+
+using proxytest::ClosedPort;
+using proxytest::LoopbackUpstream;
+using proxytest::OneRouteSnapshot;
+
+// The request body as a codec has it: what already arrived, then more pieces on demand, then
+// the end of the stream.
+class FakeBody final : public ByteSource {
+ public:
+  beast::flat_buffer& buffer() override { return buf_; }
+  net::awaitable<RelayStatus> ReadMore() override {
+    if (more.empty()) co_return RelayStatus::kSrcClosed;
+    const std::string piece = more.front();
+    more.pop_front();
+    const size_t n = net::buffer_copy(buf_.prepare(piece.size()), net::buffer(piece));
+    buf_.commit(n);
+    co_return RelayStatus::kOk;
+  }
+  void Arrived(std::string_view bytes) {
+    buf_.commit(net::buffer_copy(buf_.prepare(bytes.size()), net::buffer(bytes)));
+  }
+  std::deque<std::string> more;
+
+ private:
+  beast::flat_buffer buf_;
+};
+
+// Collects what the exchange sends toward the client.
+class FakeOut final : public ByteSink {
+ public:
+  net::awaitable<RelayStatus> Write(net::const_buffer a, net::const_buffer b,
+                                    uint64_t& written) override {
+    bytes.append(static_cast<const char*>(a.data()), a.size());
+    bytes.append(static_cast<const char*>(b.data()), b.size());
+    written += a.size() + b.size();
+    co_return RelayStatus::kOk;
+  }
+  std::string bytes;
+};
+
+// A response head as the fake codec "renders" it, kept as values.
+struct RenderedHead {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> fields;
+  DownstreamHeadParams params;
+  std::string Field(std::string_view name) const {
+    for (const auto& [n, v] : fields) {
+      if (n == name) return v;
+    }
+    return {};
+  }
+};
+
+class FakeCodec final : public ExchangeClient {
+ public:
+  ByteSource& request_body() override { return body; }
+  ByteSink& response_out() override { return out; }
+  void RenderResponseHead(const ResponseHead& head, DownstreamHeadParams params,
+                          std::string& rendered) override {
+    RenderedHead h;
+    h.status = head.status;
+    for (const HeaderField& f : head.fields) h.fields.emplace_back(f.name, f.value);
+    h.params = params;
+    heads.push_back(h);
+    rendered.append("<head ").append(std::to_string(head.status)).append(">");
+  }
+  net::awaitable<bool> SendContinue() override {
+    ++continues;
+    co_return true;
+  }
+  net::awaitable<bool> SendLocalReply(const ProxyError& error, RequestRecord& record,
+                                      SendReplyOptions options) override {
+    local_reply = error.kind;
+    record.status = StatusOf(error.kind);
+    record.error = error.kind;
+    co_return options.keep_alive_ok &&
+        KeepAliveAfterLocalReply(error.kind, options.request_fully_read);
+  }
+  void CancelIo() override { ++cancels; }
+
+  FakeBody body;
+  FakeOut out;
+  std::vector<RenderedHead> heads;
+  std::optional<ProxyErrorKind> local_reply;
+  int continues = 0;
+  int cancels = 0;
+};
+
+// One exchange's inputs and outputs, owned by the test; the coroutine borrows them.
+struct FakeRun {
+  explicit FakeRun(std::string request) : text(std::move(request)) {
+    RequestHeadParser parser(head, 64 * 1024);
+    boost::system::error_code ec;
+    parsed = parser.Feed(text, ec) && !ec;
+    // The codec's contract: the body source starts after the head.
+    if (parsed) codec.body.Arrived(std::string_view(text).substr(head.header_bytes));
+  }
+  std::string text;
+  RequestHead head;
+  bool parsed = false;
+  FakeCodec codec;
+  ExchangeBuffers bufs;
+  RequestRecord record;
+  ExchangeMode mode = ExchangeMode::kHttp;
+  bool client_takes_chunked = true;
+  // Results, read on the worker before its objects go.
+  bool finished = false;
+  bool keep_alive = false;
+  bool upgraded = false;
+  std::string from_upstream;  // of the handoff
+  uint64_t retries = 0;
+  uint64_t connect_failures = 0;
+  size_t pooled = 0;
+};
+
+net::awaitable<void> DriveExchange(Worker& worker, FakeRun& run) {
+  const Ref<WorkerConfig> cfg = worker.config();
+  const CompiledRoute& route = cfg->routes().routes()[0];
+  ClusterRuntime& cluster = *cfg->clusters[route.cluster_index];
+  run.record.route_counters = cfg->route_counters[route.index];
+  const ExchangeRequest req{run.head,       route,  cluster, run.record, "192.0.2.7", "https",
+                            64 * 1024,      0,      true,    true,       run.client_takes_chunked,
+                            run.mode};
+  ExchangeResult result = co_await RunExchange(run.codec, req, worker, run.bufs);
+  run.keep_alive = result.keep_alive;
+  if (result.upgraded) {
+    run.upgraded = true;
+    run.from_upstream = result.upgraded->from_upstream;
+    result.upgraded.reset();  // its connection belongs to this worker's poller
+  }
+  run.retries = cluster.counters()->retries.Get();
+  run.connect_failures = cluster.counters()->connect_failures.Get();
+  for (Host* h : cluster.hosts()) run.pooled += h->pool().size();
+  run.finished = true;
+}
+
+class UpstreamExchangeTest : public proxytest::WorkerFixture {
+ protected:
+  void Exchange(FakeRun& run) {
+    ASSERT_TRUE(run.parsed);
+    Worker* w = worker_.get();
+    ASSERT_TRUE(RunCoroutine([w, &run] { return DriveExchange(*w, run); }));
+    ASSERT_TRUE(run.finished);
+  }
+};
+
+TEST_F(UpstreamExchangeTest, FakeCodecSendsBufferedRequestAndGetsHeadAndBody) {
+  LoopbackUpstream up([](const std::string&) {
+    return LoopbackUpstream::Reply{"HTTP/1.1 200 OK\r\nX-Up: yes\r\nContent-Length: 5\r\n\r\nhello"};
+  });
+  StartWorker(OneRouteSnapshot({up.port()}));
+  FakeRun run("POST /submit HTTP/1.1\r\nHost: example.test\r\nContent-Length: 3\r\n\r\nabc");
+  Exchange(run);
+
+  ASSERT_EQ(up.requests().size(), 1u);
+  const std::string sent = up.requests()[0];
+  EXPECT_EQ(sent.rfind("POST /submit HTTP/1.1\r\n", 0), 0u) << sent;
+  EXPECT_NE(sent.find("X-Forwarded-For: 192.0.2.7\r\n"), std::string::npos) << sent;
+  EXPECT_NE(sent.find("X-Forwarded-Proto: https\r\n"), std::string::npos) << sent;
+  EXPECT_EQ(sent.substr(sent.size() - 7), "\r\n\r\nabc");
+
+  ASSERT_EQ(run.codec.heads.size(), 1u);
+  EXPECT_EQ(run.codec.heads[0].status, 200);
+  EXPECT_EQ(run.codec.heads[0].Field("X-Up"), "yes");
+  EXPECT_FALSE(run.codec.heads[0].params.close);
+  EXPECT_EQ(run.codec.out.bytes, "<head 200>hello");  // the head goes with the body
+  EXPECT_FALSE(run.codec.local_reply);
+  EXPECT_TRUE(run.keep_alive);
+  EXPECT_EQ(run.record.status, 200);
+  EXPECT_EQ(run.record.bytes_received, 3u);
+  EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size());
+  EXPECT_EQ(run.pooled, 1u);  // the clean upstream connection went back to the pool
+  EXPECT_EQ(run.codec.body.buffer().size(), 0u);  // the body was consumed
+}
+
+TEST_F(UpstreamExchangeTest, FakeCodecStreamsBodyAndGetsChunkedResponseWithTrailers) {
+  const std::string chunked = "5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n";
+  LoopbackUpstream up([&](const std::string&) {
+    return LoopbackUpstream::Reply{
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked};
+  });
+  StartWorker(OneRouteSnapshot({up.port()}));
+  FakeRun run("PUT /up HTTP/1.1\r\nHost: example.test\r\nContent-Length: 6\r\n\r\nab");
+  run.codec.body.more = {"cd", "ef"};  // the rest arrives while the exchange runs
+  Exchange(run);
+
+  ASSERT_EQ(up.requests().size(), 1u);
+  EXPECT_EQ(up.requests()[0].substr(up.requests()[0].size() - 6), "abcdef");
+  EXPECT_EQ(run.record.bytes_received, 6u);
+  ASSERT_EQ(run.codec.heads.size(), 1u);
+  EXPECT_FALSE(run.codec.heads[0].params.dechunk);
+  // Relayed as framed, trailers included.
+  EXPECT_EQ(run.codec.out.bytes, "<head 200>" + chunked);
+  EXPECT_TRUE(run.keep_alive);
+}
+
+TEST_F(UpstreamExchangeTest, FakeCodecThatTakesNoChunkedFramingGetsPlainDataAndClose) {
+  LoopbackUpstream up([](const std::string&) {
+    return LoopbackUpstream::Reply{
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"};
+  });
+  StartWorker(OneRouteSnapshot({up.port()}));
+  FakeRun run("GET / HTTP/1.1\r\nHost: example.test\r\n\r\n");
+  run.client_takes_chunked = false;
+  Exchange(run);
+
+  ASSERT_EQ(run.codec.heads.size(), 1u);
+  EXPECT_TRUE(run.codec.heads[0].params.dechunk);
+  EXPECT_TRUE(run.codec.heads[0].params.close);  // the end is the connection's end
+  EXPECT_EQ(run.codec.out.bytes, "<head 200>abcde");
+  EXPECT_FALSE(run.keep_alive);
+}
+
+TEST_F(UpstreamExchangeTest, ConnectFailureRetriesAnotherHostThenBadGateway) {
+  StartWorker(OneRouteSnapshot({ClosedPort(), ClosedPort()}));
+  FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
+  Exchange(run);
+
+  EXPECT_EQ(run.connect_failures, 2u);  // the first host, then the retry on the other
+  EXPECT_EQ(run.retries, 1u);
+  ASSERT_TRUE(run.codec.local_reply);
+  EXPECT_EQ(*run.codec.local_reply, ProxyErrorKind::kUpstreamConnectFailed);
+  EXPECT_EQ(run.record.status, 502);
+  EXPECT_TRUE(run.codec.heads.empty());
+  EXPECT_TRUE(run.keep_alive);  // the request was read whole; the client may go on
+}
+
+TEST_F(UpstreamExchangeTest, ConnectFailureRetryReachesTheLiveHost) {
+  LoopbackUpstream up([](const std::string&) {
+    return LoopbackUpstream::Reply{"HTTP/1.1 204 No Content\r\n\r\n"};
+  });
+  // Whichever host the balancer tries first, at most one attempt fails.
+  StartWorker(OneRouteSnapshot({ClosedPort(), up.port()}));
+  FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
+  Exchange(run);
+
+  EXPECT_FALSE(run.codec.local_reply);
+  EXPECT_EQ(run.record.status, 204);
+  EXPECT_EQ(run.retries, run.connect_failures);
+  EXPECT_LE(run.retries, 1u);
+  EXPECT_EQ(up.requests().size(), 1u);
+}
+
+TEST_F(UpstreamExchangeTest, UpstreamCloseMidBodyClosesTheClientWithoutLocalReply) {
+  LoopbackUpstream up([](const std::string&) {
+    return LoopbackUpstream::Reply{"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+                                   /*close=*/true};
+  });
+  StartWorker(OneRouteSnapshot({up.port()}));
+  FakeRun run("GET /big HTTP/1.1\r\nHost: example.test\r\n\r\n");
+  Exchange(run);
+
+  // The head and the ten bytes went out; the client cannot be told more than that the
+  // connection ends.
+  EXPECT_EQ(run.codec.out.bytes, "<head 200>0123456789");
+  EXPECT_FALSE(run.codec.local_reply);
+  EXPECT_FALSE(run.keep_alive);
+  EXPECT_EQ(run.record.status, 200);
+  EXPECT_EQ(run.pooled, 0u);
+}
+
+TEST_F(UpstreamExchangeTest, MalformedBodyBeforeAnyByteWentOutIsBadGateway) {
+  // One write, so the proxy reads the head and the broken chunk together.
+  LoopbackUpstream up([](const std::string&) {
+    return LoopbackUpstream::Reply{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                                   /*close=*/true};
+  });
+  StartWorker(OneRouteSnapshot({up.port()}));
+  FakeRun run("GET /big HTTP/1.1\r\nHost: example.test\r\n\r\n");
+  Exchange(run);
+
+  // The head travels with the first body bytes, so nothing reached the client: a precise
+  // answer is still possible.
+  ASSERT_TRUE(run.codec.local_reply);
+  EXPECT_EQ(*run.codec.local_reply, ProxyErrorKind::kUpstreamBadResponse);
+  EXPECT_TRUE(run.codec.out.bytes.empty());
+  EXPECT_EQ(run.record.status, 502);
+  EXPECT_FALSE(run.keep_alive);
+}
+
+TEST_F(UpstreamExchangeTest, UpgradeSwitchesOnA101AndHandsOverTheBytesPastIt) {
+  LoopbackUpstream up([](const std::string&) {
+    return LoopbackUpstream::Reply{
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"};
+  });
+  StartWorker(OneRouteSnapshot({up.port()}));
+  FakeRun run(
+      "GET /chat HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  run.mode = ExchangeMode::kUpgrade;
+  Exchange(run);
+
+  ASSERT_EQ(up.requests().size(), 1u);
+  EXPECT_NE(up.requests()[0].find("Upgrade: websocket\r\n"), std::string::npos);
+  ASSERT_EQ(run.codec.heads.size(), 1u);
+  EXPECT_EQ(run.codec.heads[0].status, 101);
+  EXPECT_TRUE(run.codec.heads[0].params.keep_upgrade);
+  EXPECT_EQ(run.codec.out.bytes, "<head 101>");
+  EXPECT_TRUE(run.upgraded);
+  EXPECT_EQ(run.from_upstream, "\x81\x02hi");
+  EXPECT_FALSE(run.keep_alive);
+  EXPECT_EQ(run.pooled, 0u);
+}
+
+TEST_F(UpstreamExchangeTest, UpgradeRefusedByTheBackendIsRelayedAndCloses) {
+  LoopbackUpstream up([](const std::string&) {
+    return LoopbackUpstream::Reply{"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"};
+  });
+  StartWorker(OneRouteSnapshot({up.port()}));
+  FakeRun run(
+      "GET /chat HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  run.mode = ExchangeMode::kUpgrade;
+  Exchange(run);
+
+  EXPECT_FALSE(run.upgraded);
+  EXPECT_EQ(run.codec.out.bytes, "<head 403>no");
+  ASSERT_EQ(run.codec.heads.size(), 1u);
+  EXPECT_TRUE(run.codec.heads[0].params.close);
+  EXPECT_FALSE(run.keep_alive);
+}
+
+}  // namespace
+}  // namespace onedomain::dataplane
