@@ -121,6 +121,129 @@ std::string CompiledCookiePolicy::RuleLabel(int bit) {
   return str::Cat("attribute_rules[", bit - kAttributeRuleBit, "]");
 }
 
+// The attributes of one Set-Cookie (after its name=value), edited by the rules: each change
+// is credited to the rule being applied (rule_bit), for metrics.
+class CompiledCookiePolicy::Editor {
+ public:
+  Editor(std::string_view attributes, RewriteResult& result) : result_(result) {
+    while (!attributes.empty()) {
+      const size_t semi = FindSeparator(attributes);
+      const std::string_view piece = Trim(attributes.substr(0, semi));
+      if (!piece.empty()) {
+        Attribute a;
+        const size_t aeq = piece.find('=');
+        a.name = Trim(piece.substr(0, aeq));
+        if (aeq != std::string_view::npos) {
+          a.has_value = true;
+          a.value = std::string(Trim(piece.substr(aeq + 1)));
+        }
+        attrs_.push_back(std::move(a));
+      }
+      if (semi == std::string_view::npos) break;
+      attributes.remove_prefix(semi + 1);
+    }
+  }
+
+  Attribute* Find(std::string_view name) {
+    for (Attribute& a : attrs_) {
+      if (str::EqualsIgnoreCase(a.name, name)) return &a;
+    }
+    return nullptr;
+  }
+
+  void Set(std::string_view name, std::string_view v, bool has_value) {
+    if (Attribute* a = Find(name)) {
+      if (a->has_value == has_value && a->value == v) return;
+      a->value = std::string(v);
+      a->has_value = has_value;
+      a->changed = true;
+    } else {
+      attrs_.push_back(Attribute{name, std::string(v), has_value, true});
+    }
+    changed_ = true;
+    if (rule_bit_ >= 0 && rule_bit_ < 64) result_.rules |= uint64_t{1} << rule_bit_;
+  }
+
+  // The rule whose changes follow (-1: none, a fix of our own).
+  void set_rule(int bit) { rule_bit_ = bit; }
+  bool changed() const { return changed_; }
+
+  void AppendTo(std::string_view name_value, std::string& out) const {
+    out.append(Trim(name_value));
+    for (const Attribute& a : attrs_) {
+      out.append("; ");
+      out.append(a.name);
+      if (a.has_value) {
+        out.push_back('=');
+        out.append(a.value);
+      }
+    }
+  }
+
+ private:
+  std::vector<Attribute> attrs_;
+  RewriteResult& result_;
+  int rule_bit_ = -1;
+  bool changed_ = false;
+};
+
+// Domain: first matching rule wins.
+void CompiledCookiePolicy::ApplyDomainRules(Editor& e, std::string_view upstream_host) const {
+  const Attribute* domain = e.Find("Domain");
+  const std::string current =
+      domain != nullptr ? str::ToLower(str::StripPrefix(domain->value, ".")) : std::string();
+  for (size_t i = 0; i < domain_rules_.size(); ++i) {
+    const DomainRule& r = domain_rules_[i];
+    const bool match = r.from == "*" || (domain != nullptr
+                                             ? current == r.from
+                                             : str::EqualsIgnoreCase(upstream_host, r.from));
+    if (match) {
+      e.set_rule(static_cast<int>(i));
+      e.Set("Domain", r.to, true);
+      return;
+    }
+  }
+}
+
+// Path: first matching prefix wins.
+void CompiledCookiePolicy::ApplyPathRules(Editor& e) const {
+  const Attribute* path = e.Find("Path");
+  if (path == nullptr) return;
+  for (size_t i = 0; i < path_rules_.size(); ++i) {
+    const PathRule& r = path_rules_[i];
+    if (std::string_view(path->value).starts_with(r.from)) {
+      std::string next = r.to;
+      std::string_view tail = std::string_view(path->value).substr(r.from.size());
+      if (!next.empty() && next.back() == '/' && tail.starts_with('/')) tail.remove_prefix(1);
+      next.append(tail);
+      e.set_rule(kPathRuleBit + static_cast<int>(i));
+      e.Set("Path", next, true);
+      return;
+    }
+  }
+}
+
+// Attribute rules: every matching one, in order.
+void CompiledCookiePolicy::ApplyAttributeRules(Editor& e, std::string_view cookie_name) const {
+  for (size_t i = 0; i < attribute_rules_.size(); ++i) {
+    const AttributeRule& r = attribute_rules_[i];
+    if (!NameMatches(r.name, cookie_name)) continue;
+    e.set_rule(kAttributeRuleBit + static_cast<int>(i));
+    if (r.secure) e.Set("Secure", "", false);
+    if (r.http_only) e.Set("HttpOnly", "", false);
+    if (!r.same_site.empty()) e.Set("SameSite", r.same_site, true);
+    if (r.max_age_cap_seconds) {
+      const std::string cap = str::Cat(*r.max_age_cap_seconds);
+      if (const Attribute* m = e.Find("Max-Age")) {
+        int64_t v = 0;
+        if (!str::ParseInt(m->value, v) || v > *r.max_age_cap_seconds) e.Set("Max-Age", cap, true);
+      } else if (e.Find("Expires") != nullptr) {
+        e.Set("Max-Age", cap, true);  // Max-Age takes precedence over Expires in browsers
+      }
+    }
+  }
+}
+
 CompiledCookiePolicy::RewriteResult CompiledCookiePolicy::AppendRewrittenSetCookie(
     std::string_view value, std::string_view upstream_host, std::string& out) const {
   RewriteResult result;
@@ -138,116 +261,22 @@ CompiledCookiePolicy::RewriteResult CompiledCookiePolicy::AppendRewrittenSetCook
     result.unparsed = true;
     return result;
   }
-
-  std::vector<Attribute> attrs;
-  std::string_view rest =
-      first_semi == std::string_view::npos ? std::string_view() : value.substr(first_semi + 1);
-  while (!rest.empty()) {
-    const size_t semi = FindSeparator(rest);
-    const std::string_view piece = Trim(rest.substr(0, semi));
-    if (!piece.empty()) {
-      Attribute a;
-      const size_t aeq = piece.find('=');
-      a.name = Trim(piece.substr(0, aeq));
-      if (aeq != std::string_view::npos) {
-        a.has_value = true;
-        a.value = std::string(Trim(piece.substr(aeq + 1)));
-      }
-      attrs.push_back(std::move(a));
-    }
-    if (semi == std::string_view::npos) break;
-    rest.remove_prefix(semi + 1);
-  }
-  auto find = [&attrs](std::string_view name) -> Attribute* {
-    for (Attribute& a : attrs) {
-      if (str::EqualsIgnoreCase(a.name, name)) return &a;
-    }
-    return nullptr;
-  };
-  bool changed = false;
-  int rule_bit = 0;  // the rule being applied, credited with any change it makes
-  auto set = [&](std::string_view name, std::string_view v, bool has_value) {
-    if (Attribute* a = find(name)) {
-      if (a->has_value == has_value && a->value == v) return;
-      a->value = std::string(v);
-      a->has_value = has_value;
-      a->changed = true;
-    } else {
-      attrs.push_back(Attribute{name, std::string(v), has_value, true});
-    }
-    changed = true;
-    if (rule_bit >= 0 && rule_bit < 64) result.rules |= uint64_t{1} << rule_bit;
-  };
-
-  // Domain: first matching rule wins.
-  {
-    Attribute* domain = find("Domain");
-    const std::string current =
-        domain != nullptr ? str::ToLower(str::StripPrefix(domain->value, ".")) : std::string();
-    for (size_t i = 0; i < domain_rules_.size(); ++i) {
-      const DomainRule& r = domain_rules_[i];
-      rule_bit = static_cast<int>(i);
-      const bool match = r.from == "*" ||
-                         (domain != nullptr ? current == r.from
-                                            : str::EqualsIgnoreCase(upstream_host, r.from));
-      if (match) {
-        set("Domain", r.to, true);
-        break;
-      }
-    }
-  }
-  // Path: first matching prefix wins.
-  if (Attribute* path = find("Path"); path != nullptr) {
-    for (size_t i = 0; i < path_rules_.size(); ++i) {
-      const PathRule& r = path_rules_[i];
-      rule_bit = kPathRuleBit + static_cast<int>(i);
-      if (std::string_view(path->value).starts_with(r.from)) {
-        std::string next = r.to;
-        std::string_view tail = std::string_view(path->value).substr(r.from.size());
-        if (!next.empty() && next.back() == '/' && tail.starts_with('/')) tail.remove_prefix(1);
-        next.append(tail);
-        set("Path", next, true);
-        break;
-      }
-    }
-  }
-  // Attribute rules: every matching one, in order.
-  for (size_t i = 0; i < attribute_rules_.size(); ++i) {
-    const AttributeRule& r = attribute_rules_[i];
-    rule_bit = kAttributeRuleBit + static_cast<int>(i);
-    if (!NameMatches(r.name, cookie_name)) continue;
-    if (r.secure) set("Secure", "", false);
-    if (r.http_only) set("HttpOnly", "", false);
-    if (!r.same_site.empty()) set("SameSite", r.same_site, true);
-    if (r.max_age_cap_seconds) {
-      const std::string cap = str::Cat(*r.max_age_cap_seconds);
-      if (Attribute* m = find("Max-Age")) {
-        int64_t v = 0;
-        if (!str::ParseInt(m->value, v) || v > *r.max_age_cap_seconds) set("Max-Age", cap, true);
-      } else if (find("Expires") != nullptr) {
-        set("Max-Age", cap, true);  // Max-Age takes precedence over Expires in browsers
-      }
-    }
-  }
+  Editor e(first_semi == std::string_view::npos ? std::string_view() : value.substr(first_semi + 1),
+           result);
+  ApplyDomainRules(e, upstream_host);
+  ApplyPathRules(e);
+  ApplyAttributeRules(e, cookie_name);
   // Browsers drop SameSite=None without Secure: never emit that pair.
-  rule_bit = -1;
-  if (const Attribute* same_site = find("SameSite");
+  e.set_rule(-1);
+  if (const Attribute* same_site = e.Find("SameSite");
       same_site != nullptr && str::EqualsIgnoreCase(same_site->value, "None") &&
-      find("Secure") == nullptr) {
-    set("Secure", "", false);
+      e.Find("Secure") == nullptr) {
+    e.Set("Secure", "", false);
   }
-  if (!changed) {
+  if (!e.changed()) {
     out.append(value);
-    return result;
-  }
-  out.append(Trim(name_value));
-  for (const Attribute& a : attrs) {
-    out.append("; ");
-    out.append(a.name);
-    if (a.has_value) {
-      out.push_back('=');
-      out.append(a.value);
-    }
+  } else {
+    e.AppendTo(name_value, out);
   }
   return result;
 }

@@ -72,7 +72,13 @@ class CompiledCookiePolicy {
     std::optional<int64_t> max_age_cap_seconds;
   };
 
+  // The attributes of one Set-Cookie being rewritten (cookie_policy.cc).
+  class Editor;
+
   bool CookieAllowed(std::string_view name) const;
+  void ApplyDomainRules(Editor& e, std::string_view upstream_host) const;
+  void ApplyPathRules(Editor& e) const;
+  void ApplyAttributeRules(Editor& e, std::string_view cookie_name) const;
 
   Mode mode_ = Mode::kForwardAll;
   std::vector<std::string> names_;
