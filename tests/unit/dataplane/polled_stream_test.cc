@@ -301,6 +301,10 @@ TEST_F(PolledStreamTest, TlsStreamsTryReadAndWriteAndWaitForTheirEvents) {
     }
     while (!client_ready) co_await Sleep(1ms);
     s.SetEventSink(&sink);
+    // Small socket buffers (no autotuning), so that 4 MiB cannot fit in them.
+    const int small = 64 * 1024;
+    ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    peer.set_option(net::socket_base::receive_buffer_size(small));
 
     // Out: 4 MiB to a reader that starts late.
     std::string data(4 << 20, '\0');
