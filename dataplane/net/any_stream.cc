@@ -11,10 +11,10 @@
 
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
-#include <string>
 
 #include "dataplane/runtime/dispatcher.h"
 #include "dataplane/runtime/parked.h"
@@ -393,39 +393,26 @@ IoAwaitable TlsRead(Polled& p, net::mutable_buffer buf) {
   }
 }
 
+// All of `a` then all of `b`: TlsTryWrite as far as OpenSSL goes, then waits for what it
+// asked for and goes on from the first byte not taken.
 IoAwaitable TlsWrite(Polled& p, net::const_buffer a, net::const_buffer b) {
-  // Two small pieces (a head and a small body) make one record rather than two.
-  std::string joined;
-  if (a.size() != 0 && b.size() != 0 && a.size() + b.size() <= kTlsCoalesce) {
-    joined.reserve(a.size() + b.size());
-    joined.append(static_cast<const char*>(a.data()), a.size());
-    joined.append(static_cast<const char*>(b.data()), b.size());
-    a = net::buffer(joined);
-    b = net::const_buffer();
-  }
+  const size_t total = a.size() + b.size();
   size_t done = 0;
-  for (net::const_buffer piece : {a, b}) {
-    while (piece.size() != 0) {
-      if (p.fd < 0 || p.ssl == nullptr) {
-        co_return std::tuple<error_code, size_t>{net::error::bad_descriptor, done};
-      }
-      ERR_clear_error();
-      errno = 0;
-      size_t n = 0;
-      const int r = SSL_write_ex(p.ssl, piece.data(), piece.size(), &n);
-      const int saved_errno = errno;
-      if (r == 1) {
-        piece += n;
-        done += n;
-        continue;
-      }
-      Want want;
-      if (error_code ec = TlsFailure(p, r, saved_errno, want); ec) {
-        co_return std::tuple<error_code, size_t>{ec, done};
-      }
-      if (const error_code ec = co_await TlsWait(p, p.writer, want); ec) {
-        co_return std::tuple<error_code, size_t>{ec, done};
-      }
+  while (done < total) {
+    std::array<net::const_buffer, 2> rest{a, b};
+    size_t skip = done;
+    for (net::const_buffer& piece : rest) {
+      const size_t k = std::min(skip, piece.size());
+      piece += k;
+      skip -= k;
+    }
+    error_code ec;
+    done += TlsTryWrite(p, rest.data(), rest.size(), ec);
+    if (ec && ec != net::error::would_block) co_return std::tuple<error_code, size_t>{ec, done};
+    if (done == total) break;
+    const Want want = p.write_wants_read ? Want::kRead : Want::kWrite;
+    if (const error_code wec = co_await TlsWait(p, p.writer, want); wec) {
+      co_return std::tuple<error_code, size_t>{wec, done};
     }
   }
   co_await MaybeYield(p);

@@ -2,6 +2,9 @@
 
 // A byte stream that is plain TCP or TLS over TCP, with awaitable operations whose
 // completions are values (STYLE rule 2). Session code is written once against this type.
+// Event-driven code (the WebSocket tunnel) uses its NonBlockingStream face instead: try a
+// read or write, and on would_block let the StreamEvents sink hear when to try again; both
+// kinds behave the same there (TLS: OpenSSL's want-read/want-write become the right event).
 //
 // Every stream's descriptor sits in the worker's Dispatcher (the worker's event loop; Asio's
 // reactor is not used on workers). The stream keeps readiness hints, so a read after a short

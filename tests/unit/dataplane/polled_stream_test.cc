@@ -2,6 +2,9 @@
 // The test thread turns both loops, bounded in time: the peers' io_context (the test's peers
 // are Asio sockets, on Asio's reactor) and the dispatcher the streams live on.
 
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
@@ -10,6 +13,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -238,6 +242,135 @@ TEST_F(PolledStreamTest, EventsGoToTheSinkWhileOneIsSet) {
     const IoResult r = co_await s.ReadSome(net::buffer(buf));  // the stream's own wait again
     EXPECT_EQ(std::string(buf, r.n), "e");
     EXPECT_EQ(sink.readable, seen) << "events reached a sink that was taken away";
+  });
+}
+
+// A server context with a self-signed P-256 certificate made here.
+struct TestTlsServer {
+  TestTlsServer() {
+    EVP_PKEY* key = EVP_EC_gen("P-256");
+    X509* cert = X509_new();
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+    X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+    X509_set_pubkey(cert, key);
+    X509_NAME* name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
+    X509_set_issuer_name(cert, name);
+    X509_sign(cert, key, EVP_sha256());
+    ctx = SSL_CTX_new(TLS_server_method());
+    ok = key != nullptr && SSL_CTX_use_certificate(ctx, cert) == 1 &&
+         SSL_CTX_use_PrivateKey(ctx, key) == 1;
+    X509_free(cert);
+    EVP_PKEY_free(key);
+  }
+  ~TestTlsServer() { SSL_CTX_free(ctx); }
+  SSL_CTX* ctx = nullptr;
+  bool ok = false;
+};
+
+// The non-blocking face of a TLS stream, as the WebSocket tunnel drives it: a write larger
+// than the socket takes stops with would_block and goes on after OnWritable (OpenSSL's
+// want-write), reads wait for OnReadable (want-read), and ShutdownSend sends close_notify.
+TEST_F(PolledStreamTest, TlsStreamsTryReadAndWriteAndWaitForTheirEvents) {
+  TestTlsServer server;
+  ASSERT_TRUE(server.ok);
+  struct Sink : StreamEvents {
+    int readable = 0;
+    int writable = 0;
+    void OnReadable() override { ++readable; }
+    void OnWritable() override { ++writable; }
+  } sink;
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*poller_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    EXPECT_FALSE(s.StartTls(server.ctx));
+    net::ssl::context client_ctx(net::ssl::context::tls_client);
+    client_ctx.set_verify_mode(net::ssl::verify_none);
+    net::ssl::stream<tcp::socket&> client(peer, client_ctx);
+    bool client_ready = false;
+    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
+      auto [ec] = co_await client.async_handshake(net::ssl::stream_base::client, kToken);
+      EXPECT_FALSE(ec) << ec.message();
+      client_ready = true;
+    }, net::detached);
+    if (const error_code ec = co_await s.Handshake(); ec) {
+      ADD_FAILURE() << "handshake: " << ec.message();
+      co_return;
+    }
+    while (!client_ready) co_await Sleep(1ms);
+    s.SetEventSink(&sink);
+    // Small socket buffers (no autotuning), so that 4 MiB cannot fit in them.
+    const int small = 64 * 1024;
+    ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    peer.set_option(net::socket_base::receive_buffer_size(small));
+
+    // Out: 4 MiB to a reader that starts late.
+    std::string data(4 << 20, '\0');
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i % 251);
+    std::string got(data.size(), '\0');
+    bool reader_done = false;
+    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
+      co_await Sleep(20ms);
+      auto [ec, n] = co_await net::async_read(client, net::buffer(got), kToken);
+      EXPECT_FALSE(ec) << ec.message();
+      reader_done = true;
+    }, net::detached);
+    size_t off = 0;
+    int would_block = 0;
+    while (off < data.size()) {
+      error_code ec;
+      const net::const_buffer rest(data.data() + off, data.size() - off);
+      const int seen = sink.writable;
+      off += s.TryWrite(&rest, 1, ec);
+      if (ec == net::error::would_block) {
+        ++would_block;
+        while (sink.writable == seen) co_await Sleep(1ms);  // bounded by Run's limit
+      } else if (ec) {
+        ADD_FAILURE() << "write: " << ec.message();
+        co_return;
+      }
+    }
+    EXPECT_GT(would_block, 0) << "the socket never filled: nothing waited for OnWritable";
+    while (!reader_done) co_await Sleep(2ms);
+    EXPECT_TRUE(got == data) << "bytes lost or reordered across want-write";
+
+    // In: 300 KB, read as it comes.
+    const std::string sent(300000, 'y');
+    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
+      auto [ec, n] = co_await net::async_write(client, net::buffer(sent), kToken);
+      EXPECT_FALSE(ec) << ec.message();
+    }, net::detached);
+    std::string received;
+    char buf[16384];
+    int waits = 0;
+    while (received.size() < sent.size()) {
+      if (!s.maybe_readable()) {
+        ++waits;
+        const int seen = sink.readable;
+        while (sink.readable == seen) co_await Sleep(1ms);
+        continue;
+      }
+      error_code ec;
+      const size_t n = s.TryRead(net::buffer(buf), ec);
+      if (ec == net::error::would_block) continue;  // maybe_readable() is false now
+      if (ec) {
+        ADD_FAILURE() << "read: " << ec.message();
+        co_return;
+      }
+      received.append(buf, n);
+    }
+    EXPECT_EQ(received, sent);
+    EXPECT_GT(waits, 0);
+
+    s.ShutdownSend();  // close_notify, then FIN
+    char c;
+    auto [ec, n] = co_await client.async_read_some(net::buffer(&c, 1), kToken);
+    EXPECT_EQ(ec, net::error::eof) << ec.message();
+    s.SetEventSink(nullptr);
   });
 }
 
