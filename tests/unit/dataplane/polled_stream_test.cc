@@ -284,7 +284,7 @@ TEST_F(PolledStreamTest, TlsStreamsTryReadAndWriteAndWaitForTheirEvents) {
     void OnWritable() override { ++writable; }
   } sink;
   Run([&]() -> net::awaitable<void> {
-    AnyStream s(*poller_);
+    AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
     co_await ConnectPair(s, peer);
     EXPECT_FALSE(s.StartTls(server.ctx));
