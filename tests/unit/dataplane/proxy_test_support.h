@@ -249,7 +249,9 @@ class WorkerFixture : public ::testing::Test {
       boost::asio::co_spawn(worker->io_context(), make(),
                             [done](std::exception_ptr) { done->set_value(); });
     });
-    return f.wait_for(5s) == std::future_status::ready;
+    if (f.wait_for(5s) == std::future_status::ready) return true;
+    worker_->Stop();  // abandons the coroutine, which borrows the test's objects
+    return false;
   }
 
   stats::StatsCatalog catalog_{1};
