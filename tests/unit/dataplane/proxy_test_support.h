@@ -188,6 +188,13 @@ class LoopbackUpstream {
   std::thread thread_;
 };
 
+// A backend handler that answers every request with `bytes` (then closes, with `close`).
+inline LoopbackUpstream::Handler Always(std::string bytes, bool close = false) {
+  return [bytes = std::move(bytes), close](const std::string&) {
+    return LoopbackUpstream::Reply{bytes, close};
+  };
+}
+
 // One listener ("main"), one cluster ("backend") with an endpoint per port, one route ("all",
 // prefix "/") to it.
 inline v1::Snapshot OneRouteSnapshot(const std::vector<uint16_t>& ports) {
