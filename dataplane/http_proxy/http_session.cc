@@ -293,9 +293,9 @@ net::awaitable<Next> ReadHead(Session& s, Downstream& down, RequestRecord& recor
 // The request on `route` through the upstream exchange; the head's bytes leave `in` here
 // (its views stay valid until the buffer is next read into, and the exchange reads them
 // only before that).
-net::awaitable<bool> Exchange(Session& s, Downstream& down, RequestRecord& record,
-                              WorkerConfig& cfg, const CompiledRoute& route, ExchangeMode mode,
-                              uint64_t body_limit) {
+net::awaitable<bool> ProxyRequest(Session& s, Downstream& down, RequestRecord& record,
+                                  WorkerConfig& cfg, const CompiledRoute& route,
+                                  ExchangeMode mode, uint64_t body_limit) {
   const RequestHead& head = s.head;
   Http1Client client(down, s.bufs.response_head, head.version);
   const ExchangeRequest req{head,
@@ -350,7 +350,7 @@ net::awaitable<bool> ServeRequest(Session& s, Downstream& down, RequestRecord& r
       co_return co_await SendLocalReply(down, refusal->error, record,
                                         {false, keep_ok, !has_body}, out);
     }
-    co_return co_await Exchange(s, down, record, cfg, *route, ExchangeMode::kUpgrade, limit);
+    co_return co_await ProxyRequest(s, down, record, cfg, *route, ExchangeMode::kUpgrade, limit);
   }
   if (auto too_large = CheckBodyLimit(head, limit)) {
     co_return co_await SendLocalReply(down, *too_large, record, {.head_request = head_method},
@@ -360,7 +360,7 @@ net::awaitable<bool> ServeRequest(Session& s, Downstream& down, RequestRecord& r
     co_return co_await SendLocalReply(down, *body_error, record, {.head_request = head_method},
                                       out);
   }
-  co_return co_await Exchange(s, down, record, cfg, *route, ExchangeMode::kHttp, limit);
+  co_return co_await ProxyRequest(s, down, record, cfg, *route, ExchangeMode::kHttp, limit);
 }
 
 // The keep-alive loop. Returns whether to linger before closing.

@@ -1,9 +1,10 @@
 #pragma once
 
 // A client connection: TLS handshake when the listener has TLS (after checking the client
-// is not speaking plain HTTP to it), then the HTTP/1.1 keep-alive loop: read a head under the
-// idle and header deadlines, run the phases, proxy the exchange, repeat. One coroutine whose
-// frame owns the stream, buffers and parser state (STYLE rule 1).
+// is not speaking plain HTTP to it), then the HTTP/1.1 codec's keep-alive loop: read a head
+// under the idle and header deadlines, run the phases, drive the codec-neutral upstream
+// exchange (upstream_exchange.h) through Http1Client, repeat; after an upgrade's 101, the
+// tunnel. One coroutine whose frame owns the stream, buffers and parser state (STYLE rule 1).
 //
 // Thread: spawned on the accepting worker's dispatcher.
 

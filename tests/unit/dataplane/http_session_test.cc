@@ -19,6 +19,7 @@ namespace onedomain::dataplane {
 namespace {
 
 using namespace std::chrono_literals;
+using proxytest::Always;
 using proxytest::LoopbackUpstream;
 using proxytest::OneRouteSnapshot;
 
@@ -98,9 +99,7 @@ TEST_F(HttpSessionTest, PipelinedRequestsAreAnsweredInOrder) {
 }
 
 TEST_F(HttpSessionTest, PipelinedRequestAfterALocalReplyIsServed) {
-  LoopbackUpstream up([](const std::string&) {
-    return LoopbackUpstream::Reply{"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok|"};
-  });
+  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok|"));
   v1::Snapshot s = OneRouteSnapshot({up.port()});
   s.mutable_routes(0)->mutable_match()->set_prefix("/api/");
   StartWorker(s);

@@ -186,6 +186,13 @@ class LoopbackUpstream {
   std::thread thread_;
 };
 
+// A backend handler that answers every request with `bytes` (then closes, with `close`).
+inline LoopbackUpstream::Handler Always(std::string bytes, bool close = false) {
+  return [bytes = std::move(bytes), close](const std::string&) {
+    return LoopbackUpstream::Reply{bytes, close};
+  };
+}
+
 // One listener ("main"), one cluster ("backend") with an endpoint per port, one route ("all",
 // prefix "/") to it.
 inline v1::Snapshot OneRouteSnapshot(const std::vector<uint16_t>& ports) {
@@ -246,7 +253,9 @@ class WorkerFixture : public ::testing::Test {
     worker_->Post([worker, make, done]() mutable {
       worker->dispatcher().Spawn(make(), "test", [done] { done->set_value(); });
     });
-    return f.wait_for(5s) == std::future_status::ready;
+    if (f.wait_for(5s) == std::future_status::ready) return true;
+    worker_->Stop();  // abandons the coroutine, which borrows the test's objects
+    return false;
   }
 
   stats::StatsCatalog catalog_{1};

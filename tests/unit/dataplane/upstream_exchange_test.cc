@@ -23,6 +23,7 @@ namespace onedomain::dataplane {
 namespace {
 
 using proxytest::ClosedPort;
+using proxytest::Always;
 using proxytest::LoopbackUpstream;
 using proxytest::OneRouteSnapshot;
 
@@ -168,9 +169,7 @@ class UpstreamExchangeTest : public proxytest::WorkerFixture {
 };
 
 TEST_F(UpstreamExchangeTest, FakeCodecSendsBufferedRequestAndGetsHeadAndBody) {
-  LoopbackUpstream up([](const std::string&) {
-    return LoopbackUpstream::Reply{"HTTP/1.1 200 OK\r\nX-Up: yes\r\nContent-Length: 5\r\n\r\nhello"};
-  });
+  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nX-Up: yes\r\nContent-Length: 5\r\n\r\nhello"));
   StartWorker(OneRouteSnapshot({up.port()}));
   FakeRun run("POST /submit HTTP/1.1\r\nHost: example.test\r\nContent-Length: 3\r\n\r\nabc");
   Exchange(run);
@@ -218,10 +217,8 @@ TEST_F(UpstreamExchangeTest, FakeCodecStreamsBodyAndGetsChunkedResponseWithTrail
 }
 
 TEST_F(UpstreamExchangeTest, FakeCodecThatTakesNoChunkedFramingGetsPlainDataAndClose) {
-  LoopbackUpstream up([](const std::string&) {
-    return LoopbackUpstream::Reply{
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"};
-  });
+  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
   StartWorker(OneRouteSnapshot({up.port()}));
   FakeRun run("GET / HTTP/1.1\r\nHost: example.test\r\n\r\n");
   run.client_takes_chunked = false;
@@ -249,9 +246,7 @@ TEST_F(UpstreamExchangeTest, ConnectFailureRetriesAnotherHostThenBadGateway) {
 }
 
 TEST_F(UpstreamExchangeTest, ConnectFailureRetryReachesTheLiveHost) {
-  LoopbackUpstream up([](const std::string&) {
-    return LoopbackUpstream::Reply{"HTTP/1.1 204 No Content\r\n\r\n"};
-  });
+  LoopbackUpstream up(Always("HTTP/1.1 204 No Content\r\n\r\n"));
   // Whichever host the balancer tries first, at most one attempt fails.
   StartWorker(OneRouteSnapshot({ClosedPort(), up.port()}));
   FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
@@ -265,10 +260,8 @@ TEST_F(UpstreamExchangeTest, ConnectFailureRetryReachesTheLiveHost) {
 }
 
 TEST_F(UpstreamExchangeTest, UpstreamCloseMidBodyClosesTheClientWithoutLocalReply) {
-  LoopbackUpstream up([](const std::string&) {
-    return LoopbackUpstream::Reply{"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
-                                   /*close=*/true};
-  });
+  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+                             /*close=*/true));
   StartWorker(OneRouteSnapshot({up.port()}));
   FakeRun run("GET /big HTTP/1.1\r\nHost: example.test\r\n\r\n");
   Exchange(run);
@@ -284,10 +277,8 @@ TEST_F(UpstreamExchangeTest, UpstreamCloseMidBodyClosesTheClientWithoutLocalRepl
 
 TEST_F(UpstreamExchangeTest, MalformedBodyBeforeAnyByteWentOutIsBadGateway) {
   // One write, so the proxy reads the head and the broken chunk together.
-  LoopbackUpstream up([](const std::string&) {
-    return LoopbackUpstream::Reply{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                                   /*close=*/true};
-  });
+  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                             /*close=*/true));
   StartWorker(OneRouteSnapshot({up.port()}));
   FakeRun run("GET /big HTTP/1.1\r\nHost: example.test\r\n\r\n");
   Exchange(run);
@@ -301,16 +292,16 @@ TEST_F(UpstreamExchangeTest, MalformedBodyBeforeAnyByteWentOutIsBadGateway) {
   EXPECT_FALSE(run.keep_alive);
 }
 
+constexpr const char* kUpgradeRequest =
+    "GET /chat HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
 TEST_F(UpstreamExchangeTest, UpgradeSwitchesOnA101AndHandsOverTheBytesPastIt) {
-  LoopbackUpstream up([](const std::string&) {
-    return LoopbackUpstream::Reply{
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"};
-  });
+  LoopbackUpstream up(Always(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"));
   StartWorker(OneRouteSnapshot({up.port()}));
-  FakeRun run(
-      "GET /chat HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  FakeRun run(kUpgradeRequest);
   run.mode = ExchangeMode::kUpgrade;
   Exchange(run);
 
@@ -327,13 +318,9 @@ TEST_F(UpstreamExchangeTest, UpgradeSwitchesOnA101AndHandsOverTheBytesPastIt) {
 }
 
 TEST_F(UpstreamExchangeTest, UpgradeRefusedByTheBackendIsRelayedAndCloses) {
-  LoopbackUpstream up([](const std::string&) {
-    return LoopbackUpstream::Reply{"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"};
-  });
+  LoopbackUpstream up(Always("HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"));
   StartWorker(OneRouteSnapshot({up.port()}));
-  FakeRun run(
-      "GET /chat HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  FakeRun run(kUpgradeRequest);
   run.mode = ExchangeMode::kUpgrade;
   Exchange(run);
 
