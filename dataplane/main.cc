@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   options.config_path = flags->config;
   options.port_file = flags->port_file;
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  options.workers = flags->workers ? *flags->workers
+  options.workers = flags->workers            ? *flags->workers
                     : bootstrap.workers() > 0 ? bootstrap.workers()
                                               : cores;
   dataplane::DataplaneServer server(std::move(options));

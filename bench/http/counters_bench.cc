@@ -2,7 +2,8 @@
 // prometheus-cpp's Counter (a CAS loop on one shared atomic<double>) and Histogram (a mutex
 // per Observe) against the data plane's per-worker single-writer counters (stats/), with 1
 // and 2 threads. Built as `dataplane_counters_bench` (not part of `all`):
-//   ninja -C <build> dataplane_counters_bench && <build>/tests/unit/dataplane/dataplane_counters_bench
+//   ninja -C <build> dataplane_counters_bench &&
+//   <build>/tests/unit/dataplane/dataplane_counters_bench
 
 #include <prometheus/counter.h>
 #include <prometheus/histogram.h>
@@ -29,7 +30,8 @@ double NsPerOp(int threads, const std::function<void(int)>& op) {
     });
   }
   for (auto& th : pool) th.join();
-  const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+  const double ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
   return ns / kOps;  // wall time per op per thread: what each worker pays
 }
 

@@ -45,8 +45,8 @@ SSL_CTX* ServerContext() {
   X509_free(cert);
   EVP_PKEY_free(key);
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                               SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(
+      ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   return ctx;
 }
@@ -114,10 +114,11 @@ int main(int argc, char** argv) {
   std::vector<SSL*> fresh;
   for (int i = 0; i < 100; ++i) fresh.push_back(SSL_new(server_ctx));
   const size_t per_new = (HeapInUse() - before_new) / fresh.size();
-  std::printf("OpenSSL %s, %s: %zu bytes (%.2f KiB) of heap per idle server session after "
-              "one message each way; SSL_new alone %zu bytes (%.2f KiB)\n",
-              OpenSSL_version(OPENSSL_VERSION), SSL_get_version(servers.back()), per_session,
-              per_session / 1024.0, per_new, per_new / 1024.0);
+  std::printf(
+      "OpenSSL %s, %s: %zu bytes (%.2f KiB) of heap per idle server session after "
+      "one message each way; SSL_new alone %zu bytes (%.2f KiB)\n",
+      OpenSSL_version(OPENSSL_VERSION), SSL_get_version(servers.back()), per_session,
+      per_session / 1024.0, per_new, per_new / 1024.0);
   for (SSL* s : fresh) SSL_free(s);
   for (SSL* s : servers) SSL_free(s);
   for (int fd : fds) close(fd);

@@ -3,7 +3,6 @@
 
 #include <cstdlib>
 
-
 namespace onedomain::config {
 
 EnvLookup ProcessEnv() {
@@ -48,8 +47,8 @@ absl::StatusOr<std::string> ExpandEnv(std::string_view value, const EnvLookup& e
       valid_name = valid_name && (str::IsAlnum(n) || n == '_');
     }
     if (!valid_name) {
-      return absl::InvalidArgumentError(str::Cat(
-          "invalid variable reference '${", body, "}': a name is letters, digits and '_'"));
+      return absl::InvalidArgumentError(str::Cat("invalid variable reference '${", body,
+                                                 "}': a name is letters, digits and '_'"));
     }
     const std::optional<std::string> found = env(std::string(name));
     if (dash != std::string_view::npos) {
@@ -61,9 +60,9 @@ absl::StatusOr<std::string> ExpandEnv(std::string_view value, const EnvLookup& e
     } else if (found.has_value()) {
       out += *found;
     } else {
-      return absl::InvalidArgumentError(str::Cat(
-          "environment variable ", name, " is not set (write ${", name,
-          ":-default} to give a default)"));
+      return absl::InvalidArgumentError(str::Cat("environment variable ", name,
+                                                 " is not set (write ${", name,
+                                                 ":-default} to give a default)"));
     }
     i = close + 1;
   }

@@ -31,11 +31,11 @@ FieldErrors ValidateDataplaneBootstrap(const v1::DataplaneBootstrap& bootstrap);
 FieldErrors ValidateControlplaneConfig(const v1::ControlplaneConfig& config);
 
 // Building blocks, exposed for the admin service and tests.
-bool IsValidName(std::string_view name);                // [A-Za-z0-9._-]{1,128}
-bool IsValidHost(std::string_view host);                // DNS name or IP literal
-bool IsValidOrigin(std::string_view origin);            // scheme://host[:port], no path
-bool IsValidCookieDomain(std::string_view domain);      // ".example.com" or "example.com"
-bool IsValidNamePattern(std::string_view pattern);      // cookie name, optional trailing '*'
+bool IsValidName(std::string_view name);            // [A-Za-z0-9._-]{1,128}
+bool IsValidHost(std::string_view host);            // DNS name or IP literal
+bool IsValidOrigin(std::string_view origin);        // scheme://host[:port], no path
+bool IsValidCookieDomain(std::string_view domain);  // ".example.com" or "example.com"
+bool IsValidNamePattern(std::string_view pattern);  // cookie name, optional trailing '*'
 // True when `domain` equals `site_domain` or is a parent of it (ignoring a leading dot), and
 // is not a bare top-level label.
 bool IsDomainOrParent(std::string_view domain, std::string_view site_domain);

@@ -43,8 +43,8 @@ class Converter {
     if (node.IsNull()) return absl::OkStatus();
     if (!node.IsMap()) {
       return Error(node, path,
-                   str::Cat("expected a mapping of ", msg.GetDescriptor()->name(),
-                                " fields, got ", KindName(node)));
+                   str::Cat("expected a mapping of ", msg.GetDescriptor()->name(), " fields, got ",
+                            KindName(node)));
     }
     const pb::Descriptor* desc = msg.GetDescriptor();
     std::map<int, int> seen_line;  // field number -> line it was first given on
@@ -57,7 +57,7 @@ class Converter {
       if (fd == nullptr) {
         return Error(key, field_path,
                      str::Cat("unknown key '", name, "' in ", desc->name(),
-                                  "; expected one of: ", FieldList(desc)));
+                              "; expected one of: ", FieldList(desc)));
       }
       const auto [it, inserted] = seen_line.emplace(fd->number(), PositionOf(key).line);
       if (!inserted) {
@@ -72,11 +72,16 @@ class Converter {
  private:
   static std::string_view KindName(const YAML::Node& node) {
     switch (node.Type()) {
-      case YAML::NodeType::Map: return "a mapping";
-      case YAML::NodeType::Sequence: return "a list";
-      case YAML::NodeType::Scalar: return "a scalar";
-      case YAML::NodeType::Null: return "nothing";
-      default: return "an undefined node";
+      case YAML::NodeType::Map:
+        return "a mapping";
+      case YAML::NodeType::Sequence:
+        return "a list";
+      case YAML::NodeType::Scalar:
+        return "a scalar";
+      case YAML::NodeType::Null:
+        return "nothing";
+      default:
+        return "an undefined node";
     }
   }
 
@@ -100,9 +105,9 @@ class Converter {
 
   absl::Status Error(const YAML::Node& node, std::string_view path, std::string_view message) {
     const SourceMap::Position pos = PositionOf(node);
-    return absl::InvalidArgumentError(
-        str::Cat(file_, ":", pos.line, ":", pos.column, ": ", path.empty() ? "" : path,
-                     path.empty() ? "" : ": ", message));
+    return absl::InvalidArgumentError(str::Cat(file_, ":", pos.line, ":", pos.column, ": ",
+                                               path.empty() ? "" : path, path.empty() ? "" : ": ",
+                                               message));
   }
 
   absl::Status Field(const YAML::Node& value, pb::Message& msg, const pb::FieldDescriptor* fd,
@@ -237,9 +242,9 @@ class Converter {
       case pb::FieldDescriptor::CPPTYPE_ENUM: {
         const pb::EnumValueDescriptor* ev = FindEnumValue(fd->enum_type(), text);
         if (ev == nullptr) {
-          return Error(value, path,
-                       str::Cat("unknown value '", text, "'; expected one of: ",
-                                    EnumList(fd->enum_type())));
+          return Error(
+              value, path,
+              str::Cat("unknown value '", text, "'; expected one of: ", EnumList(fd->enum_type())));
         }
         repeated ? refl->AddEnum(&msg, fd, ev) : refl->SetEnum(&msg, fd, ev);
         return absl::OkStatus();
@@ -275,8 +280,8 @@ class Converter {
     const std::string prefix = EnumPrefix(e);
     std::vector<std::string> names;
     for (int i = 0; i < e->value_count(); ++i) {
-      names.push_back(str::ToLower(
-          str::StripPrefix(std::string_view(e->value(i)->name()), prefix)));
+      names.push_back(
+          str::ToLower(str::StripPrefix(std::string_view(e->value(i)->name()), prefix)));
     }
     return str::Join(names, ", ");
   }
@@ -346,12 +351,12 @@ absl::Status SourceMap::Annotate(const FieldErrors& errors, std::string_view pat
   if (errors.empty()) return absl::OkStatus();
   std::vector<std::string> lines;
   for (const FieldError& e : errors) {
-    const std::string path = e.path.empty() ? std::string(path_prefix)
+    const std::string path = e.path.empty()        ? std::string(path_prefix)
                              : path_prefix.empty() ? e.path
                                                    : str::Cat(path_prefix, ".", e.path);
     const Position pos = Locate(path);
     lines.push_back(str::Cat(file_, ":", pos.line, ":", pos.column, ": ",
-                                 path.empty() ? "" : str::Cat(path, ": "), e.message));
+                             path.empty() ? "" : str::Cat(path, ": "), e.message));
   }
   return absl::InvalidArgumentError(str::Join(lines, "\n"));
 }
@@ -403,15 +408,14 @@ absl::Status ParseDurationText(std::string_view text, long long* seconds, int* n
     return absl::OkStatus();
   }
   if (text.empty() || text[0] == '-') {
-    return absl::InvalidArgumentError(str::Cat(
-        "expected a non-negative duration such as \"250ms\", \"5s\" or \"1m30s\", got '", original,
-        "'"));
+    return absl::InvalidArgumentError(
+        str::Cat("expected a non-negative duration such as \"250ms\", \"5s\" or \"1m30s\", got '",
+                 original, "'"));
   }
   long double total_ns = 0;
   while (!text.empty()) {
     size_t n = 0;
-    while (n < text.size() && (str::IsDigit(text[n]) ||
-                               text[n] == '.')) {
+    while (n < text.size() && (str::IsDigit(text[n]) || text[n] == '.')) {
       ++n;
     }
     size_t u = n;
@@ -420,16 +424,23 @@ absl::Status ParseDurationText(std::string_view text, long long* seconds, int* n
     const std::string_view unit = text.substr(n, u - n);
     double value = 0;
     long double scale = 0;
-    if (unit == "ns") scale = 1;
-    else if (unit == "us") scale = 1e3;
-    else if (unit == "ms") scale = 1e6;
-    else if (unit == "s") scale = 1e9;
-    else if (unit == "m") scale = 60e9;
-    else if (unit == "h") scale = 3600e9;
+    if (unit == "ns")
+      scale = 1;
+    else if (unit == "us")
+      scale = 1e3;
+    else if (unit == "ms")
+      scale = 1e6;
+    else if (unit == "s")
+      scale = 1e9;
+    else if (unit == "m")
+      scale = 60e9;
+    else if (unit == "h")
+      scale = 3600e9;
     if (number.empty() || scale == 0 || !str::ParseDouble(number, value)) {
       return absl::InvalidArgumentError(str::Cat(
           "expected a duration such as \"250ms\", \"5s\" or \"1m30s\" (units ns, us, ms, s, m, h), "
-          "got '", original, "'"));
+          "got '",
+          original, "'"));
     }
     total_ns += static_cast<long double>(value) * scale;
     text.remove_prefix(u);
@@ -450,16 +461,15 @@ absl::Status YamlToMessage(std::string_view text, std::string_view file_name,
     root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(str::Cat(file_name, ":", e.mark.line + 1, ":",
-                                                   e.mark.column + 1, ": YAML syntax error: ",
-                                                   e.msg));
+                                               e.mark.column + 1, ": YAML syntax error: ", e.msg));
   }
   try {
     Converter converter(file_name, env, map);
     return converter.Message(root, msg, "");
   } catch (const YAML::Exception& e) {
     // yaml-cpp throws on malformed nodes it only detects while iterating.
-    return absl::InvalidArgumentError(str::Cat(file_name, ":", e.mark.line + 1, ":",
-                                                   e.mark.column + 1, ": ", e.msg));
+    return absl::InvalidArgumentError(
+        str::Cat(file_name, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
   }
 }
 

@@ -25,8 +25,8 @@ absl::Status WritePortFile(const std::string& path,
     if (!out) return absl::InternalError(str::Cat("cannot write ", tmp));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(str::Cat("cannot rename ", tmp, " to ", path, ": ",
-                                            std::strerror(errno)));
+    return absl::InternalError(
+        str::Cat("cannot rename ", tmp, " to ", path, ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }

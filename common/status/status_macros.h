@@ -10,10 +10,10 @@
 #define OD_STATUS_CONCAT_(a, b) OD_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define OD_RETURN_IF_ERROR(expr)                  \
-  do {                                            \
-    ::absl::Status od_status_ = (expr);           \
-    if (!od_status_.ok()) return od_status_;      \
+#define OD_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::absl::Status od_status_ = (expr);      \
+    if (!od_status_.ok()) return od_status_; \
   } while (false)
 
 // `OD_ASSIGN_OR_RETURN(auto x, MakeX());` declares x from a StatusOr or returns its error.

@@ -43,9 +43,15 @@ bool IsCookieName(std::string_view name) {
 
 CompiledCookiePolicy::CompiledCookiePolicy(const v1::CookiePolicy& p) {
   switch (p.request_cookies().mode()) {
-    case v1::RequestCookies::MODE_ALLOW_LIST: mode_ = Mode::kAllowList; break;
-    case v1::RequestCookies::MODE_STRIP: mode_ = Mode::kStrip; break;
-    default: mode_ = Mode::kForwardAll; break;
+    case v1::RequestCookies::MODE_ALLOW_LIST:
+      mode_ = Mode::kAllowList;
+      break;
+    case v1::RequestCookies::MODE_STRIP:
+      mode_ = Mode::kStrip;
+      break;
+    default:
+      mode_ = Mode::kForwardAll;
+      break;
   }
   names_.assign(p.request_cookies().names().begin(), p.request_cookies().names().end());
   for (const v1::DomainRewrite& r : p.domain_rewrites()) {
@@ -58,10 +64,17 @@ CompiledCookiePolicy::CompiledCookiePolicy(const v1::CookiePolicy& p) {
     a.secure = r.secure();
     a.http_only = r.http_only();
     switch (r.same_site()) {
-      case v1::SAME_SITE_LAX: a.same_site = "Lax"; break;
-      case v1::SAME_SITE_STRICT: a.same_site = "Strict"; break;
-      case v1::SAME_SITE_NONE: a.same_site = "None"; break;
-      default: break;
+      case v1::SAME_SITE_LAX:
+        a.same_site = "Lax";
+        break;
+      case v1::SAME_SITE_STRICT:
+        a.same_site = "Strict";
+        break;
+      case v1::SAME_SITE_NONE:
+        a.same_site = "None";
+        break;
+      default:
+        break;
     }
     if (r.has_max_age_cap()) a.max_age_cap_seconds = r.max_age_cap().seconds();
     attribute_rules_.push_back(std::move(a));
@@ -194,9 +207,9 @@ void CompiledCookiePolicy::ApplyDomainRules(Editor& e, std::string_view upstream
       domain != nullptr ? str::ToLower(str::StripPrefix(domain->value, ".")) : std::string();
   for (size_t i = 0; i < domain_rules_.size(); ++i) {
     const DomainRule& r = domain_rules_[i];
-    const bool match = r.from == "*" || (domain != nullptr
-                                             ? current == r.from
-                                             : str::EqualsIgnoreCase(upstream_host, r.from));
+    const bool match =
+        r.from == "*" ||
+        (domain != nullptr ? current == r.from : str::EqualsIgnoreCase(upstream_host, r.from));
     if (match) {
       e.set_rule(static_cast<int>(i));
       e.Set("Domain", r.to, true);

@@ -20,7 +20,8 @@ constexpr size_t kMaxTarget = 2048;
 void AppendTime(std::string& out) {
   const auto now = std::chrono::system_clock::now();
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[40];
@@ -49,8 +50,8 @@ absl::StatusOr<std::unique_ptr<AccessLog>> AccessLog::Open(const v1::AccessLog& 
   }
   const int fd = ::open(config.path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) {
-    return absl::InvalidArgumentError(str::Cat("access_log.path: cannot open '", config.path(),
-                                               "': ", std::strerror(errno)));
+    return absl::InvalidArgumentError(
+        str::Cat("access_log.path: cannot open '", config.path(), "': ", std::strerror(errno)));
   }
   return std::unique_ptr<AccessLog>(new AccessLog(fd, true, json));
 }

@@ -36,8 +36,7 @@ net::awaitable<RelayResult> RelayFixed(RelayIo io, uint64_t length, net::const_b
   RelayResult result;
   uint64_t remaining = length;
   for (;;) {
-    const size_t avail =
-        static_cast<size_t>(std::min<uint64_t>(io.src.buffer().size(), remaining));
+    const size_t avail = static_cast<size_t>(std::min<uint64_t>(io.src.buffer().size(), remaining));
     if (avail > 0 || prefix.size() > 0) {
       const auto* data = static_cast<const char*>(io.src.buffer().data().data());
       result.status =

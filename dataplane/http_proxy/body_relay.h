@@ -29,14 +29,14 @@ namespace onedomain::dataplane {
 
 enum class RelayStatus : uint8_t {
   kOk,
-  kSrcClosed,     // end of stream before the body's end
+  kSrcClosed,  // end of stream before the body's end
   kSrcError,
   kSrcTimeout,
   kDstError,
   kDstTimeout,
-  kBadFraming,    // malformed chunked framing
-  kTooLarge,      // more chunked data than `limit`
-  kCancelled,     // cancelled from outside (the other half of an exchange finished)
+  kBadFraming,  // malformed chunked framing
+  kTooLarge,    // more chunked data than `limit`
+  kCancelled,   // cancelled from outside (the other half of an exchange finished)
 };
 
 // Where body bytes come from. buffer() holds what arrived and nobody consumed yet.
@@ -95,8 +95,8 @@ struct RelayIo {
 
 struct RelayResult {
   RelayStatus status = RelayStatus::kOk;
-  uint64_t body_bytes = 0;   // body bytes written to dst (framing included when relayed as is)
-  uint64_t wire_bytes = 0;   // everything written to dst, prefix included
+  uint64_t body_bytes = 0;  // body bytes written to dst (framing included when relayed as is)
+  uint64_t wire_bytes = 0;  // everything written to dst, prefix included
   bool ok() const { return status == RelayStatus::kOk; }
 };
 
@@ -116,8 +116,8 @@ net::awaitable<RelayResult> RelayResponseBody(RelayIo io, const ResponseHead& he
 
 // How much of a request body is already in `body` (the bytes received after the head).
 struct BufferedBody {
-  bool complete = false;  // all of it (a request without a body is complete)
-  size_t bytes = 0;       // the body's bytes in `body` (chunked framing included)
+  bool complete = false;            // all of it (a request without a body is complete)
+  size_t bytes = 0;                 // the body's bytes in `body` (chunked framing included)
   std::optional<ProxyError> error;  // malformed chunked framing, or over `limit`
 };
 BufferedBody ProbeBufferedBody(const MessageFraming& framing, std::string_view body,

@@ -67,8 +67,21 @@ class ChunkedScanner {
     const auto c = static_cast<unsigned char>(ch);
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
     switch (c) {
-      case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-      case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+      case '!':
+      case '#':
+      case '$':
+      case '%':
+      case '&':
+      case '\'':
+      case '*':
+      case '+':
+      case '-':
+      case '.':
+      case '^':
+      case '_':
+      case '`':
+      case '|':
+      case '~':
         return true;
       default:
         return false;
@@ -79,7 +92,7 @@ class ChunkedScanner {
   uint64_t chunk_remaining_ = 0;
   uint64_t data_bytes_ = 0;
   size_t digits_ = 0;
-  size_t line_bytes_ = 0;     // extension or trailer bytes, for the limits
+  size_t line_bytes_ = 0;  // extension or trailer bytes, for the limits
   size_t trailer_bytes_ = 0;
   bool trailer_colon_ = false;  // the current trailer line's name has ended
 };

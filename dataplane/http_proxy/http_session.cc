@@ -118,8 +118,7 @@ class Http1Client final : public ExchangeClient {
   }
   net::awaitable<bool> SendContinue() override {
     uint64_t written = 0;
-    co_return co_await out_.Write(net::buffer(kContinueResponse), {}, written) ==
-        RelayStatus::kOk;
+    co_return co_await out_.Write(net::buffer(kContinueResponse), {}, written) == RelayStatus::kOk;
   }
   net::awaitable<bool> SendLocalReply(const ProxyError& error, RequestRecord& record,
                                       SendReplyOptions options) override {
@@ -141,7 +140,7 @@ class Http1Client final : public ExchangeClient {
 // Expect: 100-continue first when the body is not here yet. Keeps `head`'s views valid when
 // the buffer grows. An error means the request is answered with it and the connection closes.
 net::awaitable<std::optional<ProxyError>> ReadRequestBodyStart(Downstream& down, RequestHead& head,
-                                                              uint64_t body_limit) {
+                                                               uint64_t body_limit) {
   const ListenerLimits& limits = down.listener.limits;
   if (limits.request_buffer_bytes == 0 || !HasRequestBody(head)) co_return std::nullopt;
   const auto probe = [&] {
@@ -211,12 +210,12 @@ struct Session {
   SessionLink& link;
   const Clock::time_point accepted;
   beast::flat_buffer& in;  // survives keep-alive and the upgrade hand-off
-  Timer deadline;       // client I/O
+  Timer deadline;          // client I/O
   ExchangeBuffers bufs;
   RequestHead head;
   std::string log_method, log_target;
-  std::string target_storage;  // a normalised request-target, when it differs
-  bool first = true;           // the connection's first request
+  std::string target_storage;           // a normalised request-target, when it differs
+  bool first = true;                    // the connection's first request
   std::unique_ptr<WsHandoff> upgraded;  // set when an upgrade got its 101
 };
 
@@ -294,8 +293,8 @@ net::awaitable<Next> ReadHead(Session& s, Downstream& down, RequestRecord& recor
 // (its views stay valid until the buffer is next read into, and the exchange reads them
 // only before that).
 net::awaitable<bool> ProxyRequest(Session& s, Downstream& down, RequestRecord& record,
-                                  WorkerConfig& cfg, const CompiledRoute& route,
-                                  ExchangeMode mode, uint64_t body_limit) {
+                                  WorkerConfig& cfg, const CompiledRoute& route, ExchangeMode mode,
+                                  uint64_t body_limit) {
   const RequestHead& head = s.head;
   Http1Client client(down, s.bufs.response_head, head.version);
   const ExchangeRequest req{head,
@@ -347,14 +346,13 @@ net::awaitable<bool> ServeRequest(Session& s, Downstream& down, RequestRecord& r
     if (auto refusal = CheckUpgrade(head, *route, cfg.compiled->source->site().origins())) {
       record.route_counters->RecordUpgrade(refusal->result);
       if (!has_body) s.in.consume(head.header_bytes);
-      co_return co_await SendLocalReply(down, refusal->error, record,
-                                        {false, keep_ok, !has_body}, out);
+      co_return co_await SendLocalReply(down, refusal->error, record, {false, keep_ok, !has_body},
+                                        out);
     }
     co_return co_await ProxyRequest(s, down, record, cfg, *route, ExchangeMode::kUpgrade, limit);
   }
   if (auto too_large = CheckBodyLimit(head, limit)) {
-    co_return co_await SendLocalReply(down, *too_large, record, {.head_request = head_method},
-                                      out);
+    co_return co_await SendLocalReply(down, *too_large, record, {.head_request = head_method}, out);
   }
   if (auto body_error = co_await ReadRequestBodyStart(down, head, limit)) {
     co_return co_await SendLocalReply(down, *body_error, record, {.head_request = head_method},
@@ -417,8 +415,8 @@ std::string PeerAddress(int fd) {
 
 // Answers plain HTTP sent to a TLS port with a readable 400, then closes.
 net::awaitable<void> RefusePlainHttp(AnyStream& stream, Worker& worker,
-                                     const CompiledListener& listener,
-                                     std::string_view client_ip, SessionLink& link) {
+                                     const CompiledListener& listener, std::string_view client_ip,
+                                     SessionLink& link) {
   SessionScope scope(worker, link);
   link.stream = &stream;
   beast::flat_buffer in;
@@ -476,8 +474,8 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
   if (client_ip.empty()) co_return;  // already reset by the peer
   AnyStream stream(socket.release(), worker.dispatcher());
   if (stream.native_handle() < 0) {
-    log::Warn("http", str::Cat("cannot watch the connection from ", client_ip, ": ",
-                               std::strerror(errno)));
+    log::Warn("http",
+              str::Cat("cannot watch the connection from ", client_ip, ": ", std::strerror(errno)));
     co_return;
   }
   if (!co_await StartTlsIfListening(stream, worker, slot, client_ip, link)) co_return;
@@ -520,8 +518,8 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
 void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket) {
   worker.ConnectionOpened();
   // Counted closed when the session ends, not when shutdown destroys its frame.
-  worker.dispatcher().Spawn(ServeConnection(std::move(socket), worker, listener_slot),
-                            "connection", [&worker] { worker.ConnectionClosed(); });
+  worker.dispatcher().Spawn(ServeConnection(std::move(socket), worker, listener_slot), "connection",
+                            [&worker] { worker.ConnectionClosed(); });
 }
 
 }  // namespace onedomain::dataplane

@@ -14,46 +14,80 @@ struct KindInfo {
 KindInfo Info(ProxyErrorKind kind) {
   using K = ProxyErrorKind;
   switch (kind) {
-    case K::kMalformedRequest: return {400, "malformed_request", "malformed request"};
-    case K::kSmuggling: return {400, "ambiguous_framing", "ambiguous request framing"};
-    case K::kBadHost: return {400, "bad_host", "bad Host header"};
-    case K::kBadTarget: return {400, "bad_target", "bad request-target"};
-    case K::kPlainHttpOnTlsPort: return {400, "plain_http_on_tls_port", "this port expects TLS (https://)"};
-    case K::kNoRoute: return {404, "no_route", "no route matches this request"};
-    case K::kHeaderTimeout: return {408, "header_timeout", "request header not received in time"};
-    case K::kBodyTimeout: return {408, "body_timeout", "request body not received in time"};
-    case K::kBodyTooLarge: return {413, "body_too_large", "request body too large"};
-    case K::kHeaderTooLarge: return {431, "header_too_large", "request header fields too large"};
-    case K::kBadWebSocketUpgrade: return {400, "bad_websocket_upgrade", "malformed WebSocket upgrade"};
-    case K::kWebSocketNotAllowed: return {403, "websocket_not_allowed", "WebSocket upgrades are not allowed on this route"};
-    case K::kOriginRefused: return {403, "origin_refused", "WebSocket Origin not allowed"};
-    case K::kCookieRequired: return {401, "cookie_required", "WebSocket upgrade needs a session cookie"};
-    case K::kUpstreamConnectFailed: return {502, "upstream_connect_failed", "upstream refused the connection"};
-    case K::kUpstreamReset: return {502, "upstream_reset", "upstream closed the connection before answering"};
-    case K::kUpstreamBadResponse: return {502, "upstream_bad_response", "upstream sent a malformed response"};
-    case K::kNoHealthyUpstream: return {503, "no_healthy_upstream", "no healthy upstream endpoint"};
-    case K::kUpstreamPoolFull: return {503, "upstream_pool_full", "upstream connection limit reached"};
-    case K::kUpstreamConnectTimeout: return {504, "upstream_connect_timeout", "upstream connection timed out"};
-    case K::kUpstreamResponseTimeout: return {504, "upstream_response_timeout", "upstream did not answer in time"};
-    case K::kRequestTimeout: return {504, "request_timeout", "request did not complete in time"};
+    case K::kMalformedRequest:
+      return {400, "malformed_request", "malformed request"};
+    case K::kSmuggling:
+      return {400, "ambiguous_framing", "ambiguous request framing"};
+    case K::kBadHost:
+      return {400, "bad_host", "bad Host header"};
+    case K::kBadTarget:
+      return {400, "bad_target", "bad request-target"};
+    case K::kPlainHttpOnTlsPort:
+      return {400, "plain_http_on_tls_port", "this port expects TLS (https://)"};
+    case K::kNoRoute:
+      return {404, "no_route", "no route matches this request"};
+    case K::kHeaderTimeout:
+      return {408, "header_timeout", "request header not received in time"};
+    case K::kBodyTimeout:
+      return {408, "body_timeout", "request body not received in time"};
+    case K::kBodyTooLarge:
+      return {413, "body_too_large", "request body too large"};
+    case K::kHeaderTooLarge:
+      return {431, "header_too_large", "request header fields too large"};
+    case K::kBadWebSocketUpgrade:
+      return {400, "bad_websocket_upgrade", "malformed WebSocket upgrade"};
+    case K::kWebSocketNotAllowed:
+      return {403, "websocket_not_allowed", "WebSocket upgrades are not allowed on this route"};
+    case K::kOriginRefused:
+      return {403, "origin_refused", "WebSocket Origin not allowed"};
+    case K::kCookieRequired:
+      return {401, "cookie_required", "WebSocket upgrade needs a session cookie"};
+    case K::kUpstreamConnectFailed:
+      return {502, "upstream_connect_failed", "upstream refused the connection"};
+    case K::kUpstreamReset:
+      return {502, "upstream_reset", "upstream closed the connection before answering"};
+    case K::kUpstreamBadResponse:
+      return {502, "upstream_bad_response", "upstream sent a malformed response"};
+    case K::kNoHealthyUpstream:
+      return {503, "no_healthy_upstream", "no healthy upstream endpoint"};
+    case K::kUpstreamPoolFull:
+      return {503, "upstream_pool_full", "upstream connection limit reached"};
+    case K::kUpstreamConnectTimeout:
+      return {504, "upstream_connect_timeout", "upstream connection timed out"};
+    case K::kUpstreamResponseTimeout:
+      return {504, "upstream_response_timeout", "upstream did not answer in time"};
+    case K::kRequestTimeout:
+      return {504, "request_timeout", "request did not complete in time"};
   }
   return {500, "internal", "internal error"};
 }
 
 std::string_view ReasonPhrase(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Error";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Error";
   }
 }
 

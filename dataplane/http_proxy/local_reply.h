@@ -29,7 +29,6 @@ bool KeepAliveAfterLocalReply(ProxyErrorKind kind, bool request_fully_read);
 // Interim "100 Continue" sent when the proxy answers Expect itself.
 inline constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n\r\n";
 
-
 struct Downstream;
 
 // What SendLocalReply needs to know about the request it answers.

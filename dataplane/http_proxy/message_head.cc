@@ -1,8 +1,8 @@
 #include "dataplane/http_proxy/message_head.h"
 
+#include <algorithm>
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/error.hpp>
-#include <algorithm>
 #include <cstring>
 
 #include "common/strings/strings.h"
@@ -128,8 +128,7 @@ size_t FeedWholeHead(Parser& parser, HeadBoundary& boundary, std::string_view by
     case HeadBoundary::Result::kComplete:
       break;
   }
-  const size_t used =
-      parser.put(boost::asio::const_buffer(bytes.data(), boundary.size()), ec);
+  const size_t used = parser.put(boost::asio::const_buffer(bytes.data(), boundary.size()), ec);
   // A head cut at a bare LF: Beast refuses it, or waits for more, which is a refusal too.
   if (ec == http::error::need_more) ec = http::error::bad_line_ending;
   if (ec) return 0;
@@ -166,8 +165,7 @@ bool RequestHeadParser::Feed(std::string_view bytes, boost::system::error_code& 
   return true;
 }
 
-void RequestHeadParser::on_request_impl(http::verb method, bsv method_str, bsv target,
-                                        int version,
+void RequestHeadParser::on_request_impl(http::verb method, bsv method_str, bsv target, int version,
                                         boost::system::error_code& ec) {
   if (version != 10 && version != 11) {
     head_.reject = ProxyError{ProxyErrorKind::kMalformedRequest, "unsupported HTTP version"};
@@ -226,8 +224,7 @@ void RequestHeadParser::on_header_impl(boost::system::error_code& ec) {
   }
 }
 
-ProxyError ClassifyRequestParseError(const RequestHead& head,
-                                     const boost::system::error_code& ec) {
+ProxyError ClassifyRequestParseError(const RequestHead& head, const boost::system::error_code& ec) {
   if (head.reject) return *head.reject;
   if (ec == http::error::header_limit) {
     return {ProxyErrorKind::kHeaderTooLarge, "request header is too large"};
@@ -236,8 +233,9 @@ ProxyError ClassifyRequestParseError(const RequestHead& head,
     return {ProxyErrorKind::kSmuggling, "differing Content-Length values"};
   }
   if (ec == http::error::bad_content_length) {
-    return {ProxyErrorKind::kSmuggling, "invalid Content-Length, or Content-Length with "
-                                        "Transfer-Encoding"};
+    return {ProxyErrorKind::kSmuggling,
+            "invalid Content-Length, or Content-Length with "
+            "Transfer-Encoding"};
   }
   if (ec == http::error::bad_transfer_encoding) {
     return {ProxyErrorKind::kSmuggling, "Transfer-Encoding with Content-Length, or repeated"};

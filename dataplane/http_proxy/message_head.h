@@ -44,9 +44,9 @@ struct RequestHead {
   int version = 11;  // 10 or 11
   std::vector<HeaderField> fields;
   MessageFraming framing;
-  std::string_view host;       // the Host value, when exactly one was sent
+  std::string_view host;  // the Host value, when exactly one was sent
   int host_count = 0;
-  std::string_view upgrade;    // the Upgrade value
+  std::string_view upgrade;  // the Upgrade value
   bool expect_continue = false;
   size_t header_bytes = 0;     // request line + fields + final CRLF
   bool continue_sent = false;  // the node answered Expect: 100-continue itself already
@@ -109,8 +109,8 @@ class RequestHeadParser final : public http::basic_parser<true> {
   bool Feed(std::string_view bytes, boost::system::error_code& ec);
 
  private:
-  void on_request_impl(http::verb method, bsv method_str, bsv target,
-                       int version, boost::system::error_code& ec) override;
+  void on_request_impl(http::verb method, bsv method_str, bsv target, int version,
+                       boost::system::error_code& ec) override;
   void on_response_impl(int, bsv, int, boost::system::error_code&) override {}
   void on_field_impl(http::field name, bsv name_string, bsv value,
                      boost::system::error_code& ec) override;
@@ -118,9 +118,7 @@ class RequestHeadParser final : public http::basic_parser<true> {
   void on_body_init_impl(const boost::optional<uint64_t>&, boost::system::error_code&) override {}
   size_t on_body_impl(bsv, boost::system::error_code&) override { return 0; }
   void on_chunk_header_impl(uint64_t, bsv, boost::system::error_code&) override {}
-  size_t on_chunk_body_impl(uint64_t, bsv, boost::system::error_code&) override {
-    return 0;
-  }
+  size_t on_chunk_body_impl(uint64_t, bsv, boost::system::error_code&) override { return 0; }
   void on_finish_impl(boost::system::error_code&) override {}
 
   RequestHead& head_;
@@ -136,19 +134,15 @@ class ResponseHeadParser final : public http::basic_parser<false> {
   bool Feed(std::string_view bytes, boost::system::error_code& ec);
 
  private:
-  void on_request_impl(http::verb, bsv, bsv, int,
-                       boost::system::error_code&) override {}
-  void on_response_impl(int code, bsv reason, int version,
-                        boost::system::error_code& ec) override;
+  void on_request_impl(http::verb, bsv, bsv, int, boost::system::error_code&) override {}
+  void on_response_impl(int code, bsv reason, int version, boost::system::error_code& ec) override;
   void on_field_impl(http::field name, bsv name_string, bsv value,
                      boost::system::error_code& ec) override;
   void on_header_impl(boost::system::error_code& ec) override;
   void on_body_init_impl(const boost::optional<uint64_t>&, boost::system::error_code&) override {}
   size_t on_body_impl(bsv, boost::system::error_code&) override { return 0; }
   void on_chunk_header_impl(uint64_t, bsv, boost::system::error_code&) override {}
-  size_t on_chunk_body_impl(uint64_t, bsv, boost::system::error_code&) override {
-    return 0;
-  }
+  size_t on_chunk_body_impl(uint64_t, bsv, boost::system::error_code&) override { return 0; }
   void on_finish_impl(boost::system::error_code&) override {}
 
   ResponseHead& head_;

@@ -5,8 +5,8 @@
 
 #include "common/strings/strings.h"
 #include "dataplane/cookie/cookie_policy.h"
-#include "dataplane/stats/dataplane_stats.h"
 #include "dataplane/routing/route_table.h"
+#include "dataplane/stats/dataplane_stats.h"
 
 namespace onedomain::dataplane {
 namespace {
@@ -87,8 +87,22 @@ bool IsHostChar(char c) {
   // RFC 3986 reg-name: unreserved / pct-encoded / sub-delims.
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
   switch (c) {
-    case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&':
-    case '\'': case '(': case ')': case '*': case '+': case ',': case ';': case '=':
+    case '-':
+    case '.':
+    case '_':
+    case '~':
+    case '%':
+    case '!':
+    case '$':
+    case '&':
+    case '\'':
+    case '(':
+    case ')':
+    case '*':
+    case '+':
+    case ',':
+    case ';':
+    case '=':
       return true;
     default:
       return false;
@@ -124,9 +138,7 @@ bool IsValidAuthority(std::string_view a) {
 }
 
 // "." or its percent-encoded forms.
-bool IsDot(std::string_view s) {
-  return s == "." || str::EqualsIgnoreCase(s, "%2e");
-}
+bool IsDot(std::string_view s) { return s == "." || str::EqualsIgnoreCase(s, "%2e"); }
 
 bool IsDotSegment(std::string_view seg) {
   if (IsDot(seg)) return true;

@@ -49,8 +49,7 @@ bool IsIdempotent(http::verb method);
 
 // Does the request carry a body?
 inline bool HasRequestBody(const RequestHead& head) {
-  return head.framing.chunked ||
-         (head.framing.content_length && *head.framing.content_length > 0);
+  return head.framing.chunked || (head.framing.content_length && *head.framing.content_length > 0);
 }
 
 // Field names listed in Connection headers (they are hop-by-hop, RFC 9110 7.6.1).
@@ -69,12 +68,12 @@ ConnectionTokens CollectConnectionTokens(const Fields& fields);
 bool IsHopByHop(const HeaderField& f, const ConnectionTokens& tokens);
 
 struct UpstreamHeadParams {
-  const CompiledRoute* route = nullptr;      // prefix_rewrite, host_rewrite
-  std::string_view client_ip;                // appended to X-Forwarded-For
-  std::string_view forwarded_proto;          // X-Forwarded-Proto
-  std::string_view default_host;             // Host when the client sent none
-  bool keep_upgrade = false;                 // forward Upgrade/Connection: upgrade (tunnels)
-  bool strip_expect = false;                 // the proxy answers 100-continue itself
+  const CompiledRoute* route = nullptr;           // prefix_rewrite, host_rewrite
+  std::string_view client_ip;                     // appended to X-Forwarded-For
+  std::string_view forwarded_proto;               // X-Forwarded-Proto
+  std::string_view default_host;                  // Host when the client sent none
+  bool keep_upgrade = false;                      // forward Upgrade/Connection: upgrade (tunnels)
+  bool strip_expect = false;                      // the proxy answers 100-continue itself
   const CompiledCookiePolicy* cookies = nullptr;  // null: Cookie passes byte for byte
 };
 
@@ -85,11 +84,11 @@ void AppendUpstreamRequestHead(const RequestHead& head, const UpstreamHeadParams
 
 struct DownstreamHeadParams {
   int client_version = 11;
-  bool close = false;    // send Connection: close (we close after this response)
-  bool dechunk = false;  // the body goes out de-chunked (HTTP/1.0 client): drop framing fields
+  bool close = false;         // send Connection: close (we close after this response)
+  bool dechunk = false;       // the body goes out de-chunked (HTTP/1.0 client): drop framing fields
   bool keep_upgrade = false;  // a 101 for a tunnel: keep Upgrade and Connection: upgrade
   std::string_view upstream_host;  // for cookie domain rewrites of cookies without Domain
-  const CompiledCookiePolicy* cookies = nullptr;  // null: Set-Cookie passes byte for byte
+  const CompiledCookiePolicy* cookies = nullptr;     // null: Set-Cookie passes byte for byte
   stats::CookieCounters* cookie_counters = nullptr;  // where rewrites are counted; may be null
 };
 
@@ -111,8 +110,10 @@ ConnectionTokens CollectConnectionTokens(const Fields& fields) {
     while (!v.empty()) {
       const size_t comma = v.find(',');
       std::string_view token = v.substr(0, comma);
-      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
-      while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+      while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+        token.remove_prefix(1);
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
+        token.remove_suffix(1);
       if (!token.empty()) {
         if (t.count < ConnectionTokens::kMax) {
           t.names[t.count++] = token;

@@ -11,27 +11,27 @@ namespace onedomain::dataplane {
 
 enum class ProxyErrorKind : uint8_t {
   // Downstream (client) side.
-  kMalformedRequest,    // 400: the header or a chunked body does not parse
-  kSmuggling,           // 400: ambiguous framing (CL+TE, differing CLs, TE != chunked, obs-fold)
-  kBadHost,             // 400: missing or repeated Host
-  kBadTarget,           // 400: a request-target we cannot route
-  kPlainHttpOnTlsPort,  // 400: plain HTTP sent to a TLS listener
-  kNoRoute,             // 404
-  kHeaderTimeout,       // 408: slowloris
-  kBodyTimeout,         // 408: the client stalled while sending its body
-  kBodyTooLarge,        // 413
-  kHeaderTooLarge,      // 431
-  kBadWebSocketUpgrade,    // 400: not GET, version not 13, bad key
-  kWebSocketNotAllowed,    // 403: an upgrade on a route without `websocket: true`
-  kOriginRefused,          // 403: Origin not in the route's allow-list
-  kCookieRequired,         // 401: the route's required cookie is missing
+  kMalformedRequest,     // 400: the header or a chunked body does not parse
+  kSmuggling,            // 400: ambiguous framing (CL+TE, differing CLs, TE != chunked, obs-fold)
+  kBadHost,              // 400: missing or repeated Host
+  kBadTarget,            // 400: a request-target we cannot route
+  kPlainHttpOnTlsPort,   // 400: plain HTTP sent to a TLS listener
+  kNoRoute,              // 404
+  kHeaderTimeout,        // 408: slowloris
+  kBodyTimeout,          // 408: the client stalled while sending its body
+  kBodyTooLarge,         // 413
+  kHeaderTooLarge,       // 431
+  kBadWebSocketUpgrade,  // 400: not GET, version not 13, bad key
+  kWebSocketNotAllowed,  // 403: an upgrade on a route without `websocket: true`
+  kOriginRefused,        // 403: Origin not in the route's allow-list
+  kCookieRequired,       // 401: the route's required cookie is missing
   // Upstream side.
-  kUpstreamConnectFailed,  // 502: refused, unreachable
-  kUpstreamReset,          // 502: closed or reset before a complete response header
-  kUpstreamBadResponse,    // 502: malformed response
-  kNoHealthyUpstream,      // 503: every endpoint ejected or unresolved
-  kUpstreamPoolFull,       // 503: max_connections reached and none freed in time
-  kUpstreamConnectTimeout,  // 504
+  kUpstreamConnectFailed,    // 502: refused, unreachable
+  kUpstreamReset,            // 502: closed or reset before a complete response header
+  kUpstreamBadResponse,      // 502: malformed response
+  kNoHealthyUpstream,        // 503: every endpoint ejected or unresolved
+  kUpstreamPoolFull,         // 503: max_connections reached and none freed in time
+  kUpstreamConnectTimeout,   // 504
   kUpstreamResponseTimeout,  // 504
   kRequestTimeout,           // 504: the route's overall request_timeout
 };

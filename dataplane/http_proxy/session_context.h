@@ -30,7 +30,7 @@ inline constexpr size_t kInitialReadSize = 16 * 1024;
 struct Downstream {
   AnyStream& stream;
   Timer& deadline;         // client I/O; cancels `stream`
-  beast::flat_buffer& in;     // bytes from the client not yet consumed
+  beast::flat_buffer& in;  // bytes from the client not yet consumed
   Worker& worker;
   std::string_view client_ip;
   const CompiledListener& listener;

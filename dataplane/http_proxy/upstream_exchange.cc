@@ -8,12 +8,12 @@
 
 #include "dataplane/http_proxy/ws_upgrade.h"
 #include "dataplane/routing/route_table.h"
-#include "dataplane/worker/compiled_snapshot.h"
 #include "dataplane/runtime/parked.h"
-#include "dataplane/worker/worker.h"
 #include "dataplane/upstream/cluster_runtime.h"
 #include "dataplane/upstream/socket_probe.h"
 #include "dataplane/upstream/upstream_connection.h"
+#include "dataplane/worker/compiled_snapshot.h"
+#include "dataplane/worker/worker.h"
 
 namespace onedomain::dataplane {
 namespace {
@@ -38,7 +38,7 @@ enum class ResponseState : uint8_t {
   kHeadReceived,  // a final response head arrived (for outlier detection)
   kStarted,       // bytes of it went to the client: no local reply any more
   kComplete,
-  kUpgraded,      // a 101 went to the client: both connections go to the tunnel
+  kUpgraded,  // a 101 went to the client: both connections go to the tunnel
 };
 
 // State of one exchange; lives on RunExchange's frame, borrowed by its child coroutines.
@@ -70,9 +70,8 @@ struct Exchange {
       case HeadRead::kCancelled:
         return;
       case HeadRead::kTimeout:
-        error = request_deadline.fired()
-                    ? ProxyError{ProxyErrorKind::kRequestTimeout}
-                    : ProxyError{ProxyErrorKind::kUpstreamResponseTimeout};
+        error = request_deadline.fired() ? ProxyError{ProxyErrorKind::kRequestTimeout}
+                                         : ProxyError{ProxyErrorKind::kUpstreamResponseTimeout};
         break;
       case HeadRead::kClosedEarly:
       case HeadRead::kReset:
@@ -238,8 +237,8 @@ net::awaitable<bool> SkipInterimResponses(Exchange& x) {
       x.bufs.response_head.clear();
       x.client.RenderResponseHead(resp, DownstreamHeadParams{}, x.bufs.response_head);
       uint64_t written = 0;
-      if (co_await x.client.response_out().Write(net::buffer(x.bufs.response_head), {},
-                                                  written) != RelayStatus::kOk) {
+      if (co_await x.client.response_out().Write(net::buffer(x.bufs.response_head), {}, written) !=
+          RelayStatus::kOk) {
         x.client_gone = true;
         co_return false;
       }
@@ -415,10 +414,10 @@ struct Attempts {
   const Host* exclude = nullptr;
   bool fresh_only = false;  // the pooled connection was stale: a new one this time
   bool retried = false;
-  bool can_resend = false;  // the whole request is buffered and idempotent
-  Clock::time_point wait_until{};  // for a max_connections slot
-  Ref<Host> host;           // the host of the latest attempt
-  bool reused = false;      // this attempt's connection came from the pool
+  bool can_resend = false;               // the whole request is buffered and idempotent
+  Clock::time_point wait_until{};        // for a max_connections slot
+  Ref<Host> host;                        // the host of the latest attempt
+  bool reused = false;                   // this attempt's connection came from the pool
   std::optional<uint64_t> acked_before;  // of a reused connection, before this request
 };
 
@@ -556,8 +555,8 @@ net::awaitable<Ref<Host>> Attempt(Exchange& x, const BufferedBody& body) {
 // client can ask for a URL that fails), and never for an upgrade's answer.
 void RecordHostHealth(Exchange& x, Host& host) {
   const bool head_seen = x.response >= ResponseState::kHeadReceived;
-  const bool failed = x.upstream_failed || (x.def.outlier.count_5xx && !x.upgrade() &&
-                                            head_seen && x.bufs.response.status >= 500);
+  const bool failed = x.upstream_failed || (x.def.outlier.count_5xx && !x.upgrade() && head_seen &&
+                                            x.bufs.response.status >= 500);
   if (failed) {
     if (host.outlier().RecordFailure(x.def.outlier, x.now())) {
       x.req.cluster.counters()->ejections.Add();
@@ -580,7 +579,7 @@ net::awaitable<bool> AnswerClient(Exchange& x, const BufferedBody& body) {
          .keep_alive_ok = x.req.keep_alive_ok,
          .request_fully_read = body.complete || x.request == RequestState::kSent});
   }
-  co_return x.response == ResponseState::kComplete && x.request == RequestState::kSent &&
+  co_return x.response == ResponseState::kComplete&& x.request == RequestState::kSent &&
       !x.close_client;
 }
 
@@ -615,8 +614,8 @@ net::awaitable<ExchangeResult> RunExchange(ExchangeClient& client, ExchangeReque
       req.head.framing, {static_cast<const char*>(in.data().data()), in.size()}, req.body_limit);
   ExchangeResult result;
   if (body.error) {
-    result.keep_alive = co_await client.SendLocalReply(
-        *body.error, req.record, {.head_request = x.head_method()});
+    result.keep_alive =
+        co_await client.SendLocalReply(*body.error, req.record, {.head_request = x.head_method()});
     co_return result;
   }
   const Ref<Host> host = co_await Attempt(x, body);
@@ -627,8 +626,8 @@ net::awaitable<ExchangeResult> RunExchange(ExchangeClient& client, ExchangeReque
   if (host) RecordHostHealth(x, *host);
   result.keep_alive = co_await AnswerClient(x, body);
   if (x.response == ResponseState::kUpgraded) {
-    result.upgraded = MakeWsHandoff(req.route, req.record.route_counters, std::move(x.conn),
-                                    in, bufs.upstream_in);
+    result.upgraded = MakeWsHandoff(req.route, req.record.route_counters, std::move(x.conn), in,
+                                    bufs.upstream_in);
     result.keep_alive = false;
   }
   ReleaseConnection(x);

@@ -22,8 +22,7 @@ void TakeAll(boost::beast::flat_buffer& from, std::string& to) {
 
 }  // namespace
 
-std::unique_ptr<WsHandoff> MakeWsHandoff(const CompiledRoute& route,
-                                         stats::RouteCounters* counters,
+std::unique_ptr<WsHandoff> MakeWsHandoff(const CompiledRoute& route, stats::RouteCounters* counters,
                                          std::unique_ptr<UpstreamConnection> upstream,
                                          boost::beast::flat_buffer& from_client,
                                          boost::beast::flat_buffer& from_upstream) {
@@ -38,10 +37,10 @@ std::unique_ptr<WsHandoff> MakeWsHandoff(const CompiledRoute& route,
     h->idle_timeout = PolicyDuration(p->has_idle_timeout(), p->idle_timeout(), {});
     h->keepalive_interval =
         PolicyDuration(p->has_keepalive_interval(), p->keepalive_interval(), {});
-    h->drain_grace = PolicyDuration(p->has_drain_grace(), p->drain_grace(),
-                                    config::defaults::kWsDrainGrace);
-    h->drain_spread = PolicyDuration(p->has_drain_spread(), p->drain_spread(),
-                                     config::defaults::kWsDrainSpread);
+    h->drain_grace =
+        PolicyDuration(p->has_drain_grace(), p->drain_grace(), config::defaults::kWsDrainGrace);
+    h->drain_spread =
+        PolicyDuration(p->has_drain_spread(), p->drain_spread(), config::defaults::kWsDrainSpread);
   } else {
     h->drain_grace = config::defaults::kWsDrainGrace;
     h->drain_spread = config::defaults::kWsDrainSpread;

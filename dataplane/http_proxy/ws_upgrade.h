@@ -22,8 +22,7 @@ struct RouteCounters;
 // The tunnel's inputs: `upstream`, every byte already read past the two heads (taken out
 // of `from_client` and `from_upstream`), the route's counters and identity, and its
 // WebSocket policy (timeouts, drain) with defaults applied.
-std::unique_ptr<WsHandoff> MakeWsHandoff(const CompiledRoute& route,
-                                         stats::RouteCounters* counters,
+std::unique_ptr<WsHandoff> MakeWsHandoff(const CompiledRoute& route, stats::RouteCounters* counters,
                                          std::unique_ptr<UpstreamConnection> upstream,
                                          boost::beast::flat_buffer& from_client,
                                          boost::beast::flat_buffer& from_upstream);

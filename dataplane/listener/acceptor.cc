@@ -91,8 +91,8 @@ void ShedOne(int listen_fd, UniqueFd& reserve, Worker& worker) {
 net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) {
   Listener listener(worker.dispatcher(), std::move(socket));
   if (!worker.dispatcher().Watch(listener.fd.get(), listener)) {
-    log::Error("listener", str::Cat("cannot watch listener slot ", slot, ": ",
-                                    std::strerror(errno)));
+    log::Error("listener",
+               str::Cat("cannot watch listener slot ", slot, ": ", std::strerror(errno)));
     co_return;
   }
   Registration registration(worker, slot, listener);
@@ -153,7 +153,8 @@ absl::StatusOr<UniqueFd> OpenListenSocket(const std::string& address, uint16_t p
   const net::ip::address ip = net::ip::make_address(address, ec);
   if (ec) return absl::InvalidArgumentError(str::Cat("bad listener address '", address, "'"));
   const tcp::endpoint endpoint(ip, port);
-  UniqueFd fd(::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  UniqueFd fd(
+      ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   const int one = 1;
   const bool ok = fd && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
                   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == 0 &&
@@ -179,10 +180,10 @@ absl::Status CheckPortFree(const std::string& address, uint16_t port) {
   if (::bind(fd.get(), endpoint.data(), static_cast<socklen_t>(endpoint.size())) != 0) {
     const int err = errno;
     if (err == EADDRINUSE) {
-      return absl::FailedPreconditionError(str::Cat(
-          "cannot listen on ", address, ":", port,
-          ": already in use by another process (another data plane?); set "
-          "share_listen_ports: true in the bootstrap to share it on purpose"));
+      return absl::FailedPreconditionError(
+          str::Cat("cannot listen on ", address, ":", port,
+                   ": already in use by another process (another data plane?); set "
+                   "share_listen_ports: true in the bootstrap to share it on purpose"));
     }
     return absl::UnavailableError(
         str::Cat("cannot listen on ", address, ":", port, ": ", std::strerror(err)));

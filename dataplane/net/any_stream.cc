@@ -9,10 +9,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <boost/asio/ssl/error.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
 #include <array>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
 
@@ -114,13 +114,13 @@ struct AnyStream::Polled final : FileEvents {
   int fd = -1;
   bool readable = true;  // bytes may be waiting: read before waiting for an edge
   bool writable = true;
-  bool hup = false;      // the peer's end was seen: read on to it
+  bool hup = false;  // the peer's end was seen: read on to it
   uint32_t streak = 0;
   Waiter reader;
   Waiter writer;
-  StreamEvents* sink = nullptr;  // SetEventSink: readiness goes there, not to the waiters
-  SSL* ssl = nullptr;       // TLS streams
-  bool tls_failed = false;  // a fatal TLS error: no close_notify may follow
+  StreamEvents* sink = nullptr;   // SetEventSink: readiness goes there, not to the waiters
+  SSL* ssl = nullptr;             // TLS streams
+  bool tls_failed = false;        // a fatal TLS error: no close_notify may follow
   bool read_wants_write = false;  // TryRead: OpenSSL must send before it can read on
   bool write_wants_read = false;  // TryWrite: OpenSSL must receive before it can send on
 };
@@ -615,6 +615,5 @@ net::awaitable<void> AnyStream::Shutdown() {
 void AnyStream::Cancel() { polled_->Abort(net::error::operation_aborted); }
 
 void AnyStream::Close() { polled_->Close(); }
-
 
 }  // namespace onedomain::dataplane

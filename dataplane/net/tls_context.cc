@@ -30,8 +30,8 @@ int AlpnIndex() {
   return index;
 }
 
-int SelectAlpn(SSL* ssl, const unsigned char** out, unsigned char* outlen,
-               const unsigned char* in, unsigned int inlen, void*) {
+int SelectAlpn(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+               unsigned int inlen, void*) {
   const auto* wire =
       static_cast<const std::string*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), AlpnIndex()));
   if (wire == nullptr) return SSL_TLSEXT_ERR_NOACK;
@@ -93,32 +93,31 @@ absl::StatusOr<std::shared_ptr<TlsServerContext>> TlsServerContext::Load(
 
   const int min_version = tls.min_version() == "TLSv1.3" ? TLS1_3_VERSION : TLS1_2_VERSION;
   SSL_CTX_set_min_proto_version(ctx, min_version);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                               SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(
+      ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-  const char* ciphers =
-      tls.cipher_list().empty() ? kDefaultCipherList : tls.cipher_list().c_str();
+  const char* ciphers = tls.cipher_list().empty() ? kDefaultCipherList : tls.cipher_list().c_str();
   if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
     return absl::InvalidArgumentError(
         str::Cat("cipher_list: no usable cipher in '", ciphers, "': ", OpenSslErrors()));
   }
-  if (!tls.ciphersuites().empty() && SSL_CTX_set_ciphersuites(ctx, tls.ciphersuites().c_str()) != 1) {
-    return absl::InvalidArgumentError(str::Cat("ciphersuites: no usable suite in '",
-                                               tls.ciphersuites(), "': ", OpenSslErrors()));
+  if (!tls.ciphersuites().empty() &&
+      SSL_CTX_set_ciphersuites(ctx, tls.ciphersuites().c_str()) != 1) {
+    return absl::InvalidArgumentError(
+        str::Cat("ciphersuites: no usable suite in '", tls.ciphersuites(), "': ", OpenSslErrors()));
   }
 
   if (SSL_CTX_use_certificate_chain_file(ctx, self->cert_file_.c_str()) != 1) {
-    return absl::InvalidArgumentError(str::Cat("cannot load certificate chain '",
-                                               self->cert_file_, "': ", OpenSslErrors()));
+    return absl::InvalidArgumentError(
+        str::Cat("cannot load certificate chain '", self->cert_file_, "': ", OpenSslErrors()));
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, self->key_file_.c_str(), SSL_FILETYPE_PEM) != 1) {
     return absl::InvalidArgumentError(
         str::Cat("cannot load private key '", self->key_file_, "': ", OpenSslErrors()));
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
-    return absl::InvalidArgumentError(str::Cat("private key '", self->key_file_,
-                                               "' does not match certificate '",
-                                               self->cert_file_, "'"));
+    return absl::InvalidArgumentError(str::Cat(
+        "private key '", self->key_file_, "' does not match certificate '", self->cert_file_, "'"));
   }
 
   std::string wire;

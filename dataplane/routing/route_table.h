@@ -27,16 +27,16 @@ struct CompiledRoute {
   uint32_t index = 0;  // position in the table
 
   // Match.
-  bool exact = false;    // exact path instead of prefix
-  std::string path;      // prefix or exact path
-  std::string host;      // lower case, without "*."; empty: any host
+  bool exact = false;          // exact path instead of prefix
+  std::string path;            // prefix or exact path
+  std::string host;            // lower case, without "*."; empty: any host
   bool host_wildcard = false;  // "*.example.com": any subdomain of host
 
   // Action.
   uint32_t cluster_index = 0;
   std::string cluster_name;
   bool websocket = false;
-  std::optional<uint64_t> max_body_bytes;  // unset: the listener's; 0: unlimited
+  std::optional<uint64_t> max_body_bytes;       // unset: the listener's; 0: unlimited
   std::chrono::nanoseconds request_timeout{0};  // 0: none
   std::string host_rewrite;
   std::string prefix_rewrite;

@@ -158,17 +158,18 @@ void Dispatcher::Poll(int timeout_ms) {
 
 void Dispatcher::Spawn(net::awaitable<void> coroutine, const char* what,
                        std::function<void()> on_done) {
-  net::co_spawn(*ioc_, std::move(coroutine), [what, on_done = std::move(on_done)](std::exception_ptr e) {
-    if (on_done) on_done();
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log::Error("worker", str::Cat(what, " ended by exception: ", ex.what()));
-    } catch (...) {
-      log::Error("worker", str::Cat(what, " ended by an unknown exception"));
-    }
-  });
+  net::co_spawn(*ioc_, std::move(coroutine),
+                [what, on_done = std::move(on_done)](std::exception_ptr e) {
+                  if (on_done) on_done();
+                  if (!e) return;
+                  try {
+                    std::rethrow_exception(e);
+                  } catch (const std::exception& ex) {
+                    log::Error("worker", str::Cat(what, " ended by exception: ", ex.what()));
+                  } catch (...) {
+                    log::Error("worker", str::Cat(what, " ended by an unknown exception"));
+                  }
+                });
 }
 
 net::awaitable<void> Dispatcher::Yield() { co_await net::post(*ioc_, net::use_awaitable); }

@@ -21,9 +21,9 @@
 //
 // Thread: the loop's, except Post, Stop and Wake.
 
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/intrusive/list.hpp>
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>

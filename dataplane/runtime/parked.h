@@ -20,8 +20,7 @@ namespace onedomain::dataplane {
 // is tracked (and the owners of untracked ones, such as streams, drop theirs).
 class Parked final : private ShutdownHook {
  public:
-  using Handler =
-      boost::asio::async_result<boost::asio::use_awaitable_t<>, void()>::handler_type;
+  using Handler = boost::asio::async_result<boost::asio::use_awaitable_t<>, void()>::handler_type;
 
   // Untracked: its owner must Drop it at shutdown.
   Parked() = default;
@@ -57,6 +56,6 @@ class Parked final : private ShutdownHook {
 // Parks in `p` until it is resumed (its code is returned) or `until` passes (timed_out), by
 // `dispatcher`'s clock.
 boost::asio::awaitable<boost::system::error_code> WaitUntil(Parked& p, Dispatcher& dispatcher,
-                                                           Clock::time_point until);
+                                                            Clock::time_point until);
 
 }  // namespace onedomain::dataplane

@@ -1,11 +1,11 @@
 #include "dataplane/server/dataplane_server.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <malloc.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
-#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -30,12 +30,12 @@
 #include "dataplane/http_proxy/access_log.h"
 #include "dataplane/listener/acceptor.h"
 #include "dataplane/net/tls_context.h"
-#include "dataplane/worker/compiled_snapshot.h"
-#include "dataplane/worker/worker.h"
 #include "dataplane/server/admin_endpoints.h"
 #include "dataplane/server/listener_set.h"
 #include "dataplane/server/snapshot_compiler.h"
 #include "dataplane/upstream/dns_refresher.h"
+#include "dataplane/worker/compiled_snapshot.h"
+#include "dataplane/worker/worker.h"
 #include "onedomain/v1/snapshot.pb.h"
 
 namespace onedomain::dataplane {
@@ -116,7 +116,7 @@ struct DataplaneServer::Impl {
   std::unique_ptr<DnsRefresher> dns;
   std::unique_ptr<SignalWatcher> signals;
 
-  std::mutex apply_mu;     // serialises applies; guards `listeners`
+  std::mutex apply_mu;  // serialises applies; guards `listeners`
   ListenerSet listeners;
   mutable std::mutex state_mu;  // guards `active` (read by the admin thread)
   std::shared_ptr<const CompiledSnapshot> active;
@@ -144,8 +144,7 @@ absl::Status DataplaneServer::Impl::ApplyLocked(std::shared_ptr<const v1::Snapsh
   const std::shared_ptr<const CompiledSnapshot> previous = Active();
   auto compiled = CompileSnapshot(snapshot, previous.get(), compile_options);
   if (!compiled.ok()) return compiled.status();
-  if (absl::Status s =
-          listeners.Bind(plan, workers.size(), options.bootstrap.share_listen_ports());
+  if (absl::Status s = listeners.Bind(plan, workers.size(), options.bootstrap.share_listen_ports());
       !s.ok()) {
     return s;
   }
@@ -353,8 +352,8 @@ void DataplaneServer::Impl::Reload() {
                                   " failed; still serving version ", serving, ":\n", s.message()));
     return;
   }
-  if (next.workers() != options.bootstrap.workers() || next.admin().SerializeAsString() !=
-                                                           options.bootstrap.admin().SerializeAsString()) {
+  if (next.workers() != options.bootstrap.workers() ||
+      next.admin().SerializeAsString() != options.bootstrap.admin().SerializeAsString()) {
     log::Warn("config", "reload: changes to workers or admin take effect on restart only");
   }
   log::Info("config", str::Cat("reloading ", options.config_path));
@@ -544,8 +543,7 @@ absl::Status CheckSnapshotForNode(const v1::Snapshot& snapshot) {
   }
   CompileOptions options;
   options.resolve_dns = false;
-  auto compiled =
-      CompileSnapshot(std::make_shared<const v1::Snapshot>(snapshot), nullptr, options);
+  auto compiled = CompileSnapshot(std::make_shared<const v1::Snapshot>(snapshot), nullptr, options);
   return compiled.status();
 }
 

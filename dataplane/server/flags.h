@@ -12,13 +12,13 @@
 namespace onedomain::dataplane {
 
 struct Flags {
-  std::string config;                // --config FILE (required to run)
-  bool check_config = false;         // --check-config
-  std::optional<uint32_t> workers;   // --workers N
-  std::string port_file;             // --port-file F
-  std::string log_level;             // --log-level L
-  bool help = false;                 // --help, -h
-  bool version = false;              // --version
+  std::string config;               // --config FILE (required to run)
+  bool check_config = false;        // --check-config
+  std::optional<uint32_t> workers;  // --workers N
+  std::string port_file;            // --port-file F
+  std::string log_level;            // --log-level L
+  bool help = false;                // --help, -h
+  bool version = false;             // --version
 };
 
 // Accepts "--flag value" and "--flag=value". Errors say which flag and why.

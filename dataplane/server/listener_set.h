@@ -27,13 +27,13 @@ class ListenerSet {
     uint32_t slot = 0;
     std::string name;
     std::string address;
-    uint16_t port = 0;  // as configured; the bound one after Bind
+    uint16_t port = 0;              // as configured; the bound one after Bind
     std::vector<UniqueFd> sockets;  // listening, one per worker, after Bind
   };
   struct Plan {
     std::vector<NewListener> added;
     std::vector<uint32_t> removed;
-    bool changed = false;  // the port file must be written again
+    bool changed = false;                   // the port file must be written again
     std::map<std::string, uint32_t> slots;  // every listener of the snapshot
 
     uint32_t SlotOf(const std::string& name) const {

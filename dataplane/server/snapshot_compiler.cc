@@ -30,8 +30,10 @@ absl::Status AtPath(const std::string& path, const absl::Status& s, const char* 
 ListenerLimits CompileLimits(const v1::Listener& l) {
   ListenerLimits lim;
   const v1::HttpLimits& h = l.limits();
-  lim.max_header_bytes = h.has_max_header_bytes() ? h.max_header_bytes() : defaults::kMaxHeaderBytes;
-  lim.header_timeout = DurationOr(h.has_header_timeout(), h.header_timeout(), defaults::kHeaderTimeout);
+  lim.max_header_bytes =
+      h.has_max_header_bytes() ? h.max_header_bytes() : defaults::kMaxHeaderBytes;
+  lim.header_timeout =
+      DurationOr(h.has_header_timeout(), h.header_timeout(), defaults::kHeaderTimeout);
   lim.idle_timeout = DurationOr(h.has_idle_timeout(), h.idle_timeout(), defaults::kIdleTimeout);
   lim.max_body_bytes = h.has_max_body_bytes() ? h.max_body_bytes() : defaults::kMaxBodyBytes;
   lim.max_connections_per_worker = h.max_connections_per_worker();
@@ -68,7 +70,7 @@ std::shared_ptr<CompiledCluster> CompileCluster(const v1::Cluster& c, bool resol
   auto out = std::make_shared<CompiledCluster>();
   out->name = c.name();
   out->lb = c.lb_policy() == v1::LB_POLICY_LEAST_REQUEST ? LbPolicy::kLeastRequest
-                                                          : LbPolicy::kRoundRobin;
+                                                         : LbPolicy::kRoundRobin;
   out->connect_timeout =
       DurationOr(c.has_connect_timeout(), c.connect_timeout(), defaults::kConnectTimeout);
   out->response_timeout =

@@ -28,14 +28,22 @@ prometheus::MetricFamily Family(const char* name, const char* help, prometheus::
 
 std::string_view UpgradeResultName(UpgradeResult r) {
   switch (r) {
-    case UpgradeResult::kAccepted: return "accepted";
-    case UpgradeResult::kOriginRefused: return "origin_refused";
-    case UpgradeResult::kCookieRefused: return "cookie_refused";
-    case UpgradeResult::kNotAllowed: return "not_allowed";
-    case UpgradeResult::kMalformed: return "malformed";
-    case UpgradeResult::kUpstreamRefused: return "upstream_refused";
-    case UpgradeResult::kUpstreamFailed: return "upstream_failed";
-    case UpgradeResult::kCount: break;
+    case UpgradeResult::kAccepted:
+      return "accepted";
+    case UpgradeResult::kOriginRefused:
+      return "origin_refused";
+    case UpgradeResult::kCookieRefused:
+      return "cookie_refused";
+    case UpgradeResult::kNotAllowed:
+      return "not_allowed";
+    case UpgradeResult::kMalformed:
+      return "malformed";
+    case UpgradeResult::kUpstreamRefused:
+      return "upstream_refused";
+    case UpgradeResult::kUpstreamFailed:
+      return "upstream_failed";
+    case UpgradeResult::kCount:
+      break;
   }
   return "unknown";
 }
@@ -49,9 +57,7 @@ void RouteCounters::RecordRequest(int status, double seconds) {
                      std::memory_order_relaxed);
 }
 
-StatsCatalog::StatsCatalog(size_t workers) : workers_(workers) {
-  RouteSlot("none");
-}
+StatsCatalog::StatsCatalog(size_t workers) : workers_(workers) { RouteSlot("none"); }
 
 uint32_t StatsCatalog::RouteSlot(const std::string& name) {
   std::lock_guard lock(mu_);
@@ -147,7 +153,7 @@ void StatsCatalog::CollectWebSocketFamilies(std::vector<prometheus::MetricFamily
     for (size_t i = 0; i < sums.size(); ++i) {
       if (sums[i] == 0) continue;
       const size_t code = i % kWsCloseCodeSlots;
-      const std::string code_label = code < 16                      ? str::Cat(1000 + code)
+      const std::string code_label = code < 16                       ? str::Cat(1000 + code)
                                      : code == kWsCloseCodeSlots - 2 ? std::string("other")
                                                                      : std::string("none");
       auto m = labelled({{"route", route},
@@ -165,8 +171,8 @@ void StatsCatalog::CollectWebSocketFamilies(std::vector<prometheus::MetricFamily
     uint64_t cumulative = 0;
     for (size_t i = 0; i < buckets.size(); ++i) {
       cumulative += buckets[i];
-      m.histogram.bucket.push_back(
-          {cumulative, i < kWsDurationBounds.size() ? kWsDurationBounds[i]
+      m.histogram.bucket.push_back({cumulative, i < kWsDurationBounds.size()
+                                                    ? kWsDurationBounds[i]
                                                     : std::numeric_limits<double>::infinity()});
     }
     duration.metric.push_back(std::move(m));
@@ -269,16 +275,17 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
       uint64_t cumulative = 0;
       for (size_t i = 0; i < buckets.size(); ++i) {
         cumulative += buckets[i];
-        m.histogram.bucket.push_back(
-            {cumulative, i < kDurationBounds.size() ? kDurationBounds[i]
-                                                    : std::numeric_limits<double>::infinity()});
+        m.histogram.bucket.push_back({cumulative, i < kDurationBounds.size()
+                                                      ? kDurationBounds[i]
+                                                      : std::numeric_limits<double>::infinity()});
       }
       duration.metric.push_back(std::move(m));
     }
     for (size_t i = 0; i < ups.size(); ++i) {
       if (ups[i] == 0) continue;
-      auto m = Labelled({{"route", route},
-                         {"result", std::string(UpgradeResultName(static_cast<UpgradeResult>(i)))}});
+      auto m =
+          Labelled({{"route", route},
+                    {"result", std::string(UpgradeResultName(static_cast<UpgradeResult>(i)))}});
       m.counter.value = static_cast<double>(ups[i]);
       upgrades.metric.push_back(std::move(m));
     }
@@ -295,9 +302,9 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     }
   }
 
-  auto up_active = Family("onedomain_upstream_connections_active",
-                          "Upstream connections open now (idle and busy), by cluster.",
-                          MetricType::Gauge);
+  auto up_active =
+      Family("onedomain_upstream_connections_active",
+             "Upstream connections open now (idle and busy), by cluster.", MetricType::Gauge);
   auto up_total = Family("onedomain_upstream_connections_total",
                          "Upstream connections opened, by cluster.", MetricType::Counter);
   auto up_stale = Family("onedomain_upstream_pool_stale_total",
@@ -305,12 +312,12 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
                          "holding bytes no request asked for, and discarded before reuse, by "
                          "cluster.",
                          MetricType::Counter);
-  auto up_fail = Family("onedomain_upstream_connect_failures_total",
-                        "Upstream connection attempts that failed, by cluster.",
-                        MetricType::Counter);
-  auto up_retry = Family("onedomain_upstream_retries_total",
-                         "Requests retried on a fresh upstream connection, by cluster.",
-                         MetricType::Counter);
+  auto up_fail =
+      Family("onedomain_upstream_connect_failures_total",
+             "Upstream connection attempts that failed, by cluster.", MetricType::Counter);
+  auto up_retry =
+      Family("onedomain_upstream_retries_total",
+             "Requests retried on a fresh upstream connection, by cluster.", MetricType::Counter);
   auto up_eject = Family("onedomain_upstream_ejections_total",
                          "Endpoints ejected by passive outlier detection, by cluster "
                          "(per worker: each worker ejects on its own observations).",
@@ -344,9 +351,9 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     up_eject.metric.push_back(std::move(m));
   }
 
-  for (auto* f : {&conns_active, &conns_total, &bytes, &accept_failures, &requests, &duration, &upgrades,
-                  &ws_active, &ws_bytes, &up_active, &up_total, &up_stale, &up_fail,
-                  &up_retry, &up_eject}) {
+  for (auto* f :
+       {&conns_active, &conns_total, &bytes, &accept_failures, &requests, &duration, &upgrades,
+        &ws_active, &ws_bytes, &up_active, &up_total, &up_stale, &up_fail, &up_retry, &up_eject}) {
     out.push_back(std::move(*f));
   }
   CollectWebSocketFamilies(out);
@@ -405,7 +412,8 @@ CounterTotals StatsCatalog::Totals() const {
     std::array<uint64_t, 5> classes{};
     for (const PerWorker& w : workers_) {
       const RouteCounters& c = *w.routes[slot];
-      for (size_t code = 100; code < kStatusCodes; ++code) classes[code / 100 - 1] += c.codes[code].Get();
+      for (size_t code = 100; code < kStatusCodes; ++code)
+        classes[code / 100 - 1] += c.codes[code].Get();
       for (size_t i = 0; i < c.upgrades.size(); ++i) {
         const uint64_t n = c.upgrades[i].Get();
         if (n > 0) {
@@ -415,7 +423,8 @@ CounterTotals StatsCatalog::Totals() const {
       ws_active += c.websocket_active.Get();
     }
     for (size_t i = 0; i < classes.size(); ++i) {
-      if (classes[i] > 0) t.http_requests[str::Cat(route_names_[slot], "|", kClasses[i])] = classes[i];
+      if (classes[i] > 0)
+        t.http_requests[str::Cat(route_names_[slot], "|", kClasses[i])] = classes[i];
     }
   }
   t.websocket_connections_active = ws_active > 0 ? static_cast<uint64_t>(ws_active) : 0;

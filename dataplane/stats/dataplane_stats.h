@@ -32,7 +32,9 @@ namespace onedomain::dataplane::stats {
 // Single-writer counter.
 class Counter {
  public:
-  void Add(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void Add(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
   uint64_t Get() const { return v_.load(std::memory_order_relaxed); }
 
  private:
@@ -42,7 +44,9 @@ class Counter {
 // Single-writer gauge.
 class Gauge {
  public:
-  void Add(int64_t d) { v_.store(v_.load(std::memory_order_relaxed) + d, std::memory_order_relaxed); }
+  void Add(int64_t d) {
+    v_.store(v_.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+  }
   void Inc() { Add(1); }
   void Dec() { Add(-1); }
   int64_t Get() const { return v_.load(std::memory_order_relaxed); }
@@ -60,8 +64,8 @@ enum class UpgradeResult : uint8_t {
   kAccepted,
   kOriginRefused,
   kCookieRefused,
-  kNotAllowed,    // the route lacks `websocket: true`
-  kMalformed,     // not GET, not HTTP/1.1, a body, bad Sec-WebSocket-Version or -Key
+  kNotAllowed,  // the route lacks `websocket: true`
+  kMalformed,   // not GET, not HTTP/1.1, a body, bad Sec-WebSocket-Version or -Key
   kUpstreamRefused,
   kUpstreamFailed,
   kCount,
@@ -81,7 +85,7 @@ inline constexpr size_t kWsCloseCodeSlots = 18;  // 1000..1015, then "other", th
 inline constexpr std::array<double, 10> kWsDurationBounds = {1,    10,    60,    300,   1800,
                                                              3600, 14400, 43200, 86400, 604800};
 struct WsTunnelCounters {
-  std::array<Counter, kWsCloseCodeSlots * static_cast<size_t>(WsCloseInitiator::kCount)> closes;
+  std::array<Counter, kWsCloseCodeSlots* static_cast<size_t>(WsCloseInitiator::kCount)> closes;
   std::array<Counter, kWsDurationBounds.size() + 1> duration_buckets;  // last: +Inf
   std::atomic<double> duration_sum{0};
 
@@ -118,10 +122,10 @@ struct alignas(64) ClusterCounters {
 struct alignas(64) WorkerCounters {
   Gauge downstream_active;
   Counter downstream_total;
-  Counter accept_failures;  // accept() errors (out of descriptors, memory)
-  Counter accept_shed;      // accepted and closed at once for lack of descriptors
-  Counter bytes_received;  // from clients
-  Counter bytes_sent;      // to clients
+  Counter accept_failures;          // accept() errors (out of descriptors, memory)
+  Counter accept_shed;              // accepted and closed at once for lack of descriptors
+  Counter bytes_received;           // from clients
+  Counter bytes_sent;               // to clients
   Gauge websocket_drain_remaining;  // tunnels told to drain and not yet closed
 };
 
@@ -165,7 +169,6 @@ class StatsCatalog {
   void CollectWebSocketFamilies(std::vector<prometheus::MetricFamily>& out) const;
 
  public:
-
  private:
   // Appends the cookie-policy families (called by Collect with mu_ held).
   void CollectCookieFamilies(std::vector<prometheus::MetricFamily>& out) const;

@@ -25,15 +25,15 @@ struct PoolConfig {
 struct OutlierConfig {
   uint32_t consecutive_failures = 5;  // 0: off
   std::chrono::nanoseconds ejection_time{std::chrono::seconds(30)};
-  bool count_5xx = false;              // 5xx answers count as failures
+  bool count_5xx = false;                 // 5xx answers count as failures
   uint32_t panic_threshold_percent = 50;  // below it, ejections are ignored; 0: off
 };
 
 struct CompiledEndpoint {
   std::string host;
   uint16_t port = 0;
-  bool literal = false;    // an IP literal: never resolved again
-  std::string authority;   // "host:port", the Host header when the client sent none
+  bool literal = false;   // an IP literal: never resolved again
+  std::string authority;  // "host:port", the Host header when the client sent none
   // Addresses known when the snapshot was compiled; DNS refreshes replace them per worker.
   std::vector<boost::asio::ip::tcp::endpoint> addresses;
 };

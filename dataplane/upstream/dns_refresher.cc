@@ -17,7 +17,8 @@ DnsRefresher::DnsRefresher(boost::asio::io_context& control, Publish publish)
 
 DnsRefresher::~DnsRefresher() { Stop(); }
 
-void DnsRefresher::SetClusters(const std::vector<std::shared_ptr<const CompiledCluster>>& clusters) {
+void DnsRefresher::SetClusters(
+    const std::vector<std::shared_ptr<const CompiledCluster>>& clusters) {
   std::vector<std::shared_ptr<Target>> next;
   const Clock::time_point now = Clock::now();
   for (const auto& def : clusters) {
@@ -83,9 +84,9 @@ void DnsRefresher::Resolve(const std::shared_ptr<Target>& t) {
         t->due = Clock::now() + t->def->dns_refresh_interval;
         if (ec) {
           // Keep the last good answer: a DNS hiccup must not empty a cluster.
-          log::Warn("dns", str::Cat("cannot resolve '", ep.host, "' for cluster '",
-                                    t->def->name, "': ", ec.message(), "; keeping ",
-                                    t->last.size(), " known address(es)"));
+          log::Warn("dns", str::Cat("cannot resolve '", ep.host, "' for cluster '", t->def->name,
+                                    "': ", ec.message(), "; keeping ", t->last.size(),
+                                    " known address(es)"));
           return;
         }
         std::vector<boost::asio::ip::tcp::endpoint> addrs;

@@ -21,9 +21,9 @@ namespace onedomain::dataplane {
 
 class DnsRefresher {
  public:
-  using Publish = std::function<void(const std::shared_ptr<const CompiledCluster>& def,
-                                     size_t endpoint,
-                                     const std::vector<boost::asio::ip::tcp::endpoint>& addrs)>;
+  using Publish =
+      std::function<void(const std::shared_ptr<const CompiledCluster>& def, size_t endpoint,
+                         const std::vector<boost::asio::ip::tcp::endpoint>& addrs)>;
 
   DnsRefresher(boost::asio::io_context& control, Publish publish);
   ~DnsRefresher();

@@ -32,8 +32,7 @@ class IdlePool {
 
   // Keeps `conn` for reuse unless `max_idle` are already kept; returns the connection back
   // when it was not kept, so the caller decides how to close it.
-  std::unique_ptr<Conn> Put(std::unique_ptr<Conn> conn, Clock::time_point now,
-                            uint32_t max_idle) {
+  std::unique_ptr<Conn> Put(std::unique_ptr<Conn> conn, Clock::time_point now, uint32_t max_idle) {
     if (entries_.size() >= max_idle) return conn;
     entries_.push_back(Entry{std::move(conn), now});
     return nullptr;

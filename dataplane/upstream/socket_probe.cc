@@ -23,8 +23,8 @@ std::optional<uint64_t> BytesAckedByPeer(int fd) {
   tcp_info info{};
   socklen_t len = sizeof(info);
   if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return std::nullopt;
-  const socklen_t needed = static_cast<socklen_t>(offsetof(tcp_info, tcpi_bytes_acked) +
-                                                  sizeof(info.tcpi_bytes_acked));
+  const socklen_t needed =
+      static_cast<socklen_t>(offsetof(tcp_info, tcpi_bytes_acked) + sizeof(info.tcpi_bytes_acked));
   if (len < needed) return std::nullopt;
   return info.tcpi_bytes_acked;
 }

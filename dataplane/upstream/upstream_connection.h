@@ -15,7 +15,8 @@ namespace onedomain::dataplane {
 
 class UpstreamConnection {
  public:
-  UpstreamConnection(AnyStream stream, Ref<Host> host) : stream_(std::move(stream)), host_(std::move(host)) {
+  UpstreamConnection(AnyStream stream, Ref<Host> host)
+      : stream_(std::move(stream)), host_(std::move(host)) {
     host_->ConnectionOpened();
   }
   ~UpstreamConnection() {

@@ -40,7 +40,7 @@ struct CompiledListener {
   uint32_t slot = 0;
   std::string address;
   ListenerLimits limits;
-  std::string forwarded_proto;  // "http" or "https"
+  std::string forwarded_proto;            // "http" or "https"
   std::shared_ptr<TlsServerContext> tls;  // null: plain HTTP
   v1::Listener source;
 };

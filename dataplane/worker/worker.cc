@@ -78,7 +78,8 @@ void Worker::SwitchConfig(std::shared_ptr<const CompiledSnapshot> snapshot) {
       }
     }
     if (!runtime) {
-      runtime = Ref<ClusterRuntime>(new ClusterRuntime(def, &catalog_.cluster(index_, def->stats_slot)));
+      runtime =
+          Ref<ClusterRuntime>(new ClusterRuntime(def, &catalog_.cluster(index_, def->stats_slot)));
     }
     next->clusters.push_back(std::move(runtime));
   }

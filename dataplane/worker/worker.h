@@ -20,8 +20,8 @@
 
 #include "dataplane/runtime/dispatcher.h"
 #include "dataplane/runtime/ref.h"
-#include "dataplane/worker/worker_config.h"
 #include "dataplane/stats/dataplane_stats.h"
+#include "dataplane/worker/worker_config.h"
 
 namespace onedomain::dataplane {
 

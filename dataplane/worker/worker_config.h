@@ -10,19 +10,19 @@
 #include <memory>
 #include <vector>
 
-#include "dataplane/worker/compiled_snapshot.h"
 #include "dataplane/runtime/ref.h"
 #include "dataplane/stats/dataplane_stats.h"
 #include "dataplane/upstream/cluster_runtime.h"
+#include "dataplane/worker/compiled_snapshot.h"
 
 namespace onedomain::dataplane {
 
 class WorkerConfig : public WorkerRefCounted<WorkerConfig> {
  public:
   std::shared_ptr<const CompiledSnapshot> compiled;
-  std::vector<Ref<ClusterRuntime>> clusters;                // by cluster index
-  std::vector<stats::RouteCounters*> route_counters;        // by route index
-  std::vector<const CompiledListener*> listeners_by_slot;   // sparse; null: not in this snapshot
+  std::vector<Ref<ClusterRuntime>> clusters;               // by cluster index
+  std::vector<stats::RouteCounters*> route_counters;       // by route index
+  std::vector<const CompiledListener*> listeners_by_slot;  // sparse; null: not in this snapshot
 
   const CompiledListener* listener(uint32_t slot) const {
     return slot < listeners_by_slot.size() ? listeners_by_slot[slot] : nullptr;

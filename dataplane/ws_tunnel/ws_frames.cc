@@ -19,7 +19,10 @@ size_t FrameTracker::Consume(const uint8_t* p, size_t n, bool stop_at_frame_end)
       if (hdr_len_ == 2) {
         const uint8_t len7 = hdr_[1] & 0x7F;
         const bool masked = (hdr_[1] & 0x80) != 0;
-        hdr_need_ = static_cast<uint8_t>(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) +
+        hdr_need_ = static_cast<uint8_t>(2 +
+                                         (len7 == 126   ? 2
+                                          : len7 == 127 ? 8
+                                                        : 0) +
                                          (masked ? 4 : 0));
       }
       if (hdr_len_ == hdr_need_) {
@@ -89,8 +92,8 @@ void FrameTracker::FrameComplete() {
   last_.close_code = 0;
   ++frames_;
   if (opcode == kClose) {
-    last_.close_code = close_have_ == 2 ? static_cast<uint16_t>((close_[0] << 8) | close_[1])
-                                        : kCloseNoStatus;
+    last_.close_code =
+        close_have_ == 2 ? static_cast<uint16_t>((close_[0] << 8) | close_[1]) : kCloseNoStatus;
     if (closes_++ == 0) first_close_code_ = last_.close_code;
   }
 }
@@ -107,8 +110,9 @@ SmallFrame BuildCloseFrame(uint16_t code, bool masked, uint32_t mask_key) {
     return f;
   }
   f.bytes[1] = 0x80 | 2;
-  const uint8_t key[4] = {static_cast<uint8_t>(mask_key >> 24), static_cast<uint8_t>(mask_key >> 16),
-                          static_cast<uint8_t>(mask_key >> 8), static_cast<uint8_t>(mask_key)};
+  const uint8_t key[4] = {static_cast<uint8_t>(mask_key >> 24),
+                          static_cast<uint8_t>(mask_key >> 16), static_cast<uint8_t>(mask_key >> 8),
+                          static_cast<uint8_t>(mask_key)};
   for (int k = 0; k < 4; ++k) f.bytes[2 + k] = key[k];
   f.bytes[6] = payload[0] ^ key[0];
   f.bytes[7] = payload[1] ^ key[1];

@@ -25,7 +25,7 @@ struct WsHandoff {
   std::string from_client;    // client bytes read past the upgrade request
   std::string from_upstream;  // upstream bytes read past the 101
   stats::RouteCounters* counters = nullptr;
-  uint32_t route_slot = 0;    // the route's stats slot: its identity across snapshots
+  uint32_t route_slot = 0;  // the route's stats slot: its identity across snapshots
   std::chrono::nanoseconds idle_timeout{0};        // 0: none
   std::chrono::nanoseconds keepalive_interval{0};  // 0: none
   std::chrono::nanoseconds drain_grace{0};

@@ -101,8 +101,8 @@ net::awaitable<void> RunWsTunnel(AnyStream& client, WsTunnelSet& tunnels,
   EnableKeepalive(client.native_handle());
   EnableKeepalive(upstream->stream().native_handle());
   ResumeWhenDone done(tunnels.dispatcher());
-  WsTunnel tunnel(tunnels, client, upstream->stream(),
-                  *handoff->counters, PolicyOf(*handoff), done);
+  WsTunnel tunnel(tunnels, client, upstream->stream(), *handoff->counters, PolicyOf(*handoff),
+                  done);
   tunnel.Start(std::move(handoff->from_client), std::move(handoff->from_upstream));
   handoff.reset();
   if (!tunnel.done()) (void)co_await done.parked.Wait();  // only OnTunnelDone resumes it

@@ -3,8 +3,8 @@
 
 #include "dataplane/ws_tunnel/ws_tunnel_engine.h"
 
-#include <boost/asio/ssl/error.hpp>
 #include <algorithm>
+#include <boost/asio/ssl/error.hpp>
 #include <utility>
 
 #include "dataplane/ws_tunnel/ws_tunnel.h"
@@ -28,9 +28,8 @@ void WsTunnel::Out::Add(const void* p, size_t len) {
   total += len;
 }
 
-WsTunnel::WsTunnel(WsTunnelSet& set, NonBlockingStream& client,
-                   NonBlockingStream& upstream, stats::RouteCounters& counters,
-                   const WsTunnelPolicy& policy, WsTunnelDone& done)
+WsTunnel::WsTunnel(WsTunnelSet& set, NonBlockingStream& client, NonBlockingStream& upstream,
+                   stats::RouteCounters& counters, const WsTunnelPolicy& policy, WsTunnelDone& done)
     : set_(set),
       client_(client),
       upstream_(upstream),
@@ -194,8 +193,7 @@ stats::WsCloseInitiator WsTunnel::DestinationSide(const Pump& p) {
 }
 
 bool WsTunnel::HandshakesDone() const {
-  return up_.src_sent_close && up_.dst_got_close && down_.src_sent_close &&
-         down_.dst_got_close;
+  return up_.src_sent_close && up_.dst_got_close && down_.src_sent_close && down_.dst_got_close;
 }
 
 // ---- the pumps ------------------------------------------------------------------------------
@@ -256,8 +254,7 @@ void WsTunnel::Run(Pump& p) {
 
 bool WsTunnel::InjectReady(const Pump& p) {
   if (p.tracker.broken()) return false;
-  return p.inject == Inject::kClose ? p.tracker.AtMessageBoundary()
-                                    : p.tracker.AtFrameBoundary();
+  return p.inject == Inject::kClose ? p.tracker.AtMessageBoundary() : p.tracker.AtFrameBoundary();
 }
 
 void WsTunnel::ApplyInject(Pump& p, Out& out) {
@@ -404,7 +401,8 @@ void WsTunnel::Complete() {
   if (counted_draining_) set_.counters().websocket_drain_remaining.Dec();
   counters_.websocket_active.Dec();
   RecordFirstClose(stats::WsCloseInitiator::kProxy, 0);
-  counters_.ws.RecordDuration(std::chrono::duration<double>(set_.dispatcher().Now() - opened_).count());
+  counters_.ws.RecordDuration(
+      std::chrono::duration<double>(set_.dispatcher().Now() - opened_).count());
   done_.OnTunnelDone();
 }
 

@@ -64,9 +64,8 @@ class WsTunnel : public AutoUnlinkHook {  // the hook: WsTunnelSet's list
  public:
   // The streams, the set, the counters and `done` must outlive the tunnel. Registers in
   // `set` (which may schedule a drain at once) and arms its timer on the set's dispatcher.
-  WsTunnel(WsTunnelSet& set, NonBlockingStream& client,
-           NonBlockingStream& upstream, stats::RouteCounters& counters,
-           const WsTunnelPolicy& policy, WsTunnelDone& done);
+  WsTunnel(WsTunnelSet& set, NonBlockingStream& client, NonBlockingStream& upstream,
+           stats::RouteCounters& counters, const WsTunnelPolicy& policy, WsTunnelDone& done);
   WsTunnel(const WsTunnel&) = delete;
   WsTunnel& operator=(const WsTunnel&) = delete;
   ~WsTunnel();
@@ -118,10 +117,12 @@ class WsTunnel : public AutoUnlinkHook {  // the hook: WsTunnelSet's list
   // A stream's events: to the pump that reads it and the pump that writes it.
   struct Hook final : StreamEvents {
     explicit Hook(WsTunnel& t) : tunnel(t) {}
-    void OnReadable() override { tunnel.OnReadable(this == &tunnel.client_hook_ ? tunnel.up_
-                                                                                : tunnel.down_); }
-    void OnWritable() override { tunnel.OnWritable(this == &tunnel.client_hook_ ? tunnel.down_
-                                                                                : tunnel.up_); }
+    void OnReadable() override {
+      tunnel.OnReadable(this == &tunnel.client_hook_ ? tunnel.up_ : tunnel.down_);
+    }
+    void OnWritable() override {
+      tunnel.OnWritable(this == &tunnel.client_hook_ ? tunnel.down_ : tunnel.up_);
+    }
     WsTunnel& tunnel;
   };
 

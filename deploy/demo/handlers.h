@@ -14,9 +14,9 @@
 namespace onedomain::demo {
 
 struct RequestInfo {
-  std::string method;       // as received, e.g. "GET"
-  std::string target;       // path and query, as received
-  HeaderList headers;       // in order, duplicates kept, names as received
+  std::string method;  // as received, e.g. "GET"
+  std::string target;  // path and query, as received
+  HeaderList headers;  // in order, duplicates kept, names as received
   uint64_t body_bytes = 0;
   std::string body_sha256;  // hex
 };
@@ -25,9 +25,9 @@ struct Reply {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
-  HeaderList headers;        // extra headers, in order (Location, Set-Cookie, ...)
-  uint64_t delay_ms = 0;     // wait this long (asynchronously) before answering
-  bool stream_bytes = false; // body is generated: stream_length bytes of 'a'+i%26
+  HeaderList headers;         // extra headers, in order (Location, Set-Cookie, ...)
+  uint64_t delay_ms = 0;      // wait this long (asynchronously) before answering
+  bool stream_bytes = false;  // body is generated: stream_length bytes of 'a'+i%26
   uint64_t stream_length = 0;
   bool stream_chunked = false;
 };

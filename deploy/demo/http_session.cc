@@ -34,7 +34,7 @@ namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
 
 constexpr auto kUse = net::as_tuple(net::use_awaitable);
-constexpr size_t kBodyChunk = 64 * 1024;  // pieces of generated /bytes bodies
+constexpr size_t kBodyChunk = 64 * 1024;                       // pieces of generated /bytes bodies
 constexpr auto kIdleTimeout = config::defaults::kIdleTimeout;  // waiting for a request
 constexpr std::chrono::seconds kIoTimeout{60};                 // each body read or write
 constexpr std::chrono::seconds kLingerTimeout{2};
@@ -136,7 +136,8 @@ net::awaitable<bool> WriteByteStream(beast::tcp_stream& stream, const Reply& rep
   for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<char>('a' + i % 26);
   uint64_t sent = 0;
   while (sent < reply.stream_length) {
-    const size_t len = static_cast<size_t>(std::min<uint64_t>(kBodyChunk, reply.stream_length - sent));
+    const size_t len =
+        static_cast<size_t>(std::min<uint64_t>(kBodyChunk, reply.stream_length - sent));
     res.body().data = pattern.data() + sent % 26;
     res.body().size = len;
     res.body().more = true;
@@ -172,8 +173,7 @@ net::awaitable<void> RejectMalformed(beast::tcp_stream& stream, const beast::err
                                      const ServerContext& ctx) {
   const bool too_large = ec == http::error::header_limit;
   const Reply reply = ErrorReply(too_large ? 431 : 400,
-                                 too_large ? "request header too large" : "malformed request",
-                                 ctx);
+                                 too_large ? "request header too large" : "malformed request", ctx);
   co_await WriteStringReply(stream, reply, 11, false, false, ctx);
   co_await LingeringClose(stream);
 }
@@ -209,14 +209,13 @@ net::awaitable<void> RunHttpSession(tcp::socket socket, PortKind kind, ServerCon
           }
         }
         stream.expires_never();  // the WebSocket stream runs its own timers
-        co_await RunWsSession(std::move(stream), std::move(req), std::move(raw),
-                              std::move(chat_id), ctx);
+        co_await RunWsSession(std::move(stream), std::move(req), std::move(raw), std::move(chat_id),
+                              ctx);
         co_return;
       }
     }
 
-    if (!reader.is_done() &&
-        str::EqualsIgnoreCase(Sv(req[http::field::expect]), "100-continue")) {
+    if (!reader.is_done() && str::EqualsIgnoreCase(Sv(req[http::field::expect]), "100-continue")) {
       http::response<http::empty_body> cont{http::status::continue_, req.version()};
       stream.expires_after(kIoTimeout);
       auto [cec, cn] = co_await http::async_write(stream, cont, kUse);
@@ -238,8 +237,7 @@ net::awaitable<void> RunHttpSession(tcp::socket socket, PortKind kind, ServerCon
                      .headers = std::move(reader.fields()),
                      .body_bytes = reader.body_bytes(),
                      .body_sha256 = reader.BodySha256Hex()};
-    const Reply reply =
-        kind == PortKind::kApi ? HandleApi(info, ctx) : HandleFrontend(info, ctx);
+    const Reply reply = kind == PortKind::kApi ? HandleApi(info, ctx) : HandleFrontend(info, ctx);
     if (reply.delay_ms > 0) {
       net::steady_timer timer(stream.get_executor());
       timer.expires_after(std::chrono::milliseconds(reply.delay_ms));
@@ -248,11 +246,10 @@ net::awaitable<void> RunHttpSession(tcp::socket socket, PortKind kind, ServerCon
     }
     const bool keep_alive = reader.keep_alive();
     const bool head = req.method() == http::verb::head;
-    const bool ok = reply.stream_bytes
-                        ? co_await WriteByteStream(stream, reply, req.version(), head,
-                                                   keep_alive, ctx)
-                        : co_await WriteStringReply(stream, reply, req.version(), head,
-                                                    keep_alive, ctx);
+    const bool ok =
+        reply.stream_bytes
+            ? co_await WriteByteStream(stream, reply, req.version(), head, keep_alive, ctx)
+            : co_await WriteStringReply(stream, reply, req.version(), head, keep_alive, ctx);
     if (!ok) co_return;
     if (!keep_alive) {
       beast::error_code ignored;  // the peer may have closed first; nothing else to do

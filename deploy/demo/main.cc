@@ -72,15 +72,14 @@ int Run(ServerContext& ctx) {
 
   std::vector<std::pair<std::string, int>> ports{{"api", api.local_endpoint().port()}};
   if (frontend) ports.emplace_back("frontend", frontend->local_endpoint().port());
-  std::string summary = str::Cat("instance ", o.instance, " serving API on ", o.address, ":",
-                                 ports[0].second);
+  std::string summary =
+      str::Cat("instance ", o.instance, " serving API on ", o.address, ":", ports[0].second);
   if (frontend) str::Append(summary, ", frontend on ", o.address, ":", ports[1].second);
   log::Info("demo", summary);
 
   net::co_spawn(ioc, AcceptLoop(std::move(api), PortKind::kApi, ctx), OnAcceptLoopEnd);
   if (frontend) {
-    net::co_spawn(ioc, AcceptLoop(std::move(*frontend), PortKind::kFrontend, ctx),
-                  OnAcceptLoopEnd);
+    net::co_spawn(ioc, AcceptLoop(std::move(*frontend), PortKind::kFrontend, ctx), OnAcceptLoopEnd);
   }
 
   // The port file is written only once the acceptors are listening, so a reader that sees it

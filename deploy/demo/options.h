@@ -14,14 +14,14 @@ namespace onedomain::demo {
 
 struct Options {
   std::string address = "127.0.0.1";
-  uint16_t port = 8000;                    // API port; 0 = ephemeral
-  std::optional<uint16_t> frontend_port;   // unset: no frontend listener; 0 = ephemeral
-  std::string port_file;                   // empty: none
+  uint16_t port = 8000;                   // API port; 0 = ephemeral
+  std::optional<uint16_t> frontend_port;  // unset: no frontend listener; 0 = ephemeral
+  std::string port_file;                  // empty: none
   std::string instance = "demo";
   int threads = 1;
-  std::string cookie_domain;               // empty: no Domain attribute
+  std::string cookie_domain;  // empty: no Domain attribute
   bool cookie_secure = false;
-  std::string cookie_samesite = "Lax";     // Lax, Strict or None
+  std::string cookie_samesite = "Lax";  // Lax, Strict or None
   std::string cookie_path = "/";
 };
 

@@ -103,9 +103,7 @@ std::optional<std::string> SessionCookie(const HeaderList& cookies) {
   return std::nullopt;
 }
 
-std::string_view TargetPath(std::string_view target) {
-  return target.substr(0, target.find('?'));
-}
+std::string_view TargetPath(std::string_view target) { return target.substr(0, target.find('?')); }
 
 std::optional<std::string_view> QueryParam(std::string_view target, std::string_view key) {
   const size_t q = target.find('?');

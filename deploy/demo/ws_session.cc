@@ -6,8 +6,8 @@
 #include <boost/beast/websocket.hpp>
 #include <chrono>
 #include <optional>
-#include <tuple>
 #include <string_view>
+#include <tuple>
 
 #include "common/strings/strings.h"
 #include "deploy/demo/util.h"
@@ -151,8 +151,7 @@ net::awaitable<void> RunWsSession(beast::tcp_stream stream, http::request<http::
   ws.read_message_max(kMaxWsMessageBytes);
   ws.write_buffer_bytes(64 * 1024);
   ws.set_option(websocket::stream_base::decorator(HandshakeDecorator{
-      HeaderListHasToken(req[http::field::sec_websocket_protocol], "chat"),
-      ctx.options.instance}));
+      HeaderListHasToken(req[http::field::sec_websocket_protocol], "chat"), ctx.options.instance}));
 
   beast::error_code ec;
   if (raw_handshake.empty()) {

@@ -22,8 +22,8 @@ namespace od = onedomain::dataplane;
 
 namespace {
 
-#define FUZZ_CHECK(cond) \
-  do {                   \
+#define FUZZ_CHECK(cond)       \
+  do {                         \
     if (!(cond)) std::abort(); \
   } while (false)
 
@@ -63,8 +63,8 @@ const od::CompiledCookiePolicy& Cookies() {
 }
 
 bool Inside(std::string_view outer, std::string_view inner) {
-  return inner.empty() ||
-         (inner.data() >= outer.data() && inner.data() + inner.size() <= outer.data() + outer.size());
+  return inner.empty() || (inner.data() >= outer.data() &&
+                           inner.data() + inner.size() <= outer.data() + outer.size());
 }
 
 // One complete head: request line, then "name: value" lines, each CRLF-terminated, and only
@@ -112,7 +112,8 @@ void FuzzRequest(std::string_view input, size_t split) {
   (void)od::IsWebSocketUpgrade(head);
   (void)od::CheckBodyLimit(head, 1000);
 
-  for (const od::CompiledCookiePolicy* cookies : {static_cast<const od::CompiledCookiePolicy*>(nullptr), &Cookies()}) {
+  for (const od::CompiledCookiePolicy* cookies :
+       {static_cast<const od::CompiledCookiePolicy*>(nullptr), &Cookies()}) {
     od::UpstreamHeadParams p;
     p.route = route;
     p.client_ip = "192.0.2.1";

@@ -61,17 +61,17 @@ TEST(ChunkedScannerTest, AcceptsTrailers) {
 
 TEST(ChunkedScannerTest, RejectsMalformedFraming) {
   for (const std::string bad : {
-           "x\r\n",                      // not hex
-           "\r\n",                       // no size
-           "5\nhello\r\n0\r\n\r\n",      // bare LF after size
-           "5\r\nhelloX\r\n",            // no CRLF after data
-           "5\r\nhello\r0\r\n\r\n",      // CR without LF
-           "11111111111111111\r\n",      // 17 hex digits: overflow
-           "0\r\n trailer\r\n\r\n",      // trailer starting with whitespace
-           "5 x\r\n",                    // garbage after size
-           "0\r\nno-colon-here\r\n\r\n",   // trailer line without a colon
-           "0\r\nX Y: 1\r\n\r\n",          // space inside a trailer name
-           "0\r\nX:\x01\r\n\r\n",           // control byte in a trailer value
+           "x\r\n",                       // not hex
+           "\r\n",                        // no size
+           "5\nhello\r\n0\r\n\r\n",       // bare LF after size
+           "5\r\nhelloX\r\n",             // no CRLF after data
+           "5\r\nhello\r0\r\n\r\n",       // CR without LF
+           "11111111111111111\r\n",       // 17 hex digits: overflow
+           "0\r\n trailer\r\n\r\n",       // trailer starting with whitespace
+           "5 x\r\n",                     // garbage after size
+           "0\r\nno-colon-here\r\n\r\n",  // trailer line without a colon
+           "0\r\nX Y: 1\r\n\r\n",         // space inside a trailer name
+           "0\r\nX:\x01\r\n\r\n",         // control byte in a trailer value
        }) {
     ChunkedScanner s;
     EXPECT_TRUE(s.Feed(bad).error) << bad;

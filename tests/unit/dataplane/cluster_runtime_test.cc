@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 
-
 #include "dataplane/runtime/dispatcher.h"
 #include "dataplane/upstream/upstream_connection.h"
 
@@ -68,7 +67,7 @@ TEST(ClusterRuntimeTest, ConnectionsCountAndPoolOnTheirHost) {
     EXPECT_EQ(counters.connections_active.Get(), 1);
     EXPECT_EQ(host->pool().Put(std::move(conn), Clock::now(), 4), nullptr);
   }
-  EXPECT_EQ(host->open_connections, 1u);  // idle in the pool
+  EXPECT_EQ(host->open_connections, 1u);                     // idle in the pool
   cluster->SweepIdle(Clock::now() + std::chrono::hours(1));  // past idle_timeout
   EXPECT_EQ(host->open_connections, 0u);
   EXPECT_EQ(counters.connections_active.Get(), 0);

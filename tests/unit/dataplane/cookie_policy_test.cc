@@ -65,9 +65,10 @@ TEST(CookiePolicyTest, ForcesAttributesOnMatchingNames) {
   EXPECT_EQ(Rewrite(p, "sess_1=abc; Max-Age=86400; SameSite=None"),
             "sess_1=abc; Max-Age=3600; SameSite=Lax; Secure; HttpOnly");
   EXPECT_EQ(Rewrite(p, "theme=dark; Max-Age=86400"), "theme=dark; Max-Age=86400");
-  EXPECT_EQ(Rewrite(p, "sess_2=x; Expires=Wed, 21 Oct 2099 07:28:00 GMT; Secure; HttpOnly; SameSite=Lax"),
-            "sess_2=x; Expires=Wed, 21 Oct 2099 07:28:00 GMT; Secure; HttpOnly; SameSite=Lax; "
-            "Max-Age=3600");
+  EXPECT_EQ(
+      Rewrite(p, "sess_2=x; Expires=Wed, 21 Oct 2099 07:28:00 GMT; Secure; HttpOnly; SameSite=Lax"),
+      "sess_2=x; Expires=Wed, 21 Oct 2099 07:28:00 GMT; Secure; HttpOnly; SameSite=Lax; "
+      "Max-Age=3600");
 }
 
 TEST(CookiePolicyTest, NamePatterns) {

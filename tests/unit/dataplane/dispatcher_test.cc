@@ -198,7 +198,10 @@ std::pair<UniqueFd, UniqueFd> SocketPair() {
 
 class Readable final : public FileEvents {
  public:
-  void OnFileEvents(uint32_t events) override { seen |= events; ++calls; }
+  void OnFileEvents(uint32_t events) override {
+    seen |= events;
+    ++calls;
+  }
   void OnAbandon() override { abandoned = true; }
   uint32_t seen = 0;
   int calls = 0;

@@ -24,7 +24,8 @@ TEST(FlagsTest, ParsesBothForms) {
 }
 
 TEST(FlagsTest, RejectsUnknownAndMalformed) {
-  EXPECT_NE(Parse({"--bogus"}).status().message().find("unknown flag '--bogus'"), std::string::npos);
+  EXPECT_NE(Parse({"--bogus"}).status().message().find("unknown flag '--bogus'"),
+            std::string::npos);
   EXPECT_FALSE(Parse({"--config"}).ok());
   EXPECT_FALSE(Parse({"--workers", "0"}).ok());
   EXPECT_FALSE(Parse({"--workers", "x"}).ok());
@@ -34,8 +35,8 @@ TEST(FlagsTest, RejectsUnknownAndMalformed) {
 
 TEST(FlagsTest, HelpDocumentsEveryFlag) {
   const std::string help = HelpText();
-  for (const char* flag : {"--config", "--check-config", "--workers", "--port-file",
-                           "--log-level", "--version", "--help"}) {
+  for (const char* flag : {"--config", "--check-config", "--workers", "--port-file", "--log-level",
+                           "--version", "--help"}) {
     EXPECT_NE(help.find(flag), std::string::npos) << flag;
   }
 }

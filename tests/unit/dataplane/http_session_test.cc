@@ -68,8 +68,8 @@ TEST_F(HttpSessionTest, PipelinedRequestsAreAnsweredInOrder) {
   LoopbackUpstream up([](const std::string& request) {
     const size_t sp = request.find(' ');
     const std::string body = request.substr(sp + 1, request.find(' ', sp + 1) - sp - 1) + "|";
-    return LoopbackUpstream::Reply{"HTTP/1.1 200 OK\r\nContent-Length: " +
-                                   std::to_string(body.size()) + "\r\n\r\n" + body};
+    return LoopbackUpstream::Reply{
+        "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body};
   });
   StartWorker(OneRouteSnapshot({up.port()}));
   Connect();

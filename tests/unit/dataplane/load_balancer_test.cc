@@ -48,7 +48,8 @@ TEST_F(LoadBalancerTest, SkipsEjectedAndExcludedHosts) {
   EXPECT_EQ(Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, hosts_[0])), 2);
   // Ejection ends after ejection_time.
   bool saw_one = false;
-  for (int i = 0; i < 3; ++i) saw_one |= Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_ + 31s)) == 1;
+  for (int i = 0; i < 3; ++i)
+    saw_one |= Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_ + 31s)) == 1;
   EXPECT_TRUE(saw_one);
 }
 
@@ -69,7 +70,8 @@ TEST_F(LoadBalancerTest, LeastRequestPicksFewestInFlightTiesInTurn) {
   hosts_[1]->inflight = 0;
   hosts_[2]->inflight = 0;
   std::vector<int> order;
-  for (int i = 0; i < 3; ++i) order.push_back(Port(lb_.Pick(LbPolicy::kLeastRequest, hosts_, now_)));
+  for (int i = 0; i < 3; ++i)
+    order.push_back(Port(lb_.Pick(LbPolicy::kLeastRequest, hosts_, now_)));
   std::sort(order.begin(), order.end());
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));  // ties rotate
 }
@@ -80,14 +82,17 @@ TEST_F(LoadBalancerTest, BelowThePanicThresholdEveryHostIsACandidate) {
   OutlierConfig config{1, 30s};
   // One of three ejected: 66 % healthy, above a 50 % threshold: the ejected one is skipped.
   hosts_[1]->outlier().RecordFailure(config, now_);
-  for (int i = 0; i < 6; ++i) EXPECT_NE(Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, nullptr, 50)), 1);
+  for (int i = 0; i < 6; ++i)
+    EXPECT_NE(Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, nullptr, 50)), 1);
   // Two of three ejected: 33 % < 50 %: panic, all three are used again.
   hosts_[2]->outlier().RecordFailure(config, now_);
   std::map<int, int> seen;
-  for (int i = 0; i < 6; ++i) ++seen[Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, nullptr, 50))];
+  for (int i = 0; i < 6; ++i)
+    ++seen[Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, nullptr, 50))];
   EXPECT_EQ(seen.size(), 3u);
   // Threshold 0: no panic, only the healthy host.
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, nullptr, 0)), 0);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(Port(lb_.Pick(LbPolicy::kRoundRobin, hosts_, now_, nullptr, 0)), 0);
 }
 
 TEST_F(LoadBalancerTest, TheOnlyEndpointIsNeverEjectedWithTheDefaultThreshold) {

@@ -64,26 +64,38 @@ struct BadCase {
 
 TEST(MessageHeadTest, SmugglingAndMalformedHeadsAreRejected) {
   const BadCase cases[] = {
-      {"CL then TE", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+      {"CL then TE",
+       "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
        ProxyErrorKind::kSmuggling},
-      {"TE then CL", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+      {"TE then CL",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
        ProxyErrorKind::kSmuggling},
-      {"differing CLs", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+      {"differing CLs",
+       "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
        ProxyErrorKind::kSmuggling},
-      {"CL list", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n", ProxyErrorKind::kSmuggling},
-      {"bad CL", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", ProxyErrorKind::kSmuggling},
-      {"TE gzip", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", ProxyErrorKind::kSmuggling},
+      {"CL list", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n",
+       ProxyErrorKind::kSmuggling},
+      {"bad CL", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+       ProxyErrorKind::kSmuggling},
+      {"TE gzip", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+       ProxyErrorKind::kSmuggling},
       {"TE gzip, chunked", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
        ProxyErrorKind::kSmuggling},
-      {"TE twice", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+      {"TE twice",
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n",
        ProxyErrorKind::kSmuggling},
       {"TE in 1.0", "POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
        ProxyErrorKind::kSmuggling},
-      {"obs-fold", "GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\n two\r\n\r\n", ProxyErrorKind::kSmuggling},
-      {"obs-fold empty first", "GET / HTTP/1.1\r\nHost: h\r\nX-A:\r\n two\r\n\r\n", ProxyErrorKind::kSmuggling},
-      {"space before colon", "GET / HTTP/1.1\r\nHost : h\r\n\r\n", ProxyErrorKind::kMalformedRequest},
+      {"obs-fold", "GET / HTTP/1.1\r\nHost: h\r\nX-A: one\r\n two\r\n\r\n",
+       ProxyErrorKind::kSmuggling},
+      {"obs-fold empty first", "GET / HTTP/1.1\r\nHost: h\r\nX-A:\r\n two\r\n\r\n",
+       ProxyErrorKind::kSmuggling},
+      {"space before colon", "GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+       ProxyErrorKind::kMalformedRequest},
       {"bad name", "GET / HTTP/1.1\r\nHo(st: h\r\n\r\n", ProxyErrorKind::kMalformedRequest},
-      {"leading space line", "GET / HTTP/1.1\r\n Host: h\r\n\r\n", ProxyErrorKind::kMalformedRequest},
+      {"leading space line", "GET / HTTP/1.1\r\n Host: h\r\n\r\n",
+       ProxyErrorKind::kMalformedRequest},
       {"bare LF", "GET / HTTP/1.1\nHost: h\r\n\r\n", ProxyErrorKind::kMalformedRequest},
       {"HTTP/2.0", "GET / HTTP/2.0\r\nHost: h\r\n\r\n", ProxyErrorKind::kMalformedRequest},
       {"control char", std::string("GET / HTTP/1.1\r\nHost: h\r\nX: a\x01z\r\n\r\n"),
@@ -113,9 +125,10 @@ TEST(MessageHeadTest, ParsesResponsesAndTheirFraming) {
   {
     ResponseHeadParser parser(r, 65536, false);
     boost::system::error_code ec;
-    ASSERT_TRUE(parser.Feed("HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
-                            "Transfer-Encoding: chunked\r\n\r\n",
-                            ec));
+    ASSERT_TRUE(
+        parser.Feed("HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n",
+                    ec));
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.reason, "OK");
     EXPECT_TRUE(r.framing.chunked);
@@ -135,8 +148,9 @@ TEST(MessageHeadTest, ParsesResponsesAndTheirFraming) {
     EXPECT_TRUE(r.need_eof);
     EXPECT_FALSE(r.framing.keep_alive);
   }
-  for (const char* no_body : {"HTTP/1.1 204 No Content\r\n\r\n", "HTTP/1.1 304 Not Modified\r\n\r\n",
-                              "HTTP/1.1 100 Continue\r\n\r\n"}) {
+  for (const char* no_body :
+       {"HTTP/1.1 204 No Content\r\n\r\n", "HTTP/1.1 304 Not Modified\r\n\r\n",
+        "HTTP/1.1 100 Continue\r\n\r\n"}) {
     ResponseHeadParser parser(r, 65536, false);
     boost::system::error_code ec;
     ASSERT_TRUE(parser.Feed(no_body, ec)) << no_body;
@@ -145,7 +159,8 @@ TEST(MessageHeadTest, ParsesResponsesAndTheirFraming) {
   {
     ResponseHeadParser parser(r, 65536, false);
     boost::system::error_code ec;
-    EXPECT_FALSE(parser.Feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ec));
+    EXPECT_FALSE(
+        parser.Feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ec));
     EXPECT_TRUE(ec);
   }
 }
@@ -161,8 +176,8 @@ TEST(MessageHeadTest, DetectsObsFold) {
 // Feeds `full` as a client's bytes arrive: a growing prefix, each time in a fresh buffer (the
 // session's read buffer moves when it grows). Returns whether the head completed.
 template <typename Parser>
-bool FeedInPieces(Parser& parser, const std::string& full, size_t step,
-                  std::string& last_copy, boost::system::error_code& ec) {
+bool FeedInPieces(Parser& parser, const std::string& full, size_t step, std::string& last_copy,
+                  boost::system::error_code& ec) {
   for (size_t n = std::min(step, full.size());; n = std::min(n + step, full.size())) {
     last_copy = full.substr(0, n);  // a new allocation every time
     if (parser.Feed(last_copy, ec)) return true;
@@ -172,8 +187,8 @@ bool FeedInPieces(Parser& parser, const std::string& full, size_t step,
 
 TEST(MessageHeadTest, HeadSplitAcrossReadsParsesAtEverySplit) {
   const std::string full =
-      "GET /api/v1/echo?x=1 HTTP/1.1\r\nHost: amir.hirecj.ai\r\nCookie: " +
-      std::string(3000, 'c') + "\r\nUser-Agent: test\r\n\r\n";
+      "GET /api/v1/echo?x=1 HTTP/1.1\r\nHost: amir.hirecj.ai\r\nCookie: " + std::string(3000, 'c') +
+      "\r\nUser-Agent: test\r\n\r\n";
   for (size_t step : {1u, 7u, 1448u, 17u, 3000u}) {
     RequestHead head;
     RequestHeadParser parser(head, 65536);
@@ -253,9 +268,9 @@ TEST(MessageHeadTest, RebaseFollowsTheBytesToTheirNewPlace) {
 }
 
 TEST(MessageHeadTest, BareLfIsRefusedAtOnceNotAfterTheTimeout) {
-  for (const std::string& raw : {std::string("GET / HTTP/1.1\nHost: h\n\n"),
-                                std::string("GET / HTTP/1.1\r\nHost: h\n"),
-                                std::string("GET / HTTP/1.1\r\nHost: h\r\n\n")}) {
+  for (const std::string& raw :
+       {std::string("GET / HTTP/1.1\nHost: h\n\n"), std::string("GET / HTTP/1.1\r\nHost: h\n"),
+        std::string("GET / HTTP/1.1\r\nHost: h\r\n\n")}) {
     RequestHead head;
     const Parsed p = ParseRequest(raw, head);
     EXPECT_FALSE(p.complete) << raw;
@@ -270,8 +285,8 @@ TEST(MessageHeadTest, BareLfIsRefusedAtOnceNotAfterTheTimeout) {
 }
 
 TEST(MessageHeadTest, ResponsesWithACodingOtherThanChunkedAreRefused) {
-  for (const std::string& te : {std::string("gzip"), std::string("chunked, gzip"),
-                                std::string("xchunked")}) {
+  for (const std::string& te :
+       {std::string("gzip"), std::string("chunked, gzip"), std::string("xchunked")}) {
     const std::string raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + "\r\n\r\n";
     ResponseHead r;
     ResponseHeadParser parser(r, 65536, false);

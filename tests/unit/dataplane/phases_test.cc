@@ -59,7 +59,8 @@ TEST(PhasesTest, StripsHopByHopAndSetsForwardedFields) {
     EXPECT_EQ(out.find(gone), std::string::npos) << gone << "\n" << out;
   }
   EXPECT_NE(out.find("\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.7\r\n"),
-            std::string::npos) << out;
+            std::string::npos)
+      << out;
   EXPECT_NE(out.find("\r\nX-Forwarded-Proto: https\r\n"), std::string::npos);
   EXPECT_NE(out.find("\r\nX-Forwarded-Host: amir.hirecj.ai\r\n"), std::string::npos);
   EXPECT_NE(out.find("\r\nCookie: sess_abc=1; theme=dark\r\n"), std::string::npos);
@@ -135,7 +136,8 @@ TEST(PhasesTest, BodyLimitAndUpgradeDetection) {
       "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: x\r\n\r\n";
   Parse(ws, head);
   EXPECT_TRUE(IsWebSocketUpgrade(head));
-  const std::string h2c = "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+  const std::string h2c =
+      "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
   Parse(h2c, head);
   EXPECT_FALSE(IsWebSocketUpgrade(head));
   const std::string no_conn = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
@@ -198,7 +200,8 @@ TEST(PhasesTest, CookiePolicyAppliesWhenSet) {
   policy.mutable_request_cookies()->add_names("sess_*");
   const CompiledCookiePolicy cookies(policy);
   RequestHead head;
-  const std::string raw = "GET / HTTP/1.1\r\nHost: h\r\nCookie: theme=dark; sess_1=abc\r\nCookie: x=1\r\n\r\n";
+  const std::string raw =
+      "GET / HTTP/1.1\r\nHost: h\r\nCookie: theme=dark; sess_1=abc\r\nCookie: x=1\r\n\r\n";
   Parse(raw, head);
   const std::string out = Upstream(head, nullptr, &cookies);
   EXPECT_NE(out.find("\r\nCookie: sess_1=abc\r\n"), std::string::npos) << out;
@@ -242,7 +245,8 @@ TEST(PhasesTest, NormalizeRequestRoutesOnTheNormalisedPath) {
 TEST(PhasesTest, NormalizeRequestRefusesBadBytesAndHosts) {
   for (const std::string& raw : {
            std::string("GET /a\xff HTTP/1.1\r\nHost: h\r\n\r\n"),
-           std::string("GET /a\x80" "b HTTP/1.1\r\nHost: h\r\n\r\n"),
+           std::string("GET /a\x80"
+                       "b HTTP/1.1\r\nHost: h\r\n\r\n"),
            std::string("GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n"),
            std::string("GET / HTTP/1.1\r\nHost: h/x\r\n\r\n"),
            std::string("GET / HTTP/1.1\r\nHost: user@h\r\n\r\n"),

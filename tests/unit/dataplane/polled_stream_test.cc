@@ -125,10 +125,13 @@ TEST_F(PolledStreamTest, AReadAfterAShortReadWaitsForTheNextBytes) {
     EXPECT_EQ(r.n, 1u);
 
     // Nothing is there: the read parks until the peer writes 100 ms later.
-    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
-      co_await Sleep(100ms);
-      co_await net::async_write(peer, net::buffer("bc", 2), kToken);
-    }, net::detached);
+    net::co_spawn(
+        ioc_,
+        [&]() -> net::awaitable<void> {
+          co_await Sleep(100ms);
+          co_await net::async_write(peer, net::buffer("bc", 2), kToken);
+        },
+        net::detached);
     const auto start = std::chrono::steady_clock::now();
     r = co_await s.ReadSome(net::buffer(buf));
     EXPECT_FALSE(r.ec);
@@ -160,10 +163,13 @@ TEST_F(PolledStreamTest, CancelAbortsAParkedRead) {
     AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
     co_await ConnectPair(s, peer);
-    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
-      co_await Sleep(50ms);
-      s.Cancel();
-    }, net::detached);
+    net::co_spawn(
+        ioc_,
+        [&]() -> net::awaitable<void> {
+          co_await Sleep(50ms);
+          s.Cancel();
+        },
+        net::detached);
     char buf[16];
     const IoResult r = co_await s.ReadSome(net::buffer(buf));
     EXPECT_EQ(r.ec, net::error::operation_aborted);
@@ -195,16 +201,19 @@ TEST_F(PolledStreamTest, ALargeWriteWaitsForASlowReader) {
     const std::string data(8 * 1024 * 1024, 'z');  // far beyond both socket buffers
     size_t received = 0;
     bool reader_done = false;
-    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
-      std::vector<char> buf(64 * 1024);
-      while (received < data.size()) {
-        co_await Sleep(1ms);
-        auto [ec, n] = co_await peer.async_read_some(net::buffer(buf), kToken);
-        if (ec) break;
-        received += n;
-      }
-      reader_done = true;
-    }, net::detached);
+    net::co_spawn(
+        ioc_,
+        [&]() -> net::awaitable<void> {
+          std::vector<char> buf(64 * 1024);
+          while (received < data.size()) {
+            co_await Sleep(1ms);
+            auto [ec, n] = co_await peer.async_read_some(net::buffer(buf), kToken);
+            if (ec) break;
+            received += n;
+          }
+          reader_done = true;
+        },
+        net::detached);
     const IoResult w = co_await s.Write(net::buffer(data));
     EXPECT_FALSE(w.ec) << w.ec.message();
     EXPECT_EQ(w.n, data.size());
@@ -292,11 +301,14 @@ TEST_F(PolledStreamTest, TlsStreamsTryReadAndWriteAndWaitForTheirEvents) {
     client_ctx.set_verify_mode(net::ssl::verify_none);
     net::ssl::stream<tcp::socket&> client(peer, client_ctx);
     bool client_ready = false;
-    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
-      auto [ec] = co_await client.async_handshake(net::ssl::stream_base::client, kToken);
-      EXPECT_FALSE(ec) << ec.message();
-      client_ready = true;
-    }, net::detached);
+    net::co_spawn(
+        ioc_,
+        [&]() -> net::awaitable<void> {
+          auto [ec] = co_await client.async_handshake(net::ssl::stream_base::client, kToken);
+          EXPECT_FALSE(ec) << ec.message();
+          client_ready = true;
+        },
+        net::detached);
     if (const error_code ec = co_await s.Handshake(); ec) {
       ADD_FAILURE() << "handshake: " << ec.message();
       co_return;
@@ -313,12 +325,15 @@ TEST_F(PolledStreamTest, TlsStreamsTryReadAndWriteAndWaitForTheirEvents) {
     for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i % 251);
     std::string got(data.size(), '\0');
     bool reader_done = false;
-    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
-      co_await Sleep(20ms);
-      auto [ec, n] = co_await net::async_read(client, net::buffer(got), kToken);
-      EXPECT_FALSE(ec) << ec.message();
-      reader_done = true;
-    }, net::detached);
+    net::co_spawn(
+        ioc_,
+        [&]() -> net::awaitable<void> {
+          co_await Sleep(20ms);
+          auto [ec, n] = co_await net::async_read(client, net::buffer(got), kToken);
+          EXPECT_FALSE(ec) << ec.message();
+          reader_done = true;
+        },
+        net::detached);
     size_t off = 0;
     int would_block = 0;
     while (off < data.size()) {
@@ -340,10 +355,13 @@ TEST_F(PolledStreamTest, TlsStreamsTryReadAndWriteAndWaitForTheirEvents) {
 
     // In: 300 KB, read as it comes.
     const std::string sent(300000, 'y');
-    net::co_spawn(ioc_, [&]() -> net::awaitable<void> {
-      auto [ec, n] = co_await net::async_write(client, net::buffer(sent), kToken);
-      EXPECT_FALSE(ec) << ec.message();
-    }, net::detached);
+    net::co_spawn(
+        ioc_,
+        [&]() -> net::awaitable<void> {
+          auto [ec, n] = co_await net::async_write(client, net::buffer(sent), kToken);
+          EXPECT_FALSE(ec) << ec.message();
+        },
+        net::detached);
     std::string received;
     char buf[16384];
     int waits = 0;

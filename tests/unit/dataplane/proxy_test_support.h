@@ -5,10 +5,10 @@
 // everything to that backend, and helpers that run code on the worker and wait for it.
 // Every wait is bounded (5 s).
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,9 +24,9 @@
 
 #include <gtest/gtest.h>
 
-#include "dataplane/worker/worker.h"
 #include "dataplane/server/snapshot_compiler.h"
 #include "dataplane/stats/dataplane_stats.h"
+#include "dataplane/worker/worker.h"
 #include "onedomain/v1/snapshot.pb.h"
 
 namespace onedomain::dataplane::proxytest {

@@ -34,8 +34,8 @@ TEST(RoutingTest, FirstMatchWinsPrefixAndExact) {
 }
 
 TEST(RoutingTest, HostMatchIgnoresCaseAndPortAndSupportsWildcards) {
-  const RouteTable table({Route("exact", "/", false, "amir.hirecj.ai"),
-                          Route("sub", "/", false, "hirecj.ai", true)});
+  const RouteTable table(
+      {Route("exact", "/", false, "amir.hirecj.ai"), Route("sub", "/", false, "hirecj.ai", true)});
   EXPECT_EQ(table.Match("AMIR.hirecj.ai:443", "/")->name, "exact");
   EXPECT_EQ(table.Match("amir.hirecj.ai.", "/")->name, "exact");
   EXPECT_EQ(table.Match("x.hirecj.ai", "/")->name, "sub");

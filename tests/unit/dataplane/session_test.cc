@@ -246,7 +246,8 @@ TEST_F(SessionTest, PipelinedRequestsAreAnsweredInOrder) {
   Configure();
   UniqueFd client = OpenClient();
   Send(client.get(),
-       "GET /first HTTP/1.1\r\nHost: site.test\r\n\r\nGET /second HTTP/1.1\r\nHost: site.test\r\n\r\n");
+       "GET /first HTTP/1.1\r\nHost: site.test\r\n\r\nGET /second HTTP/1.1\r\nHost: "
+       "site.test\r\n\r\n");
   UniqueFd up = AcceptUpstream();
   ASSERT_TRUE(up);
   EXPECT_EQ(ReadRequestHead(up.get()).rfind("GET /first ", 0), 0u);
@@ -270,13 +271,16 @@ TEST_F(SessionTest, AConnectFailureIsRetriedOnAnotherHostThen502) {
   Send(client.get(), kGet);
   const std::string got = ReadClientUntil(client.get(), "\r\n\r\n");
   EXPECT_EQ(got.rfind("HTTP/1.1 502 ", 0), 0u) << got;
-  const stats::ClusterCounters& c = catalog_.cluster(0, worker_.config()->clusters[0]->def().stats_slot);
+  const stats::ClusterCounters& c =
+      catalog_.cluster(0, worker_.config()->clusters[0]->def().stats_slot);
   EXPECT_EQ(c.connect_failures.Get(), 2u) << "the retry did not try the other host";
   EXPECT_EQ(c.retries.Get(), 1u);
 }
 
 TEST_F(SessionTest, AnUpstreamSilentPastTheResponseTimeoutGets504) {
-  Configure({}, [](v1::Snapshot& s) { s.mutable_clusters(0)->mutable_response_timeout()->set_seconds(15); });
+  Configure({}, [](v1::Snapshot& s) {
+    s.mutable_clusters(0)->mutable_response_timeout()->set_seconds(15);
+  });
   auto [client, up] = GetReachingTheUpstream();
   ASSERT_TRUE(up);
   // and never answer

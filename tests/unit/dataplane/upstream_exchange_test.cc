@@ -15,15 +15,15 @@
 
 #include "dataplane/http_proxy/local_reply.h"
 #include "dataplane/routing/route_table.h"
-#include "dataplane/worker/worker_config.h"
 #include "dataplane/upstream/cluster_runtime.h"
+#include "dataplane/worker/worker_config.h"
 #include "tests/unit/dataplane/proxy_test_support.h"
 
 namespace onedomain::dataplane {
 namespace {
 
-using proxytest::ClosedPort;
 using proxytest::Always;
+using proxytest::ClosedPort;
 using proxytest::LoopbackUpstream;
 using proxytest::OneRouteSnapshot;
 
@@ -97,8 +97,8 @@ class FakeCodec final : public ExchangeClient {
     local_reply = error.kind;
     record.status = StatusOf(error.kind);
     record.error = error.kind;
-    co_return options.keep_alive_ok &&
-        KeepAliveAfterLocalReply(error.kind, options.request_fully_read);
+    co_return options.keep_alive_ok&& KeepAliveAfterLocalReply(error.kind,
+                                                               options.request_fully_read);
   }
   void CancelIo() override { ++cancels; }
 
@@ -142,8 +142,17 @@ net::awaitable<void> DriveExchange(Worker& worker, FakeRun& run) {
   const CompiledRoute& route = cfg->routes().routes()[0];
   ClusterRuntime& cluster = *cfg->clusters[route.cluster_index];
   run.record.route_counters = cfg->route_counters[route.index];
-  const ExchangeRequest req{run.head,       route,  cluster, run.record, "192.0.2.7", "https",
-                            64 * 1024,      0,      true,    true,       run.client_takes_chunked,
+  const ExchangeRequest req{run.head,
+                            route,
+                            cluster,
+                            run.record,
+                            "192.0.2.7",
+                            "https",
+                            64 * 1024,
+                            0,
+                            true,
+                            true,
+                            run.client_takes_chunked,
                             run.mode};
   ExchangeResult result = co_await RunExchange(run.codec, req, worker, run.bufs);
   run.keep_alive = result.keep_alive;
@@ -198,8 +207,8 @@ TEST_F(UpstreamExchangeTest, FakeCodecSendsBufferedRequestAndGetsHeadAndBody) {
 TEST_F(UpstreamExchangeTest, FakeCodecStreamsBodyAndGetsChunkedResponseWithTrailers) {
   const std::string chunked = "5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n";
   LoopbackUpstream up([&](const std::string&) {
-    return LoopbackUpstream::Reply{
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked};
+    return LoopbackUpstream::Reply{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                                   chunked};
   });
   StartWorker(OneRouteSnapshot({up.port()}));
   FakeRun run("PUT /up HTTP/1.1\r\nHost: example.test\r\nContent-Length: 6\r\n\r\nab");
@@ -217,8 +226,9 @@ TEST_F(UpstreamExchangeTest, FakeCodecStreamsBodyAndGetsChunkedResponseWithTrail
 }
 
 TEST_F(UpstreamExchangeTest, FakeCodecThatTakesNoChunkedFramingGetsPlainDataAndClose) {
-  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                             "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
+  LoopbackUpstream up(
+      Always("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
   StartWorker(OneRouteSnapshot({up.port()}));
   FakeRun run("GET / HTTP/1.1\r\nHost: example.test\r\n\r\n");
   run.client_takes_chunked = false;
@@ -297,9 +307,9 @@ constexpr const char* kUpgradeRequest =
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 TEST_F(UpstreamExchangeTest, UpgradeSwitchesOnA101AndHandsOverTheBytesPastIt) {
-  LoopbackUpstream up(Always(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"));
+  LoopbackUpstream up(
+      Always("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"));
   StartWorker(OneRouteSnapshot({up.port()}));
   FakeRun run(kUpgradeRequest);
   run.mode = ExchangeMode::kUpgrade;

@@ -9,8 +9,8 @@
 #include <gtest/gtest.h>
 
 #include "dataplane/runtime/parked.h"
-#include "dataplane/worker/worker.h"
 #include "dataplane/stats/dataplane_stats.h"
+#include "dataplane/worker/worker.h"
 
 namespace onedomain::dataplane {
 namespace {

@@ -132,8 +132,7 @@ class WsTunnelTest : public ::testing::Test {
   WsTunnelTest() : set_(worker_counters_, dispatcher_) {}
 
   void Open(const WsTunnelPolicy& policy = {}) {
-    tunnel_ = std::make_unique<WsTunnel>(set_, client_, upstream_, route_, policy,
-                                         done_);
+    tunnel_ = std::make_unique<WsTunnel>(set_, client_, upstream_, route_, policy, done_);
     tunnel_->Start({}, {});
   }
   // A millisecond later, the worker's loop turns: due timers fire.
@@ -175,8 +174,7 @@ TEST_F(WsTunnelTest, ForwardsBothWaysAndCountsBytes) {
 }
 
 TEST_F(WsTunnelTest, ForwardsTheBytesHandedOverWithTheUpgradeFirst) {
-  tunnel_ = std::make_unique<WsTunnel>(set_, client_, upstream_, route_,
-                                       WsTunnelPolicy{}, done_);
+  tunnel_ = std::make_unique<WsTunnel>(set_, client_, upstream_, route_, WsTunnelPolicy{}, done_);
   client_.inbox = ClientBinary("second");
   tunnel_->Start(ClientBinary("first"), ServerBinary("welcome"));
   EXPECT_EQ(upstream_.outbox, ClientBinary("first") + ClientBinary("second"));
@@ -260,17 +258,17 @@ TEST_F(WsTunnelTest, DrainWaitsForTheEndOfAFragmentedMessage) {
   policy.drain_grace = std::chrono::seconds(30);
   Open(policy);
   const std::string first_fragment = Frame(0x02, "part one", false);  // binary, FIN clear
-  const std::string ping = Frame(0x89, "", false);                     // control, in between
-  const std::string last_fragment = Frame(0x80, "part two", false);    // continuation, FIN
+  const std::string ping = Frame(0x89, "", false);                    // control, in between
+  const std::string last_fragment = Frame(0x80, "part two", false);   // continuation, FIN
   upstream_.Send(first_fragment + ping);
   set_.DrainAll();
   FireTimers();
   EXPECT_EQ(client_.outbox, first_fragment + ping) << "no Close inside a fragmented message";
   upstream_.Send(last_fragment);
   const ws::SmallFrame close = ws::BuildCloseFrame(ws::kCloseGoingAway, false, 0);
-  EXPECT_EQ(client_.outbox, first_fragment + ping + last_fragment +
-                                std::string(reinterpret_cast<const char*>(close.bytes.data()),
-                                            close.size));
+  EXPECT_EQ(client_.outbox,
+            first_fragment + ping + last_fragment +
+                std::string(reinterpret_cast<const char*>(close.bytes.data()), close.size));
 }
 
 TEST_F(WsTunnelTest, DrainGraceEndsATunnelWhosePeersNeverAnswer) {
@@ -310,8 +308,7 @@ TEST_F(WsTunnelTest, AFailedWriteEndsTheTunnelAsTheDestinationsClose) {
     bool maybe_readable() const override { return false; }
     void SetEventSink(StreamEvents*) override {}
   } broken;
-  tunnel_ = std::make_unique<WsTunnel>(set_, client_, broken, route_,
-                                       WsTunnelPolicy{}, done_);
+  tunnel_ = std::make_unique<WsTunnel>(set_, client_, broken, route_, WsTunnelPolicy{}, done_);
   tunnel_->Start({}, {});
   client_.Send(ClientBinary("x"));
   EXPECT_TRUE(tunnel_->done());

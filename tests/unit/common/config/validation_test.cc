@@ -111,8 +111,8 @@ TEST(Validation, CookieDomainRewriteMustTargetSiteOrParent) {
   r->set_to(".ai");
   EXPECT_TRUE(HasError(ValidateSnapshot(s), "cookie_policy.domain_rewrites[0].to", "neither"));
   r->set_to("bad domain");
-  EXPECT_TRUE(HasError(ValidateSnapshot(s), "cookie_policy.domain_rewrites[0].to",
-                       "not a cookie domain"));
+  EXPECT_TRUE(
+      HasError(ValidateSnapshot(s), "cookie_policy.domain_rewrites[0].to", "not a cookie domain"));
   s.mutable_site()->clear_cookie_domain();
   r->set_to(".hirecj.ai");
   EXPECT_TRUE(HasError(ValidateSnapshot(s), "cookie_policy.domain_rewrites[0].to",

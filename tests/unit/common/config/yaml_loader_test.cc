@@ -209,8 +209,7 @@ TEST(YamlLoader, EndpointShorthandErrors) {
   ExpectError(LoadAndValidate(bad, b), 16,
               {"snapshot.clusters[0].endpoints[0]", "expected host:port"});
   bad = kGood;
-  bad.replace(bad.find("\"${AGENTS_SERVICE_URL:-http://127.0.0.1:8000}\""), 46,
-              "https://x:443");
+  bad.replace(bad.find("\"${AGENTS_SERVICE_URL:-http://127.0.0.1:8000}\""), 46, "https://x:443");
   ExpectError(LoadAndValidate(bad, b), 16, {"tls"});
   v1::DataplaneBootstrap ok;
   bad = kGood;

@@ -15,9 +15,8 @@ namespace beast = boost::beast;
 using tcp = boost::asio::ip::tcp;
 
 // A blocking Beast client: one request per connection.
-beast::http::response<beast::http::string_body> Get(uint16_t port, std::string_view target,
-                                                    beast::http::verb verb =
-                                                        beast::http::verb::get) {
+beast::http::response<beast::http::string_body> Get(
+    uint16_t port, std::string_view target, beast::http::verb verb = beast::http::verb::get) {
   boost::asio::io_context ioc;
   tcp::socket socket(ioc);
   socket.connect(tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port));

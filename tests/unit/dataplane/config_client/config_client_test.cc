@@ -52,8 +52,8 @@ class FakeControlPlane {
                                     refused_.emplace_back(code);
                                   }}) {
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:" + std::to_string(port),
-                             grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(),
+                             &port_);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
   }
@@ -134,8 +134,8 @@ class ConfigClientTest : public ::testing::Test {
       return r;
     };
     callbacks.connected = [this](bool c) { connected_events_ += c ? 1 : 0; };
-    auto client = std::make_unique<ConfigClient>(source, node, serving, callbacks,
-                                                 std::move(serving_hash));
+    auto client =
+        std::make_unique<ConfigClient>(source, node, serving, callbacks, std::move(serving_hash));
     client->Start();
     return client;
   }
