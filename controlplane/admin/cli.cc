@@ -289,6 +289,7 @@ int RunAdminCli(int argc, char** argv) {
     v1::GetConfigResponse response;
     grpc::Status s = stub->GetConfig(&context, request, &response);
     if (!s.ok()) return Fail(s);
+    if (!response.stale().empty()) std::cerr << "warning: stale: " << response.stale() << "\n";
     std::cout << ToJson(response.snapshot()) << "\n";
     return 0;
   }
@@ -403,6 +404,7 @@ int RunAdminCli(int argc, char** argv) {
     v1::HistoryResponse response;
     grpc::Status s = stub->History(&context, request, &response);
     if (!s.ok()) return Fail(s);
+    if (!response.stale().empty()) std::cerr << "warning: stale: " << response.stale() << "\n";
     if (opts.output == "json") {
       std::cout << ToJson(response) << "\n";
       return 0;
