@@ -322,6 +322,8 @@ class EtcdStore::Impl {
     if (opts.observer.set_leader) opts.observer.set_leader(leader);
   }
   void Prune();
+  void MarkLastKnownGood();
+  uint64_t lkg_written = 0;  // leader thread only
   void Notify(std::shared_ptr<const v1::Snapshot> snapshot) {
     ChangeObserver copy;
     {
@@ -498,9 +500,43 @@ void EtcdStore::Impl::ElectionLoop() {
         if (stopping || !LeaseAlive() || lease_id != id) break;
       }
       Prune();
+      MarkLastKnownGood();
       if (!Pause(std::chrono::milliseconds(500))) break;
     }
     SetLeader(false);
+  }
+}
+
+// Leader only: writes `P lkg`, the newest version ACKed by every connected node of every
+// live replica (their lease-bound summaries), when it moved. Nothing is written while no node
+// is connected anywhere: the marker keeps the last fleet-wide answer.
+void EtcdStore::Impl::MarkLastKnownGood() {
+  std::vector<std::string> summaries;
+  {
+    std::lock_guard lock(mu);
+    for (const PeerReplica& p : peers) summaries.push_back(p.summary);
+  }
+  if (summary) summaries.push_back(summary());
+  uint64_t good = 0;
+  bool any = false;
+  for (const std::string& bytes : summaries) {
+    v1::ListNodesResponse nodes;
+    if (!nodes.ParseFromString(bytes)) continue;
+    for (const v1::NodeStatus& n : nodes.nodes()) {
+      if (!n.connected()) continue;
+      good = any ? std::min(good, n.version_acked()) : n.version_acked();
+      any = true;
+    }
+  }
+  if (!any || good == 0 || good == lkg_written) return;
+  pb::PutRequest put;
+  put.set_key(opts.prefix + "lkg");
+  put.set_value(str::Cat(good));
+  pb::PutResponse resp;
+  if (Request("register", [&](const Member& m, grpc::ClientContext& c) {
+        return m.kv->Put(&c, put, &resp);
+      }).ok()) {
+    lkg_written = good;
   }
 }
 

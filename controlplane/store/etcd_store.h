@@ -8,6 +8,8 @@
 //   P floor                 highest version issued above `version` (a node served it)
 //   P snapshots/<%020d>     serialized v1::Snapshot; the newest keep_versions are kept
 //   P audit/<%020d>         one JSON v1::AuditRecord per committed version
+//   P lkg                   last known good: newest version ACKed by every connected node
+//                           of every replica (written by the leader)
 //   P replicas/<id>         each live replica's node summary, under its lease
 //   P leader/...            v3election campaign keys (one leader for singleton work)
 //

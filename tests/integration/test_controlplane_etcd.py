@@ -95,6 +95,30 @@ def test_set_upstream_through_any_replica_reaches_every_node(procs, tmp_path):
         assert metric(cp, "onedomain_store_up") == 1
         assert 'onedomain_store_request_seconds_count{op="commit"}' in cp.metrics()
 
+    # The fleet view across replicas: every replica lists the same 5 nodes (each on the
+    # replica holding its stream), the same last known good version and the same cluster
+    # gauges; per-node series stay on the replica holding the stream.
+    def view(cp):
+        listed = json.loads(cp.admin("nodes", "-o", "json", token="read", check=True).stdout)
+        return (sorted((n["node_id"], n.get("replica"), bool(n.get("connected")),
+                        int(n.get("version_acked", 0))) for n in listed.get("nodes", [])),
+                int(listed.get("last_known_good_version", 0)), len(listed.get("replicas", [])))
+    host = socket.gethostname()
+    expected = sorted((f"node-{i}", f"{host}:{cps[i % 3].grpc_port}", True, 2) for i in range(5))
+    for cp in cps:
+        support.wait_for(lambda cp=cp: view(cp) == (expected, 2, 3), 15, interval=0.2,
+                         what="the same 5 nodes, LKG 2 and 3 replicas on every replica")
+        support.wait_for(
+            lambda cp=cp: (metric(cp, "onedomain_fleet_cluster_nodes_connected"),
+                           metric(cp, "onedomain_fleet_cluster_nodes_on_latest_version"),
+                           metric(cp, "onedomain_controlplane_replicas")) == (5, 5, 3),
+            10, interval=0.2, what="cluster gauges on every replica")
+    own = [metric(cp, "onedomain_fleet_nodes_connected") for cp in cps]
+    assert own == [2, 2, 1], own
+    assert sum(metric(cp, "onedomain_controlplane_leader") for cp in cps) == 1
+    support.wait_for(lambda: etcd.ctl("get", "/onedomain/lkg", "--print-value-only").strip()
+                     == "2", 10, interval=0.2, what="the leader's LKG marker in etcd")
+
 
 def test_expected_version_conflicts_across_replicas(procs, tmp_path):
     etcd = etcd_support.EtcdCluster(procs).start()
