@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -32,8 +33,11 @@ def free_port():
 class EtcdCluster:
     """One member (default) or several (chaos tests). `endpoints` are client URLs."""
 
-    def __init__(self, procs, members=1):
+    def __init__(self, procs, members=1, tls=None):
+        """`tls`: (ca_file, cert_file, key_file) to serve https and require client
+        certificates signed by ca_file (the same files serve as the test's client cert)."""
         self.procs = procs
+        self.tls = tls
         self.names = [f"m{i}" for i in range(members)]
         self.data_root = tempfile.mkdtemp(prefix="onedomain-etcd-")
         self.client_ports = {}
@@ -41,13 +45,22 @@ class EtcdCluster:
         self.proc = {}
 
     @property
+    def scheme(self):
+        return "https" if self.tls else "http"
+
+    @property
     def endpoints(self):
-        return [f"http://127.0.0.1:{self.client_ports[n]}" for n in self.names]
+        return [f"{self.scheme}://127.0.0.1:{self.client_ports[n]}" for n in self.names]
 
     def _args(self, name, state):
         cluster = ",".join(f"{n}=http://127.0.0.1:{self.peer_ports[n]}" for n in self.names)
-        client = f"http://127.0.0.1:{self.client_ports[name]}"
+        client = f"{self.scheme}://127.0.0.1:{self.client_ports[name]}"
         peer = f"http://127.0.0.1:{self.peer_ports[name]}"
+        tls = []
+        if self.tls:
+            ca, cert, key = self.tls
+            tls = ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca,
+                   "--client-cert-auth"]
         return [ETCD, "--name", name, "--data-dir", os.path.join(self.data_root, name),
                 "--listen-client-urls", client, "--advertise-client-urls", client,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -55,7 +68,7 @@ class EtcdCluster:
                 "--initial-cluster-token", os.path.basename(self.data_root),
                 "--logger", "zap", "--log-level", "warn",
                 # Faster elections for the chaos test; defaults are 100ms/1000ms.
-                "--heartbeat-interval", "50", "--election-timeout", "500"]
+                "--heartbeat-interval", "50", "--election-timeout", "500"] + tls
 
     def start(self, timeout=30.0):
         for attempt in range(3):
@@ -86,9 +99,14 @@ class EtcdCluster:
             if proc.proc.poll() is not None:
                 raise RuntimeError(f"etcd {name} exited with {proc.proc.returncode}:\n"
                                    f"{proc.output()}")
+            context = None
+            if self.tls:
+                context = ssl.create_default_context(cafile=self.tls[0])
+                context.load_cert_chain(self.tls[1], self.tls[2])
             try:
                 with urllib.request.urlopen(
-                        f"http://127.0.0.1:{self.client_ports[name]}/health", timeout=2) as r:
+                        f"{self.scheme}://127.0.0.1:{self.client_ports[name]}/health",
+                        timeout=2, context=context) as r:
                     return json.loads(r.read()).get("health") == "true"
             except OSError:
                 return False
@@ -110,7 +128,10 @@ class EtcdCluster:
 
     def ctl(self, *args, timeout=15):
         env = dict(os.environ, ETCDCTL_API="3")
-        out = subprocess.run([ETCDCTL, "--endpoints", ",".join(self.endpoints)] + list(args),
+        tls = []
+        if self.tls:
+            tls = ["--cacert", self.tls[0], "--cert", self.tls[1], "--key", self.tls[2]]
+        out = subprocess.run([ETCDCTL, "--endpoints", ",".join(self.endpoints)] + tls + list(args),
                              capture_output=True, text=True, timeout=timeout, env=env,
                              stdin=subprocess.DEVNULL)
         if out.returncode != 0:

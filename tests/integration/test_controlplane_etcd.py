@@ -298,3 +298,26 @@ store:
     assert r.returncode == 1
     assert "cp2.yaml:4" in out and "store.etcd.endpoints[0]" in out, out
     assert "cp2.yaml:5" in out and "store.etcd.prefix" in out, out
+
+
+def test_etcd_over_tls_with_a_client_certificate(procs, tmp_path):
+    from test_controlplane_tls import make_ca_and_server_cert
+    d = str(tmp_path / "pki")
+    os.makedirs(d)
+    ca, cert, key = make_ca_and_server_cert(d)
+    # The server certificate (clientAuth not restricted) doubles as the client's.
+    etcd = etcd_support.EtcdCluster(procs, tls=(ca, cert, key)).start()
+    assert etcd.endpoints[0].startswith("https://")
+    store = etcd_support.etcd_store_yaml(
+        etcd.endpoints, extra=f"\n    ca_file: {ca}\n    cert_file: {cert}\n    key_file: {key}")
+    cp = cp_support.ControlPlane(procs, str(tmp_path / "cp"), store=store).start()
+    r = cp.admin("set-upstream", "agents", "127.0.0.1:8300", token="operate", check=True)
+    assert "committed version 2" in r.stdout
+    assert "/onedomain/version" in etcd.ctl("get", "--prefix", "/onedomain/", "--keys-only")
+    # Without the client certificate etcd refuses the handshake: start fails, naming etcd.
+    store = etcd_support.etcd_store_yaml(etcd.endpoints, extra=f"\n    ca_file: {ca}").replace(
+        "dial_timeout: 5s", "dial_timeout: 1s")
+    bad = cp_support.ControlPlane(procs, str(tmp_path / "bad"), store=store)
+    bad.proc = procs([support.binary("controlplane"), "serve", "--config", bad.config])
+    assert bad.proc.wait_exit(30) == 1
+    assert "store.etcd: no answer from etcd (https://127.0.0.1:" in bad.proc.output()
