@@ -370,10 +370,15 @@ int RunAdminCli(int argc, char** argv) {
       return 0;
     }
     std::cout << "latest version " << response.latest_version() << ", last known good "
-              << response.last_known_good_version() << "\n";
+              << response.last_known_good_version();
+    // Several replicas (etcd store): say which ones answered, and who holds each node.
+    const bool replicas = response.replicas_size() > 1;
+    if (replicas) std::cout << ", replicas " << str::Join(response.replicas(), " ");
+    std::cout << "\n";
     std::vector<std::vector<std::string>> rows = {
         {"NODE", "POD", "ZONE", "CONNECTED", "SENT", "ACKED", "NACKED", "LAST SEEN", "CONNS",
          "WEBSOCKETS", "UPGRADES"}};
+    if (replicas) rows[0].push_back("REPLICA");
     for (const auto& n : response.nodes()) {
       // pod, zone and the NACK text are the node's words: escaped for the terminal.
       rows.push_back({n.node_id(), n.pod().empty() ? "-" : str::EscapeForLog(n.pod(), 64),
@@ -384,6 +389,7 @@ int RunAdminCli(int argc, char** argv) {
                       FormatTime(n.last_seen()), str::Cat(n.downstream_connections_active()),
                       str::Cat(n.websocket_connections_active()),
                       str::Cat(n.websocket_upgrades_total())});
+      if (replicas) rows.back().push_back(n.replica().empty() ? "-" : n.replica());
     }
     PrintTable(rows);
     for (const auto& n : response.nodes()) {

@@ -259,15 +259,17 @@ absl::Status ControlplaneServer::Start() {
   // Shared store: register this replica and its nodes' summary under a lease, and campaign
   // for the leadership of singleton work. The id is what other replicas and `admin nodes`
   // show: the host name and the gRPC port.
-  char host[256] = {};
-  if (::gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "unknown");
-  s.replica_id = str::Cat(host, ":", s.grpc_port);
-  s.store->StartMembership(s.replica_id, [&s] {
-    v1::ListNodesResponse own = s.fleet.List();
-    std::string out;
-    own.SerializeToString(&out);
-    return out;
-  });
+  if (s.store->Shared()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "unknown");
+    s.replica_id = str::Cat(host, ":", s.grpc_port);
+    s.store->StartMembership(s.replica_id, [&s] {
+      v1::ListNodesResponse own = s.fleet.List();
+      std::string out;
+      own.SerializeToString(&out);
+      return out;
+    });
+  }
   s.ready.store(true);
   log::Info("controlplane", str::Cat("serving gRPC on ", grpc_address.substr(0,
                                      grpc_address.rfind(':')), ":", s.grpc_port, " (",

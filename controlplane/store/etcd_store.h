@@ -59,6 +59,7 @@ class EtcdStore final : public Store {
   ~EtcdStore() override;
 
   std::string Describe() const override;
+  bool Shared() const override { return true; }
   std::shared_ptr<const v1::Snapshot> Latest() const override;
   absl::Status Refresh() override;
   absl::StatusOr<v1::Snapshot> Get(uint64_t version) const override;

@@ -48,6 +48,9 @@ class Store {
   // For logs and errors: "file store /var/lib/onedomain/store", "etcd http://a:2379 /p/".
   virtual std::string Describe() const = 0;
 
+  // Other control-plane processes may write it (etcd): replicas, membership, leadership.
+  virtual bool Shared() const { return false; }
+
   // The newest committed snapshot this replica knows, or null when the store is empty.
   virtual std::shared_ptr<const v1::Snapshot> Latest() const = 0;
   uint64_t latest_version() const {
