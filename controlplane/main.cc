@@ -13,6 +13,7 @@
 #include "common/version.h"
 #include "controlplane/admin/cli.h"
 #include "controlplane/server/controlplane_server.h"
+#include "controlplane/store/open_store.h"
 #include "controlplane/store/store_cli.h"
 #include "onedomain/v1/bootstrap.pb.h"
 
@@ -81,6 +82,12 @@ int Serve(int argc, char** argv) {
           config_path, onedomain::config::ProcessEnv(), config);
       !s.ok()) {
     std::cerr << s.message() << "\n";
+    return 1;
+  }
+  if (config.store().has_etcd() && !onedomain::controlplane::HaveEtcdStore()) {
+    std::cerr << config_path << ": store.etcd: this controlplane was built without the etcd "
+                 "store (etcd's .proto files were not found at build time: install "
+                 "golang-etcd-server-dev with scripts/install-deps.sh and rebuild)\n";
     return 1;
   }
   if (check_only) {

@@ -266,6 +266,16 @@ def test_store_copy_moves_a_file_store_into_etcd_idempotently(procs, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert "0 written, 4 already there" in again.stdout
+    # Another store's history into the same prefix: refused, nothing of the head moved.
+    other = cp_support.ControlPlane(procs, str(tmp_path / "other"),
+                                    seed=cp_support.seed_yaml(agents_endpoints=("127.0.0.1:7",)))
+    other.start()
+    other.proc.stop()
+    clash = subprocess.run([support.binary("controlplane"), "store", "copy", "--from",
+                            str(tmp_path / "other/store"), "--to", to],
+                           capture_output=True, text=True, timeout=60)
+    assert clash.returncode == 1, clash.stdout + clash.stderr
+    assert "already holds different content" in clash.stderr, clash.stderr
     (replica,) = start_replicas(procs, tmp_path, etcd, 1, prefix="/moved/")
     assert history_versions(replica) == file_history
     r = replica.admin("get", "-o", "json", token="read", check=True)
