@@ -23,6 +23,11 @@ namespace {
 namespace pb = ::etcdserverpb;
 using Clock = std::chrono::steady_clock;
 
+// A lease is taken for dead this long before its TTL runs out, counted from when the renewal
+// was SENT (etcd counts from when it arrived, later): the leader loop checks every 500 ms, so
+// leader work stops within one TTL and before etcd can expire the lease and elect another.
+constexpr std::chrono::milliseconds kLeaseMargin(1000);
+
 std::string VersionKeyName(uint64_t version) {
   char name[32];
   std::snprintf(name, sizeof(name), "%020llu", static_cast<unsigned long long>(version));
@@ -395,7 +400,7 @@ void EtcdStore::Impl::MemberLoop() {
       if (s.ok() && resp.id() != 0) {
         std::lock_guard lock(mu);
         lease_id = id = resp.id();
-        lease_deadline = sent + std::chrono::seconds(resp.ttl());
+        lease_deadline = sent + std::chrono::seconds(resp.ttl()) - kLeaseMargin;
       }
     } else {
       pb::LeaseKeepAliveResponse resp;
@@ -412,7 +417,7 @@ void EtcdStore::Impl::MemberLoop() {
       });
       std::lock_guard lock(mu);
       if (renewed && resp.ttl() > 0) {
-        lease_deadline = sent + std::chrono::seconds(resp.ttl());
+        lease_deadline = sent + std::chrono::seconds(resp.ttl()) - kLeaseMargin;
       } else if (renewed) {
         lease_id = 0;  // expired at etcd: a new lease, a new registration, a new campaign
         id = 0;
