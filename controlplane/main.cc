@@ -13,6 +13,8 @@
 #include "common/version.h"
 #include "controlplane/admin/cli.h"
 #include "controlplane/server/controlplane_server.h"
+#include "controlplane/store/open_store.h"
+#include "controlplane/store/store_cli.h"
 #include "onedomain/v1/bootstrap.pb.h"
 
 namespace {
@@ -21,11 +23,12 @@ void PrintUsage() {
   std::cout << R"(usage: controlplane serve --config FILE [--check-config] [--port-file FILE]
                           [--log-level LEVEL]
        controlplane admin [FLAGS] VERB [ARGS]     (controlplane admin --help)
+       controlplane store copy --from DIR --to etcd://HOST:PORT/PREFIX/  (store --help)
        controlplane --help | --version
 
 serve       run the control plane: gRPC ConfigDiscovery + Admin (default :18000) and
             HTTP /healthz /readyz /metrics (default 127.0.0.1:9902), with the embedded
-            file store. SIGTERM or SIGINT stops it cleanly (exit 0).
+            file store or etcd (store.etcd: several replicas share it). SIGTERM or SIGINT stops it cleanly (exit 0).
   --config FILE       ControlplaneConfig YAML (see proto/onedomain/v1/bootstrap.proto);
                       ${VAR} and ${VAR:-default} expand from the environment
   --check-config      validate FILE, print OK or every error (file:line:col: field: why),
@@ -79,6 +82,12 @@ int Serve(int argc, char** argv) {
           config_path, onedomain::config::ProcessEnv(), config);
       !s.ok()) {
     std::cerr << s.message() << "\n";
+    return 1;
+  }
+  if (config.store().has_etcd() && !onedomain::controlplane::HaveEtcdStore()) {
+    std::cerr << config_path << ": store.etcd: this controlplane was built without the etcd "
+                 "store (etcd's .proto files were not found at build time: install "
+                 "golang-etcd-server-dev with scripts/install-deps.sh and rebuild)\n";
     return 1;
   }
   if (check_only) {
@@ -148,6 +157,7 @@ int main(int argc, char** argv) {
   }
   if (command == "serve") return Serve(argc - 2, argv + 2);
   if (command == "admin") return onedomain::controlplane::RunAdminCli(argc - 2, argv + 2);
-  std::cerr << "controlplane: unknown command '" << command << "' (serve or admin; see --help)\n";
+  if (command == "store") return onedomain::controlplane::RunStoreCli(argc - 2, argv + 2);
+  std::cerr << "controlplane: unknown command '" << command << "' (serve, admin or store; see --help)\n";
   return 2;
 }

@@ -17,6 +17,11 @@ packages=(
   clang libclang-rt-14-dev
   # real backends and a reference HTTP/1.1 parser for the integration tests
   gunicorn python3-uvicorn python3-h11
+  # the control plane's etcd store: a real etcd for the tests, and the .proto files its gRPC
+  # stubs are generated from at build time (etcdserverpb, mvccpb, authpb, v3election, v3lock;
+  # gogoproto and google/api imports)
+  etcd-server etcd-client golang-etcd-server-dev golang-github-gogo-protobuf-dev
+  golang-github-grpc-ecosystem-grpc-gateway-dev
 )
 for arg in "$@"; do
   case "$arg" in

@@ -7,6 +7,8 @@
 //   cp_push_bench --server 127.0.0.1:18000 --token-file T --node-token-file N --nodes 1000
 //                 --applies 20 --cp-pid P
 // (T: an admin token; N: a `node` token for the ids sim-0, sim-1, ..., e.g. `sim-* node ...`.)
+// --server A,B,C (control-plane replicas sharing an etcd store): node i connects to replica
+// i mod 3, the changes go through the first one, the others push what their watch brings.
 
 #include <grpcpp/grpcpp.h>
 
@@ -158,6 +160,16 @@ int main(int argc, char** argv) {
   }
   const long rss_before = cp_pid ? RssKiB(cp_pid) : -1;
 
+  std::vector<std::string> servers;
+  for (size_t start = 0; start <= server.size();) {
+    const size_t comma = std::min(server.find(',', start), server.size());
+    if (comma > start) servers.push_back(server.substr(start, comma - start));
+    start = comma + 1;
+  }
+  if (servers.empty()) {
+    std::cerr << "--server needs HOST:PORT[,HOST:PORT...]\n";
+    return 2;
+  }
   Shared shared;
   std::vector<std::unique_ptr<onedomain::v1::ConfigDiscovery::Stub>> stubs;
   std::vector<std::unique_ptr<Node>> sims;
@@ -166,7 +178,8 @@ int main(int argc, char** argv) {
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one TCP connection per node
     args.SetInt("bench.node", i);                        // defeat channel sharing
     stubs.push_back(onedomain::v1::ConfigDiscovery::NewStub(
-        grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args)));
+        grpc::CreateCustomChannel(servers[static_cast<size_t>(i) % servers.size()],
+                                  grpc::InsecureChannelCredentials(), args)));
     sims.push_back(std::make_unique<Node>(stubs.back().get(), "sim-" + std::to_string(i),
                                           node_token, shared));
   }
@@ -183,7 +196,7 @@ int main(int argc, char** argv) {
   const long rss_after = cp_pid ? RssKiB(cp_pid) : -1;
 
   auto admin = onedomain::v1::Admin::NewStub(
-      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel(servers[0], grpc::InsecureChannelCredentials()));
   std::vector<double> latencies_ms;
   for (int a = 0; a < applies; ++a) {
     onedomain::v1::SetUpstreamRequest request;
@@ -213,8 +226,9 @@ int main(int argc, char** argv) {
     latencies_ms.push_back(
         std::chrono::duration<double, std::milli>(Clock::now() - returned).count());
   }
-  std::printf("nodes=%d applies=%d apply->all-received p50=%.2f ms p99=%.2f ms max=%.2f ms\n",
-              nodes, applies, Percentile(latencies_ms, 0.5), Percentile(latencies_ms, 0.99),
+  std::printf("nodes=%d replicas=%zu applies=%d apply->all-received p50=%.2f ms p99=%.2f ms "
+              "max=%.2f ms\n",
+              nodes, servers.size(), applies, Percentile(latencies_ms, 0.5), Percentile(latencies_ms, 0.99),
               Percentile(latencies_ms, 1.0));
   if (cp_pid) {
     std::printf("controlplane RSS: %ld KiB idle, %ld KiB with %d streams: %.1f KiB per node\n",

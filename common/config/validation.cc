@@ -405,17 +405,22 @@ FieldErrors ValidateDataplaneBootstrap(const v1::DataplaneBootstrap& b) {
   if (b.workers() > 256) check.Add("workers", str::Cat("must be 0..256, got ", b.workers()));
   if (b.has_controlplane()) {
     const v1::ControlPlaneSource& cp = b.controlplane();
-    const size_t colon = cp.address().rfind(':');
-    uint32_t port = 0;
-    if (cp.address().empty()) {
+    if (str::StripWhitespace(cp.address()).empty()) {
       check.Add("controlplane.address", "required (host:port of the control plane)");
-    } else if (colon == std::string::npos ||
-               !IsValidHost(str::StripSuffix(
-                   str::StripPrefix(std::string_view(cp.address()).substr(0, colon), "["), "]")) ||
-               !str::ParseInt(cp.address().substr(colon + 1), port) || port == 0 ||
-               port > 65535) {
-      check.Add("controlplane.address",
-                str::Cat("'", cp.address(), "' is not host:port"));
+    }
+    // One host:port, or a comma-separated list of them (control-plane replicas).
+    for (std::string_view piece : str::Split(cp.address(), ',')) {
+      const std::string_view item = str::StripWhitespace(piece);
+      if (item.empty() && str::StripWhitespace(cp.address()).empty()) break;
+      const size_t colon = item.rfind(':');
+      uint32_t port = 0;
+      if (colon == std::string_view::npos ||
+          !IsValidHost(str::StripSuffix(str::StripPrefix(item.substr(0, colon), "["), "]")) ||
+          !str::ParseInt(item.substr(colon + 1), port) || port == 0 || port > 65535) {
+        check.Add("controlplane.address",
+                  str::Cat("'", item, "' is not host:port",
+                           item.size() == cp.address().size() ? "" : " (in a list)"));
+      }
     }
     if (cp.cert_file().empty() != cp.key_file().empty()) {
       check.Add("controlplane.cert_file", "cert_file and key_file go together");
@@ -474,6 +479,69 @@ FieldErrors ValidateControlplaneConfig(const v1::ControlplaneConfig& c) {
   if (c.store().has_keep_versions() && c.store().keep_versions() < 2) {
     check.Add("store.keep_versions",
               str::Cat("must be at least 2, got ", c.store().keep_versions()));
+  }
+  if (c.store().has_etcd()) {
+    const v1::EtcdStore& e = c.store().etcd();
+    if (!c.store().directory().empty()) {
+      check.Add("store.directory", "store.directory and store.etcd exclude each other: the "
+                                   "store is either a local directory or etcd");
+    }
+    if (e.endpoints().empty()) {
+      check.Add("store.etcd.endpoints", "at least one etcd client URL is required, e.g. "
+                                        "http://127.0.0.1:2379");
+    }
+    bool any_https = false;
+    for (int i = 0; i < e.endpoints_size(); ++i) {
+      const std::string path = str::Cat("store.etcd.endpoints[", i, "]");
+      std::string_view url = e.endpoints(i);
+      if (str::ConsumePrefix(url, "https://")) {
+        any_https = true;
+      } else if (!str::ConsumePrefix(url, "http://")) {
+        check.Add(path, str::Cat("'", e.endpoints(i), "' must start with http:// or https://"));
+        continue;
+      }
+      if (url.ends_with("/")) url.remove_suffix(1);
+      const size_t colon = url.rfind(':');
+      uint64_t port = 0;
+      std::string_view host = colon == std::string_view::npos ? url : url.substr(0, colon);
+      if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+      }
+      if (colon == std::string_view::npos || !str::ParseInt(url.substr(colon + 1), port) ||
+          port == 0 || port > 65535 || host.empty() ||
+          (!IsValidHost(host) && !Checker::IsIpLiteral(host))) {
+        check.Add(path, str::Cat("'", e.endpoints(i), "' is not SCHEME://HOST:PORT"));
+      }
+    }
+    if (any_https && e.ca_file().empty()) {
+      check.Add("store.etcd.ca_file", "https endpoints need the CA that signed etcd's "
+                                      "certificates");
+    }
+    if (!e.ca_file().empty() && !any_https) {
+      check.Add("store.etcd.ca_file", "set, but no endpoint is https://");
+    }
+    if (e.cert_file().empty() != e.key_file().empty()) {
+      check.Add("store.etcd.cert_file", "cert_file and key_file go together");
+    }
+    if (!e.cert_file().empty() && !any_https) {
+      check.Add("store.etcd.cert_file", "a client certificate needs https:// endpoints");
+    }
+    if (!e.prefix().empty() &&
+        (e.prefix().front() != '/' || e.prefix().back() != '/' || e.prefix().size() < 2)) {
+      check.Add("store.etcd.prefix",
+                str::Cat("must start and end with '/', e.g. /onedomain/, got '", e.prefix(),
+                         "'"));
+    }
+    for (const auto& [name, d] : {std::pair{"dial_timeout", &e.dial_timeout()},
+                                  std::pair{"request_timeout", &e.request_timeout()}}) {
+      const std::string path = str::Cat("store.etcd.", name);
+      const bool set = name == std::string_view("dial_timeout") ? e.has_dial_timeout()
+                                                                : e.has_request_timeout();
+      if (set && (d->seconds() < 0 || d->nanos() < 0 ||
+                  (d->seconds() == 0 && d->nanos() < 10000000))) {
+        check.Add(path, "must be at least 10ms");
+      }
+    }
   }
   if (c.nodes().has_max_nodes() && c.nodes().max_nodes() == 0) {
     check.Add("nodes.max_nodes", "must be at least 1");

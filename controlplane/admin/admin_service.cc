@@ -132,7 +132,7 @@ grpc::ServerUnaryReactor* AdminService::ListNodes(grpc::CallbackServerContext* c
                                                   v1::ListNodesResponse* response) {
   return Run(context, "ListNodes", static_cast<int>(Role::kRead),
              [this, response](const std::string&) {
-               *response = fleet_.List();
+               *response = list_nodes_ ? list_nodes_() : fleet_.List();
                return absl::OkStatus();
              });
 }
@@ -142,8 +142,7 @@ grpc::ServerUnaryReactor* AdminService::History(grpc::CallbackServerContext* con
                                                 v1::HistoryResponse* response) {
   return Run(context, "History", static_cast<int>(Role::kRead),
              [this, request, response](const std::string&) {
-               *response = manager_.History(*request);
-               return absl::OkStatus();
+               return Into(manager_.History(*request), response);
              });
 }
 

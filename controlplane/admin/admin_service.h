@@ -4,6 +4,8 @@
 // authorises it by role, counts it, and runs it on the admin executor so commits are
 // serialised and reactions never block.
 
+#include <functional>
+
 #include "onedomain/v1/admin.grpc.pb.h"
 
 namespace onedomain::controlplane {
@@ -16,10 +18,12 @@ class TokenSet;
 
 class AdminService final : public v1::Admin::CallbackService {
  public:
+  // `list_nodes`, when set, answers ListNodes (the fleet across replicas); else the Fleet.
   AdminService(const TokenSet& tokens, ConfigManager& manager, Fleet& fleet,
-               SerialExecutor& executor, ControlplaneMetrics& metrics)
+               SerialExecutor& executor, ControlplaneMetrics& metrics,
+               std::function<v1::ListNodesResponse()> list_nodes = {})
       : tokens_(tokens), manager_(manager), fleet_(fleet), executor_(executor),
-        metrics_(metrics) {}
+        metrics_(metrics), list_nodes_(std::move(list_nodes)) {}
 
   grpc::ServerUnaryReactor* GetConfig(grpc::CallbackServerContext* context,
                                       const v1::GetConfigRequest* request,
@@ -53,6 +57,7 @@ class AdminService final : public v1::Admin::CallbackService {
   Fleet& fleet_;
   SerialExecutor& executor_;
   ControlplaneMetrics& metrics_;
+  std::function<v1::ListNodesResponse()> list_nodes_;
 };
 
 }  // namespace onedomain::controlplane

@@ -289,6 +289,7 @@ int RunAdminCli(int argc, char** argv) {
     v1::GetConfigResponse response;
     grpc::Status s = stub->GetConfig(&context, request, &response);
     if (!s.ok()) return Fail(s);
+    if (!response.stale().empty()) std::cerr << "warning: stale: " << response.stale() << "\n";
     std::cout << ToJson(response.snapshot()) << "\n";
     return 0;
   }
@@ -369,10 +370,15 @@ int RunAdminCli(int argc, char** argv) {
       return 0;
     }
     std::cout << "latest version " << response.latest_version() << ", last known good "
-              << response.last_known_good_version() << "\n";
+              << response.last_known_good_version();
+    // Several replicas (etcd store): say which ones answered, and who holds each node.
+    const bool replicas = response.replicas_size() > 1;
+    if (replicas) std::cout << ", replicas " << str::Join(response.replicas(), " ");
+    std::cout << "\n";
     std::vector<std::vector<std::string>> rows = {
         {"NODE", "POD", "ZONE", "CONNECTED", "SENT", "ACKED", "NACKED", "LAST SEEN", "CONNS",
          "WEBSOCKETS", "UPGRADES"}};
+    if (replicas) rows[0].push_back("REPLICA");
     for (const auto& n : response.nodes()) {
       // pod, zone and the NACK text are the node's words: escaped for the terminal.
       rows.push_back({n.node_id(), n.pod().empty() ? "-" : str::EscapeForLog(n.pod(), 64),
@@ -383,6 +389,7 @@ int RunAdminCli(int argc, char** argv) {
                       FormatTime(n.last_seen()), str::Cat(n.downstream_connections_active()),
                       str::Cat(n.websocket_connections_active()),
                       str::Cat(n.websocket_upgrades_total())});
+      if (replicas) rows.back().push_back(n.replica().empty() ? "-" : n.replica());
     }
     PrintTable(rows);
     for (const auto& n : response.nodes()) {
@@ -403,6 +410,7 @@ int RunAdminCli(int argc, char** argv) {
     v1::HistoryResponse response;
     grpc::Status s = stub->History(&context, request, &response);
     if (!s.ok()) return Fail(s);
+    if (!response.stale().empty()) std::cerr << "warning: stale: " << response.stale() << "\n";
     if (opts.output == "json") {
       std::cout << ToJson(response) << "\n";
       return 0;

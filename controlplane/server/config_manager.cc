@@ -5,7 +5,7 @@
 #include "common/strings/strings.h"
 #include "controlplane/fleet/fleet.h"
 #include "controlplane/server/diff.h"
-#include "controlplane/store/file_store.h"
+#include "controlplane/store/store.h"
 #include "google/protobuf/util/time_util.h"
 #include "onedomain/v1/snapshot.pb.h"
 
@@ -24,34 +24,63 @@ absl::Status InvalidFields(const config::FieldErrors& errors, const std::string&
 
 }  // namespace
 
-ConfigManager::ConfigManager(FileStore& store, Fleet& fleet,
+ConfigManager::ConfigManager(Store& store, Fleet& fleet,
                              std::function<void(uint64_t)> on_commit)
     : store_(store), fleet_(fleet), on_commit_(std::move(on_commit)) {}
 
 absl::Status ConfigManager::Start(const v1::Snapshot* seed) {
+  if (absl::Status s = store_.Refresh(); !s.ok()) return s;
   if (store_.Latest() == nullptr) {
     if (seed == nullptr) {
       return absl::FailedPreconditionError(
-          str::Cat("the store in ", store_.directory(),
+          str::Cat("the ", store_.Describe(),
                    " is empty and the config has no `seed` snapshot to start from"));
     }
     v1::ChangeOptions options;
     options.set_reason("initial seed from the control-plane config");
-    auto seeded = Change(*seed, options, "seed", "Seed", "seed");
-    if (!seeded.ok()) return seeded.status();
-    log::Info("config", "store was empty: committed the seed snapshot as version 1");
-    return absl::OkStatus();
+    // Only an empty store is seeded: a replica that loses the race to another one seeding
+    // at the same moment serves the winner's version 1 instead.
+    options.set_expected_version(0);
+    const v1::Snapshot seed_copy = *seed;
+    auto seeded = Change(
+        [&seed_copy](const v1::Snapshot* latest) -> absl::StatusOr<v1::Snapshot> {
+          if (latest != nullptr) return absl::AlreadyExistsError("seeded by another replica");
+          return seed_copy;
+        },
+        options, "seed", "Seed", "seed");
+    if (seeded.ok()) {
+      log::Info("config", str::Cat("store was empty: committed the seed snapshot as version ",
+                                   seeded->version()));
+      return absl::OkStatus();
+    }
+    if (seeded.status().code() != absl::StatusCode::kAlreadyExists) return seeded.status();
   }
-  log::Info("config", str::Cat("loaded version ", store_.latest_version(), " from ",
-                               store_.directory()));
-  if (on_commit_) on_commit_(store_.latest_version());
-  fleet_.Publish(store_.Latest());
+  log::Info("config", str::Cat("loaded version ", store_.latest_version(), " from the ",
+                               store_.Describe()));
+  Publish(store_.Latest());
   return absl::OkStatus();
+}
+
+void ConfigManager::Publish(std::shared_ptr<const v1::Snapshot> snapshot) {
+  // Never move the fleet back: a watch event can arrive after this replica's own commit
+  // of a newer version, or after a fresh read already delivered it.
+  if (snapshot == nullptr || snapshot->version() <= published_) return;
+  published_ = snapshot->version();
+  if (on_commit_) on_commit_(published_);
+  fleet_.Publish(std::move(snapshot));
+}
+
+void ConfigManager::OnStoreChange(std::shared_ptr<const v1::Snapshot> snapshot) {
+  if (snapshot == nullptr || snapshot->version() <= published_) return;
+  log::Info("config", str::Cat("version ", snapshot->version(),
+                               " committed by another replica: publishing it"));
+  Publish(std::move(snapshot));
 }
 
 absl::StatusOr<v1::GetConfigResponse> ConfigManager::Get(
     const v1::GetConfigRequest& request) const {
   v1::GetConfigResponse response;
+  response.set_stale(store_.Staleness());
   if (request.version() == 0) {
     if (store_.Latest() == nullptr) return absl::NotFoundError("the store is empty");
     *response.mutable_snapshot() = *store_.Latest();
@@ -65,11 +94,41 @@ absl::StatusOr<v1::GetConfigResponse> ConfigManager::Get(
   return response;
 }
 
-absl::StatusOr<v1::ChangeResponse> ConfigManager::Change(v1::Snapshot next,
+absl::StatusOr<v1::ChangeResponse> ConfigManager::Change(const Builder& build,
                                                          const v1::ChangeOptions& options,
                                                          const std::string& who,
                                                          const std::string& method,
                                                          const std::string& field_prefix) {
+  // Bounded: each lost race means another replica committed, so a handful of rounds only
+  // runs out under a storm of writes, and then the caller is told to retry.
+  constexpr int kAttempts = 5;
+  absl::Status last;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    if (absl::Status s = store_.Refresh(); !s.ok()) {
+      return absl::Status(s.code(), str::Cat("nothing committed: ", s.message()));
+    }
+    std::shared_ptr<const v1::Snapshot> latest = store_.Latest();
+    auto next = build(latest.get());
+    if (!next.ok()) return next.status();
+    auto result = ChangeOnce(std::move(*next), options, who, method, field_prefix);
+    if (result.ok() || result.status().code() != absl::StatusCode::kAborted) return result;
+    last = result.status();
+    if (options.expected_version() != 0) {
+      // The caller asked for this exact base version: losing the race is a conflict.
+      return absl::FailedPreconditionError(
+          str::Cat("options.expected_version: ", options.expected_version(),
+                   " is no longer the latest: ", last.message()));
+    }
+  }
+  return absl::AbortedError(str::Cat("gave up after ", kAttempts,
+                                     " commits lost to other replicas: ", last.message()));
+}
+
+absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(v1::Snapshot next,
+                                                             const v1::ChangeOptions& options,
+                                                             const std::string& who,
+                                                             const std::string& method,
+                                                             const std::string& field_prefix) {
   const uint64_t latest = store_.latest_version();
   if (options.expected_version() != 0 && options.expected_version() != latest) {
     return absl::FailedPreconditionError(
@@ -100,19 +159,26 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::Change(v1::Snapshot next,
   *record.mutable_diff() = response.diff();
   if (absl::Status s = store_.Commit(next, record); !s.ok()) {
     log::Error("config", str::Cat("commit of version ", next.version(), " failed: ", s.message()));
+    // A lost race (ABORTED) and an unreachable store (UNAVAILABLE, CLI exit 6) keep their
+    // codes: the caller can do something about them.
+    if (s.code() == absl::StatusCode::kAborted || s.code() == absl::StatusCode::kUnavailable) {
+      return s;
+    }
     return absl::InternalError(str::Cat("could not persist the change: ", s.message()));
   }
   log::Info("config", str::Cat("committed version ", next.version(), " by ", who, " (", method,
                                "): ", str::Join(response.diff(), "; ")));
-  if (on_commit_) on_commit_(next.version());
-  fleet_.Publish(store_.Latest());
+  Publish(store_.Latest());
   return response;
 }
 
 absl::StatusOr<v1::ChangeResponse> ConfigManager::Apply(const v1::ApplyRequest& request,
                                                         const std::string& who) {
   if (!request.has_snapshot()) return absl::InvalidArgumentError("snapshot: required");
-  return Change(request.snapshot(), request.options(), who, "Apply", "snapshot");
+  return Change([&request](const v1::Snapshot*) -> absl::StatusOr<v1::Snapshot> {
+                  return request.snapshot();
+                },
+                request.options(), who, "Apply", "snapshot");
 }
 
 absl::StatusOr<v1::ChangeResponse> ConfigManager::SetUpstream(
@@ -132,30 +198,39 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::SetUpstream(
           str::Cat("endpoints[", i, "].port: must be 1..65535, got ", e.port()));
     }
   }
-  if (store_.Latest() == nullptr) return absl::FailedPreconditionError("the store is empty");
-  v1::Snapshot next = *store_.Latest();
-  v1::Cluster* target = nullptr;
-  for (v1::Cluster& c : *next.mutable_clusters()) {
-    if (c.name() == request.cluster()) target = &c;
-  }
-  if (target == nullptr) {
-    return absl::NotFoundError(str::Cat("cluster: no cluster named '", request.cluster(), "'"));
-  }
-  *target->mutable_endpoints() = request.endpoints();
-  return Change(std::move(next), request.options(), who, "SetUpstream", "");
+  return Change(
+      [&request](const v1::Snapshot* latest) -> absl::StatusOr<v1::Snapshot> {
+        if (latest == nullptr) return absl::FailedPreconditionError("the store is empty");
+        v1::Snapshot next = *latest;
+        v1::Cluster* target = nullptr;
+        for (v1::Cluster& c : *next.mutable_clusters()) {
+          if (c.name() == request.cluster()) target = &c;
+        }
+        if (target == nullptr) {
+          return absl::NotFoundError(
+              str::Cat("cluster: no cluster named '", request.cluster(), "'"));
+        }
+        *target->mutable_endpoints() = request.endpoints();
+        return next;
+      },
+      request.options(), who, "SetUpstream", "");
 }
 
 absl::StatusOr<v1::ChangeResponse> ConfigManager::SetCookiePolicy(
     const v1::SetCookiePolicyRequest& request, const std::string& who) {
-  if (store_.Latest() == nullptr) return absl::FailedPreconditionError("the store is empty");
-  v1::Snapshot next = *store_.Latest();
-  if (config::FieldErrors errors =
-          config::ValidateCookiePolicy(request.cookie_policy(), next.site().cookie_domain());
-      !errors.empty()) {
-    return InvalidFields(errors, "cookie_policy");
-  }
-  *next.mutable_cookie_policy() = request.cookie_policy();
-  return Change(std::move(next), request.options(), who, "SetCookiePolicy", "");
+  return Change(
+      [&request](const v1::Snapshot* latest) -> absl::StatusOr<v1::Snapshot> {
+        if (latest == nullptr) return absl::FailedPreconditionError("the store is empty");
+        v1::Snapshot next = *latest;
+        if (config::FieldErrors errors = config::ValidateCookiePolicy(
+                request.cookie_policy(), next.site().cookie_domain());
+            !errors.empty()) {
+          return InvalidFields(errors, "cookie_policy");
+        }
+        *next.mutable_cookie_policy() = request.cookie_policy();
+        return next;
+      },
+      request.options(), who, "SetCookiePolicy", "");
 }
 
 absl::StatusOr<v1::ChangeResponse> ConfigManager::Rollback(const v1::RollbackRequest& request,
@@ -165,7 +240,8 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::Rollback(const v1::RollbackReq
   if (!old.ok()) return absl::NotFoundError(str::Cat("version: ", old.status().message()));
   v1::ChangeOptions options = request.options();
   if (options.reason().empty()) options.set_reason(str::Cat("rollback to ", request.version()));
-  return Change(std::move(*old), options, who, "Rollback", "");
+  return Change([&old](const v1::Snapshot*) -> absl::StatusOr<v1::Snapshot> { return *old; },
+                options, who, "Rollback", "");
 }
 
 bool ConfigManager::RaiseFloor(uint64_t version, const std::string& node_id) {
@@ -178,11 +254,13 @@ bool ConfigManager::RaiseFloor(uint64_t version, const std::string& node_id) {
   return true;
 }
 
-v1::HistoryResponse ConfigManager::History(const v1::HistoryRequest& request) const {
+absl::StatusOr<v1::HistoryResponse> ConfigManager::History(
+    const v1::HistoryRequest& request) const {
   v1::HistoryResponse response;
-  for (v1::AuditRecord& r : store_.History(request.limit())) {
-    *response.add_entries() = std::move(r);
-  }
+  auto history = store_.ReadHistory(request.limit());
+  if (!history.ok()) return history.status();
+  response.set_stale(store_.Staleness());
+  for (v1::AuditRecord& r : *history) *response.add_entries() = std::move(r);
   return response;
 }
 

@@ -4,7 +4,11 @@
 #include <grpcpp/security/server_credentials.h>
 #include <prometheus/registry.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <map>
 #include <fstream>
 #include <sstream>
 
@@ -22,7 +26,7 @@
 #include "controlplane/server/config_manager.h"
 #include "controlplane/server/metrics.h"
 #include "controlplane/server/serial_executor.h"
-#include "controlplane/store/file_store.h"
+#include "controlplane/store/open_store.h"
 
 namespace onedomain::controlplane {
 namespace {
@@ -57,6 +61,10 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
 
 }  // namespace
 
+namespace {
+v1::ListNodesResponse ClusterNodes(ControlplaneServer::State& s);
+}  // namespace
+
 struct ControlplaneServer::State {
   explicit State(v1::ControlplaneConfig c)
       : config(std::move(c)),
@@ -72,7 +80,7 @@ struct ControlplaneServer::State {
   v1::ControlplaneConfig config;
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
   ControlplaneMetrics metrics;
-  std::unique_ptr<FileStore> store;
+  std::unique_ptr<Store> store;
   TokenSet tokens;
   Fleet fleet;
   std::shared_ptr<FleetCollector> collector;
@@ -84,7 +92,51 @@ struct ControlplaneServer::State {
   int grpc_port = 0;
   http::AdminServer http;
   std::atomic<bool> ready{false};
+  std::string replica_id;  // set before the store's membership starts
 };
+
+namespace {
+
+// This replica's nodes plus the other live replicas' (their lease-bound summaries in etcd):
+// the same list on every replica, give or take one refresh (TTL/3). A node listed by two
+// replicas (it just moved) is shown once, connected wins. The file store has no peers.
+v1::ListNodesResponse ClusterNodes(ControlplaneServer::State& s) {
+  v1::ListNodesResponse out = s.fleet.List();
+  const std::vector<PeerReplica> peers = s.store ? s.store->Peers() : std::vector<PeerReplica>{};
+  if (s.replica_id.empty()) return out;
+  out.add_replicas(s.replica_id);
+  std::map<std::string, int> index;
+  for (int i = 0; i < out.nodes_size(); ++i) {
+    out.mutable_nodes(i)->set_replica(s.replica_id);
+    index[out.nodes(i).node_id()] = i;
+  }
+  for (const PeerReplica& peer : peers) {
+    v1::ListNodesResponse theirs;
+    if (!theirs.ParseFromString(peer.summary)) continue;
+    out.add_replicas(peer.id);
+    for (v1::NodeStatus& n : *theirs.mutable_nodes()) {
+      n.set_replica(peer.id);
+      auto it = index.find(n.node_id());
+      if (it == index.end()) {
+        index[n.node_id()] = out.nodes_size();
+        *out.add_nodes() = std::move(n);
+      } else if (n.connected() && !out.nodes(it->second).connected()) {
+        *out.mutable_nodes(it->second) = std::move(n);
+      }
+    }
+  }
+  uint64_t good = 0;
+  bool any = false;
+  for (const v1::NodeStatus& n : out.nodes()) {
+    if (!n.connected()) continue;
+    good = any ? std::min(good, n.version_acked()) : n.version_acked();
+    any = true;
+  }
+  out.set_last_known_good_version(good);
+  return out;
+}
+
+}  // namespace
 
 ControlplaneServer::ControlplaneServer(v1::ControlplaneConfig config)
     : state_(std::make_unique<State>(std::move(config))) {}
@@ -95,14 +147,16 @@ absl::Status ControlplaneServer::Start() {
   State& s = *state_;
   const v1::ControlplaneConfig& c = s.config;
 
-  const std::string dir =
-      c.store().directory().empty() ? config::defaults::kStoreDirectory : c.store().directory();
-  const uint32_t keep = c.store().has_keep_versions() ? c.store().keep_versions()
-                                                      : config::defaults::kKeepVersions;
-  auto store = FileStore::Open(dir, keep);
+  StoreObserver store_observer;
+  store_observer.set_up = [&s](bool up) { s.metrics.SetStoreUp(up); };
+  store_observer.observe_request = [&s](std::string_view op, double seconds) {
+    s.metrics.ObserveStoreRequest(op, seconds);
+  };
+  store_observer.set_leader = [&s](bool leader) { s.metrics.SetLeader(leader); };
+  auto store = OpenStore(c.store(), std::move(store_observer));
   if (!store.ok()) return store.status();
   s.store = std::move(*store);
-  for (const auto& [kind, n] : s.store->state_loss()) {
+  for (const auto& [kind, n] : s.store->StateLoss()) {
     s.metrics.CountStateLoss(kind, static_cast<double>(n));
   }
 
@@ -132,6 +186,13 @@ absl::Status ControlplaneServer::Start() {
   if (absl::Status st = s.manager->Start(c.has_seed() ? &c.seed() : nullptr); !st.ok()) {
     return st;
   }
+  // Versions other replicas commit (etcd): published to this replica's nodes from the admin
+  // executor, where every store and fleet change of this process happens.
+  s.store->Watch([&s](std::shared_ptr<const v1::Snapshot> snapshot) {
+    s.executor->Post([&s, snapshot = std::move(snapshot)] {
+      s.manager->OnStoreChange(snapshot);
+    });
+  });
 
   // A node serving a version above the store's (restored from an older backup) raises the
   // floor; the store is only touched on the executor, and the fleet must not block.
@@ -146,8 +207,8 @@ absl::Status ControlplaneServer::Start() {
     s.metrics.CountNodeStreamRefused(code);
   };
   s.discovery = std::make_unique<DiscoveryService>(s.fleet, s.tokens, discovery_options);
-  s.admin =
-      std::make_unique<AdminService>(s.tokens, *s.manager, s.fleet, *s.executor, s.metrics);
+  s.admin = std::make_unique<AdminService>(s.tokens, *s.manager, s.fleet, *s.executor,
+                                           s.metrics, [&s] { return ClusterNodes(s); });
   auto creds = Credentials(c.grpc());
   if (!creds.ok()) return creds.status();
   const std::string grpc_address = str::Cat(
@@ -177,6 +238,15 @@ absl::Status ControlplaneServer::Start() {
                           : http::AdminReply{503, "text/plain; charset=utf-8", "not ready\n"};
   });
   s.http.Handle("/metrics", [&s](std::string_view, std::string_view) {
+    const v1::ListNodesResponse all = ClusterNodes(s);
+    double connected = 0;
+    double on_latest = 0;
+    for (const v1::NodeStatus& n : all.nodes()) {
+      if (!n.connected()) continue;
+      ++connected;
+      if (n.version_acked() >= all.latest_version()) ++on_latest;
+    }
+    s.metrics.SetClusterView(std::max(1, all.replicas_size()), connected, on_latest);
     std::string body = metrics::Serialize(*s.registry);
     body += metrics::Serialize(*s.collector);
     return http::AdminReply{200, metrics::kContentType, std::move(body)};
@@ -186,12 +256,26 @@ absl::Status ControlplaneServer::Start() {
   const uint16_t http_port = static_cast<uint16_t>(
       c.http().has_port() ? c.http().port() : config::defaults::kControlplaneHttpPort);
   if (absl::Status st = s.http.Start(http_address, http_port); !st.ok()) return st;
+  // Shared store: register this replica and its nodes' summary under a lease, and campaign
+  // for the leadership of singleton work. The id is what other replicas and `admin nodes`
+  // show: the host name and the gRPC port.
+  if (s.store->Shared()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "unknown");
+    s.replica_id = str::Cat(host, ":", s.grpc_port);
+    s.store->StartMembership(s.replica_id, [&s] {
+      v1::ListNodesResponse own = s.fleet.List();
+      std::string out;
+      own.SerializeToString(&out);
+      return out;
+    });
+  }
   s.ready.store(true);
   log::Info("controlplane", str::Cat("serving gRPC on ", grpc_address.substr(0,
                                      grpc_address.rfind(':')), ":", s.grpc_port, " (",
                                      c.grpc().cert_file().empty() ? "plaintext" : "TLS",
                                      "), HTTP on ", http_address, ":", s.http.port(),
-                                     ", store ", dir, " at version ",
+                                     ", ", s.store->Describe(), " at version ",
                                      s.store->latest_version()));
   return absl::OkStatus();
 }
@@ -212,6 +296,7 @@ void ControlplaneServer::Shutdown() {
     s.grpc_server->Wait();
     s.grpc_server.reset();
   }
+  if (s.store) s.store->Stop();  // no more watch events posted after this
   s.executor.reset();  // runs what was posted, then joins
   s.http.Stop();
 }

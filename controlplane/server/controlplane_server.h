@@ -27,8 +27,11 @@ class ControlplaneServer {
   // Stops accepting, ends node streams and admin calls (with a short grace), joins threads.
   void Shutdown();
 
- private:
+  // Everything the server owns; defined in the .cc (public only so file-local helpers there
+  // can take it).
   struct State;
+
+ private:
   std::unique_ptr<State> state_;
 };
 

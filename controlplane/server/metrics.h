@@ -28,6 +28,14 @@ class ControlplaneMetrics {
   void CountNodeStreamRefused(std::string_view code);
   // State the store noticed it had lost (FileStore::state_loss kinds).
   void CountStateLoss(std::string_view kind, double n = 1);
+  // The store answers (etcd reachable; always 1 for the file store).
+  void SetStoreUp(bool up);
+  // One store request (`op`: refresh, get, commit, history, ...), successful or not.
+  void ObserveStoreRequest(std::string_view op, double seconds);
+  // This replica holds the leadership for singleton work (etcd election).
+  void SetLeader(bool leader);
+  // The fleet across every live replica (etcd store), refreshed at scrape time.
+  void SetClusterView(double replicas, double nodes_connected, double nodes_on_latest);
 
  private:
   prometheus::Family<prometheus::Counter>& admin_requests_;
@@ -35,6 +43,12 @@ class ControlplaneMetrics {
   prometheus::Gauge& latest_version_;
   prometheus::Family<prometheus::Counter>& node_streams_refused_;
   prometheus::Family<prometheus::Counter>& state_loss_;
+  prometheus::Gauge& store_up_;
+  prometheus::Family<prometheus::Histogram>& store_request_seconds_;
+  prometheus::Gauge& leader_;
+  prometheus::Gauge& replicas_;
+  prometheus::Gauge& cluster_nodes_connected_;
+  prometheus::Gauge& cluster_nodes_on_latest_;
 };
 
 }  // namespace onedomain::controlplane

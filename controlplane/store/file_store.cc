@@ -106,8 +106,6 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(const std::string& di
   return store;
 }
 
-uint64_t FileStore::latest_version() const { return latest_ ? latest_->version() : 0; }
-
 std::string FileStore::SnapshotPath(uint64_t version) const {
   char name[32];
   std::snprintf(name, sizeof(name), "v%020llu.pb", static_cast<unsigned long long>(version));

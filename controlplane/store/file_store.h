@@ -30,41 +30,50 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "controlplane/store/store.h"
 #include "onedomain/v1/admin.pb.h"
 
 namespace onedomain::controlplane {
 
-class FileStore {
+class FileStore final : public Store {
  public:
   // Opens (creating if needed) the store in `directory`, keeping `keep_versions` snapshots.
   static absl::StatusOr<std::unique_ptr<FileStore>> Open(const std::string& directory,
                                                          uint32_t keep_versions);
 
   // The newest committed snapshot, or null when the store is empty.
-  std::shared_ptr<const v1::Snapshot> Latest() const { return latest_; }
-  uint64_t latest_version() const;
+  std::shared_ptr<const v1::Snapshot> Latest() const override { return latest_; }
+
+  std::string Describe() const override { return "file store " + directory_; }
+
+  // This process is the only writer: always up to date.
+  absl::Status Refresh() override { return absl::OkStatus(); }
 
   // A kept version; NOT_FOUND when pruned or never committed.
-  absl::StatusOr<v1::Snapshot> Get(uint64_t version) const;
+  absl::StatusOr<v1::Snapshot> Get(uint64_t version) const override;
 
   // The version the next Commit must carry: one above every version ever issued.
-  uint64_t next_version() const { return floor_ + 1; }
+  uint64_t next_version() const override { return floor_ + 1; }
 
   // Makes `snapshot` (whose version must be next_version()) the newest version and appends
   // `record` to the audit log. Durable on return; on error the snapshot is not committed
   // (the high-water mark may have moved up, which only leaves a gap).
-  absl::Status Commit(const v1::Snapshot& snapshot, const v1::AuditRecord& record);
+  absl::Status Commit(const v1::Snapshot& snapshot, const v1::AuditRecord& record) override;
 
   // Versions up to `version` were issued elsewhere (a node serves it): never issue them
   // again. Durable on return. No-op when `version` < next_version().
-  absl::Status RaiseFloor(uint64_t version, std::string_view why);
+  absl::Status RaiseFloor(uint64_t version, std::string_view why) override;
 
   // Losses of state noticed since Open, by kind ("audit_log_empty", "audit_log_missing",
   // "audit_record_unreadable", "restored_below_high_water_mark", "node_ahead_of_store").
   const std::map<std::string, uint64_t>& state_loss() const { return state_loss_; }
+  std::map<std::string, uint64_t> StateLoss() const override { return state_loss_; }
 
   // Audit records, newest first, at most `limit` (0: all).
   std::vector<v1::AuditRecord> History(uint32_t limit) const;
+  absl::StatusOr<std::vector<v1::AuditRecord>> ReadHistory(uint32_t limit) const override {
+    return History(limit);
+  }
 
   // Versions still kept, oldest first.
   std::vector<uint64_t> KeptVersions() const;

@@ -47,8 +47,17 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials(const v1::ControlPlaneSour
 
 }  // namespace
 
+// One channel per listed control-plane address (`controlplane.address: "a:1,b:1"`); a
+// stream that ends moves the next attempt to the next address, with the usual backoff and
+// jitter. One DNS name with several addresses is one channel: gRPC's pick_first tries the
+// resolved addresses in turn.
 struct ConfigClient::Channel {
-  std::unique_ptr<v1::ConfigDiscovery::Stub> stub;
+  struct Target {
+    std::string address;
+    std::unique_ptr<v1::ConfigDiscovery::Stub> stub;
+  };
+  std::vector<Target> targets;
+  size_t next = 0;  // only touched by the client thread
 };
 
 ConfigClient::ConfigClient(v1::ControlPlaneSource source, v1::Node node, uint64_t serving_version,
@@ -107,8 +116,13 @@ void ConfigClient::Start() {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   channel_ = std::make_unique<Channel>();
-  channel_->stub = v1::ConfigDiscovery::NewStub(
-      grpc::CreateCustomChannel(source_.address(), Credentials(source_), args));
+  for (std::string_view piece : str::Split(source_.address(), ',')) {
+    const std::string address(str::StripWhitespace(piece));
+    if (address.empty()) continue;
+    channel_->targets.push_back(
+        {address, v1::ConfigDiscovery::NewStub(
+                      grpc::CreateCustomChannel(address, Credentials(source_), args))});
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -140,6 +154,8 @@ void ConfigClient::Run() {
       if (stopping_) return;
     }
     if (RunStream()) backoff = initial;
+    // Another replica next time: this one just ended the stream or could not be reached.
+    if (channel_->targets.size() > 1) ++channel_->next;
     // ±50 % jitter so a fleet that lost its control plane does not reconnect in lockstep.
     std::uniform_real_distribution<double> jitter(0.5, 1.5);
     const milliseconds wait(static_cast<long long>(static_cast<double>(backoff.count()) *
@@ -172,7 +188,8 @@ bool ConfigClient::RunStream() {
     context_ = &context;
     serving_hash = serving_hash_;
   }
-  auto stream = channel_->stub->Stream(&context);
+  const Channel::Target& target = channel_->targets[channel_->next % channel_->targets.size()];
+  auto stream = target.stub->Stream(&context);
   std::mutex write_mu;  // the sync API allows one Write at a time; reads run concurrently
 
   v1::NodeMessage hello;
@@ -209,7 +226,7 @@ bool ConfigClient::RunStream() {
         connected_.store(true);
         if (callbacks_.connected) callbacks_.connected(true);
         log::Info("config_client", str::Cat("connected to the control plane at ",
-                                            source_.address()));
+                                            target.address));
       }
       if (!incoming.has_push()) continue;
       const v1::ConfigPush& push = incoming.push();

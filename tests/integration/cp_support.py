@@ -58,10 +58,17 @@ def dedent(seed):
     return seed.replace("\n  ", "\n")
 
 
+def _file_store(state_dir):
+    return f"\n  directory: {state_dir}/store\n  keep_versions: 10"
+
+
 class ControlPlane:
     """Writes a config + tokens into a state dir and starts `controlplane serve`."""
 
-    def __init__(self, procs, state_dir, seed=None, grpc_port=0, grpc_extra="", extra=""):
+    def __init__(self, procs, state_dir, seed=None, grpc_port=0, grpc_extra="", extra="",
+                 store=None):
+        """`store`: the body of the config's `store:` block (etcd_support.etcd_store_yaml);
+        default a file store in state_dir/store."""
         self.procs = procs
         self.state_dir = state_dir
         os.makedirs(state_dir, exist_ok=True)
@@ -83,9 +90,7 @@ grpc:
 http:
   address: 127.0.0.1
   port: 0
-store:
-  directory: {state_dir}/store
-  keep_versions: 10
+store:{store if store is not None else _file_store(state_dir)}
 auth:
   tokens_file: {tokens}{extra}
 seed:{seed if seed is not None else seed_yaml()}

@@ -134,6 +134,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "onedomain.paths.config" -}}/etc/onedomain/config{{- end -}}
 {{- define "onedomain.paths.tls" -}}/etc/onedomain/tls{{- end -}}
 {{- define "onedomain.paths.cpTls" -}}/etc/onedomain/controlplane-tls{{- end -}}
+{{- define "onedomain.paths.etcdTls" -}}/etc/onedomain/etcd-tls{{- end -}}
 {{- define "onedomain.paths.auth" -}}/etc/onedomain/auth{{- end -}}
 {{- define "onedomain.paths.nodeToken" -}}/etc/onedomain/node-token{{- end -}}
 {{- define "onedomain.paths.state" -}}/var/lib/onedomain{{- end -}}

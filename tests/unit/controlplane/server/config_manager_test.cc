@@ -48,8 +48,9 @@ class ConfigManagerTest : public ::testing::Test {
 TEST_F(ConfigManagerTest, SeedIsVersionOne) {
   EXPECT_EQ(store_->latest_version(), 1u);
   auto h = manager_->History(v1::HistoryRequest());
-  ASSERT_EQ(h.entries_size(), 1);
-  EXPECT_EQ(h.entries(0).who(), "seed");
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_EQ(h->entries_size(), 1);
+  EXPECT_EQ(h->entries(0).who(), "seed");
 }
 
 TEST_F(ConfigManagerTest, SetUpstreamCommitsAndAudits) {
@@ -64,9 +65,10 @@ TEST_F(ConfigManagerTest, SetUpstreamCommitsAndAudits) {
   EXPECT_EQ(r->version(), 2u);
   EXPECT_EQ(store_->Latest()->clusters(0).endpoints(0).port(), 8002u);
   auto h = manager_->History(v1::HistoryRequest());
-  EXPECT_EQ(h.entries(0).who(), "ops");
-  EXPECT_EQ(h.entries(0).reason(), "move to B");
-  EXPECT_EQ(h.entries(0).method(), "SetUpstream");
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->entries(0).who(), "ops");
+  EXPECT_EQ(h->entries(0).reason(), "move to B");
+  EXPECT_EQ(h->entries(0).method(), "SetUpstream");
 }
 
 TEST_F(ConfigManagerTest, DryRunCommitsNothing) {
