@@ -85,7 +85,8 @@ int Serve(int argc, char** argv) {
     return 1;
   }
   if (config.store().has_etcd() && !onedomain::controlplane::HaveEtcdStore()) {
-    std::cerr << config_path << ": store.etcd: this controlplane was built without the etcd "
+    std::cerr << config_path
+              << ": store.etcd: this controlplane was built without the etcd "
                  "store (etcd's .proto files were not found at build time: install "
                  "golang-etcd-server-dev with scripts/install-deps.sh and rebuild)\n";
     return 1;
@@ -94,8 +95,7 @@ int Serve(int argc, char** argv) {
     std::cout << config_path << ": OK\n";
     return 0;
   }
-  auto level = onedomain::log::ParseLevel(log_level.empty() ? config.logging().level()
-                                                            : log_level);
+  auto level = onedomain::log::ParseLevel(log_level.empty() ? config.logging().level() : log_level);
   if (!level.ok()) {
     std::cerr << "controlplane serve: " << level.status().message() << "\n";
     return 2;
@@ -122,8 +122,9 @@ int Serve(int argc, char** argv) {
   {
     onedomain::SignalWatcher signals([&](int signo) {
       if (signo == SIGHUP) {
-        onedomain::log::Info("controlplane", "SIGHUP ignored: change config with "
-                                             "`controlplane admin`, not by editing the seed");
+        onedomain::log::Info("controlplane",
+                             "SIGHUP ignored: change config with "
+                             "`controlplane admin`, not by editing the seed");
         return;
       }
       std::lock_guard lock(mu);
@@ -158,6 +159,7 @@ int main(int argc, char** argv) {
   if (command == "serve") return Serve(argc - 2, argv + 2);
   if (command == "admin") return onedomain::controlplane::RunAdminCli(argc - 2, argv + 2);
   if (command == "store") return onedomain::controlplane::RunStoreCli(argc - 2, argv + 2);
-  std::cerr << "controlplane: unknown command '" << command << "' (serve, admin or store; see --help)\n";
+  std::cerr << "controlplane: unknown command '" << command
+            << "' (serve, admin or store; see --help)\n";
   return 2;
 }

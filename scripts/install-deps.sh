@@ -14,7 +14,7 @@ packages=(
   libgtest-dev libgmock-dev
   # test clients and tools
   curl openssl python3 python3-pytest python3-websockets python3-grpcio
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format clang-tidy
   # real backends and a reference HTTP/1.1 parser for the integration tests
   gunicorn python3-uvicorn python3-h11
   # the control plane's etcd store: a real etcd for the tests, and the .proto files its gRPC

@@ -38,8 +38,8 @@ struct Shared {
 };
 
 // One simulated node: Hello, then ACK every push. Callback reactor: no thread per node.
-class Node final : public grpc::ClientBidiReactor<onedomain::v1::NodeMessage,
-                                                  onedomain::v1::ControlMessage> {
+class Node final
+    : public grpc::ClientBidiReactor<onedomain::v1::NodeMessage, onedomain::v1::ControlMessage> {
  public:
   Node(onedomain::v1::ConfigDiscovery::Stub* stub, std::string id, const std::string& token,
        Shared& shared)
@@ -136,13 +136,20 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const std::string value = argv[i + 1];
-    if (flag == "--server") server = value;
-    else if (flag == "--token-file") token_file = value;
-    else if (flag == "--node-token-file") node_token_file = value;
-    else if (flag == "--nodes") nodes = std::stoi(value);
-    else if (flag == "--applies") applies = std::stoi(value);
-    else if (flag == "--cp-pid") cp_pid = std::stoi(value);
-    else if (flag == "--cluster") cluster = value;
+    if (flag == "--server")
+      server = value;
+    else if (flag == "--token-file")
+      token_file = value;
+    else if (flag == "--node-token-file")
+      node_token_file = value;
+    else if (flag == "--nodes")
+      nodes = std::stoi(value);
+    else if (flag == "--applies")
+      applies = std::stoi(value);
+    else if (flag == "--cp-pid")
+      cp_pid = std::stoi(value);
+    else if (flag == "--cluster")
+      cluster = value;
     else {
       std::cerr << "unknown flag " << flag << "\n";
       return 2;
@@ -180,8 +187,8 @@ int main(int argc, char** argv) {
     stubs.push_back(onedomain::v1::ConfigDiscovery::NewStub(
         grpc::CreateCustomChannel(servers[static_cast<size_t>(i) % servers.size()],
                                   grpc::InsecureChannelCredentials(), args)));
-    sims.push_back(std::make_unique<Node>(stubs.back().get(), "sim-" + std::to_string(i),
-                                          node_token, shared));
+    sims.push_back(
+        std::make_unique<Node>(stubs.back().get(), "sim-" + std::to_string(i), node_token, shared));
   }
   const auto connect_deadline = Clock::now() + std::chrono::seconds(60);
   while (shared.welcomed.load() < nodes && Clock::now() < connect_deadline) {
@@ -226,14 +233,14 @@ int main(int argc, char** argv) {
     latencies_ms.push_back(
         std::chrono::duration<double, std::milli>(Clock::now() - returned).count());
   }
-  std::printf("nodes=%d replicas=%zu applies=%d apply->all-received p50=%.2f ms p99=%.2f ms "
-              "max=%.2f ms\n",
-              nodes, servers.size(), applies, Percentile(latencies_ms, 0.5), Percentile(latencies_ms, 0.99),
-              Percentile(latencies_ms, 1.0));
+  std::printf(
+      "nodes=%d replicas=%zu applies=%d apply->all-received p50=%.2f ms p99=%.2f ms "
+      "max=%.2f ms\n",
+      nodes, servers.size(), applies, Percentile(latencies_ms, 0.5), Percentile(latencies_ms, 0.99),
+      Percentile(latencies_ms, 1.0));
   if (cp_pid) {
     std::printf("controlplane RSS: %ld KiB idle, %ld KiB with %d streams: %.1f KiB per node\n",
-                rss_before, rss_after, nodes,
-                static_cast<double>(rss_after - rss_before) / nodes);
+                rss_before, rss_after, nodes, static_cast<double>(rss_after - rss_before) / nodes);
   }
   for (auto& n : sims) n->Cancel();
   for (auto& n : sims) n->WaitDone();

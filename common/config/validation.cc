@@ -26,7 +26,7 @@ class Checker {
       Add(path, str::Cat(what, " name is required"));
     } else if (!IsValidName(name)) {
       Add(path, str::Cat("'", name, "' is not a valid name (letters, digits, '.', '_', '-'; ",
-                             "at most 128)"));
+                         "at most 128)"));
     }
   }
 
@@ -120,9 +120,9 @@ class Checker {
       }
     }
     if (!w.required_cookie().empty() && !IsValidNamePattern(w.required_cookie())) {
-      Add(p + ".required_cookie",
-          str::Cat("'", w.required_cookie(), "' is not a cookie name or name prefix ending "
-                       "in '*'"));
+      Add(p + ".required_cookie", str::Cat("'", w.required_cookie(),
+                                           "' is not a cookie name or name prefix ending "
+                                           "in '*'"));
     }
     Duration(p + ".idle_timeout", w.idle_timeout());
     Duration(p + ".keepalive_interval", w.keepalive_interval());
@@ -151,12 +151,13 @@ class Checker {
         Add(rp + ".to", "site.cookie_domain must be set before cookie domains can be rewritten");
       } else if (!IsDomainOrParent(r.to(), site_domain)) {
         Add(rp + ".to", str::Cat("'", r.to(), "' is neither the site's cookie domain '",
-                                     site_domain, "' nor a parent of it"));
+                                 site_domain, "' nor a parent of it"));
       }
     }
     for (int i = 0; i < c.path_rewrites_size(); ++i) {
       const std::string rp = str::Cat(p, ".path_rewrites[", i, "]");
-      if (!str::StartsWith(c.path_rewrites(i).from(), "/")) Add(rp + ".from", "must start with '/'");
+      if (!str::StartsWith(c.path_rewrites(i).from(), "/"))
+        Add(rp + ".from", "must start with '/'");
       if (!str::StartsWith(c.path_rewrites(i).to(), "/")) Add(rp + ".to", "must start with '/'");
     }
     for (int i = 0; i < c.attribute_rules_size(); ++i) {
@@ -164,7 +165,7 @@ class Checker {
       const v1::AttributeRule& r = c.attribute_rules(i);
       if (!IsValidNamePattern(r.name())) {
         Add(rp + ".name", str::Cat("'", r.name(), "' is not a cookie name pattern (a name, ",
-                                       "a prefix ending in '*', or \"*\")"));
+                                   "a prefix ending in '*', or \"*\")"));
       }
       if (r.same_site() == v1::SAME_SITE_NONE && !r.secure()) {
         Add(rp + ".same_site", "SameSite=None requires secure: true (browsers drop it otherwise)");
@@ -200,16 +201,15 @@ void CheckUniqueNames(Checker& check, const google::protobuf::RepeatedPtrField<T
   for (int i = 0; i < items.size(); ++i) {
     const std::string& name = items[i].name();
     if (!name.empty() && !seen.insert(name).second) {
-      check.Add(str::Cat(field, "[", i, "].name"),
-                str::Cat("duplicate name '", name, "'"));
+      check.Add(str::Cat(field, "[", i, "].name"), str::Cat("duplicate name '", name, "'"));
     }
   }
 }
 
 void Prefix(FieldErrors& errors, size_t from, std::string_view prefix) {
   for (size_t i = from; i < errors.size(); ++i) {
-    errors[i].path = errors[i].path.empty() ? std::string(prefix)
-                                            : str::Cat(prefix, ".", errors[i].path);
+    errors[i].path =
+        errors[i].path.empty() ? std::string(prefix) : str::Cat(prefix, ".", errors[i].path);
   }
 }
 
@@ -285,8 +285,7 @@ bool IsValidNamePattern(std::string_view pattern) {
   // RFC 6265 cookie-name is an RFC 7230 token.
   static constexpr std::string_view kTchar = "!#$%&'*+-.^_`|~";
   for (const char c : pattern) {
-    if (!str::IsAlnum(c) &&
-        kTchar.find(c) == std::string_view::npos) {
+    if (!str::IsAlnum(c) && kTchar.find(c) == std::string_view::npos) {
       return false;
     }
   }
@@ -315,9 +314,9 @@ FieldErrors ValidateSnapshot(const v1::Snapshot& s) {
   Checker check(errors);
   for (int i = 0; i < s.site().origins_size(); ++i) {
     if (!IsValidOrigin(s.site().origins(i))) {
-      check.Add(str::Cat("site.origins[", i, "]"),
-                str::Cat("'", s.site().origins(i),
-                             "' is not an origin (scheme://host[:port], no path)"));
+      check.Add(
+          str::Cat("site.origins[", i, "]"),
+          str::Cat("'", s.site().origins(i), "' is not an origin (scheme://host[:port], no path)"));
     }
   }
   const std::string& cookie_domain = s.site().cookie_domain();
@@ -377,13 +376,13 @@ FieldErrors ValidateSnapshot(const v1::Snapshot& s) {
       // Host may carry a port: accept host[:port].
       const size_t colon = r.host_rewrite().rfind(':');
       if (colon == std::string::npos || !IsValidHost(r.host_rewrite().substr(0, colon))) {
-        check.Add(p + ".host_rewrite",
-                  str::Cat("'", r.host_rewrite(), "' is not a host[:port]"));
+        check.Add(p + ".host_rewrite", str::Cat("'", r.host_rewrite(), "' is not a host[:port]"));
       }
     }
     check.Duration(p + ".request_timeout", r.request_timeout());
     if (r.has_websocket_policy()) check.WebSocket(p + ".websocket_policy", r.websocket_policy());
-    if (r.has_cookie_policy()) check.Cookies(p + ".cookie_policy", r.cookie_policy(), cookie_domain);
+    if (r.has_cookie_policy())
+      check.Cookies(p + ".cookie_policy", r.cookie_policy(), cookie_domain);
   }
   CheckUniqueNames(check, s.routes(), "routes");
 
@@ -456,8 +455,7 @@ FieldErrors ValidateDataplaneBootstrap(const v1::DataplaneBootstrap& b) {
   const std::string& level = b.logging().level();
   if (!level.empty() && level != "debug" && level != "info" && level != "warn" &&
       level != "error") {
-    check.Add("logging.level", str::Cat("must be debug, info, warn or error, got '", level,
-                                            "'"));
+    check.Add("logging.level", str::Cat("must be debug, info, warn or error, got '", level, "'"));
   }
   return errors;
 }
@@ -483,12 +481,14 @@ FieldErrors ValidateControlplaneConfig(const v1::ControlplaneConfig& c) {
   if (c.store().has_etcd()) {
     const v1::EtcdStore& e = c.store().etcd();
     if (!c.store().directory().empty()) {
-      check.Add("store.directory", "store.directory and store.etcd exclude each other: the "
-                                   "store is either a local directory or etcd");
+      check.Add("store.directory",
+                "store.directory and store.etcd exclude each other: the "
+                "store is either a local directory or etcd");
     }
     if (e.endpoints().empty()) {
-      check.Add("store.etcd.endpoints", "at least one etcd client URL is required, e.g. "
-                                        "http://127.0.0.1:2379");
+      check.Add("store.etcd.endpoints",
+                "at least one etcd client URL is required, e.g. "
+                "http://127.0.0.1:2379");
     }
     bool any_https = false;
     for (int i = 0; i < e.endpoints_size(); ++i) {
@@ -514,8 +514,9 @@ FieldErrors ValidateControlplaneConfig(const v1::ControlplaneConfig& c) {
       }
     }
     if (any_https && e.ca_file().empty()) {
-      check.Add("store.etcd.ca_file", "https endpoints need the CA that signed etcd's "
-                                      "certificates");
+      check.Add("store.etcd.ca_file",
+                "https endpoints need the CA that signed etcd's "
+                "certificates");
     }
     if (!e.ca_file().empty() && !any_https) {
       check.Add("store.etcd.ca_file", "set, but no endpoint is https://");
@@ -529,16 +530,15 @@ FieldErrors ValidateControlplaneConfig(const v1::ControlplaneConfig& c) {
     if (!e.prefix().empty() &&
         (e.prefix().front() != '/' || e.prefix().back() != '/' || e.prefix().size() < 2)) {
       check.Add("store.etcd.prefix",
-                str::Cat("must start and end with '/', e.g. /onedomain/, got '", e.prefix(),
-                         "'"));
+                str::Cat("must start and end with '/', e.g. /onedomain/, got '", e.prefix(), "'"));
     }
     for (const auto& [name, d] : {std::pair{"dial_timeout", &e.dial_timeout()},
                                   std::pair{"request_timeout", &e.request_timeout()}}) {
       const std::string path = str::Cat("store.etcd.", name);
-      const bool set = name == std::string_view("dial_timeout") ? e.has_dial_timeout()
-                                                                : e.has_request_timeout();
-      if (set && (d->seconds() < 0 || d->nanos() < 0 ||
-                  (d->seconds() == 0 && d->nanos() < 10000000))) {
+      const bool set =
+          name == std::string_view("dial_timeout") ? e.has_dial_timeout() : e.has_request_timeout();
+      if (set &&
+          (d->seconds() < 0 || d->nanos() < 0 || (d->seconds() == 0 && d->nanos() < 10000000))) {
         check.Add(path, "must be at least 10ms");
       }
     }
@@ -562,8 +562,7 @@ FieldErrors ValidateControlplaneConfig(const v1::ControlplaneConfig& c) {
   const std::string& level = c.logging().level();
   if (!level.empty() && level != "debug" && level != "info" && level != "warn" &&
       level != "error") {
-    check.Add("logging.level", str::Cat("must be debug, info, warn or error, got '", level,
-                                            "'"));
+    check.Add("logging.level", str::Cat("must be debug, info, warn or error, got '", level, "'"));
   }
   return errors;
 }

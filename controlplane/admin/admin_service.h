@@ -22,8 +22,12 @@ class AdminService final : public v1::Admin::CallbackService {
   AdminService(const TokenSet& tokens, ConfigManager& manager, Fleet& fleet,
                SerialExecutor& executor, ControlplaneMetrics& metrics,
                std::function<v1::ListNodesResponse()> list_nodes = {})
-      : tokens_(tokens), manager_(manager), fleet_(fleet), executor_(executor),
-        metrics_(metrics), list_nodes_(std::move(list_nodes)) {}
+      : tokens_(tokens),
+        manager_(manager),
+        fleet_(fleet),
+        executor_(executor),
+        metrics_(metrics),
+        list_nodes_(std::move(list_nodes)) {}
 
   grpc::ServerUnaryReactor* GetConfig(grpc::CallbackServerContext* context,
                                       const v1::GetConfigRequest* request,

@@ -58,26 +58,35 @@ std::string ReadAll(const std::string& path, bool* ok) {
 
 int ExitCodeFor(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::OK: return 0;
+    case grpc::StatusCode::OK:
+      return 0;
     case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::NOT_FOUND: return kExitInvalid;
+    case grpc::StatusCode::NOT_FOUND:
+      return kExitInvalid;
     case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED: return kExitAuth;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return kExitAuth;
     case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::ABORTED: return kExitConflict;
+    case grpc::StatusCode::ABORTED:
+      return kExitConflict;
     case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return kExitUnavailable;
-    default: return kExitOther;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return kExitUnavailable;
+    default:
+      return kExitOther;
   }
 }
 
 int Fail(const grpc::Status& status) {
   static const std::map<int, const char*> kNames = {
-      {1, "CANCELLED"}, {2, "UNKNOWN"}, {3, "INVALID_ARGUMENT"}, {4, "DEADLINE_EXCEEDED"},
-      {5, "NOT_FOUND"}, {6, "ALREADY_EXISTS"}, {7, "PERMISSION_DENIED"},
-      {8, "RESOURCE_EXHAUSTED"}, {9, "FAILED_PRECONDITION"}, {10, "ABORTED"},
-      {11, "OUT_OF_RANGE"}, {12, "UNIMPLEMENTED"}, {13, "INTERNAL"}, {14, "UNAVAILABLE"},
-      {15, "DATA_LOSS"}, {16, "UNAUTHENTICATED"}};
+      {1, "CANCELLED"},           {2, "UNKNOWN"},
+      {3, "INVALID_ARGUMENT"},    {4, "DEADLINE_EXCEEDED"},
+      {5, "NOT_FOUND"},           {6, "ALREADY_EXISTS"},
+      {7, "PERMISSION_DENIED"},   {8, "RESOURCE_EXHAUSTED"},
+      {9, "FAILED_PRECONDITION"}, {10, "ABORTED"},
+      {11, "OUT_OF_RANGE"},       {12, "UNIMPLEMENTED"},
+      {13, "INTERNAL"},           {14, "UNAVAILABLE"},
+      {15, "DATA_LOSS"},          {16, "UNAUTHENTICATED"}};
   const auto it = kNames.find(status.error_code());
   std::cerr << "error: " << (it != kNames.end() ? it->second : "UNKNOWN") << ": "
             << status.error_message() << "\n";
@@ -201,8 +210,7 @@ std::optional<std::string> LoadToken(const Options& opts, std::string* error) {
       line = str::StripWhitespace(line);
       if (line.empty() || line.front() == '#') continue;
       const size_t last_space = line.find_last_of(" \t");
-      return std::string(last_space == std::string_view::npos ? line
-                                                              : line.substr(last_space + 1));
+      return std::string(last_space == std::string_view::npos ? line : line.substr(last_space + 1));
     }
     *error = str::Cat("token file ", file, " holds no token");
     return std::nullopt;
@@ -296,8 +304,8 @@ int RunAdminCli(int argc, char** argv) {
   if (verb == "apply") {
     if (opts.file.empty()) return Usage("apply needs -f FILE");
     v1::ApplyRequest request;
-    if (absl::Status s = config::LoadSnapshotFile(opts.file, config::ProcessEnv(),
-                                                  *request.mutable_snapshot());
+    if (absl::Status s =
+            config::LoadSnapshotFile(opts.file, config::ProcessEnv(), *request.mutable_snapshot());
         !s.ok()) {
       std::cerr << "error: " << s.message() << "\n";
       return kExitInvalid;
@@ -375,20 +383,19 @@ int RunAdminCli(int argc, char** argv) {
     const bool replicas = response.replicas_size() > 1;
     if (replicas) std::cout << ", replicas " << str::Join(response.replicas(), " ");
     std::cout << "\n";
-    std::vector<std::vector<std::string>> rows = {
-        {"NODE", "POD", "ZONE", "CONNECTED", "SENT", "ACKED", "NACKED", "LAST SEEN", "CONNS",
-         "WEBSOCKETS", "UPGRADES"}};
+    std::vector<std::vector<std::string>> rows = {{"NODE", "POD", "ZONE", "CONNECTED", "SENT",
+                                                   "ACKED", "NACKED", "LAST SEEN", "CONNS",
+                                                   "WEBSOCKETS", "UPGRADES"}};
     if (replicas) rows[0].push_back("REPLICA");
     for (const auto& n : response.nodes()) {
       // pod, zone and the NACK text are the node's words: escaped for the terminal.
-      rows.push_back({n.node_id(), n.pod().empty() ? "-" : str::EscapeForLog(n.pod(), 64),
-                      n.zone().empty() ? "-" : str::EscapeForLog(n.zone(), 64),
-                      n.connected() ? "yes" : "no",
-                      str::Cat(n.version_sent()), str::Cat(n.version_acked()),
-                      n.version_nacked() ? str::Cat(n.version_nacked()) : "-",
-                      FormatTime(n.last_seen()), str::Cat(n.downstream_connections_active()),
-                      str::Cat(n.websocket_connections_active()),
-                      str::Cat(n.websocket_upgrades_total())});
+      rows.push_back(
+          {n.node_id(), n.pod().empty() ? "-" : str::EscapeForLog(n.pod(), 64),
+           n.zone().empty() ? "-" : str::EscapeForLog(n.zone(), 64), n.connected() ? "yes" : "no",
+           str::Cat(n.version_sent()), str::Cat(n.version_acked()),
+           n.version_nacked() ? str::Cat(n.version_nacked()) : "-", FormatTime(n.last_seen()),
+           str::Cat(n.downstream_connections_active()), str::Cat(n.websocket_connections_active()),
+           str::Cat(n.websocket_upgrades_total())});
       if (replicas) rows.back().push_back(n.replica().empty() ? "-" : n.replica());
     }
     PrintTable(rows);

@@ -30,10 +30,14 @@ std::optional<Role> ParseRole(std::string_view name) {
 
 std::string_view RoleName(Role role) {
   switch (role) {
-    case Role::kRead: return "read";
-    case Role::kOperate: return "operate";
-    case Role::kAdmin: return "admin";
-    case Role::kNode: return "node";
+    case Role::kRead:
+      return "read";
+    case Role::kOperate:
+      return "operate";
+    case Role::kAdmin:
+      return "admin";
+    case Role::kNode:
+      return "node";
   }
   return "read";
 }
@@ -54,14 +58,14 @@ absl::StatusOr<TokenSet> TokenSet::Parse(std::string_view text, std::string_view
       if (!f.empty()) fields.push_back(str::StripWhitespace(f));
     }
     if (fields.size() != 3) {
-      return absl::InvalidArgumentError(str::Cat(
-          file_name, ":", line_number, ": expected `NAME ROLE TOKEN` (3 fields), got ",
-          fields.size()));
+      return absl::InvalidArgumentError(str::Cat(file_name, ":", line_number,
+                                                 ": expected `NAME ROLE TOKEN` (3 fields), got ",
+                                                 fields.size()));
     }
     const std::optional<Role> role = ParseRole(fields[1]);
     if (!role) {
-      return absl::InvalidArgumentError(str::Cat(file_name, ":", line_number, ": role '",
-                                                 fields[1], "' is not read, operate, admin or node"));
+      return absl::InvalidArgumentError(str::Cat(file_name, ":", line_number, ": role '", fields[1],
+                                                 "' is not read, operate, admin or node"));
     }
     if (fields[2].size() < 16) {
       return absl::InvalidArgumentError(str::Cat(file_name, ":", line_number, ": the token of '",
@@ -70,9 +74,10 @@ absl::StatusOr<TokenSet> TokenSet::Parse(std::string_view text, std::string_view
     if (*role == Role::kNode) {
       for (const char c : fields[0]) {
         if (!str::IsAlnum(c) && c != '.' && c != '_' && c != '-' && c != '*') {
-          return absl::InvalidArgumentError(str::Cat(
-              file_name, ":", line_number, ": a node token's NAME is the node id it may "
-              "claim, or a pattern with '*'; '", fields[0], "' has other characters"));
+          return absl::InvalidArgumentError(str::Cat(file_name, ":", line_number,
+                                                     ": a node token's NAME is the node id it may "
+                                                     "claim, or a pattern with '*'; '",
+                                                     fields[0], "' has other characters"));
         }
       }
     }

@@ -33,8 +33,7 @@ class TokenSet {
   // Reads `tokens_file` (may be empty: none), the variable `token_env` (an admin token; may
   // be unset) and the variable `node_token_env` (a node token for any node id, name "*").
   // Errors name the file and line, never the token.
-  static absl::StatusOr<TokenSet> Load(const std::string& tokens_file,
-                                       const std::string& token_env,
+  static absl::StatusOr<TokenSet> Load(const std::string& tokens_file, const std::string& token_env,
                                        const std::string& node_token_env = "");
 
   // Parses tokens-file text; `file_name` is used in errors.

@@ -16,17 +16,21 @@ constexpr size_t kMaxHelloFieldBytes = 256;
 
 std::string_view CodeName(absl::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case absl::StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
-    case absl::StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
-    case absl::StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
-    default: return "OTHER";
+    case absl::StatusCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case absl::StatusCode::kPermissionDenied:
+      return "PERMISSION_DENIED";
+    case absl::StatusCode::kResourceExhausted:
+      return "RESOURCE_EXHAUSTED";
+    case absl::StatusCode::kUnauthenticated:
+      return "UNAUTHENTICATED";
+    default:
+      return "OTHER";
   }
 }
 
 // A stream refused before it started: finishes at once with `status`, reads nothing.
-class RefusedStream final
-    : public grpc::ServerBidiReactor<v1::NodeMessage, v1::ControlMessage> {
+class RefusedStream final : public grpc::ServerBidiReactor<v1::NodeMessage, v1::ControlMessage> {
  public:
   explicit RefusedStream(grpc::Status status) { Finish(std::move(status)); }
   void OnDone() override { delete this; }
@@ -76,11 +80,11 @@ class NodeStream final : public grpc::ServerBidiReactor<v1::NodeMessage, v1::Con
     }
     if (absl::Status s = Dispatch(); !s.ok()) {
       if (on_refused_) on_refused_(CodeName(s.code()));
-      log::Warn("discovery", str::Cat("node stream from ", str::EscapeForLog(peer_, 128),
-                                      " ended: ", str::EscapeForLog(std::string(s.message()), 512)));
+      log::Warn("discovery",
+                str::Cat("node stream from ", str::EscapeForLog(peer_, 128),
+                         " ended: ", str::EscapeForLog(std::string(s.message()), 512)));
       std::lock_guard lock(mu_);
-      FinishLocked(grpc::Status(static_cast<grpc::StatusCode>(s.code()),
-                                std::string(s.message())));
+      FinishLocked(grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message())));
       return;
     }
     std::lock_guard lock(mu_);
@@ -179,8 +183,8 @@ absl::Status ValidateHello(const v1::Hello& hello) {
   const std::string& id = hello.node_id();
   if (id.empty()) return absl::InvalidArgumentError("hello.node_id: required");
   if (id.size() > kMaxNodeIdBytes) {
-    return absl::InvalidArgumentError(str::Cat("hello.node_id: ", id.size(),
-                                               " bytes, at most ", kMaxNodeIdBytes));
+    return absl::InvalidArgumentError(
+        str::Cat("hello.node_id: ", id.size(), " bytes, at most ", kMaxNodeIdBytes));
   }
   for (const char c : id) {
     if (!str::IsAlnum(c) && c != '.' && c != '_' && c != '-') {
@@ -193,8 +197,8 @@ absl::Status ValidateHello(const v1::Hello& hello) {
                                     {"build", &hello.build()},
                                     {"content_hash", &hello.content_hash()}}) {
     if (value->size() > kMaxHelloFieldBytes) {
-      return absl::InvalidArgumentError(str::Cat("hello.", name, ": ", value->size(),
-                                                 " bytes, at most ", kMaxHelloFieldBytes));
+      return absl::InvalidArgumentError(
+          str::Cat("hello.", name, ": ", value->size(), " bytes, at most ", kMaxHelloFieldBytes));
     }
   }
   return absl::OkStatus();
@@ -237,10 +241,10 @@ grpc::ServerBidiReactor<v1::NodeMessage, v1::ControlMessage>* DiscoveryService::
       log::Warn("discovery", str::Cat("node stream from ", str::EscapeForLog(context->peer(), 128),
                                       " refused: token '", principal->name, "' has role ",
                                       RoleName(principal->role), ", not node"));
-      return new RefusedStream(grpc::Status(
-          grpc::StatusCode::PERMISSION_DENIED,
-          str::Cat("authorization: token '", principal->name, "' has role ",
-                   RoleName(principal->role), "; node streams need role node")));
+      return new RefusedStream(
+          grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                       str::Cat("authorization: token '", principal->name, "' has role ",
+                                RoleName(principal->role), "; node streams need role node")));
     }
   }
   if (!authenticated) {

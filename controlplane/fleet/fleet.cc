@@ -97,9 +97,8 @@ absl::Status Fleet::Attach(NodeConnection* connection, const v1::Hello& hello) {
     ahead_observer_(id, hello.serving_version());
   }
   by_connection_[connection] = id;
-  log::Info("fleet", str::Cat("node ", id, " connected (serving version ",
-                              hello.serving_version(), ", build ",
-                              str::EscapeForLog(hello.build(), 64), ")"));
+  log::Info("fleet", str::Cat("node ", id, " connected (serving version ", hello.serving_version(),
+                              ", build ", str::EscapeForLog(hello.build(), 64), ")"));
   auto welcome = std::make_shared<v1::ControlMessage>();
   welcome->mutable_welcome()->set_latest_version(latest_version_);
   connection->Offer(std::move(welcome));  // a fresh stream: this write starts at once
@@ -136,13 +135,12 @@ void Fleet::OnAck(NodeConnection* connection, const v1::Ack& ack) {
     if (ack.content_hash() == latest_hash_) {
       node->divergence.clear();
     } else {
-      node->divergence = str::Cat("acknowledged version ", ack.version(),
-                                  " with another content hash");
-      log::Warn("fleet", str::Cat("node ", node->hello.node_id(), " acknowledged version ",
-                                  ack.version(), " with content hash ",
-                                  str::EscapeForLog(ack.content_hash(), 64), ", not ",
-                                  latest_hash_,
-                                  node->resent_after_ack ? "" : "; pushing it again"));
+      node->divergence =
+          str::Cat("acknowledged version ", ack.version(), " with another content hash");
+      log::Warn("fleet",
+                str::Cat("node ", node->hello.node_id(), " acknowledged version ", ack.version(),
+                         " with content hash ", str::EscapeForLog(ack.content_hash(), 64), ", not ",
+                         latest_hash_, node->resent_after_ack ? "" : "; pushing it again"));
       if (!node->resent_after_ack) {
         node->resent_after_ack = true;
         node->version_sent = 0;

@@ -52,9 +52,9 @@ struct NodeRecord {
   uint64_t version_acked = 0;
   uint64_t version_nacked = 0;
   std::string nack_error;
-  std::set<uint64_t> refused;  // every version this node NACKed on its current stream
-  std::string content_hash;    // what the node last said it serves
-  std::string divergence;      // non-empty while its content differs from ours
+  std::set<uint64_t> refused;     // every version this node NACKed on its current stream
+  std::string content_hash;       // what the node last said it serves
+  std::string divergence;         // non-empty while its content differs from ours
   bool resent_after_ack = false;  // one resend per stream when an Ack's hash differs
   std::chrono::system_clock::time_point last_seen;
   std::chrono::steady_clock::time_point disconnected_at;

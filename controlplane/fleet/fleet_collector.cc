@@ -83,28 +83,28 @@ std::vector<MetricFamily> FleetCollector::Collect() const {
 
   auto connected = Family("onedomain_fleet_nodes_connected",
                           "Data-plane nodes with an open config stream.", MetricType::Gauge);
-  auto on_latest = Family("onedomain_fleet_nodes_on_latest_version",
-                          "Connected nodes that acknowledged the newest committed version.",
-                          MetricType::Gauge);
+  auto on_latest =
+      Family("onedomain_fleet_nodes_on_latest_version",
+             "Connected nodes that acknowledged the newest committed version.", MetricType::Gauge);
   auto version = Family("onedomain_fleet_config_version",
                         "Config version each node last acknowledged.", MetricType::Gauge);
   auto nacked = Family("onedomain_fleet_node_nacked",
                        "1 when the node refused (NACKed) a version it has not since replaced "
                        "with a newer acknowledged one.",
                        MetricType::Gauge);
-  auto node_up = Family("onedomain_fleet_node_connected",
-                        "1 while the node's config stream is open, 0 after it left.",
-                        MetricType::Gauge);
-  auto report_age = Family("onedomain_fleet_last_report_age_seconds",
-                           "Seconds since the node's last message on its config stream.",
-                           MetricType::Gauge);
+  auto node_up =
+      Family("onedomain_fleet_node_connected",
+             "1 while the node's config stream is open, 0 after it left.", MetricType::Gauge);
+  auto report_age =
+      Family("onedomain_fleet_last_report_age_seconds",
+             "Seconds since the node's last message on its config stream.", MetricType::Gauge);
   auto conns = Family("onedomain_fleet_downstream_connections_active",
                       "Open client connections per node.", MetricType::Gauge);
   auto ws = Family("onedomain_fleet_websocket_connections_active",
                    "Open proxied WebSockets per node.", MetricType::Gauge);
-  auto conns_total = Family("onedomain_fleet_downstream_connections_total",
-                            "Client connections accepted, per node (restarts carried over).",
-                            MetricType::Counter);
+  auto conns_total =
+      Family("onedomain_fleet_downstream_connections_total",
+             "Client connections accepted, per node (restarts carried over).", MetricType::Counter);
   auto upgrades = Family("onedomain_fleet_websocket_upgrades_total",
                          "WebSocket upgrade attempts by node and result.", MetricType::Counter);
   auto requests = Family("onedomain_fleet_http_requests_total",
@@ -164,8 +164,10 @@ std::vector<MetricFamily> FleetCollector::Collect() const {
       } else if (parts[0] == "upgrades" && parts.size() == 2) {
         AddSample(upgrades, {{"node", id}, {"result", std::string(parts[1])}}, v);
       } else if (parts[0] == "requests" && parts.size() == 3) {
-        AddSample(requests, {{"node", id}, {"route", std::string(parts[1])},
-                             {"code_class", std::string(parts[2])}}, v);
+        AddSample(
+            requests,
+            {{"node", id}, {"route", std::string(parts[1])}, {"code_class", std::string(parts[2])}},
+            v);
       } else if (parts[0] == "bytes" && parts.size() == 2) {
         AddSample(bytes, {{"node", id}, {"direction", std::string(parts[1])}}, v);
       }
@@ -176,8 +178,8 @@ std::vector<MetricFamily> FleetCollector::Collect() const {
     if (parts[0] == "upgrades" && parts.size() == 2) {
       AddSample(fleet_upgrades, {{"result", std::string(parts[1])}}, v);
     } else if (parts[0] == "requests" && parts.size() == 3) {
-      AddSample(fleet_requests, {{"route", std::string(parts[1])},
-                                 {"code_class", std::string(parts[2])}}, v);
+      AddSample(fleet_requests,
+                {{"route", std::string(parts[1])}, {"code_class", std::string(parts[2])}}, v);
     }
   }
   AddSample(connected, {}, n_connected);
@@ -186,9 +188,9 @@ std::vector<MetricFamily> FleetCollector::Collect() const {
   AddSample(fleet_ws, {}, total_ws);
 
   std::vector<MetricFamily> out;
-  for (MetricFamily* f : {&connected, &on_latest, &version, &nacked, &node_up, &report_age, &conns,
-                          &ws, &conns_total, &upgrades, &requests, &bytes, &fleet_conns, &fleet_ws,
-                          &fleet_upgrades, &fleet_requests}) {
+  for (MetricFamily* f :
+       {&connected, &on_latest, &version, &nacked, &node_up, &report_age, &conns, &ws, &conns_total,
+        &upgrades, &requests, &bytes, &fleet_conns, &fleet_ws, &fleet_upgrades, &fleet_requests}) {
     out.push_back(std::move(*f));
   }
   return out;

@@ -33,8 +33,8 @@ class FleetCollector final : public prometheus::Collectable {
 
   const Fleet& fleet_;
   mutable std::mutex mu_;
-  mutable std::map<std::string, CounterTrack> tracks_;         // by node id
-  mutable std::map<std::string, double> departed_;             // totals of forgotten nodes
+  mutable std::map<std::string, CounterTrack> tracks_;  // by node id
+  mutable std::map<std::string, double> departed_;      // totals of forgotten nodes
 };
 
 }  // namespace onedomain::controlplane

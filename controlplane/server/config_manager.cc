@@ -24,8 +24,7 @@ absl::Status InvalidFields(const config::FieldErrors& errors, const std::string&
 
 }  // namespace
 
-ConfigManager::ConfigManager(Store& store, Fleet& fleet,
-                             std::function<void(uint64_t)> on_commit)
+ConfigManager::ConfigManager(Store& store, Fleet& fleet, std::function<void(uint64_t)> on_commit)
     : store_(store), fleet_(fleet), on_commit_(std::move(on_commit)) {}
 
 absl::Status ConfigManager::Start(const v1::Snapshot* seed) {
@@ -55,8 +54,8 @@ absl::Status ConfigManager::Start(const v1::Snapshot* seed) {
     }
     if (seeded.status().code() != absl::StatusCode::kAlreadyExists) return seeded.status();
   }
-  log::Info("config", str::Cat("loaded version ", store_.latest_version(), " from the ",
-                               store_.Describe()));
+  log::Info("config",
+            str::Cat("loaded version ", store_.latest_version(), " from the ", store_.Describe()));
   Publish(store_.Latest());
   return absl::OkStatus();
 }
@@ -120,8 +119,8 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::Change(const Builder& build,
                    " is no longer the latest: ", last.message()));
     }
   }
-  return absl::AbortedError(str::Cat("gave up after ", kAttempts,
-                                     " commits lost to other replicas: ", last.message()));
+  return absl::AbortedError(
+      str::Cat("gave up after ", kAttempts, " commits lost to other replicas: ", last.message()));
 }
 
 absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(v1::Snapshot next,
@@ -175,14 +174,15 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(v1::Snapshot next,
 absl::StatusOr<v1::ChangeResponse> ConfigManager::Apply(const v1::ApplyRequest& request,
                                                         const std::string& who) {
   if (!request.has_snapshot()) return absl::InvalidArgumentError("snapshot: required");
-  return Change([&request](const v1::Snapshot*) -> absl::StatusOr<v1::Snapshot> {
-                  return request.snapshot();
-                },
-                request.options(), who, "Apply", "snapshot");
+  return Change(
+      [&request](const v1::Snapshot*) -> absl::StatusOr<v1::Snapshot> {
+        return request.snapshot();
+      },
+      request.options(), who, "Apply", "snapshot");
 }
 
-absl::StatusOr<v1::ChangeResponse> ConfigManager::SetUpstream(
-    const v1::SetUpstreamRequest& request, const std::string& who) {
+absl::StatusOr<v1::ChangeResponse> ConfigManager::SetUpstream(const v1::SetUpstreamRequest& request,
+                                                              const std::string& who) {
   if (request.cluster().empty()) return absl::InvalidArgumentError("cluster: required");
   if (request.endpoints_size() == 0) {
     return absl::InvalidArgumentError("endpoints: at least one endpoint is required");
@@ -222,8 +222,8 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::SetCookiePolicy(
       [&request](const v1::Snapshot* latest) -> absl::StatusOr<v1::Snapshot> {
         if (latest == nullptr) return absl::FailedPreconditionError("the store is empty");
         v1::Snapshot next = *latest;
-        if (config::FieldErrors errors = config::ValidateCookiePolicy(
-                request.cookie_policy(), next.site().cookie_domain());
+        if (config::FieldErrors errors =
+                config::ValidateCookiePolicy(request.cookie_policy(), next.site().cookie_domain());
             !errors.empty()) {
           return InvalidFields(errors, "cookie_policy");
         }
@@ -247,8 +247,8 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::Rollback(const v1::RollbackReq
 bool ConfigManager::RaiseFloor(uint64_t version, const std::string& node_id) {
   if (version < store_.next_version()) return false;
   if (absl::Status s = store_.RaiseFloor(version, str::Cat("node ", node_id)); !s.ok()) {
-    log::Error("config", str::Cat("cannot record version ", version, " served by node ",
-                                  node_id, " as issued: ", s.message()));
+    log::Error("config", str::Cat("cannot record version ", version, " served by node ", node_id,
+                                  " as issued: ", s.message()));
     return false;
   }
   return true;

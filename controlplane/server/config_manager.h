@@ -32,8 +32,7 @@ class ConfigManager {
   void OnStoreChange(std::shared_ptr<const v1::Snapshot> snapshot);
 
   absl::StatusOr<v1::GetConfigResponse> Get(const v1::GetConfigRequest& request) const;
-  absl::StatusOr<v1::ChangeResponse> Apply(const v1::ApplyRequest& request,
-                                           const std::string& who);
+  absl::StatusOr<v1::ChangeResponse> Apply(const v1::ApplyRequest& request, const std::string& who);
   absl::StatusOr<v1::ChangeResponse> SetUpstream(const v1::SetUpstreamRequest& request,
                                                  const std::string& who);
   absl::StatusOr<v1::ChangeResponse> SetCookiePolicy(const v1::SetCookiePolicyRequest& request,
@@ -54,14 +53,11 @@ class ConfigManager {
   // diffs, and (unless dry run) commits and publishes; recomputes when another replica
   // committed first and no expected_version was given. `field_prefix` names the request
   // field validation paths hang under.
-  absl::StatusOr<v1::ChangeResponse> Change(const Builder& build,
-                                            const v1::ChangeOptions& options,
+  absl::StatusOr<v1::ChangeResponse> Change(const Builder& build, const v1::ChangeOptions& options,
                                             const std::string& who, const std::string& method,
                                             const std::string& field_prefix);
-  absl::StatusOr<v1::ChangeResponse> ChangeOnce(v1::Snapshot next,
-                                                const v1::ChangeOptions& options,
-                                                const std::string& who,
-                                                const std::string& method,
+  absl::StatusOr<v1::ChangeResponse> ChangeOnce(v1::Snapshot next, const v1::ChangeOptions& options,
+                                                const std::string& who, const std::string& method,
                                                 const std::string& field_prefix);
   void Publish(std::shared_ptr<const v1::Snapshot> snapshot);
 

@@ -8,8 +8,8 @@
 
 #include <atomic>
 #include <cstdio>
-#include <map>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "common/config/defaults.h"
@@ -69,10 +69,9 @@ struct ControlplaneServer::State {
   explicit State(v1::ControlplaneConfig c)
       : config(std::move(c)),
         metrics(*registry),
-        fleet(std::chrono::duration_cast<std::chrono::seconds>(
-                  onedomain::config::DurationOr(config.nodes().has_forget_after(),
-                                                config.nodes().forget_after(),
-                                                onedomain::config::defaults::kForgetNodesAfter)),
+        fleet(std::chrono::duration_cast<std::chrono::seconds>(onedomain::config::DurationOr(
+                  config.nodes().has_forget_after(), config.nodes().forget_after(),
+                  onedomain::config::defaults::kForgetNodesAfter)),
               std::chrono::steady_clock::now,
               config.nodes().has_max_nodes() ? config.nodes().max_nodes()
                                              : onedomain::config::defaults::kMaxNodes) {}
@@ -170,12 +169,14 @@ absl::Status ControlplaneServer::Start() {
                                        token_env, "): every Admin call will be refused"));
   }
   if (c.nodes().allow_unauthenticated()) {
-    log::Warn("controlplane", "nodes.allow_unauthenticated: anyone who reaches the gRPC port "
-                              "can read the config and pose as a node");
+    log::Warn("controlplane",
+              "nodes.allow_unauthenticated: anyone who reaches the gRPC port "
+              "can read the config and pose as a node");
   } else if (s.tokens.node_tokens() == 0 && c.grpc().client_ca_file().empty()) {
-    log::Warn("controlplane", "no node credentials configured (a `node` token in "
-                              "auth.tokens_file, or grpc.client_ca_file): every node stream "
-                              "will be refused");
+    log::Warn("controlplane",
+              "no node credentials configured (a `node` token in "
+              "auth.tokens_file, or grpc.client_ca_file): every node stream "
+              "will be refused");
   }
 
   s.fleet.SetPushObserver([&s](double seconds) { s.metrics.ObservePush(seconds); });
@@ -189,9 +190,7 @@ absl::Status ControlplaneServer::Start() {
   // Versions other replicas commit (etcd): published to this replica's nodes from the admin
   // executor, where every store and fleet change of this process happens.
   s.store->Watch([&s](std::shared_ptr<const v1::Snapshot> snapshot) {
-    s.executor->Post([&s, snapshot = std::move(snapshot)] {
-      s.manager->OnStoreChange(snapshot);
-    });
+    s.executor->Post([&s, snapshot = std::move(snapshot)] { s.manager->OnStoreChange(snapshot); });
   });
 
   // A node serving a version above the store's (restored from an older backup) raises the
@@ -207,13 +206,13 @@ absl::Status ControlplaneServer::Start() {
     s.metrics.CountNodeStreamRefused(code);
   };
   s.discovery = std::make_unique<DiscoveryService>(s.fleet, s.tokens, discovery_options);
-  s.admin = std::make_unique<AdminService>(s.tokens, *s.manager, s.fleet, *s.executor,
-                                           s.metrics, [&s] { return ClusterNodes(s); });
+  s.admin = std::make_unique<AdminService>(s.tokens, *s.manager, s.fleet, *s.executor, s.metrics,
+                                           [&s] { return ClusterNodes(s); });
   auto creds = Credentials(c.grpc());
   if (!creds.ok()) return creds.status();
-  const std::string grpc_address = str::Cat(
-      c.grpc().address().empty() ? "0.0.0.0" : c.grpc().address(), ":",
-      c.grpc().has_port() ? c.grpc().port() : config::defaults::kControlplaneGrpcPort);
+  const std::string grpc_address =
+      str::Cat(c.grpc().address().empty() ? "0.0.0.0" : c.grpc().address(), ":",
+               c.grpc().has_port() ? c.grpc().port() : config::defaults::kControlplaneGrpcPort);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(grpc_address, *creds, &s.grpc_port);
   builder.RegisterService(s.discovery.get());
@@ -251,8 +250,7 @@ absl::Status ControlplaneServer::Start() {
     body += metrics::Serialize(*s.collector);
     return http::AdminReply{200, metrics::kContentType, std::move(body)};
   });
-  const std::string http_address =
-      c.http().address().empty() ? "127.0.0.1" : c.http().address();
+  const std::string http_address = c.http().address().empty() ? "127.0.0.1" : c.http().address();
   const uint16_t http_port = static_cast<uint16_t>(
       c.http().has_port() ? c.http().port() : config::defaults::kControlplaneHttpPort);
   if (absl::Status st = s.http.Start(http_address, http_port); !st.ok()) return st;
@@ -271,18 +269,15 @@ absl::Status ControlplaneServer::Start() {
     });
   }
   s.ready.store(true);
-  log::Info("controlplane", str::Cat("serving gRPC on ", grpc_address.substr(0,
-                                     grpc_address.rfind(':')), ":", s.grpc_port, " (",
-                                     c.grpc().cert_file().empty() ? "plaintext" : "TLS",
-                                     "), HTTP on ", http_address, ":", s.http.port(),
-                                     ", ", s.store->Describe(), " at version ",
-                                     s.store->latest_version()));
+  log::Info("controlplane",
+            str::Cat("serving gRPC on ", grpc_address.substr(0, grpc_address.rfind(':')), ":",
+                     s.grpc_port, " (", c.grpc().cert_file().empty() ? "plaintext" : "TLS",
+                     "), HTTP on ", http_address, ":", s.http.port(), ", ", s.store->Describe(),
+                     " at version ", s.store->latest_version()));
   return absl::OkStatus();
 }
 
-uint16_t ControlplaneServer::grpc_port() const {
-  return static_cast<uint16_t>(state_->grpc_port);
-}
+uint16_t ControlplaneServer::grpc_port() const { return static_cast<uint16_t>(state_->grpc_port); }
 
 uint16_t ControlplaneServer::http_port() const { return state_->http.port(); }
 
@@ -297,7 +292,7 @@ void ControlplaneServer::Shutdown() {
     s.grpc_server.reset();
   }
   if (s.store) s.store->Stop();  // no more watch events posted after this
-  s.executor.reset();  // runs what was posted, then joins
+  s.executor.reset();            // runs what was posted, then joins
   s.http.Stop();
 }
 

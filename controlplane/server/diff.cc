@@ -20,8 +20,7 @@ std::string Endpoints(const v1::Cluster& c) {
 // Diffs two lists of named items (clusters, routes, listeners) by name.
 template <typename T>
 void DiffNamed(std::string_view field, const google::protobuf::RepeatedPtrField<T>& before,
-               const google::protobuf::RepeatedPtrField<T>& after,
-               std::vector<std::string>& out) {
+               const google::protobuf::RepeatedPtrField<T>& after, std::vector<std::string>& out) {
   const size_t first = out.size();
   std::map<std::string, const T*> old_items;
   for (const T& item : before) old_items[item.name()] = &item;
@@ -38,8 +37,8 @@ void DiffNamed(std::string_view field, const google::protobuf::RepeatedPtrField<
     if (!MessageDifferencer::Equals(*it->second, item)) {
       if constexpr (std::is_same_v<T, v1::Cluster>) {
         if (Endpoints(*it->second) != Endpoints(item)) {
-          out.push_back(str::Cat(field, "[", item.name(), "].endpoints: ",
-                                 Endpoints(*it->second), " -> ", Endpoints(item)));
+          out.push_back(str::Cat(field, "[", item.name(), "].endpoints: ", Endpoints(*it->second),
+                                 " -> ", Endpoints(item)));
           v1::Cluster a = *it->second;
           v1::Cluster b = item;
           a.clear_endpoints();

@@ -27,9 +27,9 @@ ControlplaneMetrics::ControlplaneMetrics(prometheus::Registry& registry)
                         .Help("Time from a commit to every connected node having answered it "
                               "(ACK or NACK).")
                         .Register(registry)
-                        .Add({}, prometheus::Histogram::BucketBoundaries{
-                                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1,
-                                     2.5, 5, 10})),
+                        .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01,
+                                                                         0.025, 0.05, 0.1, 0.2, 0.5,
+                                                                         1, 2.5, 5, 10})),
       latest_version_(prometheus::BuildGauge()
                           .Name("onedomain_config_latest_version")
                           .Help("Newest committed snapshot version.")
@@ -82,8 +82,8 @@ ControlplaneMetrics::ControlplaneMetrics(prometheus::Registry& registry)
                                          "the newest committed version.")
                                    .Register(registry)
                                    .Add({})) {
-  for (const char* op : {"refresh", "get", "commit", "history", "raise_floor", "lease",
-                         "register", "prune"}) {
+  for (const char* op :
+       {"refresh", "get", "commit", "history", "raise_floor", "lease", "register", "prune"}) {
     store_request_seconds_.Add({{"op", op}}, StoreBuckets());
   }
   for (const char* code :

@@ -174,7 +174,8 @@ class EtcdStore::Impl {
       // transactions guarded by a compare (a repeat then loses the compare).
     }
     if (opts.observer.observe_request) {
-      opts.observer.observe_request(op, std::chrono::duration<double>(Clock::now() - start).count());
+      opts.observer.observe_request(op,
+                                    std::chrono::duration<double>(Clock::now() - start).count());
     }
     NoteOutcome(status);
     return status;
@@ -205,9 +206,9 @@ class EtcdStore::Impl {
       if (now_up) {
         log::Info("store", str::Cat("etcd (", Endpoints(), ") reachable again"));
       } else {
-        log::Warn("store", str::Cat("etcd (", Endpoints(), ") unreachable: ",
-                                    status.error_message(),
-                                    "; serving nodes from the cached version, writes refused"));
+        log::Warn("store",
+                  str::Cat("etcd (", Endpoints(), ") unreachable: ", status.error_message(),
+                           "; serving nodes from the cached version, writes refused"));
       }
       if (opts.observer.set_up) opts.observer.set_up(now_up);
     }
@@ -215,12 +216,11 @@ class EtcdStore::Impl {
 
   absl::Status ToStatus(const grpc::Status& s, std::string_view what) const {
     if (Unreachable(s)) {
-      return absl::UnavailableError(str::Cat("etcd (", Endpoints(), ") unreachable while ",
-                                             what, ": ", s.error_message()));
+      return absl::UnavailableError(
+          str::Cat("etcd (", Endpoints(), ") unreachable while ", what, ": ", s.error_message()));
     }
-    return absl::InternalError(str::Cat("etcd (", Endpoints(), ") refused ", what, ": ",
-                                        "code ", static_cast<int>(s.error_code()), " ",
-                                        s.error_message()));
+    return absl::InternalError(str::Cat("etcd (", Endpoints(), ") refused ", what, ": ", "code ",
+                                        static_cast<int>(s.error_code()), " ", s.error_message()));
   }
 
   absl::StatusOr<v1::Snapshot> ParseSnapshot(const std::string& bytes, uint64_t version) const {
@@ -369,8 +369,8 @@ class EtcdStore::Impl {
   // Membership and leadership (StartMembership).
   std::string replica_id;
   std::function<std::string()> summary;
-  int64_t lease_id = 0;                 // 0: none
-  Clock::time_point lease_deadline;     // the lease surely lives until then
+  int64_t lease_id = 0;              // 0: none
+  Clock::time_point lease_deadline;  // the lease surely lives until then
   bool is_leader = false;
   std::vector<PeerReplica> peers;
   grpc::ClientContext* campaign_context = nullptr;
@@ -557,9 +557,9 @@ void EtcdStore::Impl::Prune() {
   req.set_key(snapshots_prefix);
   req.set_range_end(snapshots_prefix + VersionKeyName(latest_version - opts.keep_versions + 1));
   pb::DeleteRangeResponse resp;
-  if (Request("prune", [&](const Member& m, grpc::ClientContext& c) {
-        return m.kv->DeleteRange(&c, req, &resp);
-      }).ok() &&
+  if (Request("prune", [&](const Member& m,
+                           grpc::ClientContext& c) { return m.kv->DeleteRange(&c, req, &resp); })
+          .ok() &&
       resp.deleted() > 0) {
     log::Info("store", str::Cat("pruned ", resp.deleted(), " snapshot(s) older than version ",
                                 latest_version - opts.keep_versions + 1));
@@ -668,9 +668,9 @@ absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(Options options) {
     if (read.ok()) break;
     last = read.status();
     if (read.status().code() != absl::StatusCode::kUnavailable || Clock::now() >= deadline) {
-      return absl::UnavailableError(str::Cat(
-          "store.etcd: no answer from etcd (", impl->Endpoints(), ") within dial_timeout ",
-          impl->opts.dial_timeout.count(), "ms: ", last.message()));
+      return absl::UnavailableError(
+          str::Cat("store.etcd: no answer from etcd (", impl->Endpoints(), ") within dial_timeout ",
+                   impl->opts.dial_timeout.count(), "ms: ", last.message()));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -712,8 +712,8 @@ absl::Status EtcdStore::Commit(const v1::Snapshot& snapshot, const v1::AuditReco
   Impl& im = *impl_;
   const uint64_t version = snapshot.version();
   if (version != next_version()) {
-    return absl::FailedPreconditionError(str::Cat("commit of version ", version,
-                                                  " but the next version is ", next_version()));
+    return absl::FailedPreconditionError(
+        str::Cat("commit of version ", version, " but the next version is ", next_version()));
   }
   int64_t version_rev = 0;
   int64_t floor_rev = 0;
@@ -728,8 +728,8 @@ absl::Status EtcdStore::Commit(const v1::Snapshot& snapshot, const v1::AuditReco
   const std::string audit = AuditJson(record);
 
   pb::TxnRequest txn;
-  for (const auto& [key, rev] : {std::pair{&im.version_key, version_rev},
-                                 std::pair{&im.floor_key, floor_rev}}) {
+  for (const auto& [key, rev] :
+       {std::pair{&im.version_key, version_rev}, std::pair{&im.floor_key, floor_rev}}) {
     pb::Compare* cmp = txn.add_compare();
     cmp->set_key(*key);
     cmp->set_target(pb::Compare::MOD);
@@ -742,29 +742,30 @@ absl::Status EtcdStore::Commit(const v1::Snapshot& snapshot, const v1::AuditReco
   // On a lost compare: was it our own earlier attempt (a retry after a lost answer)?
   *txn.add_failure() = RangeOp(audit_key);
   pb::TxnResponse resp;
-  grpc::Status s = im.Request("commit", [&](const Member& m, grpc::ClientContext& c) {
-    return m.kv->Txn(&c, txn, &resp);
-  });
+  grpc::Status s = im.Request(
+      "commit", [&](const Member& m, grpc::ClientContext& c) { return m.kv->Txn(&c, txn, &resp); });
   if (!s.ok()) {
     if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return absl::UnavailableError(str::Cat(
-          "etcd (", im.Endpoints(), ") did not answer the commit of version ", version,
-          " in time (", s.error_message(), "): it may or may not have been committed; check "
-          "`controlplane admin history`"));
+      return absl::UnavailableError(str::Cat("etcd (", im.Endpoints(),
+                                             ") did not answer the commit of version ", version,
+                                             " in time (", s.error_message(),
+                                             "): it may or may not have been committed; check "
+                                             "`controlplane admin history`"));
     }
     return im.ToStatus(s, str::Cat("committing version ", version));
   }
   bool ours = resp.succeeded();
-  if (!ours && resp.responses_size() == 1 &&
-      resp.responses(0).response_range().kvs_size() == 1 &&
+  if (!ours && resp.responses_size() == 1 && resp.responses(0).response_range().kvs_size() == 1 &&
       resp.responses(0).response_range().kvs(0).value() == audit) {
     ours = true;
   }
   if (!ours) {
     (void)im.Read();  // best effort: the caller refreshes before it recomputes anyway
-    return absl::AbortedError(str::Cat(
-        "version ", version, " was committed by another control-plane replica first (the etcd "
-        "transaction on ", im.version_key, " lost its compare)"));
+    return absl::AbortedError(
+        str::Cat("version ", version,
+                 " was committed by another control-plane replica first (the etcd "
+                 "transaction on ",
+                 im.version_key, " lost its compare)"));
   }
   if (resp.succeeded()) {
     im.Install(std::make_shared<const v1::Snapshot>(snapshot), resp.header().revision());
@@ -807,7 +808,8 @@ absl::Status EtcdStore::RaiseFloor(uint64_t version, std::string_view why) {
       ++im.state_loss["node_ahead_of_store"];
       log::Warn("store", str::Cat(Describe(), ": ", why, " serves version ", version,
                                   ", above every version etcd remembers; the next commit "
-                                  "will be version ", version + 1));
+                                  "will be version ",
+                                  version + 1));
       return absl::OkStatus();
     }
     if (auto r = im.Read(); !r.ok()) return r.status();
@@ -936,8 +938,8 @@ absl::Status EtcdStore::ImportVersion(uint64_t version, const v1::Snapshot* snap
     if (!snapshot->SerializeToString(&data)) return absl::InternalError("cannot serialize");
     puts.emplace_back(im.snapshots_prefix + VersionKeyName(version), std::move(data));
   }
-  if (record != nullptr) puts.emplace_back(im.audit_prefix + VersionKeyName(version),
-                                           AuditJson(*record));
+  if (record != nullptr)
+    puts.emplace_back(im.audit_prefix + VersionKeyName(version), AuditJson(*record));
   for (const auto& [key, value] : puts) {
     pb::TxnRequest txn;
     pb::Compare* cmp = txn.add_compare();
@@ -958,9 +960,10 @@ absl::Status EtcdStore::ImportVersion(uint64_t version, const v1::Snapshot* snap
     }
     const auto& kvs = resp.responses(0).response_range().kvs();
     if (kvs.empty() || kvs[0].value() != value) {
-      return absl::AlreadyExistsError(str::Cat(
-          "etcd key ", key, " already holds different content: this etcd prefix has a history "
-          "of its own; copy into an empty prefix"));
+      return absl::AlreadyExistsError(
+          str::Cat("etcd key ", key,
+                   " already holds different content: this etcd prefix has a history "
+                   "of its own; copy into an empty prefix"));
     }
   }
   return absl::OkStatus();
@@ -969,8 +972,8 @@ absl::Status EtcdStore::ImportVersion(uint64_t version, const v1::Snapshot* snap
 absl::Status EtcdStore::ImportHead(uint64_t latest_version, uint64_t floor_version) {
   Impl& im = *impl_;
   if (auto r = im.Read(); !r.ok()) return r.status();
-  for (const auto& [key, value] : {std::pair{im.version_key, latest_version},
-                                   std::pair{im.floor_key, floor_version}}) {
+  for (const auto& [key, value] :
+       {std::pair{im.version_key, latest_version}, std::pair{im.floor_key, floor_version}}) {
     if (value == 0) continue;
     pb::RangeRequest get;
     get.set_key(key);
@@ -994,8 +997,9 @@ absl::Status EtcdStore::ImportHead(uint64_t latest_version, uint64_t floor_versi
     });
     if (!s.ok()) return im.ToStatus(s, str::Cat("writing ", key));
     if (!resp.succeeded()) {
-      return absl::AbortedError(str::Cat(key, " changed during the copy: is a control plane "
-                                              "already writing to this prefix?"));
+      return absl::AbortedError(str::Cat(key,
+                                         " changed during the copy: is a control plane "
+                                         "already writing to this prefix?"));
     }
   }
   return absl::OkStatus();

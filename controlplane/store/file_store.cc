@@ -183,7 +183,8 @@ absl::Status FileStore::Load() {
     const std::string_view text = str::StripWhitespace(contents);
     if (text.empty() || !str::ParseInt(text, hwm)) {
       return absl::DataLossError(str::Cat(
-          hwm_path, ": not a version number (", text.size(), " bytes); it records the highest "
+          hwm_path, ": not a version number (", text.size(),
+          " bytes); it records the highest "
           "version ever issued: restore it, or delete it to derive the floor from the snapshot "
           "files and the audit log"));
     }
@@ -191,11 +192,13 @@ absl::Status FileStore::Load() {
   const uint64_t newest = floor_;
   floor_ = std::max({floor_, hwm, audit_max});
   if (floor_ > newest) {
-    CountLoss("restored_below_high_water_mark",
-              str::Cat(directory_, ": the newest snapshot is version ", newest,
-                       " but versions up to ", floor_, " were issued (high_water_mark ", hwm,
-                       ", audit log ", audit_max, "): restored from an older backup? The next "
-                       "commit will be version ", floor_ + 1));
+    CountLoss(
+        "restored_below_high_water_mark",
+        str::Cat(directory_, ": the newest snapshot is version ", newest, " but versions up to ",
+                 floor_, " were issued (high_water_mark ", hwm, ", audit log ", audit_max,
+                 "): restored from an older backup? The next "
+                 "commit will be version ",
+                 floor_ + 1));
   }
   if (floor_ != hwm) {
     if (absl::Status s = WriteHighWaterMark(floor_); !s.ok()) return s;
@@ -211,9 +214,10 @@ absl::Status FileStore::RaiseFloor(uint64_t version, std::string_view why) {
   if (version <= floor_) return absl::OkStatus();
   if (absl::Status s = WriteHighWaterMark(version); !s.ok()) return s;
   CountLoss("node_ahead_of_store",
-            str::Cat(directory_, ": ", why, " serves version ", version, ", above every version "
-                     "this store remembers (", floor_, "); the next commit will be version ",
-                     version + 1));
+            str::Cat(directory_, ": ", why, " serves version ", version,
+                     ", above every version "
+                     "this store remembers (",
+                     floor_, "); the next commit will be version ", version + 1));
   floor_ = version;
   return absl::OkStatus();
 }
@@ -227,9 +231,10 @@ absl::StatusOr<v1::Snapshot> FileStore::ReadSnapshotFile(uint64_t version) const
   const std::string data = buf.str();
   v1::Snapshot snapshot;
   if (data.empty()) {
-    return absl::DataLossError(str::Cat(
-        path, ": empty file (0 bytes), not a snapshot; restore it from a backup, or remove it "
-        "to serve the previous version (the next commit still gets a new number)"));
+    return absl::DataLossError(
+        str::Cat(path,
+                 ": empty file (0 bytes), not a snapshot; restore it from a backup, or remove it "
+                 "to serve the previous version (the next commit still gets a new number)"));
   }
   if (!snapshot.ParseFromString(data)) {
     return absl::DataLossError(str::Cat(path, ": not a readable Snapshot (", data.size(),
@@ -245,9 +250,9 @@ absl::StatusOr<v1::Snapshot> FileStore::ReadSnapshotFile(uint64_t version) const
 
 absl::StatusOr<v1::Snapshot> FileStore::Get(uint64_t version) const {
   if (!std::binary_search(kept_.begin(), kept_.end(), version)) {
-    return absl::NotFoundError(str::Cat("version ", version, " is not in the store (kept: ",
-                                        kept_.empty() ? 0 : kept_.front(), "..",
-                                        kept_.empty() ? 0 : kept_.back(), ")"));
+    return absl::NotFoundError(str::Cat(
+        "version ", version, " is not in the store (kept: ", kept_.empty() ? 0 : kept_.front(),
+        "..", kept_.empty() ? 0 : kept_.back(), ")"));
   }
   return ReadSnapshotFile(version);
 }

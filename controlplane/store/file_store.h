@@ -92,9 +92,9 @@ class FileStore final : public Store {
   std::string directory_;
   uint32_t keep_versions_;
   std::shared_ptr<const v1::Snapshot> latest_;
-  std::vector<uint64_t> kept_;  // ascending
+  std::vector<uint64_t> kept_;          // ascending
   std::vector<v1::AuditRecord> audit_;  // oldest first
-  uint64_t floor_ = 0;  // highest version ever issued, as far as this store knows
+  uint64_t floor_ = 0;                  // highest version ever issued, as far as this store knows
   std::map<std::string, uint64_t> state_loss_;
 };
 

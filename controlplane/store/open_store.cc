@@ -18,8 +18,7 @@ bool HaveEtcdStore() {
 #endif
 }
 
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const v1::Store& config,
-                                                 StoreObserver observer) {
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const v1::Store& config, StoreObserver observer) {
   const uint32_t keep =
       config.has_keep_versions() ? config.keep_versions() : config::defaults::kKeepVersions;
   if (!config.has_etcd()) {
@@ -39,8 +38,7 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStore(const v1::Store& config,
   options.cert_file = e.cert_file();
   options.key_file = e.key_file();
   auto ms = [](bool has, const google::protobuf::Duration& d, std::chrono::milliseconds def) {
-    return has ? std::chrono::duration_cast<std::chrono::milliseconds>(config::ToChrono(d))
-               : def;
+    return has ? std::chrono::duration_cast<std::chrono::milliseconds>(config::ToChrono(d)) : def;
   };
   options.dial_timeout = ms(e.has_dial_timeout(), e.dial_timeout(), options.dial_timeout);
   options.request_timeout =

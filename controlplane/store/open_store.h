@@ -11,8 +11,7 @@
 
 namespace onedomain::controlplane {
 
-absl::StatusOr<std::unique_ptr<Store>> OpenStore(const v1::Store& config,
-                                                 StoreObserver observer);
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const v1::Store& config, StoreObserver observer);
 
 // True when this binary was built with the etcd store (etcd's .proto files were found).
 bool HaveEtcdStore();

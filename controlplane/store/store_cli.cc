@@ -18,7 +18,8 @@ namespace {
 constexpr int kExitUsage = 2;
 
 void PrintStoreUsage() {
-  std::cout << R"(usage: controlplane store copy --from FILE_DIR --to etcd://HOST:PORT[,HOST:PORT...]/PREFIX/
+  std::cout
+      << R"(usage: controlplane store copy --from FILE_DIR --to etcd://HOST:PORT[,HOST:PORT...]/PREFIX/
                                [--ca-file FILE [--cert-file FILE --key-file FILE]]
 
 copy   move a file store's history into etcd: kept snapshots, the whole audit log and the
@@ -66,8 +67,9 @@ int RunStoreCli(int argc, char** argv) {
       return Usage(str::Cat("unknown argument '", arg, "'"));
     }
   }
-  if (verb != "copy") return Usage(verb.empty() ? "a verb is required (copy)"
-                                                : str::Cat("unknown verb '", verb, "'"));
+  if (verb != "copy")
+    return Usage(verb.empty() ? "a verb is required (copy)"
+                              : str::Cat("unknown verb '", verb, "'"));
   if (from.empty() || to.empty()) return Usage("copy needs --from FILE_DIR and --to etcd://...");
   std::string_view rest = to;
   if (!str::ConsumePrefix(rest, "etcd://")) {
@@ -98,8 +100,7 @@ int RunStoreCli(int argc, char** argv) {
   }
   EtcdStore::Options options;
   for (std::string_view hostport : str::Split(rest, ',')) {
-    options.endpoints.push_back(
-        str::Cat(ca_file.empty() ? "http://" : "https://", hostport));
+    options.endpoints.push_back(str::Cat(ca_file.empty() ? "http://" : "https://", hostport));
   }
   options.prefix = prefix;
   options.ca_file = ca_file;
@@ -130,9 +131,9 @@ int RunStoreCli(int argc, char** argv) {
     }
     const auto it = audit.find(version);
     bool wrote = false;
-    if (absl::Status s = (*target)->ImportVersion(
-            version, snapshot ? &*snapshot : nullptr, it != audit.end() ? &it->second : nullptr,
-            &wrote);
+    if (absl::Status s =
+            (*target)->ImportVersion(version, snapshot ? &*snapshot : nullptr,
+                                     it != audit.end() ? &it->second : nullptr, &wrote);
         !s.ok()) {
       std::cerr << "controlplane store copy: version " << version << ": " << s.message() << "\n";
       return 1;
@@ -146,8 +147,8 @@ int RunStoreCli(int argc, char** argv) {
     return 1;
   }
   std::cout << "copied " << from << " to " << to << ": " << versions.size() << " versions ("
-            << written << " written, " << skipped << " already there), latest version "
-            << latest << "\n";
+            << written << " written, " << skipped << " already there), latest version " << latest
+            << "\n";
   return 0;
 #endif
 }

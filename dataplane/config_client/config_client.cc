@@ -11,8 +11,8 @@
 #include <sstream>
 
 #include "common/config/defaults.h"
-#include "common/config/snapshot_hash.h"
 #include "common/config/duration.h"
+#include "common/config/snapshot_hash.h"
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "common/version.h"
@@ -119,9 +119,8 @@ void ConfigClient::Start() {
   for (std::string_view piece : str::Split(source_.address(), ',')) {
     const std::string address(str::StripWhitespace(piece));
     if (address.empty()) continue;
-    channel_->targets.push_back(
-        {address, v1::ConfigDiscovery::NewStub(
-                      grpc::CreateCustomChannel(address, Credentials(source_), args))});
+    channel_->targets.push_back({address, v1::ConfigDiscovery::NewStub(grpc::CreateCustomChannel(
+                                              address, Credentials(source_), args))});
   }
   thread_ = std::thread([this] { Run(); });
 }
@@ -158,10 +157,10 @@ void ConfigClient::Run() {
     if (channel_->targets.size() > 1) ++channel_->next;
     // ±50 % jitter so a fleet that lost its control plane does not reconnect in lockstep.
     std::uniform_real_distribution<double> jitter(0.5, 1.5);
-    const milliseconds wait(static_cast<long long>(static_cast<double>(backoff.count()) *
-                                                   jitter(rng)));
-    log::Info("config_client", str::Cat("reconnecting to the control plane at ",
-                                        source_.address(), " in ", wait.count(), " ms"));
+    const milliseconds wait(
+        static_cast<long long>(static_cast<double>(backoff.count()) * jitter(rng)));
+    log::Info("config_client", str::Cat("reconnecting to the control plane at ", source_.address(),
+                                        " in ", wait.count(), " ms"));
     if (!SleepFor(wait)) return;
     backoff = std::min(max, backoff * 2);
   }
@@ -174,9 +173,9 @@ bool ConfigClient::RunStream() {
     bool ok = false;
     const std::string token(str::StripWhitespace(ReadFileOr(source_.token_file(), &ok)));
     if (!ok || token.empty()) {
-      log::Error("config_client", str::Cat("controlplane.token_file ", source_.token_file(),
-                                           ok ? " is empty" : " cannot be read",
-                                           "; connecting without a token"));
+      log::Error("config_client",
+                 str::Cat("controlplane.token_file ", source_.token_file(),
+                          ok ? " is empty" : " cannot be read", "; connecting without a token"));
     } else {
       context.AddMetadata("authorization", "Bearer " + token);
     }
@@ -205,9 +204,9 @@ bool ConfigClient::RunStream() {
     std::mutex report_mu;
     std::condition_variable report_cv;
     bool stream_done = false;
-    const auto interval = config::DurationOr(source_.has_report_interval(),
-                                             source_.report_interval(),
-                                             config::defaults::kReportInterval);
+    const auto interval =
+        config::DurationOr(source_.has_report_interval(), source_.report_interval(),
+                           config::defaults::kReportInterval);
     std::thread reporter([&] {
       std::unique_lock lock(report_mu);
       while (!report_cv.wait_for(lock, interval, [&] { return stream_done; })) {
@@ -225,8 +224,7 @@ bool ConfigClient::RunStream() {
         got_message = true;
         connected_.store(true);
         if (callbacks_.connected) callbacks_.connected(true);
-        log::Info("config_client", str::Cat("connected to the control plane at ",
-                                            target.address));
+        log::Info("config_client", str::Cat("connected to the control plane at ", target.address));
       }
       if (!incoming.has_push()) continue;
       const v1::ConfigPush& push = incoming.push();
@@ -254,9 +252,9 @@ bool ConfigClient::RunStream() {
         answer.mutable_nack()->set_nonce(push.nonce());
         answer.mutable_nack()->set_code(static_cast<int>(applied.code()));
         answer.mutable_nack()->set_error(std::string(applied.message()));
-        log::Warn("config_client", str::Cat("refused version ", snapshot->version(),
-                                            ", keeping version ", serving_version_.load(), ": ",
-                                            applied.message()));
+        log::Warn("config_client",
+                  str::Cat("refused version ", snapshot->version(), ", keeping version ",
+                           serving_version_.load(), ": ", applied.message()));
       }
       // Send the answer right away; it also serves as a first report of the new version.
       std::lock_guard write_lock(write_mu);

@@ -80,7 +80,7 @@ class ConfigClient {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  std::string serving_hash_;  // guarded by mu_
+  std::string serving_hash_;                // guarded by mu_
   grpc::ClientContext* context_ = nullptr;  // the live stream's, for cancel on Stop
   std::thread thread_;
 

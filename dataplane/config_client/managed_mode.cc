@@ -24,7 +24,8 @@ v1::MetricsReport BuildMetricsReport(const CountersSnapshot& counters) {
   r.set_downstream_connections_active(t.downstream_connections_active);
   r.set_downstream_connections_total(t.downstream_connections_total);
   r.set_websocket_connections_active(t.websocket_connections_active);
-  for (const auto& [result, n] : t.websocket_upgrades) (*r.mutable_websocket_upgrades())[result] = n;
+  for (const auto& [result, n] : t.websocket_upgrades)
+    (*r.mutable_websocket_upgrades())[result] = n;
   for (const auto& [key, n] : t.http_requests) (*r.mutable_http_requests())[key] = n;
   r.set_bytes_received(t.bytes_received);
   r.set_bytes_sent(t.bytes_sent);
@@ -40,8 +41,9 @@ absl::StatusOr<std::unique_ptr<ConfigClient>> StartManagedMode(
   // boots from an older config. Logged, and counted by reason.
   auto& cache_errors = prometheus::BuildCounter()
                            .Name("onedomain_config_cache_errors_total")
-                           .Help("Snapshot cache files found unusable at start, by reason: "
-                                 "empty (0 bytes), unreadable, not_applied.")
+                           .Help(
+                               "Snapshot cache files found unusable at start, by reason: "
+                               "empty (0 bytes), unreadable, not_applied.")
                            .Register(server.registry());
   for (const char* reason : {"empty", "unreadable", "not_applied"}) {
     cache_errors.Add({{"reason", reason}});
@@ -60,8 +62,8 @@ absl::StatusOr<std::unique_ptr<ConfigClient>> StartManagedMode(
     if (cached.ok() && cached->version() > server.active_version()) {
       const uint64_t version = cached->version();
       std::string hash = config::SnapshotHash(*cached);
-      if (absl::Status s = server.ApplySnapshot(
-              std::make_shared<const v1::Snapshot>(std::move(*cached)));
+      if (absl::Status s =
+              server.ApplySnapshot(std::make_shared<const v1::Snapshot>(std::move(*cached)));
           s.ok()) {
         serving_hash = std::move(hash);
         log::Info("managed", str::Cat("serving cached version ", version, " from ", path,
@@ -94,8 +96,8 @@ absl::StatusOr<std::unique_ptr<ConfigClient>> StartManagedMode(
   auto client = std::make_unique<ConfigClient>(source, node, server.active_version(),
                                                std::move(callbacks), std::move(serving_hash));
   client->Start();
-  log::Info("managed", str::Cat("node ", node.id(), " following the control plane at ",
-                                source.address()));
+  log::Info("managed",
+            str::Cat("node ", node.id(), " following the control plane at ", source.address()));
   return client;
 }
 

@@ -63,8 +63,8 @@ TEST(Tokens, EnvironmentTokenIsAdminNamedEnv) {
 }
 
 TEST(Tokens, NodeRoleNamesTheNodeIdsItMayClaim) {
-  auto set = TokenSet::Parse("web-* node node-token-0123456789\nops admin 0123456789abcdef0\n",
-                             "tokens");
+  auto set =
+      TokenSet::Parse("web-* node node-token-0123456789\nops admin 0123456789abcdef0\n", "tokens");
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->node_tokens(), 1u);
   const auto p = set->Authenticate("node-token-0123456789");

@@ -17,9 +17,9 @@ v1::Hello Hello(const std::string& id) {
 TEST(ValidateHello, NodeIdCharsetAndLength) {
   EXPECT_TRUE(ValidateHello(Hello("web-1.zone_a")).ok());
   EXPECT_TRUE(ValidateHello(Hello(std::string(63, 'a'))).ok());
-  for (const std::string& bad : {std::string(""), std::string(64, 'a'), std::string("a b"),
-                                std::string("a\nINFO forged"), std::string("a/b"),
-                                std::string("n\x1b[31m"), std::string("caf\xc3\xa9")}) {
+  for (const std::string& bad :
+       {std::string(""), std::string(64, 'a'), std::string("a b"), std::string("a\nINFO forged"),
+        std::string("a/b"), std::string("n\x1b[31m"), std::string("caf\xc3\xa9")}) {
     const absl::Status s = ValidateHello(Hello(bad));
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("hello.node_id"), absl::string_view::npos) << s;

@@ -11,9 +11,7 @@ namespace {
 // Records what the fleet offers; "sends" only when the test says the write finished.
 class FakeConnection : public NodeConnection {
  public:
-  void Offer(std::shared_ptr<const v1::ControlMessage> push) override {
-    offers.push_back(push);
-  }
+  void Offer(std::shared_ptr<const v1::ControlMessage> push) override { offers.push_back(push); }
   void Close(int code, std::string message) override {
     closed_code = code;
     closed_message = std::move(message);
@@ -207,7 +205,8 @@ TEST(Fleet, ReconnectClearsNackState) {
 
 TEST(Fleet, NodeCountIsBoundedAndDisconnectedNodesMakeRoom) {
   auto now = std::chrono::steady_clock::time_point{};
-  Fleet fleet(std::chrono::seconds(300), [&now] { return now; }, /*max_nodes=*/2);
+  Fleet fleet(
+      std::chrono::seconds(300), [&now] { return now; }, /*max_nodes=*/2);
   FakeConnection a, b, c, d;
   EXPECT_TRUE(fleet.Attach(&a, Hello("a")).ok());
   EXPECT_TRUE(fleet.Attach(&b, Hello("b")).ok());

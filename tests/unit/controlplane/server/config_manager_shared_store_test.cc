@@ -93,8 +93,8 @@ class SharedStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
     store_ = std::make_unique<FakeSharedStore>(remote_);
-    manager_ = std::make_unique<ConfigManager>(
-        *store_, fleet_, [this](uint64_t v) { published_.push_back(v); });
+    manager_ = std::make_unique<ConfigManager>(*store_, fleet_,
+                                               [this](uint64_t v) { published_.push_back(v); });
     const v1::Snapshot seed = Snap(8000);
     ASSERT_TRUE(manager_->Start(&seed).ok());
   }

@@ -116,8 +116,7 @@ TEST_F(ConfigManagerTest, SetUpstreamErrors) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(r.status().message()).find("endpoints[0].port"), std::string::npos);
   req.clear_endpoints();
-  EXPECT_EQ(manager_->SetUpstream(req, "ops").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(manager_->SetUpstream(req, "ops").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ConfigManagerTest, CookiePolicyValidatedAgainstSiteDomain) {
