@@ -1,8 +1,9 @@
 // Config push latency at fleet scale: N simulated nodes (gRPC callback streams, one channel
 // and TCP connection each, all in this process) connect to a running control plane; the
 // bench then commits `--applies` changes with SetUpstream and measures, for each, the time
-// from the Admin call returning to every simulated node having received the push (and
-// ACKed it). Prints p50/p99/max and the control plane's RSS per connected node.
+// from the Admin call returning to every simulated node having received the push, and to
+// every node's ACK having gone out on its stream. Prints p50/p99/max of both and the control
+// plane's RSS per connected node.
 //
 //   cp_push_bench --server 127.0.0.1:18000 --token-file T --node-token-file N --nodes 1000
 //                 --applies 20 --cp-pid P
@@ -32,8 +33,10 @@ using Clock = std::chrono::steady_clock;
 struct Shared {
   std::mutex mu;
   std::condition_variable cv;
-  // version -> nodes that received it; the bench waits until it reaches N.
+  // version -> nodes that received it, and nodes whose ACK of it went out on the stream;
+  // the bench waits until both reach N.
   std::map<uint64_t, int> received;
+  std::map<uint64_t, int> acked;
   std::atomic<int> welcomed{0};
 };
 
@@ -71,6 +74,14 @@ class Node final
   void OnWriteDone(bool ok) override {
     std::lock_guard lock(write_mu_);
     writing_ = false;
+    if (ok && ack_in_flight_ != 0) {
+      {
+        std::lock_guard shared_lock(shared_.mu);
+        shared_.acked[ack_in_flight_] += 1;
+      }
+      shared_.cv.notify_all();
+    }
+    ack_in_flight_ = 0;
     if (ok) MaybeWriteLocked();
   }
   void OnDone(const grpc::Status&) override {
@@ -90,6 +101,7 @@ class Node final
     out_.Clear();
     out_.mutable_ack()->set_version(pending_ack_);
     out_.mutable_ack()->set_nonce(pending_nonce_);
+    ack_in_flight_ = pending_ack_;
     pending_ack_ = 0;
     writing_ = true;
     StartWrite(&out_);
@@ -102,6 +114,7 @@ class Node final
   std::mutex write_mu_;
   bool writing_ = true;  // the Hello
   uint64_t pending_ack_ = 0;
+  uint64_t ack_in_flight_ = 0;  // the version of the ACK being written
   std::string pending_nonce_;
   std::mutex done_mu_;
   std::condition_variable done_cv_;
@@ -204,7 +217,8 @@ int main(int argc, char** argv) {
 
   auto admin = onedomain::v1::Admin::NewStub(
       grpc::CreateChannel(servers[0], grpc::InsecureChannelCredentials()));
-  std::vector<double> latencies_ms;
+  std::vector<double> latencies_ms;  // apply returned -> every node received it
+  std::vector<double> acked_ms;      // apply returned -> every node's ACK went out
   for (int a = 0; a < applies; ++a) {
     onedomain::v1::SetUpstreamRequest request;
     request.set_cluster(cluster);
@@ -222,22 +236,30 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::unique_lock lock(shared.mu);
+    const uint64_t v = response.version();
     const bool all = shared.cv.wait_until(lock, returned + std::chrono::seconds(30), [&] {
-      return shared.received[response.version()] >= nodes;
+      return shared.received[v] >= nodes;
     });
     if (!all) {
-      std::cerr << "version " << response.version() << " reached only "
-                << shared.received[response.version()] << " nodes in 30 s\n";
+      std::cerr << "version " << v << " reached only " << shared.received[v] << " nodes in 30 s\n";
       return 1;
     }
     latencies_ms.push_back(
         std::chrono::duration<double, std::milli>(Clock::now() - returned).count());
+    const bool all_acked = shared.cv.wait_until(lock, returned + std::chrono::seconds(30),
+                                                [&] { return shared.acked[v] >= nodes; });
+    if (!all_acked) {
+      std::cerr << "version " << v << " acked by only " << shared.acked[v] << " nodes in 30 s\n";
+      return 1;
+    }
+    acked_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - returned).count());
   }
   std::printf(
       "nodes=%d replicas=%zu applies=%d apply->all-received p50=%.2f ms p99=%.2f ms "
-      "max=%.2f ms\n",
+      "max=%.2f ms; apply->all-acked p50=%.2f ms p99=%.2f ms max=%.2f ms\n",
       nodes, servers.size(), applies, Percentile(latencies_ms, 0.5), Percentile(latencies_ms, 0.99),
-      Percentile(latencies_ms, 1.0));
+      Percentile(latencies_ms, 1.0), Percentile(acked_ms, 0.5), Percentile(acked_ms, 0.99),
+      Percentile(acked_ms, 1.0));
   if (cp_pid) {
     std::printf("controlplane RSS: %ld KiB idle, %ld KiB with %d streams: %.1f KiB per node\n",
                 rss_before, rss_after, nodes, static_cast<double>(rss_after - rss_before) / nodes);

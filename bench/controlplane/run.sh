@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Control-plane push benchmark: time from an Admin change returning to every simulated node
-# having received it, p50/p99 over 20 applies.
+# having received it, and to every node's ACK having gone out, p50/p99 over 20 applies.
 #   bench/controlplane/run.sh [build-dir]          file store: 100 and 1,000 nodes, 1 replica
 #   bench/controlplane/run.sh [build-dir] --etcd   also etcd (Debian etcd-server on loopback,
 #                                                   temp data dir): 1,000 nodes over 3 replicas

@@ -2,7 +2,7 @@
 dir): a change through any replica reaches every replica's nodes; commits are etcd
 transactions, so --expected-version conflicts hold across replicas and no version number is
 issued twice; etcd going away keeps nodes serving and refuses writes with exit 6 until it is
-back; replicas that missed versions (stopped, or a compacted watch) converge; `store copy`
+back; replicas that missed versions (stopped, or frozen across a compaction) converge; `store copy`
 moves a file store into etcd idempotently."""
 
 import json
@@ -204,7 +204,7 @@ def test_etcd_away_nodes_keep_serving_writes_fail_with_6_then_recover(procs, tmp
     assert cps[0].admin("get", token="read").stderr == ""
 
 
-def test_replica_that_missed_20_versions_and_a_compacted_watch_converge(procs, tmp_path):
+def test_replicas_that_missed_20_versions_or_were_frozen_across_a_compaction_converge(procs, tmp_path):
     etcd = etcd_support.EtcdCluster(procs).start()
     cps = start_replicas(procs, tmp_path, etcd, 3)
     # Each node lists every replica, its own first: when its replica dies it moves on.
@@ -215,7 +215,9 @@ def test_replica_that_missed_20_versions_and_a_compacted_watch_converge(procs, t
     for dp in dps:
         fleet_support.wait_listener(dp)
         support.wait_for(lambda dp=dp: node_version(dp) == 1, 15, what="node on version 1")
-    # Replica 1 stops (kill -9); replica 2 is frozen, so its watch falls behind a compaction.
+    # Replica 1 stops (kill -9); replica 2 is frozen, so when it thaws its watch brings 20
+    # versions whose revisions etcd has compacted away: each is fetched at the newest
+    # revision instead (the version keys are immutable).
     cps[1].proc.proc.kill()
     cps[1].proc.proc.wait(timeout=10)
     cps[2].proc.signal(signal.SIGSTOP)
