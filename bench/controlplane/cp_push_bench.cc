@@ -237,9 +237,8 @@ int main(int argc, char** argv) {
     }
     std::unique_lock lock(shared.mu);
     const uint64_t v = response.version();
-    const bool all = shared.cv.wait_until(lock, returned + std::chrono::seconds(30), [&] {
-      return shared.received[v] >= nodes;
-    });
+    const bool all = shared.cv.wait_until(lock, returned + std::chrono::seconds(30),
+                                          [&] { return shared.received[v] >= nodes; });
     if (!all) {
       std::cerr << "version " << v << " reached only " << shared.received[v] << " nodes in 30 s\n";
       return 1;
