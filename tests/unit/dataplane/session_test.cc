@@ -25,6 +25,7 @@
 #include "dataplane/worker/worker.h"
 #include "onedomain/v1/snapshot.pb.h"
 #include "tests/unit/dataplane/manual_time.h"
+#include "tests/unit/dataplane/proxy_test_support.h"
 
 namespace onedomain::dataplane {
 namespace {
@@ -98,27 +99,11 @@ class SessionTest : public ::testing::Test {
   ~SessionTest() override = default;
 
   // Applies a snapshot: one listener, one cluster of `ports` (default: the test's upstream),
-  // one route "/" to it. `edit` may change the snapshot first.
+  // one route "/" to it (proxytest::OneRouteSnapshot). `edit` may change it first.
   void Configure(std::vector<uint16_t> ports = {},
                  const std::function<void(v1::Snapshot&)>& edit = nullptr) {
     if (ports.empty()) ports.push_back(upstream_port_);
-    v1::Snapshot s;
-    s.set_version(1);
-    auto* l = s.add_listeners();
-    l->set_name("main");
-    l->set_address("127.0.0.1");
-    l->set_port(client_port_);
-    auto* c = s.add_clusters();
-    c->set_name("backend");
-    for (uint16_t p : ports) {
-      auto* e = c->add_endpoints();
-      e->set_host("127.0.0.1");
-      e->set_port(p);
-    }
-    auto* r = s.add_routes();
-    r->set_name("root");
-    r->mutable_match()->set_prefix("/");
-    r->set_cluster("backend");
+    v1::Snapshot s = proxytest::OneRouteSnapshot(ports);
     if (edit) edit(s);
     CompileOptions options;
     options.catalog = &catalog_;
