@@ -222,13 +222,16 @@ TEST_F(PolledStreamTest, ALargeWriteWaitsForASlowReader) {
   });
 }
 
+// Counts the readiness a stream hands to its event sink.
+struct CountingSink final : StreamEvents {
+  void OnReadable() override { ++readable; }
+  void OnWritable() override { ++writable; }
+  int readable = 0;
+  int writable = 0;
+};
+
 TEST_F(PolledStreamTest, EventsGoToTheSinkWhileOneIsSet) {
-  struct Sink : StreamEvents {
-    int readable = 0;
-    int writable = 0;
-    void OnReadable() override { ++readable; }
-    void OnWritable() override { ++writable; }
-  } sink;
+  CountingSink sink;
   Run([&]() -> net::awaitable<void> {
     AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
@@ -286,12 +289,7 @@ struct TestTlsServer {
 TEST_F(PolledStreamTest, TlsStreamsTryReadAndWriteAndWaitForTheirEvents) {
   TestTlsServer server;
   ASSERT_TRUE(server.ok);
-  struct Sink : StreamEvents {
-    int readable = 0;
-    int writable = 0;
-    void OnReadable() override { ++readable; }
-    void OnWritable() override { ++writable; }
-  } sink;
+  CountingSink sink;
   Run([&]() -> net::awaitable<void> {
     AnyStream s(*dispatcher_);
     tcp::socket peer(ioc_);
