@@ -8,7 +8,8 @@
 # backend compete, so compare side by side, as ratios).
 #
 # Usage: bench/http/run.sh            (env: DURATION=10 ROUNDS=3 CONNECTIONS=50
-#                                       WORKERS="1 2" SIZES="small 4k 64k" BUILD_DIR=...)
+#                                       WORKERS="1 2" SIZES="small 4k 64k" BUILD_DIR=...
+#                                       DATAPLANE_CONFIG=default|tuned)
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -146,6 +147,7 @@ for w in $worker_counts; do
   stop_proxies
 done
 
+echo "data plane config: ${DATAPLANE_CONFIG:-tuned} (DATAPLANE_CONFIG=default: the node's defaults; tuned: pool.max_idle 256)"
 /usr/bin/python3 - "$results" "$duration" "$connections" <<'PY'
 import statistics, sys
 from collections import defaultdict
