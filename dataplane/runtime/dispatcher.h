@@ -123,7 +123,8 @@ class Dispatcher {
   // owner calls this before destroying what coroutine frames refer to.
   void Shutdown();
 
-  size_t timers_armed() const { return heap_.size(); }
+  // Timers in the heap, including disarmed ones not yet dropped (disarming is lazy).
+  size_t timers_queued() const { return heap_.size(); }
 
  private:
   friend class Timer;

@@ -122,7 +122,7 @@ TEST_F(DispatcherTimerTest, ManyTimersFireInTheirOrderAndDestructionUnqueues) {
   }
   for (int i : order) EXPECT_NE(i, 5);
   timers.clear();
-  EXPECT_EQ(dispatcher_.timers_armed(), 0u);
+  EXPECT_EQ(dispatcher_.timers_queued(), 0u);
 }
 
 TEST_F(DispatcherTimerTest, AnActionMayDestroyItsOwnTimer) {
@@ -132,7 +132,7 @@ TEST_F(DispatcherTimerTest, AnActionMayDestroyItsOwnTimer) {
   time_.Advance(1ms);
   Turn();
   EXPECT_EQ(t, nullptr);
-  EXPECT_EQ(dispatcher_.timers_armed(), 0u);
+  EXPECT_EQ(dispatcher_.timers_queued(), 0u);
 }
 
 TEST_F(DispatcherTimerTest, WaitUntilExpiresByTheDispatchersClock) {
