@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libgmock-dev
   # test clients and tools
   curl openssl python3 python3-pytest python3-websockets python3-grpcio
+  nghttp2-client
   clang libclang-rt-14-dev clang-format clang-tidy
   # real backends and a reference HTTP/1.1 parser for the integration tests
   gunicorn python3-uvicorn python3-h11

@@ -55,12 +55,12 @@ http {
 CONF
 }
 
-# The data plane in front of the backend, everything routed to it.
-# DATAPLANE_CONFIG=default leaves the node at its defaults (pool.max_idle 32: with 50 client
-# connections some upstream connections churn); "tuned" (the default here) keeps 256 idle.
-write_dp_yaml() {  # $1 file, $2 workers, $3 port, $4 backend port
+# The data plane in front of the backend, everything routed to it. $5 = default: the node's
+# defaults (the pool follows demand, no cap); tuned: pool.max_idle 256 (what the table used
+# before the pool followed demand; now the same up to 256 connections per worker).
+write_dp_yaml() {  # $1 file, $2 workers, $3 port, $4 backend port, $5 default|tuned
   local pool=", pool: { max_idle: 256 }"
-  [ "${DATAPLANE_CONFIG:-tuned}" = default ] && pool=""
+  [ "${5:-tuned}" = default ] && pool=""
   cat > "$1" <<CONF
 workers: $2
 admin: { address: 127.0.0.1, port: 0 }

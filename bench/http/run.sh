@@ -3,13 +3,15 @@
 # worker/thread count, upstream keep-alive, no access logs, the same X-Forwarded-For/-Proto/
 # -Host headers added to each request), in front of the same fast
 # backend (nginx serving fixed files). Interleaved rounds of `wrk -t1 -c50 -d10s`; prints the
-# median req/s, p50 and p99 per row and the data plane's ratios to the better peer.
+# median req/s, p50, p99 and CPU microseconds per request of each process per row, and the
+# data plane's ratios to the better peer. The data plane runs twice side by side: with its
+# default config ("dataplane", what users run) and tuned ("dp-tuned", pool.max_idle 256).
 # Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and
 # backend compete, so compare side by side, as ratios).
 #
 # Usage: bench/http/run.sh            (env: DURATION=10 ROUNDS=3 CONNECTIONS=50
 #                                       WORKERS="1 2" SIZES="small 4k 64k" BUILD_DIR=...
-#                                       DATAPLANE_CONFIG=default|tuned)
+#                                       TUNED=0 to leave the tuned data plane out)
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -48,13 +50,21 @@ pids+=($backend_pid)
 wait_port "$backend_port"
 
 # ---- the proxies, per worker count -------------------------------------------------------
-start_proxies() {  # $1: workers; sets dp_port nginx_port haproxy_port
+start_proxies() {  # $1: workers; sets dp_port dpt_port nginx_port haproxy_port and pids
   local w="$1"
   dp_port="$(free_port)"; nginx_port="$(free_port)"; haproxy_port="$(free_port)"
-  write_dp_yaml "$work/dp-$w.yaml" "$w" "$dp_port" "$backend_port"
+  write_dp_yaml "$work/dp-$w.yaml" "$w" "$dp_port" "$backend_port" default
   "$dataplane" --config "$work/dp-$w.yaml" --log-level warn > "$work/dp-$w.log" 2>&1 &
   dp_pid=$!
   pids+=($dp_pid)
+  dpt_port=""; dpt_pid=""
+  if [ "${TUNED:-1}" != 0 ]; then
+    dpt_port="$(free_port)"
+    write_dp_yaml "$work/dpt-$w.yaml" "$w" "$dpt_port" "$backend_port" tuned
+    "$dataplane" --config "$work/dpt-$w.yaml" --log-level warn > "$work/dpt-$w.log" 2>&1 &
+    dpt_pid=$!
+    pids+=($dpt_pid)
+  fi
 
   cat > "$work/nginx-$w.conf" <<CONF
 worker_processes $w;
@@ -89,25 +99,28 @@ CONF
   haproxy_pid=$!
   pids+=($haproxy_pid)
   wait_port "$dp_port"; wait_port "$nginx_port"; wait_port "$haproxy_port"
+  [ -z "$dpt_port" ] || wait_port "$dpt_port"
 }
 
 stop_proxies() {
-  kill "$dp_pid" "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
-  wait "$dp_pid" "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
+  kill "$dp_pid" $dpt_pid "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
+  wait "$dp_pid" $dpt_pid "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
 }
 
-# One wrk run: prints "req/s p50_ms p99_ms cpu_us_per_request" (CPU of the process measured:
-# the proxy's own cost per request, which on a shared machine is steadier than req/s).
+# One wrk run: prints "req/s p50_ms p99_ms cpu_us_per_request backend_cpu_us_per_request"
+# (CPU of the proxy measured: its own cost per request, which on a shared machine is steadier
+# than req/s; and the backend's, which grows when a proxy churns upstream connections).
 run_wrk() {  # $1 port, $2 path, $3 pid whose CPU to measure
-  local before after
-  before="$(cpu_ticks "$3")"
+  local before after bbefore bafter
+  before="$(cpu_ticks "$3")"; bbefore="$(cpu_ticks "$backend_pid")"
   wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1/$2" > "$work/wrk.out"
-  after="$(cpu_ticks "$3")"
-  /usr/bin/python3 - "$work/wrk.out" "$before" "$after" "$(getconf CLK_TCK)" <<'PYWRK'
+  after="$(cpu_ticks "$3")"; bafter="$(cpu_ticks "$backend_pid")"
+  /usr/bin/python3 - "$work/wrk.out" "$before" "$after" "$(getconf CLK_TCK)" "$bbefore" "$bafter" <<'PYWRK'
 import re, sys
 text = open(sys.argv[1]).read()
 ticks = int(sys.argv[3]) - int(sys.argv[2])
 hz = int(sys.argv[4])
+bticks = int(sys.argv[6]) - int(sys.argv[5])
 def ms(v):
     n, unit = float(re.match(r"[\d.]+", v).group()), re.sub(r"[\d.]+", "", v)
     return n * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -118,7 +131,8 @@ p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
 if re.search(r"Non-2xx or 3xx responses: (\d+)", text) or "Socket errors" in text:
     sys.stderr.write("bench: wrk reported errors:\n" + text)
     sys.exit(1)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {ticks * 1e6 / hz / max(total, 1):.1f}")
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {ticks * 1e6 / hz / max(total, 1):.1f} "
+      f"{bticks * 1e6 / hz / max(total, 1):.1f}")
 PYWRK
 }
 
@@ -127,7 +141,7 @@ results="$work/results.txt"
 for w in $worker_counts; do
   start_proxies "$w"
   for size in $sizes; do  # warm-up: connections, pools, caches
-    for port in "$dp_port" "$nginx_port" "$haproxy_port"; do
+    for port in "$dp_port" $dpt_port "$nginx_port" "$haproxy_port"; do
       wrk -t1 -c"$connections" -d1s "http://127.0.0.1:$port/$size" > /dev/null
     done
   done
@@ -137,8 +151,12 @@ for w in $worker_counts; do
       names=(dataplane nginx haproxy direct)
       ports=("$dp_port" "$nginx_port" "$haproxy_port" "$backend_port")
       cpu_pids=("$dp_pid" "$nginx_pid" "$haproxy_pid" "$backend_pid")
-      for i in 0 1 2 3; do
-        j=$(( (i + round) % 4 ))
+      if [ -n "$dpt_port" ]; then
+        names+=(dp-tuned); ports+=("$dpt_port"); cpu_pids+=("$dpt_pid")
+      fi
+      n=${#names[@]}
+      for i in $(seq 0 $((n - 1))); do
+        j=$(( (i + round) % n ))
         echo "$w $size ${names[$j]} $(run_wrk "${ports[$j]}" "$size" "${cpu_pids[$j]}")" >> "$results"
         echo "  round $round/$rounds workers=$w size=$size ${names[$j]} done" >&2
       done
@@ -147,37 +165,39 @@ for w in $worker_counts; do
   stop_proxies
 done
 
-echo "data plane config: ${DATAPLANE_CONFIG:-tuned} (DATAPLANE_CONFIG=default: the node's defaults; tuned: pool.max_idle 256)"
+echo "dataplane: the node's default config; dp-tuned: pool.max_idle 256"
 /usr/bin/python3 - "$results" "$duration" "$connections" <<'PY'
 import statistics, sys
 from collections import defaultdict
 rows = defaultdict(list)
 for line in open(sys.argv[1]):
     parts = line.split()
-    if len(parts) != 7:
+    if len(parts) != 8:
         continue  # a failed run (reported above)
-    w, size, name, rps, p50, p99, cpu = parts
-    rows[(int(w), size, name)].append((float(rps), float(p50), float(p99), float(cpu)))
+    w, size, name, rps, p50, p99, cpu, bcpu = parts
+    rows[(int(w), size, name)].append(
+        (float(rps), float(p50), float(p99), float(cpu), float(bcpu)))
 rounds = max(len(v) for v in rows.values())
 print(f"\nwrk -t1 -c{sys.argv[3]} -d{sys.argv[2]}s, median of {rounds} interleaved rounds; "
-      "cpu = the process's CPU time per request")
+      "cpu = the proxy's CPU time per request, be cpu = the backend's")
 print(f"{'workers':>7} {'size':>5} {'proxy':>10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-      f"{'cpu us':>7}   vs best peer (req/s ratio, p99, cpu)")
+      f"{'cpu us':>7} {'be cpu':>7}   vs best peer (req/s ratio, p99, cpu)")
 order = ["small", "4k", "64k"]
 for (w, size) in sorted({(k[0], k[1]) for k in rows},
                         key=lambda k: (k[0], order.index(k[1]) if k[1] in order else 9)):
     med = {}
-    for name in ("dataplane", "nginx", "haproxy", "direct"):
+    for name in ("dataplane", "dp-tuned", "nginx", "haproxy", "direct"):
         vals = rows.get((w, size, name))
         if vals:
-            med[name] = tuple(statistics.median(v[i] for v in vals) for i in range(4))
+            med[name] = tuple(statistics.median(v[i] for v in vals) for i in range(5))
     peers = [n for n in ("nginx", "haproxy") if n in med]
     best = max(peers, key=lambda n: med[n][0]) if peers else None
-    for name, (rps, p50, p99, cpu) in med.items():
+    for name, (rps, p50, p99, cpu, bcpu) in med.items():
         note = ""
-        if name == "dataplane" and best:
+        if name in ("dataplane", "dp-tuned") and best:
             b = med[best]
             note = (f"   {rps / b[0]:.2f}x {best}, p99 {p99:.2f} vs {b[2]:.2f} ms, "
                     f"cpu {cpu:.1f} vs {b[3]:.1f} us")
-        print(f"{w:>7} {size:>5} {name:>10} {rps:>9.0f} {p50:>7.2f} {p99:>7.2f} {cpu:>7.1f}{note}")
+        print(f"{w:>7} {size:>5} {name:>10} {rps:>9.0f} {p50:>7.2f} {p99:>7.2f} {cpu:>7.1f} "
+              f"{bcpu:>7.1f}{note}")
 PY

@@ -27,7 +27,8 @@ inline constexpr uint64_t kMaxBodyBytes = 1ull << 30;
 // Clusters.
 inline constexpr seconds kConnectTimeout{5};
 inline constexpr seconds kResponseTimeout{60};
-inline constexpr uint32_t kPoolMaxIdle = 32;
+// 0: no cap on idle connections; the pool follows demand (see IdlePool).
+inline constexpr uint32_t kPoolMaxIdle = 0;
 inline constexpr seconds kPoolIdleTimeout{30};
 inline constexpr uint32_t kOutlierConsecutiveFailures = 5;
 inline constexpr seconds kOutlierEjectionTime{30};

@@ -4,6 +4,13 @@
 // takes the warmest connection; connections idle longer than the cluster's idle_timeout are
 // closed rather than reused (the upstream may be about to close them). Generic over the
 // connection type so the policy is unit-tested without sockets.
+//
+// The pool follows demand without a cap of its own: a new upstream connection is opened only
+// when the pool is empty, that is when every open connection is busy, so the connections a
+// host has never exceed the peak concurrency it saw. Reuse is last-in first-out, so when
+// demand falls the connections it no longer needs sink to the bottom, stay unused, and the
+// sweep closes them once they have idled for idle_timeout: what stays pooled is the peak
+// concurrency of the last idle_timeout. `max_idle` (optional) caps it further.
 
 #include <chrono>
 #include <cstdint>
@@ -30,10 +37,10 @@ class IdlePool {
     return nullptr;
   }
 
-  // Keeps `conn` for reuse unless `max_idle` are already kept; returns the connection back
-  // when it was not kept, so the caller decides how to close it.
+  // Keeps `conn` for reuse unless `max_idle` (0: no cap) are already kept; returns the
+  // connection back when it was not kept, so the caller decides how to close it.
   std::unique_ptr<Conn> Put(std::unique_ptr<Conn> conn, Clock::time_point now, uint32_t max_idle) {
-    if (entries_.size() >= max_idle) return conn;
+    if (max_idle != 0 && entries_.size() >= max_idle) return conn;
     entries_.push_back(Entry{std::move(conn), now});
     return nullptr;
   }

@@ -1,9 +1,11 @@
 """Upstream handling: pooled connections the upstream had closed are dropped before reuse,
 connection limits (wait, then 503), route request_timeout (504), the listener's idle
 keep-alive timeout, hop-by-hop fields from the upstream, host-name endpoints, and
-least-request balancing over two endpoints."""
+least-request balancing over two endpoints, and a default pool that follows demand."""
 
 import json
+import re
+import subprocess
 import threading
 import time
 
@@ -156,3 +158,35 @@ def test_endpoints_by_host_name_and_least_request(procs):
     c.close()
     # Sequential requests tie at zero in flight: ties rotate, so both get traffic.
     assert seen["A"] >= 10 and seen["B"] >= 10, seen
+
+
+def _h2load_h1(port, clients, requests, path):
+    """h2load over HTTP/1.1 (bounded by request count); returns how many succeeded."""
+    out = subprocess.run(
+        ["h2load", "--h1", "-c", str(clients), "-n", str(requests), "-T", "10",
+         f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+    assert m, out
+    return int(m.group(1))
+
+
+def test_the_default_pool_follows_demand_without_churn(procs):
+    """With its default pool (no max_idle) the node keeps as many upstream connections as
+    the load needs: a second run at the same concurrency (200 clients, more than the old
+    default cap of 32 idle) opens no new upstream connection, and connections are never more
+    than the peak concurrency. When the load stops they are closed after idle_timeout."""
+    _, api = dp.start_demo_backend(procs)
+    plane = dp.start_dataplane(procs, dp.bootstrap(
+        [dp.cluster("agents", [api], pool={"idle_timeout": "3s"})],
+        [dp.route("api", "/api/v1/", "agents")]))
+    path = "/api/v1/slow?ms=20"
+    assert _h2load_h1(plane.port, 200, 2000, path) == 2000  # warm-up
+    warm = plane.counter("onedomain_upstream_connections_total", cluster="agents")
+    assert 0 < warm <= 200, f"{warm} upstream connections for at most 200 requests in flight"
+    assert _h2load_h1(plane.port, 200, 4000, path) == 4000
+    after = plane.counter("onedomain_upstream_connections_total", cluster="agents")
+    assert after == warm, f"{after - warm} upstream connections opened after warm-up"
+    dp.wait_until(
+        lambda: plane.counter("onedomain_upstream_connections_active", cluster="agents") == 0,
+        10, "idle pooled connections to be closed after idle_timeout")

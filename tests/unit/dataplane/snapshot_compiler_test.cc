@@ -38,7 +38,7 @@ TEST(SnapshotCompilerTest, AppliesDefaults) {
   EXPECT_EQ(c.listeners[0]->limits.max_body_bytes, 1ull << 30);
   EXPECT_EQ(c.listeners[0]->forwarded_proto, "http");
   ASSERT_EQ(c.clusters.size(), 1u);
-  EXPECT_EQ(c.clusters[0]->pool.max_idle, 32u);
+  EXPECT_EQ(c.clusters[0]->pool.max_idle, 0u);  // no cap: the pool follows demand
   EXPECT_EQ(c.clusters[0]->outlier.consecutive_failures, 5u);
   EXPECT_EQ(c.clusters[0]->connect_timeout, std::chrono::seconds(5));
   ASSERT_EQ(c.clusters[0]->endpoints.size(), 1u);
