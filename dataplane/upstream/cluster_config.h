@@ -17,7 +17,7 @@ namespace onedomain::dataplane {
 enum class LbPolicy : uint8_t { kRoundRobin, kLeastRequest };
 
 struct PoolConfig {
-  uint32_t max_idle = 0;  // 0: no cap, the pool follows demand
+  uint32_t max_idle = 0;         // 0: no cap, the pool follows demand
   uint32_t max_connections = 0;  // 0: no limit
   std::chrono::nanoseconds idle_timeout{std::chrono::seconds(30)};
 };

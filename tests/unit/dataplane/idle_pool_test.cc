@@ -72,7 +72,8 @@ TEST(IdlePoolTest, NoCapByDefault) {
   int closed = 0;
   IdlePool<FakeConn> pool;
   const auto t = Clock::now();
-  for (int i = 0; i < 500; ++i) EXPECT_EQ(pool.Put(std::make_unique<FakeConn>(i, &closed), t, 0), nullptr);
+  for (int i = 0; i < 500; ++i)
+    EXPECT_EQ(pool.Put(std::make_unique<FakeConn>(i, &closed), t, 0), nullptr);
   EXPECT_EQ(pool.size(), 500u);
   EXPECT_EQ(closed, 0);
 }
