@@ -14,7 +14,9 @@
 # Environment: BUILD (build dir, default "build"); DATAPLANE (data-plane binary; default
 # $BUILD/dataplane/dataplane, built first with JOBS parallel jobs, default nproc); PROXIES
 # (default "nginx haproxy dataplane"); ROUNDS (3), DURATION (3 s), WARMUP (1 s), CONNS (100),
-# SIZES ("64 16384"), CLIENT_THREADS (1), BACKEND_THREADS (1). Each measured phase lasts
+# SIZES ("64 16384"), CLIENT_THREADS (1), CLIENT_PROCS (1: client processes, CONNS split over
+# them; rates and round trips summed, p50 the mean, p99 and max the worst), BACKEND_THREADS (1).
+# The data plane runs with its default config. Each measured phase lasts
 # WARMUP + DURATION (keep it <= 10 s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,6 +35,7 @@ warmup=${WARMUP:-1}
 conns=${CONNS:-100}
 sizes=${SIZES:-64 16384}
 client_threads=${CLIENT_THREADS:-1}
+client_procs=${CLIENT_PROCS:-1}
 backend_threads=${BACKEND_THREADS:-1}
 origin=https://bench.onedomain.test
 cookie="session=wsbench-0123456789; theme=dark"
@@ -253,6 +256,47 @@ echo "onedomain WebSocket bench: $(nproc) cores, open-file limit $fd_limit," \
      "nginx $nginx_version, haproxy $haproxy_version"
 [ -n "$dataplane_missing" ] && echo "dataplane: not measured: $dataplane_missing"
 
+# One ping-pong measurement through 127.0.0.1:$1 with $2-byte messages: CLIENT_PROCS ws_load
+# processes at once, CONNS split over them, their result lines merged into one. Exit status:
+# the worst of theirs (3: the target declined upgrades).
+run_load() {  # $1 port, $2 size
+  local i rc=0 r per=$((conns / client_procs)) lpids=()
+  for i in $(seq "$client_procs"); do
+    "$load" pingpong --target "127.0.0.1:$1" --conns "$per" --size "$2" --duration "$duration" \
+      --warmup "$warmup" --threads "$client_threads" --path /ws/bench --origin "$origin" \
+      --cookie "$cookie" >"$work/load.$i" 2>&1 &
+    lpids+=($!)
+  done
+  for i in "${!lpids[@]}"; do
+    r=0; wait "${lpids[$i]}" || r=$?
+    [ "$r" -gt "$rc" ] && rc=$r
+  done
+  [ "$client_procs" -eq 1 ] && { cat "$work/load.1"; return "$rc"; }
+  grep -hv '^result ' "$work"/load.* || true
+  python3 - "$work"/load.* <<'PYMERGE'
+import sys
+runs = []
+for path in sys.argv[1:]:
+    for line in open(path):
+        if line.startswith("result "):
+            runs.append(dict(p.split("=", 1) for p in line.split()[1:]))
+if len(runs) == len(sys.argv) - 1:
+    out = {}
+    for k in runs[0]:
+        vals = [float(r[k]) for r in runs]
+        if k == "p50_us":
+            out[k] = sum(vals) / len(vals)
+        elif k in ("p99_us", "max_us"):
+            out[k] = max(vals)
+        else:
+            out[k] = sum(vals)
+    print("result " + " ".join(f"{k}={v:.1f}" if k.endswith("_us") else f"{k}={v:.0f}"
+                               for k, v in out.items()))
+PYMERGE
+  rm -f "$work"/load.*
+  return "$rc"
+}
+
 # ---------------------------------------------------------------------------------------------
 if [ "$mode" = pingpong ]; then
   start_backend
@@ -266,7 +310,8 @@ if [ "$mode" = pingpong ]; then
     targets+=" $p"
   done
   echo "ping-pong: $conns connections, $rounds rounds x (${warmup}s warm-up + ${duration}s)," \
-       "rounds interleaved; client $client_threads thread(s), backend $backend_threads," \
+       "rounds interleaved; client $client_procs process(es) x $client_threads thread(s)," \
+       "backend $backend_threads," \
        "each proxy 1 worker"
   results="$work/results"
   : >"$results"
@@ -276,9 +321,7 @@ if [ "$mode" = pingpong ]; then
         [ -e "$work/declined.$t" ] && continue
         rc=0
         cpu_before=$(cpu_ticks "${target_pid[$t]}")
-        out=$("$load" pingpong --target "127.0.0.1:${target_port[$t]}" --conns "$conns" \
-          --size "$size" --duration "$duration" --warmup "$warmup" --threads "$client_threads" \
-          --path /ws/bench --origin "$origin" --cookie "$cookie" 2>&1) || rc=$?
+        out=$(run_load "${target_port[$t]}" "$size") || rc=$?
         if [ "$rc" -eq 3 ]; then
           unsupported_line "$t" "$out" >"$work/declined.$t"
           continue
