@@ -1,5 +1,6 @@
 // dataplane: flags -> bootstrap -> DataplaneServer -> run. Nothing else lives here.
 
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -68,6 +69,21 @@ int main(int argc, char** argv) {
   options.workers = flags->workers            ? *flags->workers
                     : bootstrap.workers() > 0 ? bootstrap.workers()
                                               : cores;
+  // --io, else the environment (tests run the whole suite under each backend), else the file.
+  const char* env_io = std::getenv("ONEDOMAIN_WORKER_IO");
+  if (!flags->io.empty()) {
+    options.worker_io = flags->io;
+  } else if (env_io != nullptr && *env_io != '\0') {
+    options.worker_io = env_io;
+    if (options.worker_io != "auto" && options.worker_io != "epoll" &&
+        options.worker_io != "io_uring") {
+      std::cerr << "dataplane: ONEDOMAIN_WORKER_IO must be auto, epoll or io_uring, got '"
+                << options.worker_io << "'\n";
+      return 2;
+    }
+  } else if (!bootstrap.worker_io().empty()) {
+    options.worker_io = bootstrap.worker_io();
+  }
   dataplane::DataplaneServer server(std::move(options));
   if (const absl::Status s = server.Start(); !s.ok()) {
     std::cerr << "dataplane: " << s.message() << "\n";

@@ -11,7 +11,7 @@ packages=(
   # libraries (Boost: versioned 1.81 packages only; the unversioned ones pull 1.74 and conflict)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libboost1.81-dev libssl-dev prometheus-cpp-dev libyaml-cpp-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev liburing-dev
   # test clients and tools
   curl openssl python3 python3-pytest python3-websockets python3-grpcio
   nghttp2-client

@@ -402,6 +402,10 @@ FieldErrors ValidateDataplaneBootstrap(const v1::DataplaneBootstrap& b) {
   }
   if (b.admin().has_port()) check.Port("admin.port", b.admin().port(), /*allow_zero=*/true);
   if (b.workers() > 256) check.Add("workers", str::Cat("must be 0..256, got ", b.workers()));
+  if (!b.worker_io().empty() && b.worker_io() != "auto" && b.worker_io() != "epoll" &&
+      b.worker_io() != "io_uring") {
+    check.Add("worker_io", str::Cat("must be auto, epoll or io_uring, got '", b.worker_io(), "'"));
+  }
   if (b.has_controlplane()) {
     const v1::ControlPlaneSource& cp = b.controlplane();
     if (str::StripWhitespace(cp.address()).empty()) {

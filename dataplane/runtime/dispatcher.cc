@@ -15,6 +15,7 @@
 
 #include "common/log/log.h"
 #include "common/strings/strings.h"
+#include "dataplane/runtime/uring_poller.h"
 
 namespace onedomain::dataplane {
 namespace {
@@ -55,8 +56,15 @@ struct Dispatcher::Guard {
   net::executor_work_guard<net::io_context::executor_type> guard;
 };
 
-Dispatcher::Dispatcher(TimeSource& time)
+const char* IoBackendName(IoBackend backend) {
+  return backend == IoBackend::kIoUring ? "io_uring" : "epoll";
+}
+
+bool Dispatcher::IoUringAvailable(std::string* why_not) { return UringPoller::Available(why_not); }
+
+Dispatcher::Dispatcher(TimeSource& time, IoBackend backend)
     : time_(time),
+      backend_(backend),
       epoll_(std::make_unique<Epoll>()),
       // A handler queue for one thread; nothing on it uses Asio's reactor.
       ioc_(std::make_unique<net::io_context>(1)),
@@ -69,6 +77,18 @@ Dispatcher::Dispatcher(TimeSource& time)
     const int err = errno;
     ::close(e.epfd);
     throw std::system_error(err, std::generic_category(), "eventfd");
+  }
+  if (backend_ == IoBackend::kIoUring) {
+    ::close(e.epfd);
+    e.epfd = -1;
+    try {
+      uring_ = std::make_unique<UringPoller>();
+    } catch (...) {
+      ::close(e.wakefd);
+      throw;
+    }
+    uring_->Add(e.wakefd, e.wake);  // every write is a new edge: no need to read it back
+    return;
   }
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLET;  // every write is a new edge: no need to read it back
@@ -90,6 +110,7 @@ Dispatcher::~Dispatcher() {
   ioc_.reset();
   for (Timer* t : heap_) t->heap_index_ = Timer::kNotQueued;
   heap_.clear();
+  uring_.reset();
   ::close(epoll_->wakefd);
 }
 
@@ -140,6 +161,10 @@ int Dispatcher::WaitMillis(std::chrono::milliseconds max_wait) const {
 }
 
 void Dispatcher::Poll(int timeout_ms) {
+  if (uring_) {
+    uring_->Wait(timeout_ms);
+    return;
+  }
   Epoll& e = *epoll_;
   if (e.epfd < 0) return;
   const int n = ::epoll_wait(e.epfd, e.batch, kMaxEvents, timeout_ms);
@@ -175,6 +200,15 @@ void Dispatcher::Spawn(net::awaitable<void> coroutine, const char* what,
 net::awaitable<void> Dispatcher::Yield() { co_await net::post(*ioc_, net::use_awaitable); }
 
 bool Dispatcher::Watch(int fd, FileEvents& handler) {
+  if (uring_) {
+    if (uring_->closed()) {
+      errno = ESHUTDOWN;
+      return false;
+    }
+    uring_->Add(fd, handler);
+    Track(handler);
+    return true;
+  }
   if (epoll_->epfd < 0) {
     errno = ESHUTDOWN;
     return false;
@@ -189,6 +223,10 @@ bool Dispatcher::Watch(int fd, FileEvents& handler) {
 
 void Dispatcher::Forget(FileEvents& handler) {
   Untrack(handler);
+  if (uring_) {
+    uring_->Remove(handler);
+    return;
+  }
   Epoll& e = *epoll_;
   if (!e.dispatching) return;
   for (int i = e.batch_i + 1; i < e.batch_n; ++i) {
@@ -211,6 +249,7 @@ void Dispatcher::Shutdown() {
     ::close(epoll_->epfd);
     epoll_->epfd = -1;
   }
+  if (uring_) uring_->Close();
   while (!hooks_.empty()) {
     ShutdownHook& hook = hooks_.front();
     hooks_.pop_front();

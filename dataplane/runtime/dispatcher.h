@@ -5,7 +5,8 @@
 // - file events: one edge-triggered epoll set for every descriptor of the worker (sessions,
 //   upstream connections, WebSocket tunnels, listening sockets). A descriptor is added once
 //   (IN|OUT|RDHUP) and its owner keeps readiness hints, so after a short read it waits for
-//   the next edge with no syscall;
+//   the next edge with no syscall. The io_uring backend (IoBackend::kIoUring, see
+//   uring_poller.h) gives handlers the same edges from multishot poll requests;
 // - timers with millisecond resolution (a binary heap; re-arming to a later time, what
 //   every read does, costs no heap work until the old time comes up);
 // - the run queue of coroutines (Asio's awaitable machinery on a private io_context used as
@@ -13,7 +14,8 @@
 //   which wake the loop through an eventfd;
 // - deferred deletion: objects that must outlive the callback that ends them.
 //
-// The loop thread blocks in one place, epoll_wait, for as long as the next timer allows.
+// The loop thread blocks in one place, epoll_wait (io_uring_enter), for as long as the next
+// timer allows.
 // Other threads only Post and Stop. The io_context is not reachable from outside: coroutines
 // start with Spawn and yield with Yield, so work cannot be queued where the loop would not
 // see it. Time comes from an injected TimeSource, so tests run timeouts on a manual clock
@@ -28,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "dataplane/runtime/time_source.h"
@@ -40,6 +43,11 @@ namespace onedomain::dataplane {
 
 class Dispatcher;
 class Timer;
+class UringPoller;
+
+// How a dispatcher waits for file events.
+enum class IoBackend : uint8_t { kEpoll, kIoUring };
+const char* IoBackendName(IoBackend backend);
 
 using AutoUnlinkHook =
     boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
@@ -64,6 +72,10 @@ class FileEvents : public ShutdownHook {
 
  protected:
   ~FileEvents() = default;
+
+ private:
+  friend class UringPoller;
+  uint32_t io_slot_ = UINT32_MAX;  // the io_uring backend's registration
 };
 
 // An object whose deletion waits for the end of the current loop turn.
@@ -74,7 +86,10 @@ class DeferredDeletable {
 
 class Dispatcher {
  public:
-  explicit Dispatcher(TimeSource& time = RealTime());
+  // kIoUring throws std::system_error when the kernel refuses io_uring (check first with
+  // IoUringAvailable).
+  explicit Dispatcher(TimeSource& time = RealTime(), IoBackend backend = IoBackend::kEpoll);
+  static bool IoUringAvailable(std::string* why_not);
   // Shuts down if not done yet, then destroys every coroutine frame still queued or parked.
   ~Dispatcher();
   Dispatcher(const Dispatcher&) = delete;
@@ -123,6 +138,7 @@ class Dispatcher {
   // owner calls this before destroying what coroutine frames refer to.
   void Shutdown();
 
+  IoBackend io_backend() const { return backend_; }
   // Timers in the heap, including disarmed ones not yet dropped (disarming is lazy).
   size_t timers_queued() const { return heap_.size(); }
 
@@ -141,7 +157,9 @@ class Dispatcher {
   void HeapDown(size_t i);
 
   TimeSource& time_;
+  IoBackend backend_;
   std::unique_ptr<Epoll> epoll_;
+  std::unique_ptr<UringPoller> uring_;  // with kIoUring
   boost::intrusive::list<ShutdownHook, boost::intrusive::constant_time_size<false>> hooks_;
   std::vector<Timer*> heap_;
   std::vector<std::unique_ptr<DeferredDeletable>> deferred_;

@@ -30,6 +30,7 @@
 #include "dataplane/http_proxy/access_log.h"
 #include "dataplane/listener/acceptor.h"
 #include "dataplane/net/tls_context.h"
+#include "dataplane/runtime/dispatcher.h"
 #include "dataplane/server/admin_endpoints.h"
 #include "dataplane/server/listener_set.h"
 #include "dataplane/server/snapshot_compiler.h"
@@ -417,9 +418,33 @@ absl::Status DataplaneServer::Start() {
   if (!access_log.ok()) return access_log.status();
   m.access_log = *std::move(access_log);
 
+  // The workers' event loops: io_uring when asked, or with `auto` when the kernel allows it
+  // (container runtimes' default seccomp profiles block io_uring_setup), else epoll.
+  IoBackend io = IoBackend::kEpoll;
+  const std::string& want = m.options.worker_io;
+  if (want == "io_uring" || want == "auto") {
+    std::string why;
+    if (Dispatcher::IoUringAvailable(&why)) {
+      io = IoBackend::kIoUring;
+    } else if (want == "io_uring") {
+      return absl::FailedPreconditionError(
+          str::Cat("worker_io is io_uring but the kernel refuses it (", why,
+                   "); use epoll or auto, or allow io_uring in the seccomp profile"));
+    } else {
+      log::Info("dataplane", str::Cat("io_uring unavailable (", why, "): workers use epoll"));
+    }
+  }
+  log::Info("dataplane",
+            str::Cat("worker event loop: ", IoBackendName(io), " (worker_io ", want, ")"));
+  auto& backend = prometheus::BuildGauge()
+                      .Name("onedomain_worker_io_backend")
+                      .Help("1 for the event-loop backend the workers run (worker_io), else 0.")
+                      .Register(*m.registry);
+  backend.Add({{"backend", "epoll"}}).Set(io == IoBackend::kEpoll ? 1 : 0);
+  backend.Add({{"backend", "io_uring"}}).Set(io == IoBackend::kIoUring ? 1 : 0);
   const uint32_t cap = DefaultConnectionCap(m.options.workers);
   for (size_t i = 0; i < m.options.workers; ++i) {
-    m.workers.push_back(std::make_unique<Worker>(i, m.catalog, m.access_log.get()));
+    m.workers.push_back(std::make_unique<Worker>(i, m.catalog, m.access_log.get(), RealTime(), io));
     m.workers.back()->set_default_connection_cap(cap);
   }
   for (auto& w : m.workers) w->Start();

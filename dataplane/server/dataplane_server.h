@@ -32,7 +32,9 @@ struct ServerOptions {
   v1::DataplaneBootstrap bootstrap;  // loaded and validated
   std::string config_path;           // re-read on SIGHUP (static mode)
   size_t workers = 1;                // resolved: --workers, bootstrap.workers, or cores
-  std::string port_file;             // empty: none
+  // --io, else $ONEDOMAIN_WORKER_IO, else bootstrap.worker_io: auto, epoll or io_uring.
+  std::string worker_io = "auto";
+  std::string port_file;  // empty: none
 };
 
 // Cumulative counters for the control plane's MetricsReport.

@@ -45,6 +45,12 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv) {
         s = absl::InvalidArgumentError(str::Cat("--workers must be 1..256, got '", v, "'"));
       }
       f.workers = n;
+    } else if (name == "--io") {
+      s = value(f.io);
+      if (s.ok() && f.io != "auto" && f.io != "epoll" && f.io != "io_uring") {
+        s = absl::InvalidArgumentError(
+            str::Cat("--io must be auto, epoll or io_uring, got '", f.io, "'"));
+      }
     } else if (name == "--port-file") {
       s = value(f.port_file);
     } else if (name == "--log-level") {
@@ -81,6 +87,9 @@ Flags:
                     print OK or the errors, and exit 0 or 1. Binds nothing.
   --workers N       Worker threads (1..256), each with its own event loop and SO_REUSEPORT
                     listeners. Overrides the file's `workers`. Default: the number of cores.
+  --io BACKEND      How workers wait for socket events: auto (io_uring when the kernel
+                    allows it, else epoll), epoll or io_uring. Overrides $ONEDOMAIN_WORKER_IO
+                    and the file's `worker_io`. Default: auto.
   --port-file F     After binding, write the bound ports as JSON, atomically:
                     {"admin": P, "listener.<name>": Q, ...}. For port 0 (tests).
   --log-level L     debug, info, warn or error. Overrides logging.level.

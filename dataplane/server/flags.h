@@ -15,6 +15,7 @@ struct Flags {
   std::string config;               // --config FILE (required to run)
   bool check_config = false;        // --check-config
   std::optional<uint32_t> workers;  // --workers N
+  std::string io;                   // --io auto|epoll|io_uring (empty: not given)
   std::string port_file;            // --port-file F
   std::string log_level;            // --log-level L
   bool help = false;                // --help, -h

@@ -15,13 +15,13 @@ constexpr auto kPoolSweepEvery = std::chrono::seconds(1);
 }  // namespace
 
 Worker::Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* access_log,
-               TimeSource& time)
+               TimeSource& time, IoBackend io)
     : index_(index),
       catalog_(catalog),
       access_log_(access_log),
       counters_(&catalog.worker(index)),
       no_route_counters_(&catalog.route(index, stats::StatsCatalog::kNoRouteSlot)),
-      dispatcher_(std::make_unique<Dispatcher>(time)) {
+      dispatcher_(std::make_unique<Dispatcher>(time, io)) {
   ws_tunnels_ = std::make_unique<WsTunnelSet>(*counters_, *dispatcher_);
   pool_sweep_ = std::make_unique<Timer>(*dispatcher_, [this] { SweepPools(); });
   pool_sweep_->Arm(kPoolSweepEvery);

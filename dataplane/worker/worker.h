@@ -57,8 +57,10 @@ class Worker {
  public:
   // `time`: where the worker's timers and timestamps read the time (tests pass a manual
   // clock, and turn the loop themselves instead of calling Start).
+  // `io`: how its dispatcher waits for socket events (kIoUring throws std::system_error
+  // when the kernel refuses io_uring).
   Worker(size_t index, stats::StatsCatalog& catalog, const AccessLog* access_log,
-         TimeSource& time = RealTime());
+         TimeSource& time = RealTime(), IoBackend io = IoBackend::kEpoll);
   ~Worker();  // Stops and joins.
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;

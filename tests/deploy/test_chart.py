@@ -490,3 +490,23 @@ def test_images_and_args():
     default = render_case("default")
     assert container(one(default, "Deployment", DP))["image"] == \
         f"onedomain/dataplane:{chart['appVersion']}"
+
+
+# ---- worker event loop -------------------------------------------------------------------------
+
+def test_worker_io_defaults_to_auto_and_the_seccomp_profile_follows_values():
+    docs = render_case("default")
+    assert config(docs, "dataplane")["worker_io"] == "auto"
+    assert pod_spec(one(docs, "Deployment", DP))["securityContext"]["seccompProfile"] == \
+        {"type": "RuntimeDefault"}
+    docs = render(sets={"dataplane.workerIo": "io_uring",
+                        "dataplane.seccompProfile.type": "Localhost",
+                        "dataplane.seccompProfile.localhostProfile": "profiles/io-uring.json"})
+    assert config(docs, "dataplane")["worker_io"] == "io_uring"
+    assert pod_spec(one(docs, "Deployment", DP))["securityContext"]["seccompProfile"] == \
+        {"type": "Localhost", "localhostProfile": "profiles/io-uring.json"}
+    # The control plane keeps the runtime's default profile.
+    assert pod_spec(one(docs, "Deployment", CP))["securityContext"]["seccompProfile"] == \
+        {"type": "RuntimeDefault"}
+    bad = render_raw(sets={"dataplane.workerIo": "uring"}, check=False)
+    assert bad.returncode != 0 and "workerIo" in bad.stderr, bad.stderr

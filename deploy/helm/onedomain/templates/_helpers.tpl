@@ -189,14 +189,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 
-{{/* Pod and container security contexts: non-root, read-only root, no capabilities. */}}
+{{/* Pod and container security contexts: non-root, read-only root, no capabilities.
+     podSecurityContext takes (dict "Values" .Values "seccomp" PROFILE); no PROFILE: the
+     runtime's default seccomp profile. */}}
 {{- define "onedomain.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: {{ .Values.securityContext.runAsUser }}
 runAsGroup: {{ .Values.securityContext.runAsGroup }}
 fsGroup: {{ .Values.securityContext.fsGroup }}
 seccompProfile:
-  type: RuntimeDefault
+  {{- toYaml (.seccomp | default (dict "type" "RuntimeDefault")) | nindent 2 }}
 {{- end -}}
 
 {{- define "onedomain.containerSecurityContext" -}}
