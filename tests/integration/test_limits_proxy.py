@@ -3,16 +3,21 @@ sees the carried address in X-Forwarded-For; a bad, missing or late header close
 connection and is counted; a plain client on a PROXY listener is refused), and
 site.trusted_proxies with forged X-Forwarded-For from trusted and untrusted peers."""
 
+import json
+import os
+import tempfile
+
 import dp_support as dp
 import limits_support as ls
 
 
-def start(procs, upstream, proxy_protocol=None, trusted=None, client_limits=None, **listener):
+def start(procs, upstream, proxy_protocol=None, trusted=None, client_limits=None, extra=None,
+          **listener):
     lst = {"name": "main", "address": dp.LOOPBACK, "port": 0, **listener}
     if proxy_protocol:
         lst["proxy_protocol"] = proxy_protocol
     doc = dp.bootstrap([dp.cluster("backend", [upstream.port])],
-                       [dp.route("api", "/", "backend")], listeners=[lst])
+                       [dp.route("api", "/", "backend")], listeners=[lst], **(extra or {}))
     if trusted is not None:
         doc["snapshot"]["site"] = {"trusted_proxies": trusted}
     if client_limits:
@@ -152,5 +157,41 @@ def test_no_trust_configured_keeps_forwarded_hops(procs):
         r = c.request("GET", "/x", headers=[("X-Forwarded-For", "203.0.113.9")])
         assert r.header("X-Seen-XFF") == "203.0.113.9, 127.0.0.7"
         c.close()
+    finally:
+        up.stop()
+
+
+def test_access_log_and_limits_use_the_decided_address(procs):
+    """One address for everything: the access log's client, the request-rate bucket (a PROXY
+    source throttled whatever socket it comes from) and X-Forwarded-For."""
+    up = ls.WsUpstream()
+    try:
+        log_path = os.path.join(tempfile.mkdtemp(prefix="dp-limits-"), "access.log")
+        node = start(procs, up, proxy_protocol="v1",
+                     client_limits={"request_rate": {"per_second": 0.1, "burst": 2}},
+                     extra={"access_log": {"enabled": True, "format": "json",
+                                           "path": log_path}})
+        port = node.direct_port()
+        statuses = []
+        for src in (ls.source(0), ls.source(1), ls.source(2)):  # three sockets, one client
+            c = ls.SrcConn(port, src=src, prefix=ls.proxy_v1("203.0.113.50"))
+            statuses.append(c.request("GET", "/x").status)
+            c.close()
+        assert statuses == [200, 200, 429], statuses
+        c = ls.SrcConn(port, src=ls.source(0), prefix=ls.proxy_v1("203.0.113.51"))
+        assert c.request("GET", "/x").status == 200  # another client, its own bucket
+        c.close()
+
+        def lines():
+            try:
+                with open(log_path) as f:
+                    return [json.loads(line) for line in f if line.strip()]
+            except FileNotFoundError:
+                return []
+        dp.wait_until(lambda: len(lines()) >= 4, 5, "four access log lines")
+        assert [(x["client"], x["status"]) for x in lines()[:4]] == [
+            ("203.0.113.50", 200), ("203.0.113.50", 200), ("203.0.113.50", 429),
+            ("203.0.113.51", 200)]
+        assert lines()[2]["error"] == "rate_limited"
     finally:
         up.stop()
