@@ -195,3 +195,27 @@ def test_access_log_and_limits_use_the_decided_address(procs):
         assert lines()[2]["error"] == "rate_limited"
     finally:
         up.stop()
+
+
+def test_proxy_header_then_tls(procs, tmp_path):
+    """On a TLS listener the PROXY header comes first, in clear; exactly its bytes are taken,
+    so the ClientHello after it is untouched and the handshake succeeds."""
+    import ssl
+
+    from test_dataplane_tls import make_cert
+    cert, key = make_cert(str(tmp_path), "server", "pp")
+    up = ls.WsUpstream()
+    try:
+        node = start(procs, up, proxy_protocol="v2",
+                     tls={"cert_file": cert, "key_file": key})
+        ctx = ssl.create_default_context(cafile=cert)
+        raw = ls.socket.create_connection((dp.LOOPBACK, node.direct_port()), timeout=10)
+        raw.sendall(ls.proxy_v2("203.0.113.77"))
+        conn = dp.Conn.__new__(dp.Conn)
+        conn.sock, conn.buf = ctx.wrap_socket(raw, server_hostname="localhost"), b""
+        r = conn.request("GET", "/x")
+        assert r.status == 200
+        assert r.header("X-Seen-XFF") == "203.0.113.77"
+        conn.close()
+    finally:
+        up.stop()
