@@ -56,6 +56,11 @@ ProxyHeader ParseV1(std::string_view bytes) {
     return {};
   }
   if (crlf + 2 > kMaxProxyV1Bytes) return Malformed("PROXY v1 line longer than 107 bytes");
+  // The same bytes must get the same answer however they were split: a bare LF or a NUL is
+  // refused whether or not the CRLF has arrived yet.
+  if (bytes.substr(0, crlf).find_first_of(std::string_view("\n\0", 2)) != std::string_view::npos) {
+    return Malformed("PROXY v1 line not ended by CRLF");
+  }
   std::string_view line = bytes.substr(kV1Prefix.size(), crlf - kV1Prefix.size());
   ProxyHeader h;
   h.state = State::kDone;

@@ -67,6 +67,7 @@ TEST(ProxyProtocol, V1Malformed) {
       "PROXY UDP4 203.0.113.9 198.51.100.1 1 2\r\n",          // protocol
       "PROXY TCP4 203.0.113.9 198.51.100.1 1 2\n",            // bare LF
       "GET / HTTP/1.1\r\nHost: x\r\n\r\n",                    // no header at all
+      "PROXY UNKNOWN x\ny\r\n",                               // bare LF inside the line
   };
   for (const char* b : bad) {
     EXPECT_EQ(ParseProxyHeader(b, ProxyProtocolMode::kV1).state, State::kMalformed) << b;
@@ -169,6 +170,12 @@ TEST(ProxyProtocol, MutationsStayInBounds) {
     if (p.state == State::kDone) {
       EXPECT_LE(p.length, s.size());
       EXPECT_GT(p.length, 0u);
+      // However the bytes were split, the answer is the same: every proper prefix of a
+      // complete header asks for more.
+      for (size_t n = 1; n < p.length; ++n) {
+        ASSERT_EQ(ParseProxyHeader(s.substr(0, n), ProxyProtocolMode::kAny).state, State::kNeedMore)
+            << n << " of " << p.length;
+      }
     }
   }
 }
