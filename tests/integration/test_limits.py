@@ -191,8 +191,16 @@ def test_connection_cap_closes_at_accept(procs):
         assert node.counter("onedomain_limit_rejections_total", route="none",
                             reason="connections") == 1
         held[0].close()
-        dp.wait_until(lambda: ls.SrcConn(port, src=ls.source(50)).request("GET", "/api/x")
-                      .status == 200, 10, "a connection slot freed by a close")
+
+        def served():  # refused (closed at accept) until the node has seen the close
+            c = ls.SrcConn(port, src=ls.source(50))
+            try:
+                return c.request("GET", "/api/x").status == 200
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                return False
+            finally:
+                c.close()
+        dp.wait_until(served, 10, "a connection slot freed by a close")
     finally:
         up.stop()
 

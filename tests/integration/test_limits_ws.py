@@ -36,10 +36,10 @@ def test_max_lifetime_closes_with_1001_and_client_reconnects(procs):
                     break
                 assert (op, len(payload)) == (1, 1000)
                 time.sleep(0.05)
-                assert time.monotonic() - t0 < 5, "no Close within max_lifetime"
+                assert time.monotonic() - t0 < 8, "no Close within max_lifetime"
             elapsed = time.monotonic() - t0
             assert int.from_bytes(payload[:2], "big") == 1001
-            assert 0.9 <= elapsed <= 3.0, elapsed  # in [max_lifetime - spread, max_lifetime]
+            assert 0.9 <= elapsed <= 4.0, elapsed  # [max_lifetime - spread, max_lifetime] + slack
             try:  # the node may already have closed (the backend ended its side at once)
                 c.send(ls.client_frame(8, (1001).to_bytes(2, "big")))
             except (BrokenPipeError, ConnectionResetError):
