@@ -39,7 +39,8 @@ def test_websocket_cap_per_address(procs):
     try:
         node = start(procs, up.port, {"max_websockets_per_client": 3}, workers=2)
         port = node.direct_port()
-        # Address 0 opens 3, then its 4th and 5th are refused; 40 other addresses connect.
+        # Address 0 (127.0.0.2) opens 3, then its 4th and 5th are refused; the 248 other
+        # addresses (127.0.0.3 ... 127.0.0.250) all connect.
         mine = [open_ws(port, ls.source(0), cookie=f"sess_a={i}") for i in range(3)]
         assert all(r.status == 101 for _, r in mine)
         upgrades_before = up.upgrades
@@ -51,8 +52,8 @@ def test_websocket_cap_per_address(procs):
             c.close()
         assert up.upgrades == upgrades_before  # refused before any upstream connection
         others = ls.run_threads(lambda i: open_ws(port, ls.source(i), cookie=f"sess_o={i}"),
-                                [(i,) for i in range(1, 41)])
-        assert [r.status for _, r in others] == [101] * 40
+                                [(i,) for i in range(1, 249)])
+        assert [r.status for _, r in others] == [101] * 248
         assert node.counter("onedomain_limit_rejections_total", route="ws",
                             reason="websockets_per_client") == 2
         # A closed tunnel gives its count back.
