@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the data plane's libFuzzer target with clang (ASan + UBSan) and runs it.
 # Usage: scripts/fuzz.sh [SECONDS]   (default 60 per target; CI runs it as is)
-# Targets: request_fuzzer (request-reading path), cookie_fuzzer (cookie policy); FUZZ_TARGETS=… picks.
+# Targets: request_fuzzer (request-reading path), cookie_fuzzer (cookie policy), proxy_fuzzer
+# (PROXY headers, X-Forwarded-For hops); FUZZ_TARGETS=… picks.
 # Build directory: $FUZZ_BUILD_DIR (default <repo>/build-fuzz). Crashes land in
 # $FUZZ_BUILD_DIR/fuzz-artifacts/ and make the script fail.
 set -euo pipefail
@@ -18,7 +19,7 @@ fi
 
 CC=clang CXX=clang++ cmake -S "$repo" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONEDOMAIN_FUZZ=ON -DONEDOMAIN_TESTS=ON >/dev/null
-targets="${FUZZ_TARGETS:-request_fuzzer cookie_fuzzer}"
+targets="${FUZZ_TARGETS:-request_fuzzer cookie_fuzzer proxy_fuzzer}"
 # shellcheck disable=SC2086
 ninja -C "$build" -j"$jobs" $targets
 

@@ -61,6 +61,10 @@ CONF
 write_dp_yaml() {  # $1 file, $2 workers, $3 port, $4 backend port, $5 default|tuned
   local pool=", pool: { max_idle: 256 }"
   [ "${5:-tuned}" = default ] && pool=""
+  # DATAPLANE_LIMITS=1 configures every client limit (issue 20) far above what the bench
+  # reaches: their cost when none is hit.
+  local limits=""
+  [ "${DATAPLANE_LIMITS:-0}" = 1 ] && limits="$(client_limits_yaml)"
   cat > "$1" <<CONF
 workers: $2
 admin: { address: 127.0.0.1, port: 0 }
@@ -69,6 +73,21 @@ snapshot:
   listeners: [{ name: main, address: 127.0.0.1, port: $3 }]
   clusters: [{ name: backend, endpoints: [{ host: 127.0.0.1, port: $4 }]$pool }]
   routes: [{ name: all, match: { prefix: / }, cluster: backend }]
+$limits
+CONF
+}
+
+# Every client limit, none reachable by a bench (two spaces in: under `snapshot:`).
+client_limits_yaml() {
+  cat <<CONF
+  client_limits:
+    max_connections_per_client: 1000000
+    max_websockets_per_client: 1000000
+    max_websockets_per_cookie: 1000000
+    websocket_cookie: sess
+    upgrade_rate: { per_second: 1000000, burst: 1000000 }
+    request_rate: { per_second: 1000000, burst: 1000000 }
+  websocket_policy: { max_lifetime: 86400s, max_buffered_bytes: 65536 }
 CONF
 }
 

@@ -11,7 +11,8 @@
 #
 # Usage: bench/http/run.sh            (env: DURATION=10 ROUNDS=3 CONNECTIONS=50
 #                                       WORKERS="1 2" SIZES="small 4k 64k" BUILD_DIR=...
-#                                       TUNED=0 to leave the tuned data plane out)
+#                                       TUNED=0 to leave the tuned data plane out,
+#                                       DATAPLANE_LIMITS=1: every client limit set, none hit)
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -166,6 +167,7 @@ for w in $worker_counts; do
 done
 
 echo "dataplane: the node's default config; dp-tuned: pool.max_idle 256"
+echo "client limits: ${DATAPLANE_LIMITS:-0} (DATAPLANE_LIMITS=1: every limit configured, none hit)"
 /usr/bin/python3 - "$results" "$duration" "$connections" <<'PY'
 import statistics, sys
 from collections import defaultdict

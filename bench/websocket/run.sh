@@ -15,7 +15,8 @@
 # $BUILD/dataplane/dataplane, built first with JOBS parallel jobs, default nproc); PROXIES
 # (default "nginx haproxy dataplane"); ROUNDS (3), DURATION (3 s), WARMUP (1 s), CONNS (100),
 # SIZES ("64 16384"), CLIENT_THREADS (1), CLIENT_PROCS (1: client processes, CONNS split over
-# them; rates and round trips summed, p50 the mean, p99 and max the worst), BACKEND_THREADS (1).
+# them; rates and round trips summed, p50 the mean, p99 and max the worst), BACKEND_THREADS (1);
+# DATAPLANE_LIMITS=1 sets every client limit (issue 20) far above what the bench reaches.
 # The data plane runs with its default config. Each measured phase lasts
 # WARMUP + DURATION (keep it <= 10 s).
 set -euo pipefail
@@ -199,6 +200,15 @@ EOF
 }
 
 start_dataplane() {
+  # DATAPLANE_LIMITS=1: every client limit (issue 20) configured, none reachable here.
+  local limits="" ws_limits=""
+  if [ "${DATAPLANE_LIMITS:-0}" = 1 ]; then
+    limits="  client_limits: {max_connections_per_client: 1000000, max_websockets_per_client: 1000000,
+    max_websockets_per_cookie: 1000000, websocket_cookie: sess,
+    upgrade_rate: {per_second: 1000000, burst: 1000000},
+    request_rate: {per_second: 1000000, burst: 1000000}}"
+    ws_limits=", max_lifetime: 86400s, max_buffered_bytes: 65536"
+  fi
   cat >"$work/dataplane.yaml" <<EOF
 node: {id: wsbench}
 admin: {address: 127.0.0.1, port: 0}
@@ -220,7 +230,8 @@ snapshot:
       match: {prefix: /}
       cluster: echo
       websocket: true
-  websocket_policy: {drain_spread: 1s, drain_grace: 2s}
+  websocket_policy: {drain_spread: 1s, drain_grace: 2s$ws_limits}
+$limits
 EOF
   rm -f "$work/dataplane.ports"
   "$dataplane_bin" --config "$work/dataplane.yaml" --workers 1 --port-file "$work/dataplane.ports" \

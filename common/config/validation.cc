@@ -82,6 +82,73 @@ class Checker {
     if (!fp.empty() && fp != "http" && fp != "https") {
       Add(p + ".forwarded_proto", str::Cat("must be http or https, got '", fp, "'"));
     }
+    const std::string& pp = l.proxy_protocol();
+    if (!pp.empty() && pp != "off" && pp != "v1" && pp != "v2" && pp != "any") {
+      Add(p + ".proxy_protocol", str::Cat("must be v1, v2, any or off, got '", pp, "'"));
+    }
+    Duration(p + ".proxy_header_timeout", l.proxy_header_timeout());
+  }
+
+  // Client limits (issue 20). `route`: a route's overrides (snapshot-wide fields refused).
+  void Limits(const std::string& p, const v1::ClientLimits& l, bool route) {
+    constexpr uint32_t kMaxCount = 1000000;
+    const auto count = [&](const char* field, bool has, uint32_t v) {
+      if (has && (v < 1 || v > kMaxCount)) {
+        Add(str::Cat(p, ".", field), str::Cat("must be 1..", kMaxCount, ", got ", v));
+      }
+    };
+    if (route && l.has_max_connections_per_client()) {
+      Add(p + ".max_connections_per_client",
+          "snapshot-wide only (connections are counted before any route matches); set it in "
+          "the snapshot's client_limits");
+    } else {
+      count("max_connections_per_client", l.has_max_connections_per_client(),
+            l.max_connections_per_client());
+    }
+    count("max_websockets_per_client", l.has_max_websockets_per_client(),
+          l.max_websockets_per_client());
+    count("max_websockets_per_cookie", l.has_max_websockets_per_cookie(),
+          l.max_websockets_per_cookie());
+    const std::string& c = l.websocket_cookie();
+    if (!c.empty() && (c == "*" || !IsValidNamePattern(c))) {
+      Add(p + ".websocket_cookie",
+          str::Cat("'", c, "' is not a cookie name or name prefix ending in '*'"));
+    }
+    if (l.has_upgrade_rate()) Rate(p + ".upgrade_rate", l.upgrade_rate());
+    if (l.has_request_rate()) Rate(p + ".request_rate", l.request_rate());
+    if (route && l.has_table_entries()) {
+      Add(p + ".table_entries", "snapshot-wide only; set it in the snapshot's client_limits");
+    } else if (l.has_table_entries() &&
+               (l.table_entries() < 1024 || l.table_entries() > 16777216)) {
+      Add(p + ".table_entries", str::Cat("must be 1024..16777216, got ", l.table_entries()));
+    }
+  }
+
+  void Rate(const std::string& p, const v1::RateLimit& r) {
+    const double v = r.per_second();
+    if (!(v > 0) || !(v <= 1e6)) {  // also refuses NaN
+      Add(p + ".per_second", str::Cat("must be > 0 and at most 1000000, got ", v));
+    }
+    if (r.burst() > 1000000) Add(p + ".burst", str::Cat("must be 0..1000000, got ", r.burst()));
+  }
+
+  static bool IsCidr(std::string_view s) {
+    const size_t slash = s.find('/');
+    const std::string_view addr = s.substr(0, slash);
+    const std::string a(addr);
+    unsigned char buf[16];
+    uint32_t max;
+    if (inet_pton(AF_INET, a.c_str(), buf) == 1) {
+      max = 32;
+    } else if (inet_pton(AF_INET6, a.c_str(), buf) == 1) {
+      max = 128;
+    } else {
+      return false;
+    }
+    if (slash == std::string_view::npos) return true;
+    uint32_t bits = 0;
+    const std::string_view b = s.substr(slash + 1);
+    return !b.empty() && b.size() <= 3 && str::ParseInt(b, bits) && bits <= max;
   }
 
   void Cluster(const std::string& p, const v1::Cluster& c) {
@@ -128,6 +195,11 @@ class Checker {
     Duration(p + ".keepalive_interval", w.keepalive_interval());
     Duration(p + ".drain_grace", w.drain_grace());
     Duration(p + ".drain_spread", w.drain_spread());
+    Duration(p + ".max_lifetime", w.max_lifetime());
+    if (w.has_max_buffered_bytes() &&
+        (w.max_buffered_bytes() < 1024 || w.max_buffered_bytes() > 65536)) {
+      Add(p + ".max_buffered_bytes", str::Cat("must be 1024..65536, got ", w.max_buffered_bytes()));
+    }
   }
 
   void Cookies(const std::string& p, const v1::CookiePolicy& c, std::string_view site_domain) {
@@ -323,6 +395,16 @@ FieldErrors ValidateSnapshot(const v1::Snapshot& s) {
   if (!cookie_domain.empty() && !IsValidCookieDomain(cookie_domain)) {
     check.Add("site.cookie_domain", str::Cat("'", cookie_domain, "' is not a cookie domain"));
   }
+  for (int i = 0; i < s.site().trusted_proxies_size(); ++i) {
+    const std::string& t = s.site().trusted_proxies(i);
+    if (!Checker::IsCidr(t)) {
+      check.Add(str::Cat("site.trusted_proxies[", i, "]"),
+                str::Cat("'", t,
+                         "' is not a CIDR (\"10.0.0.0/8\", \"2001:db8::/32\") or an IP "
+                         "address"));
+    }
+  }
+  if (s.has_client_limits()) check.Limits("client_limits", s.client_limits(), /*route=*/false);
 
   if (s.listeners_size() == 0) check.Add("listeners", "at least one listener is required");
   for (int i = 0; i < s.listeners_size(); ++i) {
@@ -381,6 +463,18 @@ FieldErrors ValidateSnapshot(const v1::Snapshot& s) {
     }
     check.Duration(p + ".request_timeout", r.request_timeout());
     if (r.has_websocket_policy()) check.WebSocket(p + ".websocket_policy", r.websocket_policy());
+    if (r.has_client_limits()) check.Limits(p + ".client_limits", r.client_limits(), true);
+    // A per-cookie WebSocket cap needs a cookie to count.
+    const bool per_cookie = r.client_limits().has_max_websockets_per_cookie() ||
+                            s.client_limits().has_max_websockets_per_cookie();
+    if (r.websocket() && per_cookie && r.client_limits().websocket_cookie().empty() &&
+        s.client_limits().websocket_cookie().empty() &&
+        r.websocket_policy().required_cookie().empty() &&
+        s.websocket_policy().required_cookie().empty()) {
+      check.Add(p + ".client_limits.max_websockets_per_cookie",
+                "needs a cookie to count: set client_limits.websocket_cookie or "
+                "websocket_policy.required_cookie");
+    }
     if (r.has_cookie_policy())
       check.Cookies(p + ".cookie_policy", r.cookie_policy(), cookie_domain);
   }

@@ -13,6 +13,7 @@
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "dataplane/http_proxy/body_relay.h"
+#include "dataplane/http_proxy/client_limits_phase.h"
 #include "dataplane/http_proxy/local_reply.h"
 #include "dataplane/http_proxy/message_head.h"
 #include "dataplane/http_proxy/phases.h"
@@ -184,12 +185,12 @@ net::awaitable<std::optional<ProxyError>> ReadRequestBodyStart(Downstream& down,
 // One client connection's HTTP/1.1 state, on ServeConnection's frame; the functions below
 // borrow it.
 struct Session {
-  Session(AnyStream& st, Worker& w, uint32_t sl, std::string_view ip, SessionLink& l,
+  Session(AnyStream& st, Worker& w, uint32_t sl, ClientState& c, SessionLink& l,
           Clock::time_point acc, beast::flat_buffer& i)
       : stream(st),
         worker(w),
         slot(sl),
-        client_ip(ip),
+        client(c),
         link(l),
         accepted(acc),
         in(i),
@@ -206,7 +207,7 @@ struct Session {
   AnyStream& stream;
   Worker& worker;
   const uint32_t slot;
-  const std::string_view client_ip;
+  ClientState& client;  // the connection's (ServeConnection's frame)
   SessionLink& link;
   const Clock::time_point accepted;
   beast::flat_buffer& in;  // survives keep-alive and the upgrade hand-off
@@ -308,7 +309,8 @@ net::awaitable<bool> ProxyRequest(Session& s, Downstream& down, RequestRecord& r
                             head.framing.keep_alive && !s.worker.draining(),
                             head.version >= 11,
                             head.version >= 11,
-                            mode};
+                            mode,
+                            s.client.replace_forwarded_for};
   s.in.consume(head.header_bytes);
   ExchangeResult result = co_await RunExchange(client, req, s.worker, s.bufs);
   // On a 101 the session ends here and ServeConnection runs the tunnel once this frame (and
@@ -349,7 +351,22 @@ net::awaitable<bool> ServeRequest(Session& s, Downstream& down, RequestRecord& r
       co_return co_await SendLocalReply(down, refusal->error, record, {false, keep_ok, !has_body},
                                         out);
     }
-    co_return co_await ProxyRequest(s, down, record, cfg, *route, ExchangeMode::kUpgrade, limit);
+    // Client limits next (429), still before any upstream connection.
+    if (auto limited = CheckClientLimits(s.client, cfg, *route, head, true, s.worker,
+                                         *record.route_counters)) {
+      if (!has_body) s.in.consume(head.header_bytes);
+      co_return co_await SendLocalReply(down, *limited, record, {false, keep_ok, !has_body}, out);
+    }
+    const bool keep =
+        co_await ProxyRequest(s, down, record, cfg, *route, ExchangeMode::kUpgrade, limit);
+    if (!s.upgraded) ReleaseWebSocketCounts(s.client);  // no tunnel: its counts go back
+    co_return keep;
+  }
+  if (auto limited =
+          CheckClientLimits(s.client, cfg, *route, head, false, s.worker, *record.route_counters)) {
+    if (!has_body) s.in.consume(head.header_bytes);
+    co_return co_await SendLocalReply(down, *limited, record, {head_method, keep_ok, !has_body},
+                                      out);
   }
   if (auto too_large = CheckBodyLimit(head, limit)) {
     co_return co_await SendLocalReply(down, *too_large, record, {.head_request = head_method}, out);
@@ -368,13 +385,19 @@ net::awaitable<bool> ServeRequests(Session& s) {
     const Ref<WorkerConfig> cfg = s.worker.config();
     const CompiledListener* listener = cfg ? cfg->listener(s.slot) : nullptr;
     if (listener == nullptr) co_return false;  // the listener was removed: finish here
-    Downstream down{s.stream, s.deadline, s.in, s.worker, s.client_ip, *listener};
+    Downstream down{s.stream, s.deadline, s.in, s.worker, s.client.text, *listener, &s.client};
     RequestRecord record;
     record.route_counters = &s.worker.no_route_counters();
 
     Next next = co_await AwaitRequest(s, down, record);
     if (next == Next::kServe) next = co_await ReadHead(s, down, record);
     if (next != Next::kServe) co_return next == Next::kLingerClose;
+    if (!s.client.decided) {  // a trusted proxy's first request names the client
+      if (!DecideClientFromForwardedFor(s.client, s.head, cfg->compiled->client_limits, s.worker)) {
+        co_return false;
+      }
+      down.client_ip = s.client.text;
+    }
     const AccessContext access =
         MakeAccessContext(s.worker, down, &s.head, s.log_method, s.log_target);
     const bool keep_alive = co_await ServeRequest(s, down, record, *cfg);
@@ -392,25 +415,13 @@ net::awaitable<bool> ServeRequests(Session& s) {
 // (buffers and all) before a tunnel starts. Returns whether to linger before closing; sets
 // `upgraded` when an upgrade got its 101.
 net::awaitable<bool> RunHttpSession(AnyStream& stream, Worker& worker, uint32_t slot,
-                                    std::string_view client_ip, SessionLink& link,
+                                    ClientState& client, SessionLink& link,
                                     Clock::time_point accepted, beast::flat_buffer& in,
                                     std::unique_ptr<WsHandoff>& upgraded) {
-  Session s(stream, worker, slot, client_ip, link, accepted, in);
+  Session s(stream, worker, slot, client, link, accepted, in);
   const bool linger = co_await ServeRequests(s);
   upgraded = std::move(s.upgraded);
   co_return linger;
-}
-
-// The client's address as text (IPv4-mapped IPv6 shown as IPv4); empty when it is gone.
-std::string PeerAddress(int fd) {
-  tcp::endpoint peer;
-  socklen_t len = static_cast<socklen_t>(peer.capacity());
-  if (::getpeername(fd, peer.data(), &len) != 0) return {};
-  peer.resize(len);
-  const net::ip::address addr = peer.address();
-  return addr.is_v6() && addr.to_v6().is_v4_mapped()
-             ? net::ip::make_address_v4(net::ip::v4_mapped, addr.to_v6()).to_string()
-             : addr.to_string();
 }
 
 // Answers plain HTTP sent to a TLS port with a readable 400, then closes.
@@ -470,14 +481,16 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
   SessionLink link;
   const int one = 1;  // Nagle off; failure only costs latency
   ::setsockopt(socket.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  const std::string client_ip = PeerAddress(socket.get());
-  if (client_ip.empty()) co_return;  // already reset by the peer
+  ClientState client;  // decided once: PROXY header, else the peer (or its X-Forwarded-For)
+  if (!InitClientFromPeer(socket.get(), client)) co_return;  // already reset by the peer
   AnyStream stream(socket.release(), worker.dispatcher());
   if (stream.native_handle() < 0) {
-    log::Warn("http",
-              str::Cat("cannot watch the connection from ", client_ip, ": ", std::strerror(errno)));
+    log::Warn("http", str::Cat("cannot watch the connection from ", client.text, ": ",
+                               std::strerror(errno)));
     co_return;
   }
+  if (!co_await DecideClientAtAccept(stream, worker, slot, accepted, client)) co_return;
+  const std::string_view client_ip = client.text;
   if (!co_await StartTlsIfListening(stream, worker, slot, client_ip, link)) co_return;
 
   SessionScope scope(worker, link);
@@ -499,7 +512,7 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
   beast::flat_buffer in;
   std::unique_ptr<WsHandoff> upgraded;
   const bool linger =
-      co_await RunHttpSession(stream, worker, slot, client_ip, link, accepted, in, upgraded);
+      co_await RunHttpSession(stream, worker, slot, client, link, accepted, in, upgraded);
   if (upgraded) {
     // The upgrade's leftover bytes are in the handoff; an idle tunnel keeps no read buffer.
     in.clear();

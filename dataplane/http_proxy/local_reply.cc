@@ -42,6 +42,10 @@ KindInfo Info(ProxyErrorKind kind) {
       return {403, "origin_refused", "WebSocket Origin not allowed"};
     case K::kCookieRequired:
       return {401, "cookie_required", "WebSocket upgrade needs a session cookie"};
+    case K::kRateLimited:
+      return {429, "rate_limited", "too many requests from this client"};
+    case K::kTooManyWebSockets:
+      return {429, "too_many_websockets", "too many WebSockets open for this client"};
     case K::kUpstreamConnectFailed:
       return {502, "upstream_connect_failed", "upstream refused the connection"};
     case K::kUpstreamReset:
@@ -76,6 +80,8 @@ std::string_view ReasonPhrase(int status) {
       return "Request Timeout";
     case 413:
       return "Content Too Large";
+    case 429:
+      return "Too Many Requests";
     case 431:
       return "Request Header Fields Too Large";
     case 501:
@@ -118,6 +124,7 @@ int RenderLocalReply(const ProxyError& error, const LocalReplyOptions& options,
   str::Append(out, "HTTP/1.1 ", info.status, " ", reason, "\r\n");
   out.append("Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n");
   str::Append(out, "Content-Length: ", body_len, "\r\n");
+  if (error.retry_after > 0) str::Append(out, "Retry-After: ", error.retry_after, "\r\n");
   if (options.close) out.append("Connection: close\r\n");
   out.append("\r\n");
   if (!options.head_request) out.append(body, body_len);
@@ -136,6 +143,8 @@ bool KeepAliveAfterLocalReply(ProxyErrorKind kind, bool request_fully_read) {
     case ProxyErrorKind::kUpstreamPoolFull:
     case ProxyErrorKind::kUpstreamConnectFailed:
     case ProxyErrorKind::kUpstreamConnectTimeout:
+    case ProxyErrorKind::kRateLimited:
+    case ProxyErrorKind::kTooManyWebSockets:
       return true;  // the client's request was fine and fully read; its connection is too
     default:
       return false;  // framing errors, timeouts mid-exchange: the stream position is unknown

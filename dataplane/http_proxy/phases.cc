@@ -363,9 +363,10 @@ void AppendUpstreamRequestHead(const RequestHead& head, const UpstreamHeadParams
     AppendField(out, f.name, f.value);
   }
 
-  // X-Forwarded-For: the earlier hops as the client sent them, in order, then the client.
+  // X-Forwarded-For: the earlier hops as the client sent them, in order, then the client;
+  // or the client alone when the node decided it (trusted proxies, PROXY protocol).
   out.append("X-Forwarded-For: ");
-  if (had_xff) {
+  if (had_xff && !p.replace_forwarded_for) {
     for (const HeaderField& f : head.fields) {
       if (ClassifyForwarded(f) != ForwardedField::kFor || f.value.empty()) continue;
       out.append(f.value);

@@ -70,6 +70,7 @@ bool IsHopByHop(const HeaderField& f, const ConnectionTokens& tokens);
 struct UpstreamHeadParams {
   const CompiledRoute* route = nullptr;           // prefix_rewrite, host_rewrite
   std::string_view client_ip;                     // appended to X-Forwarded-For
+  bool replace_forwarded_for = false;             // X-Forwarded-For is client_ip alone
   std::string_view forwarded_proto;               // X-Forwarded-Proto
   std::string_view default_host;                  // Host when the client sent none
   bool keep_upgrade = false;                      // forward Upgrade/Connection: upgrade (tunnels)

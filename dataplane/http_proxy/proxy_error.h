@@ -25,6 +25,8 @@ enum class ProxyErrorKind : uint8_t {
   kWebSocketNotAllowed,  // 403: an upgrade on a route without `websocket: true`
   kOriginRefused,        // 403: Origin not in the route's allow-list
   kCookieRequired,       // 401: the route's required cookie is missing
+  kRateLimited,          // 429: a client's request or upgrade rate (Retry-After)
+  kTooManyWebSockets,    // 429: a client's or a session cookie's WebSocket cap (Retry-After)
   // Upstream side.
   kUpstreamConnectFailed,    // 502: refused, unreachable
   kUpstreamReset,            // 502: closed or reset before a complete response header
@@ -41,6 +43,8 @@ struct ProxyError {
   // Short, static detail for the body and the log ("conflicting Content-Length and
   // Transfer-Encoding"). Never request data: bodies must not reflect user input.
   std::string_view detail = {};
+  // Seconds for a Retry-After field (429s); 0: none.
+  uint32_t retry_after = 0;
 };
 
 // Status code of a kind.

@@ -18,6 +18,7 @@
 namespace onedomain::dataplane {
 
 class Worker;
+struct ClientState;
 struct CompiledListener;
 
 namespace beast = boost::beast;
@@ -34,6 +35,7 @@ struct Downstream {
   Worker& worker;
   std::string_view client_ip;
   const CompiledListener& listener;
+  ClientState* client = nullptr;  // the connection's client (client_limits_phase.h)
 };
 
 }  // namespace onedomain::dataplane

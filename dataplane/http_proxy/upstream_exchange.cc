@@ -518,6 +518,7 @@ void RenderUpstreamHead(Exchange& x) {
   UpstreamHeadParams params;
   params.route = &x.req.route;
   params.client_ip = x.req.client_ip;
+  params.replace_forwarded_for = x.req.replace_forwarded_for;
   params.forwarded_proto = x.req.forwarded_proto;
   params.default_host = x.conn->host().authority();
   params.keep_upgrade = x.upgrade();

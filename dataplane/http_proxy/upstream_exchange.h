@@ -86,6 +86,7 @@ struct ExchangeRequest {
   bool client_takes_interim = true;  // pass 1xx answers on (HTTP/1.1)
   bool client_takes_chunked = true;  // relay chunked bodies as they are (else de-chunk)
   ExchangeMode mode = ExchangeMode::kHttp;
+  bool replace_forwarded_for = false;  // X-Forwarded-For is client_ip alone (no client hops)
 };
 
 struct ExchangeResult {

@@ -41,6 +41,8 @@ std::unique_ptr<WsHandoff> MakeWsHandoff(const CompiledRoute& route, stats::Rout
         PolicyDuration(p->has_drain_grace(), p->drain_grace(), config::defaults::kWsDrainGrace);
     h->drain_spread =
         PolicyDuration(p->has_drain_spread(), p->drain_spread(), config::defaults::kWsDrainSpread);
+    h->max_lifetime = PolicyDuration(p->has_max_lifetime(), p->max_lifetime(), {});
+    h->max_buffered_bytes = p->has_max_buffered_bytes() ? p->max_buffered_bytes() : 0;
   } else {
     h->drain_grace = config::defaults::kWsDrainGrace;
     h->drain_spread = config::defaults::kWsDrainSpread;

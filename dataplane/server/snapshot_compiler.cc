@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/message_differencer.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <unordered_map>
@@ -11,6 +12,7 @@
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "dataplane/cookie/cookie_policy.h"
+#include "dataplane/limits/client_limits.h"
 #include "dataplane/net/tls_context.h"
 #include "dataplane/stats/dataplane_stats.h"
 #include "onedomain/v1/snapshot.pb.h"
@@ -51,6 +53,13 @@ absl::StatusOr<std::shared_ptr<CompiledListener>> CompileListener(const v1::List
   out->forwarded_proto = !l.forwarded_proto().empty() ? l.forwarded_proto()
                          : l.has_tls()                ? "https"
                                                       : "http";
+  if (!ParseProxyProtocolMode(l.proxy_protocol(), out->proxy_protocol)) {
+    return absl::InvalidArgumentError(
+        str::Cat("proxy_protocol: must be v1, v2, any or off, got '", l.proxy_protocol(), "'"));
+  }
+  if (l.has_proxy_header_timeout()) {
+    out->proxy_header_timeout = config::ToChrono(l.proxy_header_timeout());
+  }
   out->source = l;
   if (l.has_tls()) {
     auto ctx = TlsServerContext::Load(l.tls());
@@ -181,6 +190,7 @@ absl::StatusOr<std::shared_ptr<CompiledSnapshot>> CompileSnapshot(
     if (!p->IsNoop()) global_cookies = std::move(p);
   }
   std::vector<CompiledRoute> routes;
+  std::vector<RouteClientLimits> route_limits;
   for (int i = 0; i < s.routes_size(); ++i) {
     const v1::Route& r = s.routes(i);
     CompiledRoute cr;
@@ -217,11 +227,24 @@ absl::StatusOr<std::shared_ptr<CompiledSnapshot>> CompileSnapshot(
       if (r.websocket_policy().allowed_origins_size() > 0) ws->clear_allowed_origins();
       ws->MergeFrom(r.websocket_policy());
     }
-    cr.websocket_policy = std::move(ws);
     if (options.catalog != nullptr) cr.stats_slot = options.catalog->RouteSlot(r.name());
+    // Client limits: a route's own values keep their state under a scope stable by name.
+    const uint32_t scope =
+        (options.catalog != nullptr ? cr.stats_slot : static_cast<uint32_t>(i)) + 1;
+    route_limits.push_back(CompileRouteClientLimits(s, r, ws.get(), scope));
+    cr.websocket_policy = std::move(ws);
     routes.push_back(std::move(cr));
   }
   out->routes = std::make_shared<RouteTable>(std::move(routes));
+  auto node_limits = CompileNodeClientLimits(s);
+  if (!node_limits.ok()) return node_limits.status();
+  out->client_limits = *std::move(node_limits);
+  const bool any_route_limit =
+      std::any_of(route_limits.begin(), route_limits.end(), [](const RouteClientLimits& l) {
+        return l.max_websockets_per_client != 0 || l.max_websockets_per_cookie != 0 ||
+               l.upgrade_rate.enabled() || l.request_rate.enabled();
+      });
+  if (any_route_limit) out->route_limits = std::move(route_limits);
   out->source = std::move(snapshot);
   return out;
 }

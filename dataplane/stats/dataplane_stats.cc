@@ -358,6 +358,7 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
   }
   CollectWebSocketFamilies(out);
   CollectCookieFamilies(out);
+  CollectLimitFamilies(out);
   return out;
 }
 
@@ -429,6 +430,65 @@ CounterTotals StatsCatalog::Totals() const {
   }
   t.websocket_connections_active = ws_active > 0 ? static_cast<uint64_t>(ws_active) : 0;
   return t;
+}
+
+// ---- client limits (issue 20) --------------------------------------------------------------
+
+std::string_view LimitReasonName(LimitReason r) {
+  switch (r) {
+    case LimitReason::kConnections:
+      return "connections";
+    case LimitReason::kWebSocketsPerClient:
+      return "websockets_per_client";
+    case LimitReason::kWebSocketsPerCookie:
+      return "websockets_per_cookie";
+    case LimitReason::kUpgradeRate:
+      return "upgrade_rate";
+    case LimitReason::kRequestRate:
+      return "request_rate";
+    case LimitReason::kProxyHeader:
+      return "proxy_header";
+    case LimitReason::kCount:
+      break;
+  }
+  return "unknown";
+}
+
+void StatsCatalog::CollectLimitFamilies(std::vector<prometheus::MetricFamily>& out) const {
+  using prometheus::MetricType;
+  auto rejections = Family("onedomain_limit_rejections_total",
+                           "Requests and connections refused by a client limit, by route "
+                           "(\"none\": before any route) and reason.",
+                           MetricType::Counter);
+  auto paused = Family("onedomain_websocket_buffer_full_total",
+                       "Times a WebSocket tunnel direction held max_buffered_bytes for a slow "
+                       "reader and paused its sender, by route and direction.",
+                       MetricType::Counter);
+  static constexpr const char* kDirections[] = {"to_upstream", "to_client"};
+  for (uint32_t slot = 0; slot < route_names_.size(); ++slot) {
+    std::array<uint64_t, static_cast<size_t>(LimitReason::kCount)> sums{};
+    std::array<uint64_t, 2> pauses{};
+    for (const PerWorker& w : workers_) {
+      const RouteCounters& c = *w.routes[slot];
+      for (size_t i = 0; i < sums.size(); ++i) sums[i] += c.limit_rejections[i].Get();
+      for (size_t i = 0; i < pauses.size(); ++i) pauses[i] += c.websocket_paused[i].Get();
+    }
+    for (size_t i = 0; i < sums.size(); ++i) {
+      if (sums[i] == 0) continue;
+      auto m = Labelled({{"route", route_names_[slot]},
+                         {"reason", std::string(LimitReasonName(static_cast<LimitReason>(i)))}});
+      m.counter.value = static_cast<double>(sums[i]);
+      rejections.metric.push_back(std::move(m));
+    }
+    for (size_t i = 0; i < pauses.size(); ++i) {
+      if (pauses[i] == 0) continue;
+      auto m = Labelled({{"route", route_names_[slot]}, {"direction", kDirections[i]}});
+      m.counter.value = static_cast<double>(pauses[i]);
+      paused.metric.push_back(std::move(m));
+    }
+  }
+  out.push_back(std::move(rejections));
+  out.push_back(std::move(paused));
 }
 
 }  // namespace onedomain::dataplane::stats

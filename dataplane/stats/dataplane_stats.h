@@ -72,6 +72,19 @@ enum class UpgradeResult : uint8_t {
 };
 std::string_view UpgradeResultName(UpgradeResult r);
 
+// Why a client limit refused something (issue 20); the `reason` label of
+// onedomain_limit_rejections_total. Connections and PROXY headers have no route ("none").
+enum class LimitReason : uint8_t {
+  kConnections,          // over max_connections_per_client: closed at accept
+  kWebSocketsPerClient,  // 429
+  kWebSocketsPerCookie,  // 429
+  kUpgradeRate,          // 429
+  kRequestRate,          // 429
+  kProxyHeader,          // PROXY header missing, malformed or late: closed
+  kCount,
+};
+std::string_view LimitReasonName(LimitReason r);
+
 // Cookie policy outcomes on one route: Set-Cookie rewrites by rule bit (see
 // CompiledCookiePolicy::RewriteResult) and values passed through untouched as unparseable.
 struct CookieCounters {
@@ -105,6 +118,12 @@ struct alignas(64) RouteCounters {
   WsTunnelCounters ws;
 
   CookieCounters cookies;
+
+  // Client limits (issue 20): refusals by reason; times a tunnel direction had
+  // max_buffered_bytes waiting for a slow reader and paused its sender ([0] to upstream,
+  // [1] to client).
+  std::array<Counter, static_cast<size_t>(LimitReason::kCount)> limit_rejections;
+  std::array<Counter, 2> websocket_paused;
 
   void RecordRequest(int status, double seconds);
   void RecordUpgrade(UpgradeResult r) { upgrades[static_cast<size_t>(r)].Add(); }
@@ -172,6 +191,8 @@ class StatsCatalog {
  private:
   // Appends the cookie-policy families (called by Collect with mu_ held).
   void CollectCookieFamilies(std::vector<prometheus::MetricFamily>& out) const;
+  // Appends the client-limit families (called by Collect with mu_ held).
+  void CollectLimitFamilies(std::vector<prometheus::MetricFamily>& out) const;
 
   struct PerWorker {
     std::unique_ptr<WorkerCounters> totals = std::make_unique<WorkerCounters>();

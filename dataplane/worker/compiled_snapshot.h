@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/limits/client_limits.h"
 #include "dataplane/routing/route_table.h"
 #include "dataplane/upstream/cluster_config.h"
 #include "onedomain/v1/listener.pb.h"
@@ -42,6 +43,8 @@ struct CompiledListener {
   ListenerLimits limits;
   std::string forwarded_proto;            // "http" or "https"
   std::shared_ptr<TlsServerContext> tls;  // null: plain HTTP
+  ProxyProtocolMode proxy_protocol = ProxyProtocolMode::kOff;
+  std::chrono::nanoseconds proxy_header_timeout{std::chrono::seconds(5)};
   v1::Listener source;
 };
 
@@ -51,6 +54,10 @@ struct CompiledSnapshot {
   std::vector<std::shared_ptr<const CompiledListener>> listeners;
   std::vector<std::shared_ptr<const CompiledCluster>> clusters;
   std::shared_ptr<const RouteTable> routes;
+  // Client limits (dataplane/limits/): node-wide settings, and per route index the values in
+  // force. `route_limits` is empty when no route has any limit (the request path skips them).
+  NodeClientLimits client_limits;
+  std::vector<RouteClientLimits> route_limits;
 };
 
 }  // namespace onedomain::dataplane

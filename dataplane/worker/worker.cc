@@ -90,6 +90,12 @@ void Worker::SwitchConfig(std::shared_ptr<const CompiledSnapshot> snapshot) {
     if (next->listeners_by_slot.size() <= l->slot) next->listeners_by_slot.resize(l->slot + 1);
     next->listeners_by_slot[l->slot] = l.get();
   }
+  // Client-limit buckets: allocated once the snapshot has a rate limit, at its size.
+  const uint32_t entries = snapshot->client_limits.table_entries;
+  if (!snapshot->route_limits.empty() &&
+      (!rate_table_ || rate_table_->entries() < entries || rate_table_->entries() >= 2 * entries)) {
+    rate_table_ = std::make_unique<RateTable>(entries);
+  }
   next->compiled = std::move(snapshot);
   config_ = std::move(next);
   ws_tunnels_->OnConfigSwitch(*config_->compiled->routes);

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/limits/limit_tables.h"
 #include "dataplane/runtime/dispatcher.h"
 #include "dataplane/runtime/ref.h"
 #include "dataplane/stats/dataplane_stats.h"
@@ -101,6 +102,9 @@ class Worker {
   void BeginDrain();
   // WebSocket tunnels of this worker (drain, config switches, the scratch read buffer).
   WsTunnelSet& ws_tunnels() { return *ws_tunnels_; }
+  // Token buckets of the client limits (limits/limit_tables.h); null until a snapshot sets a
+  // limit.
+  RateTable* rate_table() { return rate_table_.get(); }
   // Closes every tunnel with Close 1001, spread over the routes' drain_spread.
   void DrainWebSockets();
 
@@ -145,6 +149,7 @@ class Worker {
   bool draining_ = false;
   std::unordered_multimap<uint32_t, AcceptorHandle*> acceptors_;
   SlotWaiterList slot_waiters_;
+  std::unique_ptr<RateTable> rate_table_;
   // Destroyed after dispatcher_ (declared before it): tunnel frames unregister on destruction.
   std::unique_ptr<WsTunnelSet> ws_tunnels_;
 

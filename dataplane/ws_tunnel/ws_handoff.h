@@ -30,6 +30,8 @@ struct WsHandoff {
   std::chrono::nanoseconds keepalive_interval{0};  // 0: none
   std::chrono::nanoseconds drain_grace{0};
   std::chrono::nanoseconds drain_spread{0};
+  std::chrono::nanoseconds max_lifetime{0};  // 0: none
+  uint32_t max_buffered_bytes = 0;           // 0: the engine's read size
 };
 
 }  // namespace onedomain::dataplane

@@ -89,8 +89,8 @@ void WsTunnelSet::OnConfigSwitch(const RouteTable& routes) {
 
 // The values the tunnel keeps from the handoff.
 WsTunnelPolicy PolicyOf(const WsHandoff& h) {
-  return WsTunnelPolicy{h.route_slot, h.idle_timeout, h.keepalive_interval, h.drain_grace,
-                        h.drain_spread};
+  return WsTunnelPolicy{h.route_slot,   h.idle_timeout, h.keepalive_interval, h.drain_grace,
+                        h.drain_spread, h.max_lifetime, h.max_buffered_bytes};
 }
 
 // Its frame is what an idle tunnel costs (with the two streams and OpenSSL's session): keep

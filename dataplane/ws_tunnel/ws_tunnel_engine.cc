@@ -40,6 +40,14 @@ WsTunnel::WsTunnel(WsTunnelSet& set, NonBlockingStream& client, NonBlockingStrea
   down_.to_client = true;
 
   opened_ = last_activity_ = last_ping_ = set_.dispatcher().Now();
+  read_size_ = policy_.max_buffered_bytes == 0
+                   ? WsTunnelSet::kScratchSize
+                   : std::min<size_t>(policy_.max_buffered_bytes, WsTunnelSet::kScratchSize);
+  if (policy_.max_lifetime.count() > 0) {
+    // Closed at a random point of the lifetime's last drain_spread, never after it.
+    lifetime_end_ = opened_ + policy_.max_lifetime -
+                    set_.Jitter(std::min(policy_.drain_spread, policy_.max_lifetime));
+  }
   counters_.websocket_active.Inc();
   set_.Add(this);
   Rearm(opened_);
@@ -104,6 +112,10 @@ void WsTunnel::OnTimer() {
     t.ScheduleDrain(std::chrono::nanoseconds(0));
     t.StartDrain(now);
   }
+  if (t.drain_ == Drain::kNone && now >= t.lifetime_end_) {  // max_lifetime
+    t.ScheduleDrain(std::chrono::nanoseconds(0));
+    t.StartDrain(now);
+  }
   if (t.drain_ == Drain::kNone && keepalive.count() > 0 &&
       now - std::max(t.last_activity_, t.last_ping_) >= keepalive) {
     t.last_ping_ = now;
@@ -119,6 +131,7 @@ void WsTunnel::Rearm(Clock::time_point now) {
   if (drain_ == Drain::kScheduled) next = std::min(next, drain_at_);
   if (drain_ == Drain::kDraining) next = std::min(next, drain_at_);
   if (drain_ == Drain::kNone && idle.count() > 0) next = std::min(next, last_activity_ + idle);
+  if (drain_ == Drain::kNone) next = std::min(next, lifetime_end_);
   if (drain_ == Drain::kNone && keepalive.count() > 0) {
     next = std::min(next, std::max(last_activity_, last_ping_) + keepalive);
   }
@@ -228,7 +241,7 @@ void WsTunnel::Run(Pump& p) {
       return;
     }
     error_code ec;
-    const size_t n = Src(p).TryRead(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
+    const size_t n = Src(p).TryRead(net::buffer(scratch, read_size_), ec);
     if (WouldBlock(ec)) {
       p.waiting = true;
       return;
@@ -343,6 +356,7 @@ WsTunnel::Wrote WsTunnel::Write(Pump& p, const Out& out) {
   p.pending_len = static_cast<uint32_t>(rest);
   p.pending_off = 0;
   p.writing = true;
+  counters_.websocket_paused[p.to_client ? 1 : 0].Add();
   return Wrote::kPending;
 }
 

@@ -20,6 +20,9 @@
 //   Close 1001 goes both ways, each at the next message boundary of its direction (never
 //   inside a frame or a fragmented message); what follows our Close from a side is dropped;
 //   once both close handshakes are done, or drain_grace passed, the tunnel ends;
+// - max_lifetime: the same drain at a random point of the lifetime's last drain_spread;
+// - max_buffered_bytes: a read takes at most this much, so what waits for a slow dst (the
+//   pending copy) never exceeds it (plus one injected frame); each such wait is counted;
 // - metrics: bytes per direction (route and worker), the first close by initiator and code,
 //   the duration, active tunnels and tunnels told to drain.
 //
@@ -48,6 +51,8 @@ struct WsTunnelPolicy {
   std::chrono::nanoseconds keepalive_interval{0};  // 0: none
   std::chrono::nanoseconds drain_grace{0};
   std::chrono::nanoseconds drain_spread{0};
+  std::chrono::nanoseconds max_lifetime{0};  // 0: none; then a drain, jittered
+  uint32_t max_buffered_bytes = 0;           // per direction; 0: the scratch size
 };
 
 // Told once, when both directions of a tunnel have ended and its metrics are recorded; the
@@ -168,6 +173,8 @@ class WsTunnel : public AutoUnlinkHook {  // the hook: WsTunnelSet's list
   Clock::time_point last_activity_{};
   Clock::time_point last_ping_{};
   Clock::time_point drain_at_{};  // kScheduled: when to start; kDraining: when grace ends
+  Clock::time_point lifetime_end_ = Clock::time_point::max();  // max_lifetime, jittered
+  size_t read_size_ = 0;                                       // per read, <= scratch
   Drain drain_ = Drain::kNone;
   uint8_t running_ = 2;  // pumps not yet ended
   bool finished_ = false;

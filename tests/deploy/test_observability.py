@@ -43,6 +43,7 @@ CONTRACT = {
     "onedomain_config_push_seconds": "histogram",
     "onedomain_admin_requests_total": "counter",
     "onedomain_config_latest_version": "gauge",
+    "onedomain_limit_rejections_total": "counter",
 }
 
 

@@ -89,7 +89,11 @@ def alert_exprs():
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="never: scripts install it")
 def test_counts_fleet_view_and_dashboards_against_prometheus(procs, tmp_path):
     backend = fleet_support.start_backend(procs, "A")
-    seed = cp_support.seed_yaml(agents_endpoints=(f"127.0.0.1:{backend.ports['api']}",))
+    # A second listener takes PROXY headers: a plain client on it is refused and counted in
+    # onedomain_limit_rejections_total, so the client-limits panel has data.
+    seed = cp_support.seed_yaml(agents_endpoints=(f"127.0.0.1:{backend.ports['api']}",),
+                                extra_listeners="\n    - name: pp\n      address: 127.0.0.1"
+                                                "\n      port: 0\n      proxy_protocol: v2")
     cp = cp_support.ControlPlane(procs, str(tmp_path / "cp"), seed=seed).start()
     dps = [fleet_support.start_managed_dataplane(procs, str(tmp_path / f"dp{i}"), cp.address,
                                                  f"node-{i}") for i in range(2)]
@@ -112,6 +116,14 @@ def test_counts_fleet_view_and_dashboards_against_prometheus(procs, tmp_path):
         return results
     results = asyncio.run(upgrades())
     assert results == [403] * K_REFUSED + ["accepted"] * (M_UPGRADES - K_REFUSED)
+    for dp in dps:  # no PROXY header: closed without an answer, counted
+        with socket.create_connection(("127.0.0.1", fleet_support.wait_listener_direct(dp, "pp")),
+                                      timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                assert s.recv(100) == b""
+            except ConnectionResetError:
+                pass
 
     # Exact counts on the data plane itself.
     dp0 = support.http_get(f"http://127.0.0.1:{dps[0].ports['admin']}/metrics")[2].decode()

@@ -33,6 +33,8 @@ TEST(LocalReplyTest, EveryKindHasAPreciseStatusAndClearBody) {
       {ProxyErrorKind::kUpstreamConnectTimeout, 504, "timed out"},
       {ProxyErrorKind::kUpstreamResponseTimeout, 504, "in time"},
       {ProxyErrorKind::kRequestTimeout, 504, "in time"},
+      {ProxyErrorKind::kRateLimited, 429, "too many requests"},
+      {ProxyErrorKind::kTooManyWebSockets, 429, "too many WebSockets"},
   };
   for (const Case& c : cases) {
     std::string out;
@@ -53,6 +55,24 @@ TEST(LocalReplyTest, EveryKindHasAPreciseStatusAndClearBody) {
               std::string::npos);
     EXPECT_FALSE(NameOf(c.kind).empty());
   }
+}
+
+TEST(LocalReplyTest, TooManyRequestsSaysWhenToRetry) {
+  std::string out;
+  RequestRecord record;
+  EXPECT_EQ(RenderLocalReply(ProxyError{ProxyErrorKind::kRateLimited, "upgrade rate", 7},
+                             {.close = false}, record, out),
+            429);
+  EXPECT_EQ(out.rfind("HTTP/1.1 429 Too Many Requests\r\n", 0), 0u) << out;
+  EXPECT_NE(out.find("\r\nRetry-After: 7\r\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Connection: close"), std::string::npos) << out;
+  // A refused request was read whole: the connection may serve the next one.
+  EXPECT_TRUE(KeepAliveAfterLocalReply(ProxyErrorKind::kRateLimited, true));
+  EXPECT_TRUE(KeepAliveAfterLocalReply(ProxyErrorKind::kTooManyWebSockets, true));
+  // No Retry-After unless one is given.
+  out.clear();
+  RenderLocalReply(ProxyError{ProxyErrorKind::kNoRoute}, {}, record, out);
+  EXPECT_EQ(out.find("Retry-After"), std::string::npos);
 }
 
 TEST(LocalReplyTest, HeadGetsNoBodyAndKeepAliveGetsNoClose) {

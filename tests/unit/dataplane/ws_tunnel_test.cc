@@ -253,6 +253,50 @@ TEST_F(WsTunnelTest, DrainSendsClose1001AtAFrameBoundaryNeverInsideAFrame) {
   EXPECT_EQ(upstream_.outbox.size(), 8u) << "the client's Close reply is not forwarded";
 }
 
+// max_lifetime: Close 1001 through the drain path, at a point within the lifetime's last
+// drain_spread, never after it; then the close handshakes end the tunnel.
+TEST_F(WsTunnelTest, MaxLifetimeClosesWith1001WithinItsLastSpread) {
+  WsTunnelPolicy policy;
+  policy.max_lifetime = std::chrono::seconds(60);
+  policy.drain_spread = std::chrono::seconds(10);
+  policy.drain_grace = std::chrono::seconds(30);
+  Open(policy);
+  time_.Advance(std::chrono::seconds(50) - std::chrono::milliseconds(2));
+  FireTimers();
+  EXPECT_TRUE(upstream_.outbox.empty()) << "closed before max_lifetime - drain_spread";
+  int steps = 0;
+  while (upstream_.outbox.empty() && steps++ < 10001) {
+    time_.Advance(std::chrono::milliseconds(1));
+    FireTimers();
+  }
+  ASSERT_EQ(upstream_.outbox.size(), 8u) << "no Close by max_lifetime";
+  EXPECT_EQ(static_cast<uint8_t>(upstream_.outbox[0]), 0x88);
+  const ws::SmallFrame close = ws::BuildCloseFrame(ws::kCloseGoingAway, false, 0);
+  EXPECT_EQ(client_.outbox,
+            std::string(reinterpret_cast<const char*>(close.bytes.data()), close.size));
+  EXPECT_EQ(Closes(stats::WsCloseInitiator::kProxy, 1001), 1u);
+  client_.Send(CloseFrom(true, 1001));
+  upstream_.Send(CloseFrom(false, 1001));
+  EXPECT_TRUE(tunnel_->done());
+}
+
+// max_buffered_bytes: a read takes at most that much, so what waits for a slow destination
+// never exceeds it; the pause is counted.
+TEST_F(WsTunnelTest, MaxBufferedBytesBoundsWhatASlowReaderMakesUsHold) {
+  WsTunnelPolicy policy;
+  policy.max_buffered_bytes = 1024;
+  Open(policy);
+  client_.room = 0;  // the client reads nothing
+  const std::string flood = ServerBinary(std::string(100, 'x'));
+  std::string all;
+  for (int i = 0; i < 100; ++i) all += flood;  // 10 KiB offered at once
+  upstream_.Send(all);
+  EXPECT_EQ(upstream_.inbox.size(), all.size() - 1024) << "only max_buffered_bytes taken";
+  EXPECT_EQ(route_.websocket_paused[1].Get(), 1u);
+  client_.MakeRoom(SIZE_MAX);
+  EXPECT_EQ(client_.outbox, all) << "order kept, nothing lost";
+}
+
 TEST_F(WsTunnelTest, DrainWaitsForTheEndOfAFragmentedMessage) {
   WsTunnelPolicy policy;
   policy.drain_grace = std::chrono::seconds(30);

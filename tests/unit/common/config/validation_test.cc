@@ -164,6 +164,50 @@ TEST(Validation, ListenerRules) {
   EXPECT_TRUE(HasError(errors, "listeners[1].address", "not an IPv4 or IPv6"));
 }
 
+TEST(Validation, ClientLimitsAndAddresses) {
+  auto s = ValidSnapshot();
+  s.mutable_listeners(0)->set_proxy_protocol("v3");
+  s.mutable_site()->add_trusted_proxies("10.0.0.0/8");
+  s.mutable_site()->add_trusted_proxies("2001:db8::/129");
+  s.mutable_site()->add_trusted_proxies("proxy.local");
+  auto* g = s.mutable_client_limits();
+  g->set_max_websockets_per_client(0);
+  g->mutable_upgrade_rate()->set_per_second(-1);
+  g->mutable_request_rate()->set_per_second(5);
+  g->mutable_request_rate()->set_burst(2000000);
+  g->set_table_entries(10);
+  g->set_websocket_cookie("*");
+  auto* r = s.mutable_routes(0);
+  r->set_websocket(true);
+  r->mutable_client_limits()->set_max_connections_per_client(3);
+  r->mutable_client_limits()->set_table_entries(4096);
+  r->mutable_client_limits()->set_max_websockets_per_cookie(2);
+  r->mutable_websocket_policy()->set_max_buffered_bytes(10);
+  const auto errors = ValidateSnapshot(s);
+  EXPECT_TRUE(HasError(errors, "listeners[0].proxy_protocol", "v1, v2, any or off, got 'v3'"));
+  EXPECT_FALSE(HasError(errors, "site.trusted_proxies[0]", ""));
+  EXPECT_TRUE(HasError(errors, "site.trusted_proxies[1]", "not a CIDR"));
+  EXPECT_TRUE(HasError(errors, "site.trusted_proxies[2]", "not a CIDR"));
+  EXPECT_TRUE(HasError(errors, "client_limits.max_websockets_per_client", "1..1000000, got 0"));
+  EXPECT_TRUE(HasError(errors, "client_limits.upgrade_rate.per_second", "must be > 0"));
+  EXPECT_TRUE(HasError(errors, "client_limits.request_rate.burst", "0..1000000"));
+  EXPECT_TRUE(HasError(errors, "client_limits.table_entries", "1024..16777216"));
+  EXPECT_TRUE(HasError(errors, "client_limits.websocket_cookie", "not a cookie name"));
+  EXPECT_TRUE(
+      HasError(errors, "routes[0].client_limits.max_connections_per_client", "snapshot-wide only"));
+  EXPECT_TRUE(HasError(errors, "routes[0].client_limits.table_entries", "snapshot-wide only"));
+  EXPECT_TRUE(HasError(errors, "routes[0].websocket_policy.max_buffered_bytes", "1024..65536"));
+
+  // A per-cookie cap with no cookie to count (no websocket_cookie, no required_cookie).
+  auto t = ValidSnapshot();
+  t.mutable_routes(0)->set_websocket(true);
+  t.mutable_client_limits()->set_max_websockets_per_cookie(2);
+  EXPECT_TRUE(HasError(ValidateSnapshot(t), "routes[0].client_limits.max_websockets_per_cookie",
+                       "needs a cookie to count"));
+  t.mutable_websocket_policy()->set_required_cookie("sess_*");
+  EXPECT_TRUE(ValidateSnapshot(t).empty());
+}
+
 TEST(Validation, DuplicateListenerPort) {
   auto s = ValidSnapshot();
   s.mutable_listeners(0)->set_port(3456);
