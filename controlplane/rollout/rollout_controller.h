@@ -1,0 +1,146 @@
+#pragma once
+
+// Moves a committed version through canary waves: picks each wave's nodes, tells the Fleet
+// which nodes get the new version (every other node, new ones included, stays on the base
+// version), judges each wave with the gates of rollout_math.h against the nodes still on the
+// base, and either promotes, or rolls back (commits the base content again as a new version,
+// audited, with the failed gate and its numbers). Any NACK of the version aborts at once.
+// One rollout at a time; its state is saved in the store at every transition, so a restarted
+// control plane resumes it (the current wave's bake starts over) or finishes undoing it.
+//
+// Threads: everything but Status()/Active() runs on the admin executor (the one thread that
+// touches the store); a ticker thread only posts Tick() there. Status() is a copy under a
+// mutex, for the console and metrics.
+//
+// Leader only: with a shared store (etcd) rollouts are refused (UNIMPLEMENTED) until the
+// controller runs on the elected leader and shares the canary split with the other replicas
+// (docs/rollouts.md, "not done yet").
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "controlplane/rollout/rollout_math.h"
+#include "onedomain/v1/admin.pb.h"
+
+namespace prometheus {
+class Registry;
+class Gauge;
+class Counter;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
+namespace onedomain::controlplane {
+
+class ConfigManager;
+class Fleet;
+class SerialExecutor;
+class Store;
+
+class RolloutController {
+ public:
+  // `configured`: the control-plane config's rollout policy (defaults filled in here).
+  RolloutController(Store& store, Fleet& fleet, SerialExecutor& executor,
+                    prometheus::Registry& registry, const v1::RolloutPolicy& configured);
+  ~RolloutController();
+  RolloutController(const RolloutController&) = delete;
+  RolloutController& operator=(const RolloutController&) = delete;
+
+  void SetManager(ConfigManager* manager) { manager_ = manager; }
+
+  // Posts Tick() to the executor every `interval` until StopTicker (or destruction).
+  void StartTicker(std::chrono::milliseconds interval);
+  void StopTicker();
+
+  // --- executor only ---
+
+  // Whether the caller may make a change with these options now: one rollout at a time
+  // (FAILED_PRECONDITION naming the running one, unless supersede), NOW needs the admin role
+  // when the configured default is ROLLOUT, a rollout needs a store that keeps its state.
+  absl::Status Admit(const v1::ChangeOptions& options, bool caller_is_admin) const;
+
+  // ConfigManager, right before committing `next` (never for dry runs). True when `next`
+  // goes out as a rollout: its state is saved, and the caller must call AfterCommit (the
+  // fleet is not to be told) or CommitFailed.
+  absl::StatusOr<bool> BeforeCommit(const v1::Snapshot& next, const v1::ChangeOptions& options,
+                                    const std::string& who,
+                                    std::shared_ptr<const v1::Snapshot> latest);
+  void AfterCommit(std::shared_ptr<const v1::Snapshot> committed);
+  void CommitFailed(const absl::Status& why);
+
+  // At start, before anything is published: resumes a rollout saved as running, or finishes
+  // undoing one whose revert was not committed. True when it told the fleet what to serve
+  // (the caller must not publish `latest` to every node).
+  bool ResumeFromStore(std::shared_ptr<const v1::Snapshot> latest);
+
+  absl::StatusOr<v1::RolloutStatus> Control(const v1::ControlRolloutRequest& request,
+                                            const std::string& who);
+
+  // One judging step (also run by the ticker).
+  void Tick();
+
+  // --- any thread ---
+  v1::RolloutStatus Status() const;
+  bool Active() const;
+
+ private:
+  static bool IsActive(v1::RolloutState s) {
+    return s == v1::ROLLOUT_STATE_RUNNING || s == v1::ROLLOUT_STATE_PAUSED;
+  }
+  void StartWave(uint32_t index);
+  void Succeed();
+  // Ends the rollout as `state` and commits the base content again (method for the audit).
+  void Undo(v1::RolloutState state, const std::string& method, const std::string& detail);
+  void Save();
+  void PublishStatus();
+  double WaveElapsedSeconds() const;
+
+  Store& store_;
+  Fleet& fleet_;
+  SerialExecutor& executor_;
+  ConfigManager* manager_ = nullptr;
+  const v1::RolloutPolicy configured_;
+
+  // Executor-only state.
+  v1::RolloutStatus status_;
+  std::shared_ptr<const v1::Snapshot> version_snapshot_;
+  std::shared_ptr<const v1::Snapshot> base_snapshot_;
+  std::chrono::steady_clock::time_point wave_started_;
+  std::chrono::steady_clock::time_point started_;
+  bool promote_ = false;
+  rollout::RememberedBaseline remembered_;
+  struct WindowStart {
+    rollout::Counters counters;
+    int64_t start_seconds = 0;
+    bool canary = false;
+  };
+  std::map<std::string, WindowStart> windows_;
+  // Kept while a superseding change commits; restored if that commit fails.
+  std::optional<v1::RolloutStatus> superseded_;
+  std::shared_ptr<const v1::Snapshot> superseded_version_;
+
+  mutable std::mutex mu_;
+  v1::RolloutStatus published_;  // copy of status_ for other threads
+
+  // Metrics.
+  prometheus::Gauge& state_gauge_;
+  prometheus::Gauge& wave_gauge_;
+  prometheus::Family<prometheus::Gauge>& gate_values_;
+  prometheus::Family<prometheus::Counter>& results_;
+  prometheus::Gauge& running_seconds_;
+  prometheus::Gauge& budget_seconds_;
+
+  std::mutex ticker_mu_;
+  std::condition_variable ticker_cv_;
+  bool ticker_stop_ = false;
+  std::thread ticker_;
+};
+
+}  // namespace onedomain::controlplane
