@@ -116,28 +116,43 @@ def test_good_change_passes_every_wave_and_the_verbs_work(procs, tmp_path):
         assert second.returncode == 5, second.stdout + second.stderr
         assert "FAILED_PRECONDITION" in second.stderr and "rollout of version 3" in second.stderr
         assert "--supersede" in second.stderr
+        # Scale-up during the rollout: the new node starts on the last known good (2), not
+        # on the canary version, and is not picked into the running wave.
+        late = fleet_support.start_managed_dataplane(procs, str(tmp_path / "dp-late"),
+                                                     cp.address, "node-late")
+        late_port = fleet_support.wait_listener(late)
+
+        def late_node():
+            return next((n for n in fleet_support.nodes(cp)["nodes"]
+                         if n["node_id"] == "node-late" and n.get("connected")), None)
+        support.wait_for(lambda: (late_node() or {}).get("version_acked") == "2", 20,
+                         what="the new node acking version 2")
+        assert fleet_support.instance_of(late_port) == "B"
+        assert "node-late" not in rs.rollout_status(cp)["canary_nodes"]
         r = cp.admin("rollout", "pause", token="operate", check=True)
         assert "paused" in r.stdout
         r = cp.admin("rollout", "promote", token="read")
         assert r.returncode == 4  # read may not
         r = cp.admin("rollout", "resume", token="operate", check=True)
         r = cp.admin("rollout", "promote", token="operate", check=True)
-        st = rs.wait_rollout(cp, lambda s: int(s.get("wave", 0)) >= 2, 10,
+        st = rs.wait_rollout(cp, lambda s: int(s.get("wave", 0)) >= 1, 10,
                              "promote moves to the next wave")
+        assert int(st["wave"]) == 1, st  # not skipped this time: 10% of 11 nodes is 2
         canaries = set(st["canary_nodes"])
-        assert len(canaries) == 5
+        assert len(canaries) == 2
+        ids, all_ports = fleet["ids"] + ["node-late"], ports + [late_port]
         support.wait_for(lambda: all(
             fleet_support.instance_of(p) == ("A" if n in canaries else "B")
-            for n, p in zip(fleet["ids"], ports)), 10, what="canaries on A, the rest on B")
+            for n, p in zip(ids, all_ports)), 10, what="canaries on A, the rest on B")
         r = cp.admin("rollout", "abort", "--reason", "changed my mind", token="operate",
                      check=True)
         assert "aborted" in r.stdout
         st = rs.rollout_status(cp)
         assert st["state"] == "ROLLOUT_STATE_ABORTED"
         revert = int(st["revert_version"])
-        rs.wait_all_acked(cp, revert, len(ports))
-        support.wait_for(lambda: all(fleet_support.instance_of(p) == "B" for p in ports), 10,
-                         what="every node back on B")
+        rs.wait_all_acked(cp, revert, len(all_ports))
+        support.wait_for(lambda: all(fleet_support.instance_of(p) == "B" for p in all_ports),
+                         10, what="every node back on B")
         r = cp.admin("rollout", "abort", token="operate")
         assert r.returncode == 5 and "no rollout is running" in r.stderr
     finally:
