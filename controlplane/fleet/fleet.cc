@@ -332,6 +332,19 @@ v1::ListNodesResponse Fleet::List() const {
     s->set_websocket_upgrades_total(upgrades);
     s->set_content_hash(node.content_hash);
     s->set_divergence(node.divergence);
+    if (node.has_report) {
+      v1::NodeCounters* c = s->mutable_counters();
+      for (const auto& [key, n] : node.report.http_requests()) {
+        c->set_requests(c->requests() + n);
+        if (key.size() >= 4 && key.compare(key.size() - 4, 4, "|5xx") == 0) {
+          c->set_http_5xx(c->http_5xx() + n);
+        }
+      }
+      c->set_upstream_connect_failures(node.report.upstream_connect_failures());
+      c->set_websocket_closes_abnormal(node.report.websocket_closes_abnormal());
+      c->set_config_version(node.report.config_version());
+      c->set_start_seconds(node.report.start_time().seconds());
+    }
   }
   return out;
 }

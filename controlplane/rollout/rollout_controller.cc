@@ -56,6 +56,8 @@ RolloutController::RolloutController(Store& store, Fleet& fleet, SerialExecutor&
       fleet_(fleet),
       executor_(executor),
       configured_(rollout::WithDefaults(configured)),
+      nodes_([&fleet] { return fleet.List(); }),
+      leader_(!store.Shared()),
       state_gauge_(prometheus::BuildGauge()
                        .Name("onedomain_rollout_state")
                        .Help("The current or last rollout: 0 none, 1 running, 2 paused, "
@@ -118,9 +120,9 @@ void RolloutController::StopTicker() {
   if (ticker_.joinable()) ticker_.join();
 }
 
-absl::Status RolloutController::Admit(const v1::ChangeOptions& options,
-                                      bool caller_is_admin) const {
+absl::Status RolloutController::Admit(const v1::ChangeOptions& options, bool caller_is_admin) {
   if (options.dry_run()) return absl::OkStatus();
+  if (store_.Shared()) Follow(true);  // another replica may have started one
   const v1::RolloutMode mode = EffectiveMode(options, configured_);
   if (IsActive(status_.state()) && !options.supersede()) {
     return absl::FailedPreconditionError(str::Cat(
@@ -134,11 +136,6 @@ absl::Status RolloutController::Admit(const v1::ChangeOptions& options,
         "options.mode: --now skips the configured rollout and needs role admin");
   }
   if (mode == v1::ROLLOUT_MODE_ROLLOUT) {
-    if (store_.Shared()) {
-      return absl::UnimplementedError(
-          str::Cat("options.mode: rollouts with the ", store_.Describe(),
-                   " are not implemented yet (the leader-only controller is); use --now"));
-    }
     if (options.has_rollout_policy()) {
       if (absl::Status s = rollout::Validate(options.rollout_policy(), "options.rollout_policy");
           !s.ok()) {
@@ -157,6 +154,7 @@ absl::StatusOr<bool> RolloutController::BeforeCommit(const v1::Snapshot& next,
   std::shared_ptr<const v1::Snapshot> base = std::move(latest);
   superseded_.reset();
   superseded_version_.reset();
+  if (store_.Shared()) Follow(true);
   if (IsActive(status_.state())) {
     if (!options.supersede()) {
       return absl::FailedPreconditionError(str::Cat("options.supersede: a rollout of version ",
@@ -166,7 +164,7 @@ absl::StatusOr<bool> RolloutController::BeforeCommit(const v1::Snapshot& next,
     // The new change starts from what the fleet ran before the superseded rollout.
     superseded_ = status_;
     superseded_version_ = version_snapshot_;
-    base = base_snapshot_;
+    base = base_snapshot_ ? base_snapshot_ : SnapshotOf(status_.base_version());
     status_.set_state(v1::ROLLOUT_STATE_SUPERSEDED);
     status_.set_detail(str::Cat("superseded by version ", next.version(), " (", who, ")"));
     *status_.mutable_finished() = TimeUtil::GetCurrentTime();
@@ -178,10 +176,6 @@ absl::StatusOr<bool> RolloutController::BeforeCommit(const v1::Snapshot& next,
       PublishStatus();
     }
     return false;
-  }
-  if (store_.Shared()) {
-    return absl::UnimplementedError(str::Cat("options.mode: rollouts with the ", store_.Describe(),
-                                             " are not implemented yet; use --now"));
   }
   v1::RolloutPolicy policy = rollout::Merge(configured_, options.rollout_policy());
   if (absl::Status s = rollout::Validate(policy, "options.rollout_policy"); !s.ok()) return s;
@@ -241,6 +235,17 @@ void RolloutController::CommitFailed(const absl::Status& why) {
 void RolloutController::AfterCommit(std::shared_ptr<const v1::Snapshot> committed) {
   superseded_.reset();
   superseded_version_.reset();
+  if (committed) snapshot_cache_[committed->version()] = committed;
+  if (!leader_) {
+    // Another replica leads: it adopts the rollout and picks the waves; until then this
+    // replica's nodes stay on the base.
+    version_snapshot_.reset();
+    log::Info("rollout", str::Cat("version ", status_.version(),
+                                  " saved for a rollout; the leader runs its waves"));
+    ApplyLocal(status_);
+    PublishStatus();
+    return;
+  }
   version_snapshot_ = std::move(committed);
   log::Info("rollout",
             str::Cat("rolling out version ", status_.version(), " over ", status_.waves_size(),
@@ -257,8 +262,9 @@ void RolloutController::AfterCommit(std::shared_ptr<const v1::Snapshot> committe
 
 void RolloutController::StartWave(uint32_t index) {
   std::vector<rollout::Candidate> candidates;
-  for (const NodeRecord& n : fleet_.Nodes()) {
-    if (n.connection != nullptr) candidates.push_back({n.hello.node_id(), n.hello.zone()});
+  const v1::ListNodesResponse listed = nodes_();
+  for (const v1::NodeStatus& n : listed.nodes()) {
+    if (n.connected()) candidates.push_back({n.node_id(), n.zone()});
   }
   const auto connected = static_cast<uint32_t>(candidates.size());
   std::set<std::string> chosen(status_.canary_nodes().begin(), status_.canary_nodes().end());
@@ -285,6 +291,7 @@ void RolloutController::StartWave(uint32_t index) {
   windows_.clear();
   promote_ = false;
   fleet_.SetTargets(base_snapshot_, version_snapshot_, std::move(chosen));
+  applied_split_ = SplitKey(status_);
   log::Info("rollout",
             str::Cat("version ", status_.version(), ": wave ", index + 1, "/", status_.waves_size(),
                      " (", wave->spec(), ") on ", wave->nodes(), " of ", connected,
@@ -301,6 +308,7 @@ void RolloutController::Succeed() {
   *status_.mutable_finished() = TimeUtil::GetCurrentTime();
   status_.set_detail("every wave passed");
   if (version_snapshot_) fleet_.Publish(version_snapshot_);
+  applied_split_.clear();
   Save();
   results_.Add({{"result", "succeeded"}}).Increment();
   log::Info("rollout", str::Cat("version ", status_.version(),
@@ -325,6 +333,7 @@ void RolloutController::Undo(v1::RolloutState state, const std::string& method,
   if (base_snapshot_ != nullptr && manager_ != nullptr) {
     revert = manager_->CommitRevert(*base_snapshot_, status_.version(), method, detail);
   }
+  applied_split_.clear();
   if (revert.ok()) {
     status_.set_revert_version(*revert);
   } else {
@@ -345,11 +354,12 @@ double RolloutController::WaveElapsedSeconds() const {
 }
 
 void RolloutController::Tick() {
-  if (!IsActive(status_.state()) || version_snapshot_ == nullptr) {
+  if (store_.Shared()) Follow(false);
+  if (!leader_ || !IsActive(status_.state()) || version_snapshot_ == nullptr) {
     PublishStatus();
     return;
   }
-  const std::vector<NodeRecord> nodes = fleet_.Nodes();
+  const v1::ListNodesResponse listed = nodes_();
   const std::set<std::string> canaries(status_.canary_nodes().begin(),
                                        status_.canary_nodes().end());
   if (canaries.empty()) {
@@ -359,31 +369,35 @@ void RolloutController::Tick() {
   rollout::Side canary;
   rollout::Side baseline;
   uint32_t on_version = 0, on_base = 0, other = 0;
-  for (const NodeRecord& n : nodes) {
-    const std::string& id = n.hello.node_id();
+  for (const v1::NodeStatus& n : listed.nodes()) {
+    const std::string& id = n.node_id();
     const bool is_canary = canaries.count(id) != 0;
-    if (is_canary && n.refused.count(status_.version()) != 0) {
+    if (is_canary && n.version_nacked() == status_.version()) {
       Undo(v1::ROLLOUT_STATE_ROLLED_BACK, "RolloutRollback",
            str::Cat("nack: node ", id, " refused version ", status_.version(), ": ",
-                    str::EscapeForLog(n.nack_error, 256)));
+                    str::EscapeForLog(n.nack_error(), 256)));
       return;
     }
-    if (n.connection == nullptr) continue;
-    if (n.version_acked == status_.version()) {
+    if (!n.connected()) continue;
+    if (n.version_acked() == status_.version()) {
       ++on_version;
-    } else if (n.version_acked == status_.base_version()) {
+    } else if (n.version_acked() == status_.base_version()) {
       ++on_base;
     } else {
       ++other;
     }
-    if (!n.has_report) continue;
+    if (!n.has_counters()) continue;
+    const v1::NodeCounters& c = n.counters();
     const uint64_t expected = is_canary ? status_.version() : status_.base_version();
-    if (n.report.config_version() != expected) {
+    if (c.config_version() != expected) {
       windows_.erase(id);
       continue;
     }
-    const rollout::Counters now = rollout::CountersOf(n.report);
-    const int64_t start = n.report.start_time().seconds();
+    const rollout::Counters now{static_cast<double>(c.requests()),
+                                static_cast<double>(c.http_5xx()),
+                                static_cast<double>(c.upstream_connect_failures()),
+                                static_cast<double>(c.websocket_closes_abnormal())};
+    const int64_t start = c.start_seconds();
     auto it = windows_.find(id);
     if (it == windows_.end() || it->second.start_seconds != start ||
         it->second.canary != is_canary) {
@@ -435,6 +449,13 @@ void RolloutController::Tick() {
 }
 
 bool RolloutController::ResumeFromStore(std::shared_ptr<const v1::Snapshot> latest) {
+  if (store_.Shared()) {
+    // The leader (elected later) adopts a running rollout; until then this replica's nodes
+    // get the split the store says, and a running rollout's version goes to no one else.
+    if (latest) snapshot_cache_[latest->version()] = latest;
+    Follow(true);
+    return IsActive(status_.state()) && latest && status_.version() == latest->version();
+  }
   auto saved = store_.LoadRollout();
   if (!saved.ok()) {
     if (saved.status().code() != absl::StatusCode::kNotFound &&
@@ -512,6 +533,12 @@ absl::StatusOr<v1::RolloutStatus> RolloutController::Control(
   if (request.action() == v1::ControlRolloutRequest::ACTION_UNSPECIFIED) {
     return absl::InvalidArgumentError("action: required (PROMOTE, PAUSE, RESUME or ABORT)");
   }
+  if (store_.Shared()) Follow(true);
+  if (!leader_) {
+    return absl::FailedPreconditionError(
+        "action: this control-plane replica does not lead rollouts; send it to the leader "
+        "(the replica whose onedomain_controlplane_leader is 1)");
+  }
   if (!IsActive(status_.state())) {
     return absl::FailedPreconditionError(
         status_.version() == 0
@@ -547,6 +574,113 @@ absl::StatusOr<v1::RolloutStatus> RolloutController::Control(
   }
   PublishStatus();
   return status_;
+}
+
+void RolloutController::SetLeader(bool leader) {
+  if (leader == leader_) return;
+  leader_ = leader;
+  log::Info("rollout",
+            leader ? "this replica leads rollouts" : "this replica no longer leads rollouts");
+  // A former leader stops judging at once; a new one adopts at its next tick.
+  if (!leader) version_snapshot_.reset();
+  last_follow_ = {};
+}
+
+std::string RolloutController::SplitKey(const v1::RolloutStatus& st) {
+  return str::Cat(st.version(), "/", st.base_version(), "/", str::Join(st.canary_nodes(), ","));
+}
+
+std::shared_ptr<const v1::Snapshot> RolloutController::SnapshotOf(uint64_t version) {
+  if (version == 0) return nullptr;
+  if (auto it = snapshot_cache_.find(version); it != snapshot_cache_.end()) return it->second;
+  if (auto latest = store_.Latest(); latest && latest->version() == version) {
+    snapshot_cache_[version] = latest;
+    return latest;
+  }
+  auto got = store_.Get(version);
+  if (!got.ok()) {
+    log::Warn("rollout", str::Cat("cannot read version ", version, ": ", got.status().message()));
+    return nullptr;
+  }
+  auto snapshot = std::make_shared<const v1::Snapshot>(std::move(*got));
+  // Two versions matter at a time (base and canary): keep the cache that small.
+  while (snapshot_cache_.size() >= 4) snapshot_cache_.erase(snapshot_cache_.begin());
+  snapshot_cache_[version] = snapshot;
+  return snapshot;
+}
+
+void RolloutController::ApplyLocal(const v1::RolloutStatus& st) {
+  if (IsActive(st.state())) {
+    const std::string key = SplitKey(st);
+    if (key == applied_split_) return;
+    auto base = SnapshotOf(st.base_version());
+    auto version = SnapshotOf(st.version());
+    if (base == nullptr || version == nullptr) return;  // retried at the next follow
+    fleet_.SetTargets(std::move(base), std::move(version),
+                      std::set<std::string>(st.canary_nodes().begin(), st.canary_nodes().end()));
+    applied_split_ = key;
+    return;
+  }
+  if (!applied_split_.empty()) {
+    // Ended: every node gets what won (the rolled-out version, or the revert).
+    if (auto latest = store_.Latest()) fleet_.Publish(std::move(latest));
+    applied_split_.clear();
+  }
+}
+
+void RolloutController::Follow(bool force) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!force && now - last_follow_ < std::chrono::milliseconds(500)) return;
+  last_follow_ = now;
+  auto saved = store_.LoadRollout();
+  if (!saved.ok()) return;  // none yet, or the store is away: keep what we have
+  const bool owned = version_snapshot_ != nullptr && IsActive(status_.state());
+  if (owned && saved->version() == status_.version() && IsActive(saved->state())) {
+    return;  // our own rollout: what we hold is at least as new as what we saved
+  }
+  if (leader_ && IsActive(saved->state())) {
+    Adopt(*saved);
+    return;
+  }
+  version_snapshot_.reset();
+  status_ = std::move(*saved);
+  ApplyLocal(status_);
+  PublishStatus();
+}
+
+void RolloutController::Adopt(const v1::RolloutStatus& saved) {
+  auto base = SnapshotOf(saved.base_version());
+  auto version = SnapshotOf(saved.version());
+  if (base == nullptr || version == nullptr) return;  // retried at the next follow
+  status_ = saved;
+  base_snapshot_ = std::move(base);
+  version_snapshot_ = std::move(version);
+  started_ = std::chrono::steady_clock::now();
+  remembered_ = {};
+  windows_.clear();
+  promote_ = false;
+  log::Warn("rollout", str::Cat("adopting the rollout of version ", status_.version(), " at wave ",
+                                status_.wave() + 1, "/", status_.waves_size(),
+                                " (this replica leads; the wave's bake starts over)"));
+  if (status_.canary_nodes_size() == 0) {
+    StartWave(status_.wave());
+    return;
+  }
+  wave_started_ = started_;
+  *status_.mutable_wave_started() = TimeUtil::GetCurrentTime();
+  fleet_.SetTargets(
+      base_snapshot_, version_snapshot_,
+      std::set<std::string>(status_.canary_nodes().begin(), status_.canary_nodes().end()));
+  applied_split_ = SplitKey(status_);
+  Save();
+  PublishStatus();
+}
+
+bool RolloutController::HoldsBack(const std::shared_ptr<const v1::Snapshot>& snapshot) {
+  if (!store_.Shared() || snapshot == nullptr) return false;
+  snapshot_cache_[snapshot->version()] = snapshot;
+  Follow(true);
+  return IsActive(status_.state()) && status_.version() == snapshot->version();
 }
 
 void RolloutController::Save() {

@@ -12,9 +12,12 @@
 // touches the store); a ticker thread only posts Tick() there. Status() is a copy under a
 // mutex, for the console and metrics.
 //
-// Leader only: with a shared store (etcd) rollouts are refused (UNIMPLEMENTED) until the
-// controller runs on the elected leader and shares the canary split with the other replicas
-// (docs/rollouts.md, "not done yet").
+// Shared store (etcd): the rollout state in the store is the source of truth. Only the
+// elected leader judges and advances waves, reading every replica's nodes (their summaries
+// carry the report counters); every replica follows the saved state (every 500 ms, and when
+// a version arrives through the watch) and applies the same canary split to its own nodes.
+// A new leader adopts a running rollout (the current wave's bake starts over). Any replica
+// may start or supersede one; promote/pause/resume/abort must go to the leader.
 
 #include <chrono>
 #include <condition_variable>
@@ -55,6 +58,17 @@ class RolloutController {
 
   void SetManager(ConfigManager* manager) { manager_ = manager; }
 
+  // Where waves pick nodes and gates read counters: this replica's fleet by default; with a
+  // shared store, every replica's. Called on the executor.
+  void SetNodeSource(std::function<v1::ListNodesResponse()> nodes) { nodes_ = std::move(nodes); }
+
+  // Shared store: this replica leads singleton work. Executor only.
+  void SetLeader(bool leader);
+
+  // ConfigManager, for a version another replica committed (shared store): true when that
+  // version is being rolled out; the split is applied and it must not go to every node.
+  bool HoldsBack(const std::shared_ptr<const v1::Snapshot>& snapshot);
+
   // Posts Tick() to the executor every `interval` until StopTicker (or destruction).
   void StartTicker(std::chrono::milliseconds interval);
   void StopTicker();
@@ -64,7 +78,7 @@ class RolloutController {
   // Whether the caller may make a change with these options now: one rollout at a time
   // (FAILED_PRECONDITION naming the running one, unless supersede), NOW needs the admin role
   // when the configured default is ROLLOUT, a rollout needs a store that keeps its state.
-  absl::Status Admit(const v1::ChangeOptions& options, bool caller_is_admin) const;
+  absl::Status Admit(const v1::ChangeOptions& options, bool caller_is_admin);
 
   // ConfigManager, right before committing `next` (never for dry runs). True when `next`
   // goes out as a rollout: its state is saved, and the caller must call AfterCommit (the
@@ -100,6 +114,14 @@ class RolloutController {
   void Undo(v1::RolloutState state, const std::string& method, const std::string& detail);
   void Save();
   void PublishStatus();
+  // Shared store: reads the saved state (at most every 500 ms unless `force`); a leader
+  // adopts a running rollout it does not judge yet, anyone else mirrors it.
+  void Follow(bool force);
+  void Adopt(const v1::RolloutStatus& saved);
+  // Applies `st`'s split to this replica's fleet (or ends it), once per change.
+  void ApplyLocal(const v1::RolloutStatus& st);
+  std::shared_ptr<const v1::Snapshot> SnapshotOf(uint64_t version);
+  static std::string SplitKey(const v1::RolloutStatus& st);
   double WaveElapsedSeconds() const;
 
   Store& store_;
@@ -109,6 +131,12 @@ class RolloutController {
   const v1::RolloutPolicy configured_;
 
   // Executor-only state.
+  std::function<v1::ListNodesResponse()> nodes_;
+  bool leader_;  // always with a store only this process writes
+  std::chrono::steady_clock::time_point last_follow_;
+  std::string applied_split_;  // SplitKey of the split this replica's fleet has; empty: none
+  std::map<uint64_t, std::shared_ptr<const v1::Snapshot>> snapshot_cache_;
+  // status_ is judged here when version_snapshot_ is set (the leader's own rollout).
   v1::RolloutStatus status_;
   std::shared_ptr<const v1::Snapshot> version_snapshot_;
   std::shared_ptr<const v1::Snapshot> base_snapshot_;

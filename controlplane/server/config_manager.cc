@@ -80,6 +80,13 @@ void ConfigManager::Publish(std::shared_ptr<const v1::Snapshot> snapshot) {
 
 void ConfigManager::OnStoreChange(std::shared_ptr<const v1::Snapshot> snapshot) {
   if (snapshot == nullptr || snapshot->version() <= published_) return;
+  if (rollouts_ != nullptr && rollouts_->HoldsBack(snapshot)) {
+    log::Info("config", str::Cat("version ", snapshot->version(),
+                                 " committed by another replica is being rolled out"));
+    published_ = snapshot->version();
+    if (on_commit_) on_commit_(published_);
+    return;
+  }
   log::Info("config", str::Cat("version ", snapshot->version(),
                                " committed by another replica: publishing it"));
   Publish(std::move(snapshot));

@@ -211,7 +211,13 @@ absl::Status ControlplaneServer::Start() {
   store_observer.observe_request = [&s](std::string_view op, double seconds) {
     s.metrics.ObserveStoreRequest(op, seconds);
   };
-  store_observer.set_leader = [&s](bool leader) { s.metrics.SetLeader(leader); };
+  store_observer.set_leader = [&s](bool leader) {
+    s.metrics.SetLeader(leader);
+    // Rollouts are judged by the leader only; the controller lives on the executor.
+    if (s.executor && s.rollouts) {
+      s.executor->Post([&s, leader] { s.rollouts->SetLeader(leader); });
+    }
+  };
   auto store = OpenStore(c.store(), std::move(store_observer));
   if (!store.ok()) return store.status();
   s.store = std::move(*store);
@@ -245,14 +251,13 @@ absl::Status ControlplaneServer::Start() {
   s.manager = std::make_unique<ConfigManager>(
       *s.store, s.fleet, [&s](uint64_t version) { s.metrics.SetLatestVersion(version); });
   if (absl::Status st = rollout::Validate(c.rollout(), "rollout"); !st.ok()) return st;
-  if (c.rollout().default_mode() == v1::ROLLOUT_MODE_ROLLOUT && s.store->Shared()) {
-    return absl::UnimplementedError(str::Cat("rollout.default_mode: rollouts with the ",
-                                             s.store->Describe(),
-                                             " are not implemented yet; use ROLLOUT_MODE_NOW"));
-  }
   s.rollouts =
       std::make_unique<RolloutController>(*s.store, s.fleet, *s.executor, *s.registry, c.rollout());
   s.rollouts->SetManager(s.manager.get());
+  if (s.store->Shared()) {
+    // The leader judges every replica's nodes (their summaries carry the counters).
+    s.rollouts->SetNodeSource([&s] { return ClusterNodes(s); });
+  }
   s.manager->SetRollouts(s.rollouts.get());
   if (absl::Status st = s.manager->Start(c.has_seed() ? &c.seed() : nullptr); !st.ok()) {
     return st;
