@@ -2,7 +2,8 @@
 and one that answers 503, with continuous load through every node. A bad upstream rolls back
 on its own in an early wave and no node outside the canaries serves a 503; a good change
 passes every wave; promote/pause/abort; one rollout at a time; a NACK aborts at once; kill -9
-of the control plane in wave 2 resumes and the fleet ends on one version."""
+of the control plane in wave 2 resumes and the fleet ends on one version; nodes report the
+abnormal WebSocket closes and connect failures the gates read."""
 
 import os
 import signal
@@ -251,3 +252,43 @@ def test_kill_9_in_wave_2_resumes_and_the_fleet_ends_on_one_version(procs, tmp_p
     listed = fleet_support.nodes(again)
     versions = {int(n["version_acked"]) for n in listed["nodes"] if n.get("connected")}
     assert versions == {2}, listed
+
+
+def test_nodes_report_the_counters_the_gates_read(procs, tmp_path):
+    """The node's side of the gates: abnormal WebSocket closes (not 1000/1001, or none) and
+    upstream connect failures reach the control plane in the MetricsReport."""
+    import asyncio
+    import socket
+
+    import ws_support
+
+    fleet = rs.start_fleet(procs, tmp_path, count=1)
+    cp, port = fleet["cp"], fleet["ports"][0]
+
+    def counters():
+        node = fleet_support.nodes(cp)["nodes"][0]
+        return {k: int(v) for k, v in node.get("counters", {}).items()
+                if k != "start_seconds"}
+
+    async def one_clean_one_abrupt():
+        ws = await ws_support.connect(port)
+        await ws_support.hello(ws)
+        await ws.close()  # 1000: normal
+        ws = await ws_support.connect(port)
+        await ws_support.hello(ws)
+        ws.transport.abort()  # no Close frame: abnormal
+    asyncio.run(one_clean_one_abrupt())
+    support.wait_for(lambda: counters().get("websocket_closes_abnormal") == 1, 15,
+                     what="one abnormal close reported")
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    cp.admin("set-upstream", "agents", f"127.0.0.1:{dead}", "--now", check=True)
+    rs.wait_all_acked(cp, 2, 1)
+    for _ in range(5):
+        assert fleet_support.get(port, "/api/v1/echo")[0] in (502, 503)
+    support.wait_for(lambda: counters().get("upstream_connect_failures", 0) >= 1
+                     and counters().get("http_5xx", 0) >= 5, 15,
+                     what="connect failures and 5xx reported")
+    assert counters()["websocket_closes_abnormal"] == 1  # the clean close did not count
