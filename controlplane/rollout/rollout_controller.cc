@@ -217,7 +217,8 @@ absl::StatusOr<bool> RolloutController::BeforeCommit(const v1::Snapshot& next,
   return true;
 }
 
-void RolloutController::CommitFailed(const absl::Status& why) {
+void RolloutController::CommitFailed(const absl::Status& why, bool as_rollout) {
+  if (!superseded_ && !as_rollout) return;  // a change delivered now: nothing to undo here
   if (superseded_) {
     // The old rollout goes on as if nothing happened.
     status_ = *superseded_;
@@ -329,11 +330,13 @@ void RolloutController::Undo(v1::RolloutState state, const std::string& method,
   results_.Add({{"result", StateName(state)}}).Increment();
   log::Warn("rollout", str::Cat("version ", status_.version(), " ", StateName(state), ": ", detail,
                                 "; returning the canaries to version ", status_.base_version()));
+  // Cleared before the revert commits: nothing may hand the fleet the latest version (the
+  // one being undone) while the split ends; the revert's publish ends it.
+  applied_split_.clear();
   absl::StatusOr<uint64_t> revert = absl::FailedPreconditionError("no base version");
   if (base_snapshot_ != nullptr && manager_ != nullptr) {
     revert = manager_->CommitRevert(*base_snapshot_, status_.version(), method, detail);
   }
-  applied_split_.clear();
   if (revert.ok()) {
     status_.set_revert_version(*revert);
   } else {
@@ -621,11 +624,29 @@ void RolloutController::ApplyLocal(const v1::RolloutStatus& st) {
     applied_split_ = key;
     return;
   }
-  if (!applied_split_.empty()) {
-    // Ended: every node gets what won (the rolled-out version, or the revert).
-    if (auto latest = store_.Latest()) fleet_.Publish(std::move(latest));
-    applied_split_.clear();
+  if (applied_split_.empty()) return;
+  // Ended: every node gets what won. Never the latest version blindly: between a rollback
+  // being saved and its revert being committed, the latest is the version being undone.
+  const auto latest = store_.Latest();
+  std::shared_ptr<const v1::Snapshot> target;
+  switch (st.state()) {
+    case v1::ROLLOUT_STATE_SUCCEEDED:
+      target = latest && latest->version() >= st.version() ? latest : SnapshotOf(st.version());
+      break;
+    case v1::ROLLOUT_STATE_ROLLED_BACK:
+    case v1::ROLLOUT_STATE_ABORTED:
+      target = st.revert_version() != 0 && latest && latest->version() >= st.revert_version()
+                   ? latest
+                   : SnapshotOf(st.base_version());
+      break;
+    default:
+      // Superseded by a change delivered now: wait until it arrives (the split holds).
+      if (latest && latest->version() > st.version()) target = latest;
+      break;
   }
+  if (target == nullptr) return;
+  fleet_.Publish(std::move(target));
+  applied_split_.clear();
 }
 
 void RolloutController::Follow(bool force) {

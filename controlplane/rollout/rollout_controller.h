@@ -82,12 +82,14 @@ class RolloutController {
 
   // ConfigManager, right before committing `next` (never for dry runs). True when `next`
   // goes out as a rollout: its state is saved, and the caller must call AfterCommit (the
-  // fleet is not to be told) or CommitFailed.
+  // fleet is not to be told). Whatever it answered, a failed commit calls CommitFailed.
   absl::StatusOr<bool> BeforeCommit(const v1::Snapshot& next, const v1::ChangeOptions& options,
                                     const std::string& who,
                                     std::shared_ptr<const v1::Snapshot> latest);
   void AfterCommit(std::shared_ptr<const v1::Snapshot> committed);
-  void CommitFailed(const absl::Status& why);
+  // The commit after BeforeCommit failed (`as_rollout`: what BeforeCommit answered): a
+  // superseded rollout goes on, a rollout that never committed is marked aborted.
+  void CommitFailed(const absl::Status& why, bool as_rollout);
 
   // At start, before anything is published: resumes a rollout saved as running, or finishes
   // undoing one whose revert was not committed. True when it told the fleet what to serve

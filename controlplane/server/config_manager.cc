@@ -180,7 +180,7 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(
   record.set_delivery(as_rollout ? "rollout" : "now");
   record.set_reverts_version(revert_of);
   if (absl::Status s = store_.Commit(next, record); !s.ok()) {
-    if (as_rollout) rollouts_->CommitFailed(s);
+    if (rollouts_ != nullptr) rollouts_->CommitFailed(s, as_rollout);
     log::Error("config", str::Cat("commit of version ", next.version(), " failed: ", s.message()));
     // A lost race (ABORTED) and an unreachable store (UNAVAILABLE, CLI exit 6) keep their
     // codes: the caller can do something about them.

@@ -3,7 +3,8 @@ continuous load. A rollout started through the follower is run by the leader onl
 canaries among both replicas' nodes and judges their counters), every replica applies the
 same canary split to its own nodes, and after kill -9 of the leader in wave 2 the other
 replica takes the leadership, adopts the rollout and finishes it: every node ends on the new
-version with no failed request."""
+version with no failed request. A bad upstream rolls back across both replicas and no node
+outside the canary ever serves a 503."""
 
 import pytest
 
@@ -21,13 +22,15 @@ TERMINAL = ("ROLLOUT_STATE_SUCCEEDED", "ROLLOUT_STATE_ROLLED_BACK", "ROLLOUT_STA
             "ROLLOUT_STATE_SUPERSEDED")
 
 
-def test_rollout_runs_on_the_leader_and_survives_a_leader_change(procs, tmp_path):
+def start_two_replicas(procs, tmp_path, bake="4s"):
+    """etcd, backends A and B, two replicas, four nodes (two per replica, each listing both).
+    Returns (cps, leader, follower, dps, ports, ids, b)."""
     etcd = etcd_support.EtcdCluster(procs).start()
     a = fleet_support.start_backend(procs, "A")
     b = fleet_support.start_backend(procs, "B")
     seed = cp_support.seed_yaml(agents_endpoints=(f"127.0.0.1:{a.ports['api']}",))
     store = etcd_support.etcd_store_yaml(etcd.endpoints)
-    extra = rs.rollout_config(bake="4s", min_requests=10, waves=("1", "50%", "100%"))
+    extra = rs.rollout_config(bake=bake, min_requests=10, waves=("1", "50%", "100%"))
     cps = [cp_support.ControlPlane(procs, str(tmp_path / f"cp{i}"), seed=seed, store=store,
                                    extra=extra).start() for i in range(2)]
     dps = [fleet_support.start_managed_dataplane(
@@ -45,7 +48,11 @@ def test_rollout_runs_on_the_leader_and_survives_a_leader_change(procs, tmp_path
     leader = support.wait_for(lambda: leaders()[0] if len(leaders()) == 1 else None, 20,
                               what="one leader")
     follower = cps[1] if leader is cps[0] else cps[0]
+    return cps, leader, follower, dps, ports, ids, b
 
+
+def test_rollout_runs_on_the_leader_and_survives_a_leader_change(procs, tmp_path):
+    cps, leader, follower, dps, ports, ids, b = start_two_replicas(procs, tmp_path)
     load = rs.Load(ports, rate=80).start()
     try:
         support.wait_for(lambda: all(load.count(p, 200) >= 3 for p in ports), 20,
@@ -89,3 +96,36 @@ def test_rollout_runs_on_the_leader_and_survives_a_leader_change(procs, tmp_path
     assert total > 100
     for port in ports:
         assert counts[port].get("error", 0) == 0 and counts[port].get(503, 0) == 0, counts[port]
+
+
+def test_bad_upstream_rolls_back_across_replicas_and_no_other_node_serves_a_503(procs,
+                                                                                 tmp_path):
+    cps, leader, follower, dps, ports, ids, _ = start_two_replicas(procs, tmp_path, bake="10s")
+    bad = rs.Backend503()
+    load = rs.Load(ports, rate=80).start()
+    try:
+        support.wait_for(lambda: all(load.count(p, 200) >= 3 for p in ports), 20,
+                         what="traffic through every node")
+        leader.admin("set-upstream", "agents", f"127.0.0.1:{bad.port}", "--rollout",
+                     token="operate", check=True)
+        st = rs.wait_rollout(follower, lambda s: s.get("state") in TERMINAL, 30,
+                             "the rollout to end, seen on the follower")
+        assert st["state"] == "ROLLOUT_STATE_ROLLED_BACK", st
+        assert "http_5xx" in st["detail"], st["detail"]
+        canaries = set(st["canary_nodes"])
+        assert len(canaries) == 1
+        revert = int(st["revert_version"])
+        for dp in dps:
+            support.wait_for(lambda dp=dp: node_version(dp) == revert, 20,
+                             what="node on the revert version")
+        support.wait_for(lambda: all(fleet_support.instance_of(p) == "A" for p in ports), 15,
+                         what="every node back on backend A")
+    finally:
+        load.stop()
+        bad.stop()
+    counts, _ = load.snapshot()
+    for node_id, port in zip(ids, ports):
+        if node_id not in canaries:
+            assert counts[port].get(503, 0) == 0, (node_id, counts[port])
+        assert counts[port].get("error", 0) == 0, (node_id, counts[port])
+    assert sum(counts[p].get(503, 0) for p in ports) > 0
