@@ -40,6 +40,7 @@ def test_bad_upstream_rolls_back_in_an_early_wave(procs, tmp_path):
         st = rs.wait_rollout(cp, lambda s: s.get("state") in TERMINAL, 30,
                              "the rollout to end")
         took = time.monotonic() - started
+        print(f"rolled back {took:.2f}s after the commit, in wave {int(st.get('wave', 0)) + 1}")
         assert st["state"] == "ROLLOUT_STATE_ROLLED_BACK", st
         assert int(st.get("wave", 0)) <= 1, st  # wave 1 or 2
         assert took < bake + 2.0, f"rolled back after {took:.1f}s, bake {bake}s"
