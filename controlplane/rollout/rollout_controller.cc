@@ -154,7 +154,8 @@ absl::StatusOr<bool> RolloutController::BeforeCommit(const v1::Snapshot& next,
   std::shared_ptr<const v1::Snapshot> base = std::move(latest);
   superseded_.reset();
   superseded_version_.reset();
-  if (store_.Shared()) Follow(true);
+  // No store read here (Admit refreshed the state just before): it would widen the window
+  // between choosing the version number and committing it.
   if (IsActive(status_.state())) {
     if (!options.supersede()) {
       return absl::FailedPreconditionError(str::Cat("options.supersede: a rollout of version ",

@@ -40,6 +40,7 @@ absl::Status ConfigManager::Start(const v1::Snapshot* seed) {
     }
     v1::ChangeOptions options;
     options.set_reason("initial seed from the control-plane config");
+    options.set_mode(v1::ROLLOUT_MODE_NOW);  // nothing runs yet: nothing to roll out against
     // Only an empty store is seeded: a replica that loses the race to another one seeding
     // at the same moment serves the winner's version 1 instead.
     options.set_expected_version(0);
@@ -168,6 +169,16 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(
     auto decided = rollouts_->BeforeCommit(next, options, who, store_.Latest());
     if (!decided.ok()) return decided.status();
     as_rollout = *decided;
+  }
+  // Saving the rollout state is a store round trip: another replica may have committed
+  // meanwhile (the watch moved next_version). That is a lost race like any other: recompute.
+  if (store_.next_version() != next.version()) {
+    const absl::Status lost =
+        absl::AbortedError(str::Cat("version ", next.version(),
+                                    " was issued elsewhere while this change was "
+                                    "being prepared"));
+    if (rollouts_ != nullptr) rollouts_->CommitFailed(lost, as_rollout);
+    return lost;
   }
 
   v1::AuditRecord record;
