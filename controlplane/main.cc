@@ -12,6 +12,7 @@
 #include "common/signals/signals.h"
 #include "common/version.h"
 #include "controlplane/admin/cli.h"
+#include "controlplane/rollout/rollout_math.h"
 #include "controlplane/server/controlplane_server.h"
 #include "controlplane/store/open_store.h"
 #include "controlplane/store/store_cli.h"
@@ -89,6 +90,11 @@ int Serve(int argc, char** argv) {
               << ": store.etcd: this controlplane was built without the etcd "
                  "store (etcd's .proto files were not found at build time: install "
                  "golang-etcd-server-dev with scripts/install-deps.sh and rebuild)\n";
+    return 1;
+  }
+  if (absl::Status s = onedomain::controlplane::rollout::Validate(config.rollout(), "rollout");
+      !s.ok()) {
+    std::cerr << config_path << ": " << s.message() << "\n";
     return 1;
   }
   if (check_only) {

@@ -24,17 +24,18 @@ namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 constexpr auto kToken = asio::as_tuple(asio::use_awaitable);
 
-using HandlerMap = std::map<std::string, AdminServer::Handler, std::less<>>;
+using HandlerMap = std::map<std::string, AdminServer::RequestHandler, std::less<>>;
 
-AdminReply Dispatch(const HandlerMap& handlers, std::string_view method, std::string_view target) {
+AdminReply Dispatch(const HandlerMap& handlers, const AdminRequest& request) {
+  const std::string_view target = request.target;
   const std::string_view path = target.substr(0, target.find('?'));
   const auto it = handlers.find(path);
   if (it == handlers.end()) return {404, "text/plain; charset=utf-8", "not found\n"};
-  if (method != "GET" && method != "HEAD") {
+  if (request.method != "GET" && request.method != "HEAD") {
     return {405, "text/plain; charset=utf-8", "only GET and HEAD are allowed\n"};
   }
   try {
-    return it->second(method, target);
+    return it->second(request);
   } catch (const std::exception& e) {
     log::Error("admin_http", str::Cat("handler for ", path, " threw: ", e.what()));
     return {500, "text/plain; charset=utf-8", "internal error\n"};
@@ -52,11 +53,19 @@ asio::awaitable<void> Serve(tcp::socket socket, const HandlerMap& handlers) {
     auto [ec, n] = co_await beast::http::async_read(stream, buffer, parser, kToken);
     if (ec) co_return;  // Closed, timed out or malformed: nothing useful to answer.
     const auto& req = parser.get();
-    AdminReply reply = Dispatch(handlers, req.method_string(), req.target());
+    AdminRequest request{req.method_string(), req.target(), {}, {}};
+    if (const auto a = req.find(beast::http::field::authorization); a != req.end()) {
+      request.authorization = a->value();
+    }
+    if (const auto c = req.find(beast::http::field::cookie); c != req.end()) {
+      request.cookie = c->value();
+    }
+    AdminReply reply = Dispatch(handlers, request);
     beast::http::response<beast::http::string_body> res{
         static_cast<beast::http::status>(reply.status), req.version()};
     res.set(beast::http::field::content_type, reply.content_type);
     res.set(beast::http::field::cache_control, "no-store");
+    for (const auto& [name, value] : reply.headers) res.insert(name, value);
     res.keep_alive(req.keep_alive());
     if (req.method() == beast::http::verb::head) {
       res.content_length(reply.body.size());
@@ -98,6 +107,12 @@ AdminServer::AdminServer() : impl_(std::make_unique<Impl>()) {}
 AdminServer::~AdminServer() { Stop(); }
 
 void AdminServer::Handle(std::string path, Handler handler) {
+  impl_->handlers[std::move(path)] = [handler = std::move(handler)](const AdminRequest& r) {
+    return handler(r.method, r.target);
+  };
+}
+
+void AdminServer::HandleRequest(std::string path, RequestHandler handler) {
   impl_->handlers[std::move(path)] = std::move(handler);
 }
 

@@ -10,6 +10,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -19,6 +21,17 @@ struct AdminReply {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  // Extra response headers (Set-Cookie, Content-Security-Policy, ...).
+  std::vector<std::pair<std::string, std::string>> headers = {};
+};
+
+// What a request handler registered with HandleRequest sees. Views into the request, valid
+// during the call.
+struct AdminRequest {
+  std::string_view method;
+  std::string_view target;
+  std::string_view authorization;  // the Authorization header, empty when absent
+  std::string_view cookie;         // the Cookie header, empty when absent
 };
 
 class AdminServer {
@@ -32,6 +45,10 @@ class AdminServer {
   // Registers a handler for an exact path (the query is ignored for matching). Call before
   // Start. Unknown paths get 404.
   void Handle(std::string path, Handler handler);
+
+  // Like Handle, for handlers that read request headers (GET and HEAD only, as every path).
+  using RequestHandler = std::function<AdminReply(const AdminRequest& request)>;
+  void HandleRequest(std::string path, RequestHandler handler);
 
   // Binds address:port (port 0 picks an ephemeral one) and starts serving.
   absl::Status Start(const std::string& address, uint16_t port);

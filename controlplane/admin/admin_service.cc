@@ -4,6 +4,7 @@
 #include "common/strings/strings.h"
 #include "controlplane/auth/tokens.h"
 #include "controlplane/fleet/fleet.h"
+#include "controlplane/rollout/rollout_controller.h"
 #include "controlplane/server/config_manager.h"
 #include "controlplane/server/metrics.h"
 #include "controlplane/server/serial_executor.h"
@@ -95,7 +96,7 @@ grpc::ServerUnaryReactor* AdminService::Run(grpc::CallbackServerContext* context
                               "; token '", principal->name, "' has ", RoleName(principal->role))));
     return reactor;
   }
-  executor_.Post([this, reactor, method, who = principal->name, work = std::move(work)] {
+  executor_.Post([this, reactor, method, who = *principal, work = std::move(work)] {
     grpc::Status status;
     try {
       status = ToGrpc(work(who));
@@ -113,7 +114,7 @@ grpc::ServerUnaryReactor* AdminService::GetConfig(grpc::CallbackServerContext* c
                                                   const v1::GetConfigRequest* request,
                                                   v1::GetConfigResponse* response) {
   return Run(context, "GetConfig", static_cast<int>(Role::kRead),
-             [this, request, response](const std::string&) {
+             [this, request, response](const Principal&) {
                return Into(manager_.Get(*request), response);
              });
 }
@@ -122,8 +123,9 @@ grpc::ServerUnaryReactor* AdminService::Apply(grpc::CallbackServerContext* conte
                                               const v1::ApplyRequest* request,
                                               v1::ChangeResponse* response) {
   return Run(context, "Apply", static_cast<int>(Role::kAdmin),
-             [this, request, response](const std::string& who) {
-               return Into(manager_.Apply(*request, who), response);
+             [this, request, response](const Principal& who) {
+               if (absl::Status s = Admit(request->options(), who); !s.ok()) return s;
+               return Into(manager_.Apply(*request, who.name), response);
              });
 }
 
@@ -131,8 +133,9 @@ grpc::ServerUnaryReactor* AdminService::SetUpstream(grpc::CallbackServerContext*
                                                     const v1::SetUpstreamRequest* request,
                                                     v1::ChangeResponse* response) {
   return Run(context, "SetUpstream", static_cast<int>(Role::kOperate),
-             [this, request, response](const std::string& who) {
-               return Into(manager_.SetUpstream(*request, who), response);
+             [this, request, response](const Principal& who) {
+               if (absl::Status s = Admit(request->options(), who); !s.ok()) return s;
+               return Into(manager_.SetUpstream(*request, who.name), response);
              });
 }
 
@@ -140,8 +143,9 @@ grpc::ServerUnaryReactor* AdminService::SetCookiePolicy(grpc::CallbackServerCont
                                                         const v1::SetCookiePolicyRequest* request,
                                                         v1::ChangeResponse* response) {
   return Run(context, "SetCookiePolicy", static_cast<int>(Role::kAdmin),
-             [this, request, response](const std::string& who) {
-               return Into(manager_.SetCookiePolicy(*request, who), response);
+             [this, request, response](const Principal& who) {
+               if (absl::Status s = Admit(request->options(), who); !s.ok()) return s;
+               return Into(manager_.SetCookiePolicy(*request, who.name), response);
              });
 }
 
@@ -149,7 +153,7 @@ grpc::ServerUnaryReactor* AdminService::ListNodes(grpc::CallbackServerContext* c
                                                   const v1::ListNodesRequest* /*request*/,
                                                   v1::ListNodesResponse* response) {
   return Run(context, "ListNodes", static_cast<int>(Role::kRead),
-             [this, response](const std::string&) {
+             [this, response](const Principal&) {
                *response = list_nodes_ ? list_nodes_() : fleet_.List();
                return absl::OkStatus();
              });
@@ -159,7 +163,7 @@ grpc::ServerUnaryReactor* AdminService::History(grpc::CallbackServerContext* con
                                                 const v1::HistoryRequest* request,
                                                 v1::HistoryResponse* response) {
   return Run(context, "History", static_cast<int>(Role::kRead),
-             [this, request, response](const std::string&) {
+             [this, request, response](const Principal&) {
                return Into(manager_.History(*request), response);
              });
 }
@@ -168,8 +172,34 @@ grpc::ServerUnaryReactor* AdminService::Rollback(grpc::CallbackServerContext* co
                                                  const v1::RollbackRequest* request,
                                                  v1::ChangeResponse* response) {
   return Run(context, "Rollback", static_cast<int>(Role::kOperate),
-             [this, request, response](const std::string& who) {
-               return Into(manager_.Rollback(*request, who), response);
+             [this, request, response](const Principal& who) {
+               if (absl::Status s = Admit(request->options(), who); !s.ok()) return s;
+               return Into(manager_.Rollback(*request, who.name), response);
+             });
+}
+
+absl::Status AdminService::Admit(const v1::ChangeOptions& options, const Principal& who) const {
+  if (rollouts_ == nullptr) return absl::OkStatus();
+  return rollouts_->Admit(options, who.role == Role::kAdmin);
+}
+
+grpc::ServerUnaryReactor* AdminService::GetRollout(grpc::CallbackServerContext* context,
+                                                   const v1::GetRolloutRequest* /*request*/,
+                                                   v1::RolloutStatus* response) {
+  return Run(context, "GetRollout", static_cast<int>(Role::kRead),
+             [this, response](const Principal&) {
+               if (rollouts_ != nullptr) *response = rollouts_->Status();
+               return absl::OkStatus();
+             });
+}
+
+grpc::ServerUnaryReactor* AdminService::ControlRollout(grpc::CallbackServerContext* context,
+                                                       const v1::ControlRolloutRequest* request,
+                                                       v1::RolloutStatus* response) {
+  return Run(context, "ControlRollout", static_cast<int>(Role::kOperate),
+             [this, request, response](const Principal& who) -> absl::Status {
+               if (rollouts_ == nullptr) return absl::UnimplementedError("rollouts: not enabled");
+               return Into(rollouts_->Control(*request, who.name), response);
              });
 }
 

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "common/config/load.h"
 #include "common/config/yaml_loader.h"
@@ -27,6 +28,7 @@ constexpr int kExitInvalid = 3;
 constexpr int kExitAuth = 4;
 constexpr int kExitConflict = 5;
 constexpr int kExitUnavailable = 6;
+constexpr int kExitRolloutFailed = 7;  // `rollout status -w`: it ended other than succeeded
 
 struct Options {
   std::string server = "127.0.0.1:18000";
@@ -40,6 +42,14 @@ struct Options {
   uint64_t version = 0;
   uint32_t limit = 0;
   int timeout_seconds = 15;
+  // Delivery: --rollout / --now (neither: the control plane's default), --supersede, and
+  // policy overrides for this change.
+  bool rollout = false;
+  bool now = false;
+  bool supersede = false;
+  bool watch = false;
+  int watch_seconds = 3600;
+  v1::RolloutPolicy policy;
   std::vector<std::string> positional;  // verb first
 };
 
@@ -173,6 +183,38 @@ std::string ParseArgs(int argc, char** argv, Options& opts) {
       if (!take(opts.reason)) return "--reason needs text";
     } else if (arg == "--dry-run") {
       opts.dry_run = true;
+    } else if (arg == "--rollout") {
+      opts.rollout = true;
+    } else if (arg == "--now") {
+      opts.now = true;
+    } else if (arg == "--supersede") {
+      opts.supersede = true;
+    } else if (arg == "-w" || arg == "--watch") {
+      opts.watch = true;
+    } else if (arg == "--waves") {
+      std::string text;
+      if (!take(text) || text.empty()) return "--waves needs a list like 1,10%,50%,100%";
+      opts.policy.clear_waves();
+      for (std::string_view w : str::Split(text, ',')) opts.policy.add_waves(std::string(w));
+    } else if (arg == "--bake" || arg == "--budget") {
+      std::string text;
+      if (!take(text)) return str::Cat(arg, " needs a duration like 30s");
+      long long secs = 0;
+      int nanos = 0;
+      if (absl::Status st = config::ParseDurationText(text, &secs, &nanos); !st.ok()) {
+        return str::Cat(arg, ": ", st.message());
+      }
+      google::protobuf::Duration* d =
+          arg == "--bake" ? opts.policy.mutable_bake() : opts.policy.mutable_budget();
+      d->set_seconds(secs);
+      d->set_nanos(nanos);
+    } else if (arg == "--min-requests" || arg == "--watch-for") {
+      std::string text;
+      if (!take(text)) return str::Cat(arg, " needs a number");
+      uint64_t n = 0;
+      if (!str::ParseInt(text, n)) return str::Cat(arg, " needs a number, got '", text, "'");
+      if (arg == "--min-requests") opts.policy.set_min_requests(n);
+      if (arg == "--watch-for") opts.watch_seconds = static_cast<int>(n);
     } else if (arg == "--expected-version" || arg == "--version" || arg == "--limit" ||
                arg == "--timeout") {
       std::string text;
@@ -221,6 +263,138 @@ std::optional<std::string> LoadToken(const Options& opts, std::string* error) {
   return std::string();  // no token: the server answers UNAUTHENTICATED, said plainly
 }
 
+const char* RolloutStateName(v1::RolloutState s) {
+  switch (s) {
+    case v1::ROLLOUT_STATE_RUNNING:
+      return "running";
+    case v1::ROLLOUT_STATE_PAUSED:
+      return "paused";
+    case v1::ROLLOUT_STATE_SUCCEEDED:
+      return "succeeded";
+    case v1::ROLLOUT_STATE_ROLLED_BACK:
+      return "rolled_back";
+    case v1::ROLLOUT_STATE_ABORTED:
+      return "aborted";
+    case v1::ROLLOUT_STATE_SUPERSEDED:
+      return "superseded";
+    default:
+      return "none";
+  }
+}
+
+std::string Fixed(double v, int digits) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+void PrintRollout(const Options& opts, const v1::RolloutStatus& r) {
+  if (opts.output == "json") {
+    std::cout << ToJson(r) << "\n";
+    return;
+  }
+  if (r.state() == v1::ROLLOUT_STATE_NONE) {
+    std::cout << "no rollout\n";
+    return;
+  }
+  std::cout << "rollout of version " << r.version() << " (base " << r.base_version()
+            << "): " << RolloutStateName(r.state()) << ", wave " << r.wave() + 1 << "/"
+            << r.waves_size() << ", baked " << Fixed(r.baked_seconds(), 1) << "s of "
+            << Fixed(r.bake_seconds(), 1) << "s; nodes on " << r.version() << ": "
+            << r.nodes_on_version() << ", on " << r.base_version() << ": " << r.nodes_on_base()
+            << ", other: " << r.nodes_other() << "\n";
+  std::cout << "  by " << r.who() << (r.reason().empty() ? "" : ": " + r.reason()) << "\n";
+  std::vector<std::string> waves;
+  for (const auto& w : r.waves()) waves.push_back(str::Cat(w.spec(), "=", w.state()));
+  std::cout << "  waves: " << str::Join(waves, ", ") << "\n";
+  for (const auto& g : r.gates()) {
+    const bool rate = g.gate() == "ws_abnormal_close";
+    const auto show = [rate](double v) {
+      return rate ? Fixed(v, 2) + "/min" : Fixed(v * 100, 2) + "%";
+    };
+    std::cout << "  gate " << g.gate() << ": " << g.verdict() << " canary " << show(g.canary())
+              << " (" << Fixed(g.canary_weight(), rate ? 2 : 0) << (rate ? " node-min" : " req")
+              << ") baseline " << show(g.baseline()) << " ("
+              << Fixed(g.baseline_weight(), rate ? 2 : 0) << (rate ? " node-min" : " req")
+              << ") floor " << show(g.floor()) << " x" << Fixed(g.relative(), 1) << "\n";
+  }
+  if (!r.detail().empty()) std::cout << "  " << r.detail() << "\n";
+  if (r.revert_version() != 0) std::cout << "  reverted by version " << r.revert_version() << "\n";
+}
+
+int RunRolloutVerb(const Options& opts, v1::Admin::Stub& stub, const std::string& token) {
+  if (opts.positional.size() != 2) {
+    return Usage("rollout needs one of status, promote, pause, resume, abort");
+  }
+  const std::string& what = opts.positional[1];
+  auto context = [&opts, &token](grpc::ClientContext& c) {
+    c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(opts.timeout_seconds));
+    if (!token.empty()) c.AddMetadata("authorization", "Bearer " + token);
+  };
+  if (what == "status") {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(opts.watch_seconds);
+    std::string last_key;
+    for (;;) {
+      grpc::ClientContext c;
+      context(c);
+      v1::RolloutStatus r;
+      grpc::Status s = stub.GetRollout(&c, v1::GetRolloutRequest(), &r);
+      if (!s.ok()) return Fail(s);
+      const bool active =
+          r.state() == v1::ROLLOUT_STATE_RUNNING || r.state() == v1::ROLLOUT_STATE_PAUSED;
+      if (!opts.watch) {
+        PrintRollout(opts, r);
+        return 0;
+      }
+      // Watching: print when the state or the wave changes, and the gates once a second.
+      const std::string key =
+          str::Cat(r.version(), "/", static_cast<int>(r.state()), "/", r.wave());
+      if (key != last_key) {
+        if (opts.output != "json" && active) {
+          std::cout << "wave " << r.wave() + 1 << "/" << r.waves_size() << " ("
+                    << r.waves(static_cast<int>(r.wave())).spec() << ", "
+                    << r.waves(static_cast<int>(r.wave())).nodes() << " nodes)\n";
+        }
+        PrintRollout(opts, r);
+        std::cout.flush();
+        last_key = key;
+      }
+      if (!active) {
+        return r.state() == v1::ROLLOUT_STATE_SUCCEEDED || r.state() == v1::ROLLOUT_STATE_NONE
+                   ? 0
+                   : kExitRolloutFailed;
+      }
+      if (std::chrono::steady_clock::now() > until) {
+        std::cerr << "error: still " << RolloutStateName(r.state()) << " after --watch-for "
+                  << opts.watch_seconds << "s\n";
+        return kExitOther;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+  v1::ControlRolloutRequest request;
+  if (what == "promote") {
+    request.set_action(v1::ControlRolloutRequest::PROMOTE);
+  } else if (what == "pause") {
+    request.set_action(v1::ControlRolloutRequest::PAUSE);
+  } else if (what == "resume") {
+    request.set_action(v1::ControlRolloutRequest::RESUME);
+  } else if (what == "abort") {
+    request.set_action(v1::ControlRolloutRequest::ABORT);
+  } else {
+    return Usage(
+        str::Cat("rollout: unknown action '", what, "' (status, promote, pause, resume, abort)"));
+  }
+  request.set_reason(opts.reason);
+  grpc::ClientContext c;
+  context(c);
+  v1::RolloutStatus r;
+  grpc::Status s = stub.ControlRollout(&c, request, &r);
+  if (!s.ok()) return Fail(s);
+  PrintRollout(opts, r);
+  return 0;
+}
+
 }  // namespace
 
 void PrintAdminUsage() {
@@ -235,6 +409,11 @@ Verbs:
   nodes                                  list data-plane nodes, versions sent/acked/nacked
   history [--limit N]                    committed versions with who, when, why and what
   rollback VERSION                       commit an older version's content again
+  rollout status [-w]                    the running (or last) rollout: waves, nodes, gates;
+                                         -w prints each change until it ends (exit 0 when it
+                                         succeeded, 7 otherwise)
+  rollout promote|pause|resume|abort     skip the current bake / stop advancing / go on /
+                                         return the canaries to the previous version
 
 Flags:
   --server HOST:PORT        control plane gRPC address (default 127.0.0.1:18000)
@@ -246,10 +425,16 @@ Flags:
   --dry-run                 validate and show the diff, commit nothing
   --expected-version N      apply only if the latest version is N (else exit 5)
   --reason TEXT             recorded in the audit log
+  --rollout | --now         deliver a change in canary waves, or to every node at once
+                            (--now needs role admin when the default is rollout); neither:
+                            the control plane's rollout.default_mode
+  --supersede               replace a running rollout instead of being refused (exit 5)
+  --waves 1,10%,50%,100%    this change's waves; --bake 30s, --budget 15m, --min-requests N
   --timeout SECONDS         per-call deadline (default 15)
 
 Exit codes: 0 ok, 1 other error, 2 usage, 3 invalid argument or not found,
-4 unauthenticated or permission denied, 5 version conflict, 6 control plane unreachable.
+4 unauthenticated or permission denied, 5 version conflict or a rollout running,
+6 control plane unreachable, 7 a watched rollout rolled back, was aborted or superseded.
 )";
 }
 
@@ -290,6 +475,15 @@ int RunAdminCli(int argc, char** argv) {
   change.set_dry_run(opts.dry_run);
   change.set_expected_version(opts.expected_version);
   change.set_reason(opts.reason);
+  if (opts.rollout && opts.now) return Usage("--rollout and --now exclude each other");
+  if (opts.rollout) change.set_mode(v1::ROLLOUT_MODE_ROLLOUT);
+  if (opts.now) change.set_mode(v1::ROLLOUT_MODE_NOW);
+  change.set_supersede(opts.supersede);
+  if (opts.policy.ByteSizeLong() != 0) *change.mutable_rollout_policy() = opts.policy;
+
+  if (verb == "rollout") {
+    return RunRolloutVerb(opts, *stub, *token);
+  }
 
   if (verb == "get") {
     v1::GetConfigRequest request;
@@ -423,12 +617,19 @@ int RunAdminCli(int argc, char** argv) {
       return 0;
     }
     std::vector<std::vector<std::string>> rows = {
-        {"VERSION", "TIME", "WHO", "METHOD", "REASON", "CHANGES"}};
+        {"VERSION", "TIME", "WHO", "METHOD", "DELIVERY", "OUTCOME", "REASON", "CHANGES"}};
     for (const auto& e : response.entries()) {
       rows.push_back({str::Cat(e.version()), FormatTime(e.time()), e.who(), e.method(),
+                      e.delivery().empty() ? "-" : e.delivery(),
+                      e.outcome().empty() ? "-" : e.outcome(),
                       e.reason().empty() ? "-" : e.reason(), str::Join(e.diff(), "; ")});
     }
     PrintTable(rows);
+    for (const auto& e : response.entries()) {
+      if (!e.outcome_detail().empty()) {
+        std::cout << e.outcome() << " " << e.version() << ": " << e.outcome_detail() << "\n";
+      }
+    }
     return 0;
   }
   return Usage(str::Cat("unknown verb '", verb, "'"));

@@ -1,6 +1,7 @@
 #include "controlplane/fleet/fleet.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "common/config/snapshot_hash.h"
 #include "common/log/log.h"
@@ -35,12 +36,35 @@ NodeRecord* Fleet::FindLocked(NodeConnection* connection) {
   return &nodes_.at(it->second);
 }
 
+Fleet::Target Fleet::MakeTarget(const std::shared_ptr<const v1::Snapshot>& snapshot) {
+  Target t;
+  if (snapshot == nullptr) return t;
+  auto push = std::make_shared<v1::ControlMessage>();
+  *push->mutable_push()->mutable_snapshot() = *snapshot;
+  push->mutable_push()->set_nonce(str::Cat("v", snapshot->version()));
+  t.push = std::move(push);
+  t.version = snapshot->version();
+  t.hash = config::SnapshotHash(*snapshot);
+  return t;
+}
+
+const Fleet::Target& Fleet::TargetLocked(const std::string& node_id) const {
+  if (canary_.push != nullptr && canary_nodes_.count(node_id) != 0) return canary_;
+  return stable_;
+}
+
+uint64_t Fleet::TargetVersion(const std::string& node_id) const {
+  std::lock_guard lock(mu_);
+  return TargetLocked(node_id).version;
+}
+
 void Fleet::OfferLocked(NodeRecord& node) {
-  if (node.connection == nullptr || latest_push_ == nullptr) return;
-  if (node.refused.count(latest_version_) != 0) return;  // never re-push a refused version
-  if (node.version_sent == latest_version_) return;
-  node.version_sent = latest_version_;
-  node.connection->Offer(latest_push_);
+  const Target& target = TargetLocked(node.hello.node_id());
+  if (node.connection == nullptr || target.push == nullptr) return;
+  if (node.refused.count(target.version) != 0) return;  // never re-push a refused version
+  if (node.version_sent == target.version) return;
+  node.version_sent = target.version;
+  node.connection->Offer(target.push);
 }
 
 absl::Status Fleet::Attach(NodeConnection* connection, const v1::Hello& hello) {
@@ -84,23 +108,25 @@ absl::Status Fleet::Attach(NodeConnection* connection, const v1::Hello& hello) {
   // must get the latest even if an earlier stream was sent it but died before answering.
   node.version_sent = hello.serving_version();
   node.version_acked = hello.serving_version();
-  if (hello.serving_version() == latest_version_ && !latest_hash_.empty() &&
-      !hello.content_hash().empty() && hello.content_hash() != latest_hash_) {
-    node.divergence = str::Cat("serves other content as version ", latest_version_);
+  const Target& target = TargetLocked(id);
+  if (hello.serving_version() == target.version && !target.hash.empty() &&
+      !hello.content_hash().empty() && hello.content_hash() != target.hash) {
+    node.divergence = str::Cat("serves other content as version ", target.version);
     node.version_sent = 0;  // push the latest again
     node.version_acked = 0;
-    log::Warn("fleet", str::Cat("node ", id, " serves version ", latest_version_,
+    log::Warn("fleet", str::Cat("node ", id, " serves version ", target.version,
                                 " with content hash ", str::EscapeForLog(hello.content_hash(), 64),
-                                ", not ", latest_hash_, "; pushing it again"));
+                                ", not ", target.hash, "; pushing it again"));
   }
-  if (hello.serving_version() > latest_version_ && latest_version_ != 0 && ahead_observer_) {
+  const uint64_t newest = NewestVersionLocked();
+  if (hello.serving_version() > newest && newest != 0 && ahead_observer_) {
     ahead_observer_(id, hello.serving_version());
   }
   by_connection_[connection] = id;
   log::Info("fleet", str::Cat("node ", id, " connected (serving version ", hello.serving_version(),
                               ", build ", str::EscapeForLog(hello.build(), 64), ")"));
   auto welcome = std::make_shared<v1::ControlMessage>();
-  welcome->mutable_welcome()->set_latest_version(latest_version_);
+  welcome->mutable_welcome()->set_latest_version(target.version);
   connection->Offer(std::move(welcome));  // a fresh stream: this write starts at once
   OfferLocked(node);
   return absl::OkStatus();
@@ -131,8 +157,9 @@ void Fleet::OnAck(NodeConnection* connection, const v1::Ack& ack) {
   }
   // A SHA-256 in hex is 64 characters; more is not a hash, and it is kept per node.
   if (!ack.content_hash().empty()) node->content_hash = ack.content_hash().substr(0, 64);
-  if (ack.version() == latest_version_ && !ack.content_hash().empty() && !latest_hash_.empty()) {
-    if (ack.content_hash() == latest_hash_) {
+  const Target& target = TargetLocked(node->hello.node_id());
+  if (ack.version() == target.version && !ack.content_hash().empty() && !target.hash.empty()) {
+    if (ack.content_hash() == target.hash) {
       node->divergence.clear();
     } else {
       node->divergence =
@@ -140,7 +167,7 @@ void Fleet::OnAck(NodeConnection* connection, const v1::Ack& ack) {
       log::Warn("fleet",
                 str::Cat("node ", node->hello.node_id(), " acknowledged version ", ack.version(),
                          " with content hash ", str::EscapeForLog(ack.content_hash(), 64), ", not ",
-                         latest_hash_, node->resent_after_ack ? "" : "; pushing it again"));
+                         target.hash, node->resent_after_ack ? "" : "; pushing it again"));
       if (!node->resent_after_ack) {
         node->resent_after_ack = true;
         node->version_sent = 0;
@@ -169,7 +196,13 @@ void Fleet::OnReport(NodeConnection* connection, const v1::MetricsReport& report
   std::lock_guard lock(mu_);
   NodeRecord* node = FindLocked(connection);
   if (node == nullptr) return;
+  if (node->has_report) {
+    node->prev_report = std::move(node->report);
+    node->prev_report_at = node->report_at;
+    node->has_prev_report = true;
+  }
   node->report = report;
+  node->report_at = clock_();
   node->has_report = true;
   node->last_seen = std::chrono::system_clock::now();
   // Each map key becomes metric series: bound what one node can create. Honest nodes have
@@ -186,15 +219,34 @@ void Fleet::OnReport(NodeConnection* connection, const v1::MetricsReport& report
 }
 
 void Fleet::Publish(std::shared_ptr<const v1::Snapshot> snapshot) {
-  auto push = std::make_shared<v1::ControlMessage>();
-  *push->mutable_push()->mutable_snapshot() = *snapshot;
-  push->mutable_push()->set_nonce(str::Cat("v", snapshot->version()));
-  std::string hash = config::SnapshotHash(*snapshot);
+  SetTargets(std::move(snapshot), nullptr, {});
+}
+
+void Fleet::SetTargets(std::shared_ptr<const v1::Snapshot> stable,
+                       std::shared_ptr<const v1::Snapshot> canary,
+                       std::set<std::string> canary_nodes) {
+  // Serialized and hashed outside the lock; unchanged targets are reused.
+  const uint64_t stable_version = stable ? stable->version() : 0;
+  const uint64_t canary_version = canary ? canary->version() : 0;
+  std::optional<Target> new_stable;
+  std::optional<Target> new_canary;
+  {
+    std::lock_guard lock(mu_);
+    if (stable_version != stable_.version) new_stable.emplace();
+    if (canary_version != canary_.version) new_canary.emplace();
+  }
+  if (new_stable) *new_stable = MakeTarget(stable);
+  if (new_canary) *new_canary = MakeTarget(canary);
   std::lock_guard lock(mu_);
-  latest_push_ = std::move(push);
-  latest_version_ = snapshot->version();
-  latest_hash_ = std::move(hash);
-  pending_pushes_[latest_version_] = clock_();
+  if (new_stable) {
+    stable_ = std::move(*new_stable);
+    if (stable_.version != 0) pending_pushes_.emplace(stable_.version, clock_());
+  }
+  if (new_canary) {
+    canary_ = std::move(*new_canary);
+    if (canary_.version != 0) pending_pushes_.emplace(canary_.version, clock_());
+  }
+  canary_nodes_ = canary_.push != nullptr ? std::move(canary_nodes) : std::set<std::string>{};
   for (auto& [id, node] : nodes_) OfferLocked(node);
   CheckPushesLocked();
 }
@@ -206,6 +258,7 @@ void Fleet::CheckPushesLocked() {
     bool all_answered = true;
     for (const auto& [id, node] : nodes_) {
       if (node.connection == nullptr) continue;
+      if (TargetLocked(id).version < version) continue;  // not meant to get it (yet)
       any_connected = true;
       if (node.version_acked < version && node.refused.count(version) == 0) {
         all_answered = false;
@@ -256,7 +309,7 @@ uint64_t Fleet::LastKnownGood() const {
 v1::ListNodesResponse Fleet::List() const {
   std::lock_guard lock(mu_);
   v1::ListNodesResponse out;
-  out.set_latest_version(latest_version_);
+  out.set_latest_version(NewestVersionLocked());
   out.set_last_known_good_version(LastKnownGoodLocked());
   for (const auto& [id, node] : nodes_) {
     if (ExpiredLocked(node)) continue;  // erased at the next Attach or Detach
@@ -279,6 +332,19 @@ v1::ListNodesResponse Fleet::List() const {
     s->set_websocket_upgrades_total(upgrades);
     s->set_content_hash(node.content_hash);
     s->set_divergence(node.divergence);
+    if (node.has_report) {
+      v1::NodeCounters* c = s->mutable_counters();
+      for (const auto& [key, n] : node.report.http_requests()) {
+        c->set_requests(c->requests() + n);
+        if (key.size() >= 4 && key.compare(key.size() - 4, 4, "|5xx") == 0) {
+          c->set_http_5xx(c->http_5xx() + n);
+        }
+      }
+      c->set_upstream_connect_failures(node.report.upstream_connect_failures());
+      c->set_websocket_closes_abnormal(node.report.websocket_closes_abnormal());
+      c->set_config_version(node.report.config_version());
+      c->set_start_seconds(node.report.start_time().seconds());
+    }
   }
   return out;
 }

@@ -2,8 +2,10 @@
 
 // The control plane's view of the fleet: which nodes are connected, what each was sent,
 // acknowledged and refused, and their latest metrics reports. Decides what each node is
-// pushed: the newest committed snapshot (latest wins, never a queue), except a version that
-// node refused (NACKed) — that one is never pushed to it again.
+// pushed: its target snapshot (latest wins, never a queue), except a version that node
+// refused (NACKed) — that one is never pushed to it again. Outside a rollout every node's
+// target is the newest committed snapshot; during one (SetTargets) the canary nodes' target
+// is the version rolled out and every other node's — new nodes included — the stable one.
 //
 // Hostile peers are bounded here: at most max_nodes node ids are tracked (the
 // longest-disconnected one is forgotten first), a departed node's record and metric series
@@ -60,6 +62,11 @@ struct NodeRecord {
   std::chrono::steady_clock::time_point disconnected_at;
   v1::MetricsReport report;
   bool has_report = false;
+  // The report before `report`, and when each arrived (rates for the fleet console).
+  v1::MetricsReport prev_report;
+  bool has_prev_report = false;
+  std::chrono::steady_clock::time_point report_at;
+  std::chrono::steady_clock::time_point prev_report_at;
 };
 
 class Fleet {
@@ -93,7 +100,16 @@ class Fleet {
   void OnReport(NodeConnection* connection, const v1::MetricsReport& report);
 
   // A newly committed snapshot: offered to every connected node that did not refuse it.
+  // Ends any canary split (SetTargets with no canary).
   void Publish(std::shared_ptr<const v1::Snapshot> snapshot);
+
+  // A rollout's split: nodes in `canary_nodes` get `canary`, every other node (and every
+  // node that connects later and is not listed) gets `stable`. `canary` null: no split.
+  void SetTargets(std::shared_ptr<const v1::Snapshot> stable,
+                  std::shared_ptr<const v1::Snapshot> canary, std::set<std::string> canary_nodes);
+
+  // The version `node_id` is meant to serve (0 before anything was published).
+  uint64_t TargetVersion(const std::string& node_id) const;
 
   v1::ListNodesResponse List() const;
 
@@ -111,6 +127,16 @@ class Fleet {
   NodeRecord* FindLocked(NodeConnection* connection);
   uint64_t LastKnownGoodLocked() const;
 
+  // What one group of nodes is pushed.
+  struct Target {
+    std::shared_ptr<const v1::ControlMessage> push;
+    uint64_t version = 0;
+    std::string hash;
+  };
+  static Target MakeTarget(const std::shared_ptr<const v1::Snapshot>& snapshot);
+  const Target& TargetLocked(const std::string& node_id) const;
+  uint64_t NewestVersionLocked() const { return std::max(stable_.version, canary_.version); }
+
   const std::chrono::seconds forget_after_;
   const Clock clock_;
   const size_t max_nodes_;
@@ -119,9 +145,9 @@ class Fleet {
   AheadObserver ahead_observer_;
   std::map<std::string, NodeRecord> nodes_;  // by node id
   std::map<NodeConnection*, std::string> by_connection_;
-  std::shared_ptr<const v1::ControlMessage> latest_push_;
-  uint64_t latest_version_ = 0;
-  std::string latest_hash_;
+  Target stable_;  // every node not in canary_nodes_
+  Target canary_;  // version 0: no rollout split
+  std::set<std::string> canary_nodes_;
   // Versions published and not yet answered by every connected node, with publish time.
   std::map<uint64_t, std::chrono::steady_clock::time_point> pending_pushes_;
 };

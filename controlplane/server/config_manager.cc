@@ -1,9 +1,12 @@
 #include "controlplane/server/config_manager.h"
 
+#include <map>
+
 #include "common/config/validation.h"
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "controlplane/fleet/fleet.h"
+#include "controlplane/rollout/rollout_controller.h"
 #include "controlplane/server/diff.h"
 #include "controlplane/store/store.h"
 #include "google/protobuf/util/time_util.h"
@@ -37,6 +40,7 @@ absl::Status ConfigManager::Start(const v1::Snapshot* seed) {
     }
     v1::ChangeOptions options;
     options.set_reason("initial seed from the control-plane config");
+    options.set_mode(v1::ROLLOUT_MODE_NOW);  // nothing runs yet: nothing to roll out against
     // Only an empty store is seeded: a replica that loses the race to another one seeding
     // at the same moment serves the winner's version 1 instead.
     options.set_expected_version(0);
@@ -56,6 +60,12 @@ absl::Status ConfigManager::Start(const v1::Snapshot* seed) {
   }
   log::Info("config",
             str::Cat("loaded version ", store_.latest_version(), " from the ", store_.Describe()));
+  if (rollouts_ != nullptr && rollouts_->ResumeFromStore(store_.Latest())) {
+    // The rollout told the fleet what each node serves.
+    published_ = std::max(published_, store_.latest_version());
+    if (on_commit_) on_commit_(published_);
+    return absl::OkStatus();
+  }
   Publish(store_.Latest());
   return absl::OkStatus();
 }
@@ -71,6 +81,13 @@ void ConfigManager::Publish(std::shared_ptr<const v1::Snapshot> snapshot) {
 
 void ConfigManager::OnStoreChange(std::shared_ptr<const v1::Snapshot> snapshot) {
   if (snapshot == nullptr || snapshot->version() <= published_) return;
+  if (rollouts_ != nullptr && rollouts_->HoldsBack(snapshot)) {
+    log::Info("config", str::Cat("version ", snapshot->version(),
+                                 " committed by another replica is being rolled out"));
+    published_ = snapshot->version();
+    if (on_commit_) on_commit_(published_);
+    return;
+  }
   log::Info("config", str::Cat("version ", snapshot->version(),
                                " committed by another replica: publishing it"));
   Publish(std::move(snapshot));
@@ -93,11 +110,9 @@ absl::StatusOr<v1::GetConfigResponse> ConfigManager::Get(
   return response;
 }
 
-absl::StatusOr<v1::ChangeResponse> ConfigManager::Change(const Builder& build,
-                                                         const v1::ChangeOptions& options,
-                                                         const std::string& who,
-                                                         const std::string& method,
-                                                         const std::string& field_prefix) {
+absl::StatusOr<v1::ChangeResponse> ConfigManager::Change(
+    const Builder& build, const v1::ChangeOptions& options, const std::string& who,
+    const std::string& method, const std::string& field_prefix, uint64_t revert_of) {
   // Bounded: each lost race means another replica committed, so a handful of rounds only
   // runs out under a storm of writes, and then the caller is told to retry.
   constexpr int kAttempts = 5;
@@ -109,7 +124,7 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::Change(const Builder& build,
     std::shared_ptr<const v1::Snapshot> latest = store_.Latest();
     auto next = build(latest.get());
     if (!next.ok()) return next.status();
-    auto result = ChangeOnce(std::move(*next), options, who, method, field_prefix);
+    auto result = ChangeOnce(std::move(*next), options, who, method, field_prefix, revert_of);
     if (result.ok() || result.status().code() != absl::StatusCode::kAborted) return result;
     last = result.status();
     if (options.expected_version() != 0) {
@@ -123,11 +138,9 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::Change(const Builder& build,
       str::Cat("gave up after ", kAttempts, " commits lost to other replicas: ", last.message()));
 }
 
-absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(v1::Snapshot next,
-                                                             const v1::ChangeOptions& options,
-                                                             const std::string& who,
-                                                             const std::string& method,
-                                                             const std::string& field_prefix) {
+absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(
+    v1::Snapshot next, const v1::ChangeOptions& options, const std::string& who,
+    const std::string& method, const std::string& field_prefix, uint64_t revert_of) {
   const uint64_t latest = store_.latest_version();
   if (options.expected_version() != 0 && options.expected_version() != latest) {
     return absl::FailedPreconditionError(
@@ -149,6 +162,25 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(v1::Snapshot next,
   for (std::string& line : DiffSnapshots(before, next)) response.add_diff(std::move(line));
   if (options.dry_run()) return response;
 
+  // A rollout saves its state before the commit, so a stop right after the commit resumes it
+  // instead of handing the new version to every node.
+  bool as_rollout = false;
+  if (rollouts_ != nullptr) {
+    auto decided = rollouts_->BeforeCommit(next, options, who, store_.Latest());
+    if (!decided.ok()) return decided.status();
+    as_rollout = *decided;
+  }
+  // Saving the rollout state is a store round trip: another replica may have committed
+  // meanwhile (the watch moved next_version). That is a lost race like any other: recompute.
+  if (store_.next_version() != next.version()) {
+    const absl::Status lost =
+        absl::AbortedError(str::Cat("version ", next.version(),
+                                    " was issued elsewhere while this change was "
+                                    "being prepared"));
+    if (rollouts_ != nullptr) rollouts_->CommitFailed(lost, as_rollout);
+    return lost;
+  }
+
   v1::AuditRecord record;
   record.set_version(next.version());
   *record.mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
@@ -156,7 +188,10 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(v1::Snapshot next,
   record.set_method(method);
   record.set_reason(options.reason());
   *record.mutable_diff() = response.diff();
+  record.set_delivery(as_rollout ? "rollout" : "now");
+  record.set_reverts_version(revert_of);
   if (absl::Status s = store_.Commit(next, record); !s.ok()) {
+    if (rollouts_ != nullptr) rollouts_->CommitFailed(s, as_rollout);
     log::Error("config", str::Cat("commit of version ", next.version(), " failed: ", s.message()));
     // A lost race (ABORTED) and an unreachable store (UNAVAILABLE, CLI exit 6) keep their
     // codes: the caller can do something about them.
@@ -167,7 +202,13 @@ absl::StatusOr<v1::ChangeResponse> ConfigManager::ChangeOnce(v1::Snapshot next,
   }
   log::Info("config", str::Cat("committed version ", next.version(), " by ", who, " (", method,
                                "): ", str::Join(response.diff(), "; ")));
-  Publish(store_.Latest());
+  if (as_rollout) {
+    published_ = next.version();
+    if (on_commit_) on_commit_(published_);
+    rollouts_->AfterCommit(store_.Latest());
+  } else {
+    Publish(store_.Latest());
+  }
   return response;
 }
 
@@ -260,8 +301,42 @@ absl::StatusOr<v1::HistoryResponse> ConfigManager::History(
   auto history = store_.ReadHistory(request.limit());
   if (!history.ok()) return history.status();
   response.set_stale(store_.Staleness());
-  for (v1::AuditRecord& r : *history) *response.add_entries() = std::move(r);
+  // Outcomes are derived, never stored: a revert record names the version it undid.
+  std::map<uint64_t, const v1::AuditRecord*> reverted;
+  for (const v1::AuditRecord& r : *history) {
+    if (r.reverts_version() != 0) reverted[r.reverts_version()] = &r;
+  }
+  const v1::RolloutStatus rollout =
+      rollouts_ != nullptr ? rollouts_->Status() : v1::RolloutStatus();
+  for (v1::AuditRecord& r : *history) {
+    v1::AuditRecord* e = response.add_entries();
+    *e = r;
+    if (const auto it = reverted.find(r.version()); it != reverted.end()) {
+      e->set_outcome(it->second->method() == "RolloutAbort" ? "aborted" : "rolled_back");
+      e->set_outcome_detail(
+          str::Cat(it->second->reason(), " (undone by version ", it->second->version(), ")"));
+    } else if (rollout.version() == r.version() && (rollout.state() == v1::ROLLOUT_STATE_RUNNING ||
+                                                    rollout.state() == v1::ROLLOUT_STATE_PAUSED)) {
+      e->set_outcome("rolling_out");
+      e->set_outcome_detail(str::Cat("wave ", rollout.wave() + 1, " of ", rollout.waves_size()));
+    }
+  }
   return response;
+}
+
+absl::StatusOr<uint64_t> ConfigManager::CommitRevert(const v1::Snapshot& base,
+                                                     uint64_t reverts_version,
+                                                     const std::string& method,
+                                                     const std::string& detail) {
+  v1::ChangeOptions options;
+  options.set_mode(v1::ROLLOUT_MODE_NOW);
+  options.set_reason(str::Cat("revert of version ", reverts_version, ": ", detail));
+  const v1::Snapshot copy = base;
+  auto result =
+      Change([&copy](const v1::Snapshot*) -> absl::StatusOr<v1::Snapshot> { return copy; }, options,
+             "rollout", method, "", reverts_version);
+  if (!result.ok()) return result.status();
+  return result->version();
 }
 
 }  // namespace onedomain::controlplane

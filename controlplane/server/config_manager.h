@@ -17,6 +17,7 @@
 namespace onedomain::controlplane {
 
 class Fleet;
+class RolloutController;
 class Store;
 
 class ConfigManager {
@@ -24,8 +25,18 @@ class ConfigManager {
   // `on_commit` is told each committed version (metrics).
   ConfigManager(Store& store, Fleet& fleet, std::function<void(uint64_t)> on_commit = {});
 
-  // Commits `seed` as version 1 when the store is empty; otherwise publishes the latest.
+  // Changes delivered as rollouts go through `rollouts` (which also decides, at Start,
+  // whether a saved rollout resumes). Set before Start.
+  void SetRollouts(RolloutController* rollouts) { rollouts_ = rollouts; }
+
+  // Commits `seed` as version 1 when the store is empty; otherwise publishes the latest (or
+  // lets a saved rollout resume).
   absl::Status Start(const v1::Snapshot* seed);
+
+  // A rollout's undo: commits `base`'s content again as a new version, delivered now, with
+  // an audit record saying which version it reverts and why. The new version number.
+  absl::StatusOr<uint64_t> CommitRevert(const v1::Snapshot& base, uint64_t reverts_version,
+                                        const std::string& method, const std::string& detail);
 
   // A version committed elsewhere (another replica, told by the store's watch): publishes it
   // when it is newer than what this replica published.
@@ -53,17 +64,21 @@ class ConfigManager {
   // diffs, and (unless dry run) commits and publishes; recomputes when another replica
   // committed first and no expected_version was given. `field_prefix` names the request
   // field validation paths hang under.
+  // `revert_of`: set by CommitRevert (the audit record's reverts_version).
   absl::StatusOr<v1::ChangeResponse> Change(const Builder& build, const v1::ChangeOptions& options,
                                             const std::string& who, const std::string& method,
-                                            const std::string& field_prefix);
+                                            const std::string& field_prefix,
+                                            uint64_t revert_of = 0);
   absl::StatusOr<v1::ChangeResponse> ChangeOnce(v1::Snapshot next, const v1::ChangeOptions& options,
                                                 const std::string& who, const std::string& method,
-                                                const std::string& field_prefix);
+                                                const std::string& field_prefix,
+                                                uint64_t revert_of);
   void Publish(std::shared_ptr<const v1::Snapshot> snapshot);
 
   Store& store_;
   Fleet& fleet_;
   std::function<void(uint64_t)> on_commit_;
+  RolloutController* rollouts_ = nullptr;
   uint64_t published_ = 0;  // newest version handed to the fleet
 };
 

@@ -9,7 +9,9 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "common/config/defaults.h"
@@ -20,9 +22,11 @@
 #include "common/strings/strings.h"
 #include "controlplane/admin/admin_service.h"
 #include "controlplane/auth/tokens.h"
+#include "controlplane/console/console.h"
 #include "controlplane/discovery/discovery_service.h"
 #include "controlplane/fleet/fleet.h"
 #include "controlplane/fleet/fleet_collector.h"
+#include "controlplane/rollout/rollout_controller.h"
 #include "controlplane/server/config_manager.h"
 #include "controlplane/server/metrics.h"
 #include "controlplane/server/serial_executor.h"
@@ -63,6 +67,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
 
 namespace {
 v1::ListNodesResponse ClusterNodes(ControlplaneServer::State& s);
+ConsoleView MakeConsoleView(ControlplaneServer::State& s);
 }  // namespace
 
 struct ControlplaneServer::State {
@@ -85,6 +90,8 @@ struct ControlplaneServer::State {
   std::shared_ptr<FleetCollector> collector;
   std::unique_ptr<SerialExecutor> executor;
   std::unique_ptr<ConfigManager> manager;
+  std::unique_ptr<RolloutController> rollouts;
+  std::unique_ptr<Console> console;
   std::unique_ptr<DiscoveryService> discovery;
   std::unique_ptr<AdminService> admin;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -137,6 +144,59 @@ v1::ListNodesResponse ClusterNodes(ControlplaneServer::State& s) {
 
 }  // namespace
 
+namespace {
+
+// What the fleet console shows; called on the HTTP thread. History is read on the admin
+// executor (the store's thread), waiting at most a second (then shown without it).
+ConsoleView MakeConsoleView(ControlplaneServer::State& s) {
+  ConsoleView view;
+  const v1::ListNodesResponse listed = s.fleet.List();
+  view.latest_version = listed.latest_version();
+  view.last_known_good = listed.last_known_good_version();
+  if (s.rollouts) view.rollout = s.rollouts->Status();
+  const bool rolling = view.rollout.state() == v1::ROLLOUT_STATE_RUNNING ||
+                       view.rollout.state() == v1::ROLLOUT_STATE_PAUSED;
+  const std::set<std::string> canaries(view.rollout.canary_nodes().begin(),
+                                       view.rollout.canary_nodes().end());
+  const auto now = std::chrono::steady_clock::now();
+  const auto wall = std::chrono::system_clock::now();
+  for (const NodeRecord& n : s.fleet.Nodes()) {
+    ConsoleNode c;
+    c.id = n.hello.node_id();
+    c.zone = n.hello.zone();
+    c.connected = n.connection != nullptr;
+    c.version = n.version_acked;
+    c.last_report_age = std::chrono::duration<double>(wall - n.last_seen).count();
+    c.websockets = n.report.websocket_connections_active();
+    c.canary = rolling && canaries.count(c.id) != 0;
+    // Rates between the last two reports, while they are recent.
+    if (n.has_prev_report && c.connected && now - n.report_at < std::chrono::seconds(30)) {
+      const double dt = std::chrono::duration<double>(n.report_at - n.prev_report_at).count();
+      const rollout::Counters a = rollout::CountersOf(n.prev_report);
+      const rollout::Counters b = rollout::CountersOf(n.report);
+      if (dt > 0 && b.requests >= a.requests && b.http_5xx >= a.http_5xx) {
+        c.requests_per_second = (b.requests - a.requests) / dt;
+        c.errors_5xx_per_second = (b.http_5xx - a.http_5xx) / dt;
+      }
+    }
+    view.nodes.push_back(std::move(c));
+  }
+  auto history = std::make_shared<std::promise<std::vector<v1::AuditRecord>>>();
+  std::future<std::vector<v1::AuditRecord>> got = history->get_future();
+  s.executor->Post([&s, history] {
+    v1::HistoryRequest request;
+    request.set_limit(20);
+    auto h = s.manager->History(request);
+    std::vector<v1::AuditRecord> out;
+    if (h.ok()) out.assign(h->entries().begin(), h->entries().end());
+    history->set_value(std::move(out));
+  });
+  if (got.wait_for(std::chrono::seconds(1)) == std::future_status::ready) view.history = got.get();
+  return view;
+}
+
+}  // namespace
+
 ControlplaneServer::ControlplaneServer(v1::ControlplaneConfig config)
     : state_(std::make_unique<State>(std::move(config))) {}
 
@@ -151,7 +211,13 @@ absl::Status ControlplaneServer::Start() {
   store_observer.observe_request = [&s](std::string_view op, double seconds) {
     s.metrics.ObserveStoreRequest(op, seconds);
   };
-  store_observer.set_leader = [&s](bool leader) { s.metrics.SetLeader(leader); };
+  store_observer.set_leader = [&s](bool leader) {
+    s.metrics.SetLeader(leader);
+    // Rollouts are judged by the leader only; the controller lives on the executor.
+    if (s.executor && s.rollouts) {
+      s.executor->Post([&s, leader] { s.rollouts->SetLeader(leader); });
+    }
+  };
   auto store = OpenStore(c.store(), std::move(store_observer));
   if (!store.ok()) return store.status();
   s.store = std::move(*store);
@@ -184,9 +250,21 @@ absl::Status ControlplaneServer::Start() {
   s.executor = std::make_unique<SerialExecutor>();
   s.manager = std::make_unique<ConfigManager>(
       *s.store, s.fleet, [&s](uint64_t version) { s.metrics.SetLatestVersion(version); });
+  if (absl::Status st = rollout::Validate(c.rollout(), "rollout"); !st.ok()) return st;
+  s.rollouts =
+      std::make_unique<RolloutController>(*s.store, s.fleet, *s.executor, *s.registry, c.rollout());
+  s.rollouts->SetManager(s.manager.get());
+  if (s.store->Shared()) {
+    // The leader judges every replica's nodes (their summaries carry the counters).
+    s.rollouts->SetNodeSource([&s] { return ClusterNodes(s); });
+  }
+  s.manager->SetRollouts(s.rollouts.get());
   if (absl::Status st = s.manager->Start(c.has_seed() ? &c.seed() : nullptr); !st.ok()) {
     return st;
   }
+  // Rollouts are judged every 200 ms: reports arrive every report_interval (5s by default,
+  // 200ms in tests), and a NACK or a failing gate should act within a tick of arriving.
+  s.rollouts->StartTicker(std::chrono::milliseconds(200));
   // Versions other replicas commit (etcd): published to this replica's nodes from the admin
   // executor, where every store and fleet change of this process happens.
   s.store->Watch([&s](std::shared_ptr<const v1::Snapshot> snapshot) {
@@ -206,8 +284,9 @@ absl::Status ControlplaneServer::Start() {
     s.metrics.CountNodeStreamRefused(code);
   };
   s.discovery = std::make_unique<DiscoveryService>(s.fleet, s.tokens, discovery_options);
-  s.admin = std::make_unique<AdminService>(s.tokens, *s.manager, s.fleet, *s.executor, s.metrics,
-                                           [&s] { return ClusterNodes(s); });
+  s.admin = std::make_unique<AdminService>(
+      s.tokens, *s.manager, s.fleet, *s.executor, s.metrics, [&s] { return ClusterNodes(s); },
+      s.rollouts.get());
   auto creds = Credentials(c.grpc());
   if (!creds.ok()) return creds.status();
   const std::string grpc_address =
@@ -250,6 +329,8 @@ absl::Status ControlplaneServer::Start() {
     body += metrics::Serialize(*s.collector);
     return http::AdminReply{200, metrics::kContentType, std::move(body)};
   });
+  s.console = std::make_unique<Console>(s.tokens, [&s] { return MakeConsoleView(s); });
+  s.console->Register(s.http);
   const std::string http_address = c.http().address().empty() ? "127.0.0.1" : c.http().address();
   const uint16_t http_port = static_cast<uint16_t>(
       c.http().has_port() ? c.http().port() : config::defaults::kControlplaneHttpPort);
@@ -291,9 +372,10 @@ void ControlplaneServer::Shutdown() {
     s.grpc_server->Wait();
     s.grpc_server.reset();
   }
-  if (s.store) s.store->Stop();  // no more watch events posted after this
-  s.executor.reset();            // runs what was posted, then joins
-  s.http.Stop();
+  if (s.store) s.store->Stop();              // no more watch events posted after this
+  if (s.rollouts) s.rollouts->StopTicker();  // no more ticks posted after this
+  s.http.Stop();                             // the console posts to the executor: stopped before it
+  s.executor.reset();                        // runs what was posted, then joins
 }
 
 }  // namespace onedomain::controlplane

@@ -817,6 +817,38 @@ absl::Status EtcdStore::RaiseFloor(uint64_t version, std::string_view why) {
   return absl::AbortedError("the version floor kept changing under concurrent writers");
 }
 
+absl::Status EtcdStore::SaveRollout(const v1::RolloutStatus& rollout) {
+  Impl& im = *impl_;
+  std::string data;
+  if (!rollout.SerializeToString(&data)) return absl::InternalError("cannot serialize rollout");
+  pb::PutRequest req;
+  req.set_key(im.opts.prefix + "rollout");
+  req.set_value(data);
+  pb::PutResponse resp;
+  grpc::Status s = im.Request("save_rollout", [&](const Member& m, grpc::ClientContext& c) {
+    return m.kv->Put(&c, req, &resp);
+  });
+  if (!s.ok()) return im.ToStatus(s, "saving the rollout state");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::RolloutStatus> EtcdStore::LoadRollout() const {
+  const Impl& im = *impl_;
+  pb::RangeRequest req;
+  req.set_key(im.opts.prefix + "rollout");
+  pb::RangeResponse resp;
+  grpc::Status s = im.Request("load_rollout", [&](const Member& m, grpc::ClientContext& c) {
+    return m.kv->Range(&c, req, &resp);
+  });
+  if (!s.ok()) return im.ToStatus(s, "reading the rollout state");
+  if (resp.kvs_size() == 0) return absl::NotFoundError("no rollout saved in etcd");
+  v1::RolloutStatus rollout;
+  if (!rollout.ParseFromString(resp.kvs(0).value())) {
+    return absl::DataLossError(str::Cat(im.opts.prefix, "rollout: not a serialized RolloutStatus"));
+  }
+  return rollout;
+}
+
 absl::StatusOr<std::vector<v1::AuditRecord>> EtcdStore::ReadHistory(uint32_t limit) const {
   const Impl& im = *impl_;
   pb::RangeRequest req;

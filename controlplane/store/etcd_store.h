@@ -11,6 +11,7 @@
 //   P lkg                   last known good: newest version ACKed by every connected node
 //                           of every replica (written by the leader)
 //   P replicas/<id>         each live replica's node summary, under its lease
+//   P rollout               serialized v1::RolloutStatus: the running or last rollout
 //   P leader/...            v3election campaign keys (one leader for singleton work)
 //
 // A commit is ONE etcd transaction: compare the mod_revision of `version` and `floor` with
@@ -67,6 +68,8 @@ class EtcdStore final : public Store {
   absl::Status Commit(const v1::Snapshot& snapshot, const v1::AuditRecord& record) override;
   absl::Status RaiseFloor(uint64_t version, std::string_view why) override;
   absl::StatusOr<std::vector<v1::AuditRecord>> ReadHistory(uint32_t limit) const override;
+  absl::Status SaveRollout(const v1::RolloutStatus& rollout) override;
+  absl::StatusOr<v1::RolloutStatus> LoadRollout() const override;
   std::map<std::string, uint64_t> StateLoss() const override;
   std::string Staleness() const override;
   void Watch(ChangeObserver observer) override;

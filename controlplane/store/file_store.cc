@@ -315,4 +315,23 @@ std::vector<v1::AuditRecord> FileStore::History(uint32_t limit) const {
 
 std::vector<uint64_t> FileStore::KeptVersions() const { return kept_; }
 
+absl::Status FileStore::SaveRollout(const v1::RolloutStatus& rollout) {
+  std::string data;
+  if (!rollout.SerializeToString(&data)) return absl::InternalError("cannot serialize rollout");
+  return WriteFileDurably(directory_, directory_ + "/rollout.pb", data);
+}
+
+absl::StatusOr<v1::RolloutStatus> FileStore::LoadRollout() const {
+  const std::string path = directory_ + "/rollout.pb";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(str::Cat("no rollout saved in ", directory_));
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  v1::RolloutStatus rollout;
+  if (!rollout.ParseFromString(buf.str())) {
+    return absl::DataLossError(str::Cat(path, ": not a serialized RolloutStatus"));
+  }
+  return rollout;
+}
+
 }  // namespace onedomain::controlplane

@@ -8,6 +8,7 @@
 // Layout:  DIR/snapshots/v00000000000000000042.pb   serialized v1::Snapshot, version 42
 //          DIR/audit.log                            one JSON v1::AuditRecord per line
 //          DIR/high_water_mark                      highest version ever issued (decimal)
+//          DIR/rollout.pb                           serialized v1::RolloutStatus (last rollout)
 //
 // Version numbers are never issued twice, because a node that serves version N trusts that
 // N names one content. The next version is one above the floor, the highest of: the
@@ -74,6 +75,9 @@ class FileStore final : public Store {
   absl::StatusOr<std::vector<v1::AuditRecord>> ReadHistory(uint32_t limit) const override {
     return History(limit);
   }
+
+  absl::Status SaveRollout(const v1::RolloutStatus& rollout) override;
+  absl::StatusOr<v1::RolloutStatus> LoadRollout() const override;
 
   // Versions still kept, oldest first.
   std::vector<uint64_t> KeptVersions() const;

@@ -80,6 +80,18 @@ class Store {
   // Audit records, newest first, at most `limit` (0: all).
   virtual absl::StatusOr<std::vector<v1::AuditRecord>> ReadHistory(uint32_t limit) const = 0;
 
+  // The rollout controller's state (the running or last rollout), durable on return, so a
+  // restarted control plane resumes or aborts it. LoadRollout: NOT_FOUND when none was ever
+  // saved. Stores that do not keep it yet answer UNIMPLEMENTED naming themselves.
+  virtual absl::Status SaveRollout(const v1::RolloutStatus& /*rollout*/) {
+    return absl::UnimplementedError("rollouts: the " + Describe() +
+                                    " does not keep rollout state yet; use --now");
+  }
+  virtual absl::StatusOr<v1::RolloutStatus> LoadRollout() const {
+    return absl::UnimplementedError("rollouts: the " + Describe() +
+                                    " does not keep rollout state yet; use --now");
+  }
+
   // Losses of state noticed since open, by kind (FileStore::state_loss).
   virtual std::map<std::string, uint64_t> StateLoss() const { return {}; }
 

@@ -29,6 +29,8 @@ v1::MetricsReport BuildMetricsReport(const CountersSnapshot& counters) {
   for (const auto& [key, n] : t.http_requests) (*r.mutable_http_requests())[key] = n;
   r.set_bytes_received(t.bytes_received);
   r.set_bytes_sent(t.bytes_sent);
+  r.set_upstream_connect_failures(t.upstream_connect_failures);
+  r.set_websocket_closes_abnormal(t.websocket_closes_abnormal);
   return r;
 }
 

@@ -422,6 +422,10 @@ CounterTotals StatsCatalog::Totals() const {
         }
       }
       ws_active += c.websocket_active.Get();
+      for (size_t i = 0; i < c.ws.closes.size(); ++i) {
+        const size_t code_slot = i % kWsCloseCodeSlots;
+        if (code_slot != 0 && code_slot != 1) t.websocket_closes_abnormal += c.ws.closes[i].Get();
+      }
     }
     for (size_t i = 0; i < classes.size(); ++i) {
       if (classes[i] > 0)
@@ -429,6 +433,10 @@ CounterTotals StatsCatalog::Totals() const {
     }
   }
   t.websocket_connections_active = ws_active > 0 ? static_cast<uint64_t>(ws_active) : 0;
+  for (uint32_t slot = 0; slot < cluster_names_.size(); ++slot) {
+    for (const PerWorker& w : workers_)
+      t.upstream_connect_failures += w.clusters[slot]->connect_failures.Get();
+  }
   return t;
 }
 

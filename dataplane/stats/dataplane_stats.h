@@ -157,6 +157,8 @@ struct CounterTotals {
   std::map<std::string, uint64_t> http_requests;       // "route|2xx"
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
+  uint64_t upstream_connect_failures = 0;  // every cluster (rollout gates)
+  uint64_t websocket_closes_abnormal = 0;  // codes other than 1000/1001, or none (rollout gates)
 };
 
 // Owns every worker's counters. Routes and clusters get a slot by name the first time a

@@ -1,4 +1,5 @@
-"""The browser test reuses the integration helpers (support, cp_support) without editing them."""
+"""The browser tests reuse the integration helpers (support, cp_support, rollout_support)
+without editing them."""
 
 import os
 import sys

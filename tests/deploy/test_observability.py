@@ -44,6 +44,13 @@ CONTRACT = {
     "onedomain_admin_requests_total": "counter",
     "onedomain_config_latest_version": "gauge",
     "onedomain_limit_rejections_total": "counter",
+    # Rollouts (issue 19).
+    "onedomain_rollout_state": "gauge",
+    "onedomain_rollout_wave": "gauge",
+    "onedomain_rollout_gate_value": "gauge",
+    "onedomain_rollouts_total": "counter",
+    "onedomain_rollout_running_seconds": "gauge",
+    "onedomain_rollout_budget_seconds": "gauge",
 }
 
 
@@ -83,7 +90,8 @@ def test_alerts_cover_issue_and_use_contract_metrics():
     alerts = {r["alert"]: r for r in rules if "alert" in r}
     for required in ("OnedomainNoNodesConnected", "OnedomainConfigNacked",
                      "OnedomainConfigVersionSkew", "OnedomainUpgradeRejectionsSpiking",
-                     "OnedomainHttp5xxRatioHigh", "OnedomainDataplaneNotReporting"):
+                     "OnedomainHttp5xxRatioHigh", "OnedomainDataplaneNotReporting",
+                     "OnedomainRolloutRolledBack", "OnedomainRolloutStuck"):
         assert required in alerts, required
     assert alerts["OnedomainConfigVersionSkew"]["for"] == "5m"
     for name, rule in alerts.items():
@@ -157,7 +165,9 @@ def test_dashboard_covers_issue_panels():
                    'code_class="5xx"',
                    "histogram_quantile(0.5,", "histogram_quantile(0.99,",
                    "onedomain_fleet_nodes_connected", "onedomain_fleet_config_version",
-                   "onedomain_config_latest_version", "sum by (node)"):
+                   "onedomain_config_latest_version", "sum by (node)",
+                   "onedomain_rollout_state", "onedomain_rollout_wave",
+                   "onedomain_rollout_gate_value", "onedomain_rollouts_total"):
         assert needle in exprs, needle
 
 

@@ -57,6 +57,25 @@ TEST(StatsTest, SumsWorkersAndKeepsSlotsByName) {
   EXPECT_EQ(t.http_requests.at("api|5xx"), 1u);
   EXPECT_EQ(t.http_requests.at("none|4xx"), 1u);
   EXPECT_EQ(t.websocket_upgrades.at("origin_refused"), 1u);
+  EXPECT_EQ(t.upstream_connect_failures, 0u);
+  EXPECT_EQ(t.websocket_closes_abnormal, 0u);
+}
+
+// The two totals the control plane's rollout gates read.
+TEST(StatsTest, TotalsCountConnectFailuresAndAbnormalCloses) {
+  StatsCatalog catalog(2);
+  const uint32_t api = catalog.RouteSlot("api");
+  const uint32_t agents = catalog.ClusterSlot("agents");
+  catalog.cluster(0, agents).connect_failures.Add(2);
+  catalog.cluster(1, agents).connect_failures.Add();
+  catalog.route(0, api).ws.RecordClose(WsCloseInitiator::kClient, 1000);    // normal
+  catalog.route(1, api).ws.RecordClose(WsCloseInitiator::kProxy, 1001);     // going away
+  catalog.route(0, api).ws.RecordClose(WsCloseInitiator::kUpstream, 1011);  // abnormal
+  catalog.route(1, api).ws.RecordClose(WsCloseInitiator::kClient, 0);       // no Close frame
+  catalog.route(1, api).ws.RecordClose(WsCloseInitiator::kClient, 4000);    // "other"
+  const CounterTotals t = catalog.Totals();
+  EXPECT_EQ(t.upstream_connect_failures, 3u);
+  EXPECT_EQ(t.websocket_closes_abnormal, 3u);
 }
 
 TEST(StatsTest, CountersAreSingleWriterRelaxed) {

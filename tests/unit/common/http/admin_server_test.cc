@@ -77,5 +77,34 @@ TEST(AdminServer, BindFailureIsAnError) {
   EXPECT_FALSE(AdminServer().Start("not-an-ip", 0).ok());
 }
 
+TEST(AdminServer, RequestHandlersSeeAuthorizationAndCookieAndSetHeaders) {
+  AdminServer server;
+  server.HandleRequest("/who", [](const AdminRequest& r) {
+    AdminReply reply{200, "text/plain", std::string(r.authorization) + "|" + std::string(r.cookie)};
+    reply.headers = {{"Set-Cookie", "s=1; HttpOnly; SameSite=Strict"}, {"X-Frame-Options", "DENY"}};
+    return reply;
+  });
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  boost::asio::io_context ioc;
+  tcp::socket socket(ioc);
+  socket.connect(tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), server.port()));
+  beast::http::request<beast::http::empty_body> req{beast::http::verb::get, "/who", 11};
+  req.set(beast::http::field::host, "127.0.0.1");
+  req.set(beast::http::field::authorization, "Bearer abc");
+  req.set(beast::http::field::cookie, "a=b; s=1");
+  beast::http::write(socket, req);
+  beast::flat_buffer buffer;
+  beast::http::response<beast::http::string_body> res;
+  beast::http::read(socket, buffer, res);
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "Bearer abc|a=b; s=1");
+  EXPECT_EQ(res[beast::http::field::set_cookie], "s=1; HttpOnly; SameSite=Strict");
+  EXPECT_EQ(res["X-Frame-Options"], "DENY");
+  // Without the headers a request handler sees empty views.
+  auto bare = Get(server.port(), "/who");
+  EXPECT_EQ(bare.body(), "|");
+  server.Stop();
+}
+
 }  // namespace
 }  // namespace onedomain::http
