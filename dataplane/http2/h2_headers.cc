@@ -59,7 +59,15 @@ void H2RequestBuilder::Add(std::string_view name, std::string_view value) {
   fields_.push_back(f);
 }
 
-bool H2RequestBuilder::Finish(RequestHead& head, bool end_stream, std::string_view& error) {
+bool H2RequestBuilder::Finish(RequestHead& head, bool end_stream, std::string_view& error,
+                              std::string_view ws_key) {
+  const bool websocket = View(protocol_) == "websocket";
+  if (websocket) {
+    // Stored before any view is taken: storing may move the storage.
+    const Span name = Store("sec-websocket-key");
+    const Span value = Store(ws_key);
+    fields_.push_back(Field{http::field::sec_websocket_key, name, value});
+  }
   if (had_cookie_) {
     // Stored before any view is taken: storing may move the storage.
     const Span name = Store("cookie");
@@ -102,6 +110,13 @@ bool H2RequestBuilder::Finish(RequestHead& head, bool end_stream, std::string_vi
   } else if (!end_stream && protocol_.size == 0) {
     // A body of unknown length: the upstream gets it chunked, as the DATA frames come.
     head.framing.chunked = true;
+  }
+  if (websocket) {
+    head.method = http::verb::get;
+    head.method_text = "GET";
+    head.upgrade = "websocket";
+    head.framing.connection_upgrade = true;
+    head.framing.has_upgrade_field = true;
   }
   if (head.method == http::verb::unknown && head.method_text.empty()) {
     error = "missing :method";

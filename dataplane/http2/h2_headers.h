@@ -47,7 +47,12 @@ class H2RequestBuilder {
   // Fills `head` (views into this builder, valid while it lives and Add is not called).
   // `end_stream`: the HEADERS frame ended the stream (no body). False when the fields do
   // not make a request the exchange can carry (`error` says why, for a 400).
-  bool Finish(RequestHead& head, bool end_stream, std::string_view& error);
+  // An extended CONNECT with :protocol "websocket" (RFC 8441) becomes the HTTP/1.1 opening
+  // handshake the upgrade checks and the upstream expect: GET, Upgrade: websocket,
+  // Connection: upgrade, and `ws_key` as its Sec-WebSocket-Key (a fresh one: HTTP/2 clients
+  // send none).
+  bool Finish(RequestHead& head, bool end_stream, std::string_view& error,
+              std::string_view ws_key = {});
 
  private:
   struct Span {

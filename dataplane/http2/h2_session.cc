@@ -1,6 +1,9 @@
 #include "dataplane/http2/h2_session.h"
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <boost/asio/error.hpp>
@@ -20,14 +23,18 @@
 #include "dataplane/http_proxy/phases.h"
 #include "dataplane/http_proxy/request_record.h"
 #include "dataplane/http_proxy/upstream_exchange.h"
+#include "dataplane/http_proxy/ws_upgrade_checks.h"
 #include "dataplane/net/any_stream.h"
 #include "dataplane/routing/route_table.h"
 #include "dataplane/runtime/parked.h"
 #include "dataplane/worker/compiled_snapshot.h"
 #include "dataplane/worker/worker.h"
 #include "dataplane/worker/worker_config.h"
+#include "dataplane/ws_tunnel/ws_handoff.h"
 #include "dataplane/ws_tunnel/ws_tunnel.h"
+#include "dataplane/ws_tunnel/ws_tunnel_engine.h"
 #include "onedomain/v1/listener.pb.h"
+#include "onedomain/v1/snapshot.pb.h"
 
 namespace onedomain::dataplane::h2 {
 namespace {
@@ -44,8 +51,50 @@ constexpr size_t kStreamOutHigh = 64 * 1024;
 constexpr size_t kWriteBacklogHigh = 256 * 1024;
 // nghttp2_session_mem_send is asked for more until this much is ready for one write.
 constexpr size_t kWriteBatch = 64 * 1024;
+// One socket read, into a per-thread buffer (nghttp2 copies what it keeps).
+constexpr size_t kReadScratch = 64 * 1024;
 // SETTINGS_MAX_CONCURRENT_STREAMS unless the listener says otherwise.
 constexpr uint32_t kDefaultMaxStreams = 100;
+// A tunnel's client stream takes this much from the tunnel engine before it says would_block.
+constexpr size_t kTunnelOutLimit = 128 * 1024;
+// Rapid reset (CVE-2023-44487): RST_STREAM from the client, as a token bucket; below
+// nghttp2's own limit (1000, 33/s) so the answer is ours: GOAWAY ENHANCE_YOUR_CALM.
+constexpr double kResetBurst = 200;
+constexpr double kResetsPerSecond = 50;
+// DATA frames that carry nothing and do not end the stream: harmless once, a CPU flood by
+// the thousand.
+constexpr uint32_t kMaxEmptyFrames = 100;
+// Header bytes of one request beyond which decoding stops (HPACK bombs): the stream is reset
+// instead of answered 431.
+constexpr uint64_t kHeaderHardFactor = 4;
+// How often a connection looks whether the worker started draining.
+constexpr auto kDrainPoll = std::chrono::milliseconds(250);
+
+using stats::Http2Error;
+using stats::Http2Goaway;
+
+// RFC 6455 4.2.2: base64(SHA-1(key + GUID)).
+std::string WebSocketAccept(std::string_view key) {
+  static constexpr std::string_view kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  std::string in(key);
+  in.append(kGuid);
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(in.data()), in.size(), digest);
+  unsigned char out[64];
+  const int n = EVP_EncodeBlock(out, digest, SHA_DIGEST_LENGTH);
+  return std::string(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+}
+
+// A fresh Sec-WebSocket-Key: 16 random bytes in base64.
+std::string NewWebSocketKey() {
+  unsigned char raw[16];
+  if (RAND_bytes(raw, sizeof(raw)) != 1) {
+    for (unsigned char& b : raw) b = static_cast<unsigned char>(std::rand());  // NOLINT
+  }
+  unsigned char out[32];
+  const int n = EVP_EncodeBlock(out, raw, sizeof(raw));
+  return std::string(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+}
 
 class Connection;
 
@@ -86,6 +135,13 @@ struct Stream {
   bool deferred = false;
   Parked writer;
 
+  // RFC 8441 tunnels.
+  std::string ws_key;                 // the Sec-WebSocket-Key we sent upstream
+  bool bad_accept = false;            // the upstream's 101 did not prove it read our key
+  StreamEvents* ws_sink = nullptr;    // the tunnel engine, while it runs on this stream
+  bool ev_read = false;               // events owed to ws_sink
+  bool ev_write = false;
+
   bool closed = false;     // nghttp2 closed the stream (done or reset)
   bool cancelled = false;  // the exchange cancelled the client I/O (request_timeout)
   bool running = false;    // its coroutine has not ended
@@ -123,6 +179,17 @@ class Connection final : public StreamEvents {
   void ResumeData(Stream& s);
   void Reset(Stream& s, uint32_t code);
   void Flush();
+  void Count(Http2Error e) { worker_.counters().http2_errors[static_cast<size_t>(e)].Add(); }
+  // Hands `n` bytes a tunnel read back to the client's windows.
+  void ConsumeTunnel(Stream& s, size_t n);
+  int32_t remote_window(const Stream& s) const {
+    return nghttp2_session_get_stream_remote_window_size(session_, s.id);
+  }
+  // Tunnel events owed (set from nghttp2 callbacks, delivered from the loop).
+  void OweEvents() {
+    events_owed_ = true;
+    if (!delivering_) drain_poll_.ArmAt(worker_.Now());
+  }
 
   // nghttp2 callbacks.
   static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame, void* user);
@@ -135,13 +202,22 @@ class Connection final : public StreamEvents {
   static int OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t error_code, void* user);
   static ssize_t ReadBody(nghttp2_session*, int32_t stream_id, uint8_t* buf, size_t length,
                           uint32_t* data_flags, nghttp2_data_source* source, void* user);
+  static int OnFrameSend(nghttp2_session*, const nghttp2_frame* frame, void* user);
+  static int OnInvalidFrame(nghttp2_session*, const nghttp2_frame* frame, int lib_error,
+                            void* user);
 
  private:
   // StreamEvents
-  void OnReadable() override { DoRead(); }
+  // Top-level calls from the loop: the only places (with drain_poll_) that call into a
+  // tunnel engine, so that it is never re-entered from inside its own calls.
+  void OnReadable() override {
+    DoRead();
+    DeliverEvents();
+  }
   void OnWritable() override {
     write_blocked_ = false;
     Flush();
+    DeliverEvents();
   }
 
   void DoRead();
@@ -151,6 +227,9 @@ class Connection final : public StreamEvents {
   void MaybeFinish();
   void WakeAll();
   void ArmIdle();
+  void DeliverEvents();
+  void CheckDrain();
+  void Terminate(uint32_t code, Http2Error why);
   // Wakes Wait once the connection finished and no stream is left.
   void NotifyIfDone();
 
@@ -175,7 +254,15 @@ class Connection final : public StreamEvents {
   bool dead_ = false;      // the socket failed or the peer left: no more I/O
   bool finished_ = false;  // nothing more to do on the connection
   bool sink_set_ = false;
+  bool delivering_ = false;
+  bool events_owed_ = false;
+  bool goaway_sent_ = false;  // drain: the final GOAWAY is out
+  bool terminated_ = false;   // we ended the session for an abuse
+  double reset_tokens_ = kResetBurst;
+  Clock::time_point reset_refill_{};
+  uint32_t empty_frames_ = 0;
   Timer idle_;
+  Timer drain_poll_;
   Parked done_;
 };
 
@@ -211,7 +298,7 @@ class H2Sink final : public ByteSink {
   net::awaitable<RelayStatus> Write(net::const_buffer a, net::const_buffer b,
                                     uint64_t& written) override {
     Connection& c = s_.conn;
-    if (s_.closed) co_return RelayStatus::kDstError;
+    if (s_.closed || s_.bad_accept) co_return RelayStatus::kDstError;
     if (s_.cancelled) co_return RelayStatus::kCancelled;
     if (s_.resp_pending && !s_.resp_submitted) c.SubmitResponse(s_);
     Append(a);
@@ -224,7 +311,11 @@ class H2Sink final : public ByteSink {
       if (s_.closed) co_return RelayStatus::kDstError;
       if (s_.cancelled) co_return RelayStatus::kCancelled;
       const error_code ec = co_await WaitUntil(s_.writer, c.worker().dispatcher(), until);
-      if (ec == net::error::timed_out) co_return RelayStatus::kDstTimeout;
+      if (ec == net::error::timed_out) {
+        // A client that keeps its window shut holds our buffers: it loses the stream.
+        if (!s_.closed && c.remote_window(s_) <= 0) c.Count(Http2Error::kZeroWindow);
+        co_return RelayStatus::kDstTimeout;
+      }
       if (ec == net::error::operation_aborted) co_return RelayStatus::kCancelled;
     }
     co_return s_.closed ? RelayStatus::kDstError : RelayStatus::kOk;
@@ -272,8 +363,23 @@ class H2Client final : public ExchangeClient {
       s_.resp.Clear();
       s_.resp.status = "502";
     }
+    if (head.status == 101) {
+      // RFC 8441: the tunnel's 200 carries the bytes that follow; the backend must have
+      // answered our key (RFC 6455 4.1: else the handshake failed).
+      std::string_view accept;
+      for (const HeaderField& f : head.fields) {
+        if (f.id == http::field::sec_websocket_accept) accept = f.value;
+      }
+      s_.bad_accept = accept != WebSocketAccept(s_.ws_key);
+      s_.resp_pending = true;
+      s_.resp_no_body = false;
+      s_.resp_chunked = false;
+      s_.resp_length.reset();
+      s_.resp_complete = true;
+      return;
+    }
     s_.resp_pending = true;
-    s_.resp_no_body = head.no_body || head.status == 101 ||
+    s_.resp_no_body = head.no_body ||
                       (head.framing.content_length && *head.framing.content_length == 0);
     s_.resp_chunked = head.framing.chunked && !head.no_body;
     s_.resp_length = head.framing.content_length;
@@ -355,6 +461,130 @@ net::awaitable<std::optional<ProxyError>> BufferBodyStart(Stream& s, H2Source& s
   }
 }
 
+// An RFC 8441 tunnel's client side: the stream's DATA as a NonBlockingStream for the tunnel
+// engine. Reads take from the stream's buffer (and give the window back); writes queue for
+// the data provider up to kTunnelOutLimit; events come from Connection::DeliverEvents.
+class H2TunnelStream final : public NonBlockingStream {
+ public:
+  explicit H2TunnelStream(Stream& s) : s_(s) {}
+  ~H2TunnelStream() { s_.ws_sink = nullptr; }
+
+  size_t TryRead(net::mutable_buffer buf, error_code& ec) override {
+    ec = {};
+    if (s_.in.size() > 0) {
+      const size_t n = net::buffer_copy(buf, s_.in.data());
+      s_.in.consume(n);
+      s_.conn.ConsumeTunnel(s_, n);
+      return n;
+    }
+    if (s_.in.capacity() > 2 * kInitialReadSize) s_.in.shrink_to_fit();  // idle: no buffer
+    if (s_.end_in) {
+      ec = net::error::eof;
+    } else if (s_.closed) {
+      ec = net::error::connection_reset;
+    } else {
+      ec = net::error::would_block;
+    }
+    return 0;
+  }
+  size_t TryWrite(const net::const_buffer* bufs, size_t count, error_code& ec) override {
+    ec = {};
+    if (s_.closed || s_.out_eof) {
+      ec = net::error::broken_pipe;
+      return 0;
+    }
+    if (s_.out_off == s_.out.size()) {
+      s_.out.clear();
+      s_.out_off = 0;
+    }
+    size_t room = kTunnelOutLimit > s_.out_pending() ? kTunnelOutLimit - s_.out_pending() : 0;
+    if (room == 0) {
+      ec = net::error::would_block;
+      return 0;
+    }
+    size_t taken = 0;
+    for (size_t i = 0; i < count && room > 0; ++i) {
+      const size_t n = std::min(room, bufs[i].size());
+      s_.out.append(static_cast<const char*>(bufs[i].data()), n);
+      taken += n;
+      room -= n;
+    }
+    s_.conn.ResumeData(s_);
+    return taken;
+  }
+  void ShutdownSend() override {
+    if (s_.out_eof) return;
+    s_.out_eof = true;
+    s_.conn.ResumeData(s_);
+  }
+  bool maybe_readable() const override { return s_.in.size() > 0 || s_.end_in || s_.closed; }
+  void SetEventSink(StreamEvents* sink) override {
+    s_.ws_sink = sink;
+    if (sink != nullptr && maybe_readable()) {
+      s_.ev_read = true;
+      s_.conn.OweEvents();
+    }
+  }
+
+ private:
+  Stream& s_;
+};
+
+// Resumes ServeTunnel once the engine is done (posted: never under the engine's feet).
+struct TunnelDone final : WsTunnelDone {
+  explicit TunnelDone(Dispatcher& dispatcher) : parked(dispatcher) {}
+  void OnTunnelDone() override { parked.Post({}); }
+  Parked parked;
+};
+
+// The tunnel on a stream whose upstream answered 101: the same engine as HTTP/1.1 upgrades
+// (frame tracking, idle timeout, keepalive pings, drain with Close 1001).
+net::awaitable<void> RunTunnel(Stream& s, std::unique_ptr<WsHandoff> handoff) {
+  Connection& c = s.conn;
+  const std::unique_ptr<UpstreamConnection> upstream = std::move(handoff->upstream);
+  s.conn.Consume(s);  // what arrived before the 200 is in the handoff
+  H2TunnelStream client(s);
+  TunnelDone done(c.worker().dispatcher());
+  const WsTunnelPolicy policy{handoff->route_slot, handoff->idle_timeout,
+                              handoff->keepalive_interval, handoff->drain_grace,
+                              handoff->drain_spread};
+  WsTunnel tunnel(c.worker().ws_tunnels(), client, upstream->stream(), *handoff->counters, policy,
+                  done);
+  tunnel.Start(std::move(handoff->from_client), std::move(handoff->from_upstream));
+  handoff.reset();
+  if (!tunnel.done()) (void)co_await done.parked.Wait();  // only OnTunnelDone resumes it
+  // The client side's end went out as END_STREAM (ShutdownSend) or the stream is gone.
+}
+
+net::awaitable<void> ServeTunnel(Stream& s, H2Client& client, RequestRecord& record,
+                                 WorkerConfig& cfg, const CompiledListener& listener,
+                                 const CompiledRoute& route) {
+  Connection& c = s.conn;
+  ExchangeBuffers bufs;
+  const ExchangeRequest req{s.head,
+                            route,
+                            *cfg.clusters[route.cluster_index],
+                            record,
+                            c.client_ip(),
+                            c.forwarded_proto(),
+                            listener.limits.max_header_bytes,
+                            0,
+                            /*keep_alive_ok=*/false,
+                            /*client_takes_interim=*/false,
+                            /*client_takes_chunked=*/true,
+                            ExchangeMode::kUpgrade};
+  ExchangeResult result = co_await RunExchange(client, req, c.worker(), bufs);
+  if (s.bad_accept) {
+    // The 200 never went out (the sink refused it): the client gets a precise 502.
+    result.upgraded.reset();
+    s.resp_submitted = false;
+    client.Reply(ProxyError{ProxyErrorKind::kUpstreamBadResponse, "wrong Sec-WebSocket-Accept"},
+                 record, false);
+    co_return;
+  }
+  if (result.upgraded && !s.closed) co_await RunTunnel(s, std::move(result.upgraded));
+}
+
 // The phases and the exchange for one stream; the HTTP/1.1 session's ServeRequest, minus
 // keep-alive.
 net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& record,
@@ -364,9 +594,16 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
   RequestHead& head = s.head;
   const bool head_method = head.method == http::verb::head;
   if (s.builder.too_large()) {
+    c.Count(Http2Error::kHeaderListTooLarge);
     client.Reply(ProxyError{ProxyErrorKind::kHeaderTooLarge}, record, head_method);
     co_return;
   }
+  const std::string_view protocol = s.builder.protocol();
+  if (!protocol.empty() && protocol != "websocket") {
+    client.Reply(ProxyError{ProxyErrorKind::kUnsupportedProtocol}, record, false);
+    co_return;
+  }
+  const bool websocket = !protocol.empty();
   std::optional<ProxyError> bad = NormalizeRequest(head, target_storage);
   if (!bad) bad = CheckRequest(head);
   if (bad) {
@@ -381,6 +618,16 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
   record.route_counters = cfg.route_counters[route->index];
   record.route_name = route->name;
   const uint64_t limit = route->max_body_bytes.value_or(listener.limits.max_body_bytes);
+  if (websocket) {
+    // Policy first, as for HTTP/1.1: a refused upgrade never opens an upstream connection.
+    if (auto refusal = CheckUpgrade(head, *route, cfg.compiled->source->site().origins())) {
+      record.route_counters->RecordUpgrade(refusal->result, true);
+      client.Reply(refusal->error, record, false);
+      co_return;
+    }
+    co_await ServeTunnel(s, client, record, cfg, listener, *route);
+    co_return;
+  }
   if (auto too_large = CheckBodyLimit(head, limit)) {
     client.Reply(*too_large, record, head_method);
     co_return;
@@ -413,6 +660,7 @@ net::awaitable<void> RunStream(Stream& s) {
   RequestRecord record;
   record.route_counters = &worker.no_route_counters();
   record.start = worker.Now();
+  record.http2 = true;
   const Ref<WorkerConfig> cfg = worker.config();
   const CompiledListener* listener = cfg ? cfg->listener(c.slot()) : nullptr;
   if (listener == nullptr) {
@@ -422,7 +670,8 @@ net::awaitable<void> RunStream(Stream& s) {
   H2Client client(s);
   std::string_view error;
   std::string log_method, log_target, target_storage;
-  if (!s.builder.Finish(s.head, s.end_stream_with_headers, error)) {
+  if (!s.builder.protocol().empty()) s.ws_key = NewWebSocketKey();
+  if (!s.builder.Finish(s.head, s.end_stream_with_headers, error, s.ws_key)) {
     client.Reply(ProxyError{ProxyErrorKind::kMalformedRequest, error}, record, false);
   } else {
     const AccessContext access = MakeAccess(c, s.head, log_method, log_target);
@@ -464,6 +713,12 @@ Connection::Connection(AnyStream& stream, Worker& worker, uint32_t slot, std::st
                 Flush();
               }
             }),
+      drain_poll_(worker.dispatcher(),
+                  [this] {
+                    drain_poll_.Arm(kDrainPoll);
+                    CheckDrain();
+                    DeliverEvents();  // from the loop: never inside a tunnel's own call
+                  }),
       done_(worker.dispatcher()) {}
 
 Connection::~Connection() {
@@ -479,6 +734,8 @@ bool Connection::Start(std::string_view already_read) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, &Connection::OnFrameRecv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, &Connection::OnDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, &Connection::OnStreamClose);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, &Connection::OnFrameSend);
+  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, &Connection::OnInvalidFrame);
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
   // Window updates are ours: a DATA byte is acknowledged once the exchange took it.
@@ -502,13 +759,17 @@ bool Connection::Start(std::string_view already_read) {
   sink_set_ = true;
   if (!already_read.empty()) {
     const auto* p = reinterpret_cast<const uint8_t*>(already_read.data());
-    if (nghttp2_session_mem_recv(session_, p, already_read.size()) < 0) {
+    const ssize_t rv = nghttp2_session_mem_recv(session_, p, already_read.size());
+    if (rv < 0) {
+      Count(rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC ? Http2Error::kBadPreface : Http2Error::kProtocol);
       Fail();
       return true;
     }
     StartStreams();
   }
   idle_.Arm(limits_.header_timeout);
+  reset_refill_ = worker_.Now();
+  drain_poll_.Arm(kDrainPoll);
   Flush();
   DoRead();
   return true;
@@ -527,20 +788,25 @@ void Connection::ArmIdle() {
 void Connection::DoRead() {
   if (reading_ || read_paused_ || dead_ || finished_) return;
   reading_ = true;
-  uint8_t* scratch = worker_.ws_tunnels().scratch();
+  // Not the tunnels' scratch buffer: a tunnel may be between reading into that and copying
+  // out of it when its write to one of our streams flushes and resumes this read.
+  thread_local const std::unique_ptr<uint8_t[]> scratch(new uint8_t[kReadScratch]);
   for (;;) {
     error_code ec;
-    const size_t n = stream_.TryRead(net::buffer(scratch, WsTunnelSet::kScratchSize), ec);
+    const size_t n = stream_.TryRead(net::buffer(scratch.get(), kReadScratch), ec);
     if (ec == net::error::would_block) break;
     if (ec) {
       // The client's end (or a failure): what is in flight toward it cannot arrive.
       dead_ = true;
       break;
     }
-    const ssize_t rv = nghttp2_session_mem_recv(session_, scratch, n);
+    const ssize_t rv = nghttp2_session_mem_recv(session_, scratch.get(), n);
     if (rv < 0) {
       log::Debug("http2", str::Cat("session error with ", client_ip_, ": ",
                                    nghttp2_strerror(static_cast<int>(rv))));
+      Count(rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC                                     ? Http2Error::kBadPreface
+            : rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? Http2Error::kFlood
+                                                                                     : Http2Error::kProtocol);
       Fail();
       break;
     }
@@ -558,17 +824,21 @@ void Connection::DoRead() {
 }
 
 void Connection::StartStreams() {
+  // A drain that began since the last poll: the GOAWAY goes out with the first new stream.
+  if (!to_start_.empty() && worker_.draining() && !goaway_sent_) CheckDrain();
   std::vector<Stream*> start;
   start.swap(to_start_);
   for (Stream* s : start) {
     if (s->closed) continue;
     s->running = true;
     idle_.Disarm();
+    worker_.counters().http2_streams_active.Inc();
     worker_.dispatcher().Spawn(RunStream(*s), "http2 stream", [this, s] { OnStreamDone(s); });
   }
 }
 
 void Connection::OnStreamDone(Stream* s) {
+  worker_.counters().http2_streams_active.Dec();
   s->running = false;
   s->finished = true;
   if (s->closed) streams_.erase(s->id);
@@ -621,6 +891,9 @@ void Connection::Flush() {
   if (wbuf_.capacity() > 4 * kWriteBatch && wbuf_.empty()) wbuf_.shrink_to_fit();
   flushing_ = false;
   if (dead_) WakeAll();
+  // Tunnel events owed from here are delivered by the loop (this may run inside a tunnel's
+  // own call).
+  if (events_owed_ && !delivering_) drain_poll_.ArmAt(worker_.Now());
   if (read_paused_ && wbuf_.size() - woff_ <= kWriteBacklogHigh / 2) {
     read_paused_ = false;
     DoRead();
@@ -640,6 +913,8 @@ void Connection::WakeAll() {
     s->closed = true;
     s->reader.Post(net::error::connection_reset);
     s->writer.Post(net::error::connection_reset);
+    s->ev_read = s->ev_write = true;
+    events_owed_ = true;
   }
   to_start_.clear();  // never started: they go now
   for (auto it = streams_.begin(); it != streams_.end();) {
@@ -656,6 +931,64 @@ void Connection::MaybeFinish() {
   idle_.Disarm();
   WakeAll();
   NotifyIfDone();
+}
+
+void Connection::DeliverEvents() {
+  if (delivering_ || !events_owed_) return;
+  delivering_ = true;
+  // Handlers may write, which flushes, which may owe new events: a few rounds at most.
+  for (int round = 0; round < 8 && events_owed_; ++round) {
+    events_owed_ = false;
+    std::vector<int32_t> ids;
+    for (const auto& [id, st] : streams_) {
+      if (st->ws_sink != nullptr && (st->ev_read || st->ev_write)) ids.push_back(id);
+    }
+    for (const int32_t id : ids) {
+      const auto it = streams_.find(id);
+      if (it == streams_.end()) continue;
+      Stream& st = *it->second;
+      if (st.ev_read && st.ws_sink != nullptr) {
+        st.ev_read = false;
+        st.ws_sink->OnReadable();
+      }
+      if (st.ev_write && st.ws_sink != nullptr) {
+        st.ev_write = false;
+        st.ws_sink->OnWritable();
+      }
+    }
+  }
+  delivering_ = false;
+  if (events_owed_) {
+    // Still owed after the rounds: the next turn of the loop delivers them.
+    drain_poll_.ArmAt(worker_.Now());
+  }
+}
+
+void Connection::CheckDrain() {
+  if (finished_ || dead_ || goaway_sent_ || !worker_.draining()) return;
+  // Graceful first (the client stops opening streams), then the final GOAWAY naming the last
+  // stream served; open streams (WebSockets: Close 1001 from the tunnel drain) finish.
+  nghttp2_submit_shutdown_notice(session_);
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  goaway_sent_ = true;
+  Flush();
+}
+
+void Connection::Terminate(uint32_t code, Http2Error why) {
+  if (terminated_) return;  // once per connection, counted once
+  terminated_ = true;
+  Count(why);
+  nghttp2_session_terminate_session(session_, code);
+}
+
+void Connection::ConsumeTunnel(Stream& s, size_t n) {
+  const uint64_t k = std::min<uint64_t>(n, s.unacked);
+  if (k == 0 || s.closed || dead_) return;
+  s.unacked -= k;
+  nghttp2_session_consume(session_, s.id, k);
+  Flush();
 }
 
 void Connection::Consume(Stream& s) {
@@ -728,15 +1061,36 @@ int Connection::OnHeader(nghttp2_session* session, const nghttp2_frame* frame, c
   if (s == nullptr) return 0;
   s->builder.Add({reinterpret_cast<const char*>(name), namelen},
                  {reinterpret_cast<const char*>(value), valuelen});
+  if (s->builder.bytes() > kHeaderHardFactor * s->conn.limits().max_header_bytes) {
+    // An HPACK bomb: stop decoding into this stream (reset) rather than count on.
+    s->conn.Count(Http2Error::kHeaderListTooLarge);
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
   return 0;
 }
 
 int Connection::OnFrameRecv(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
   auto* c = static_cast<Connection*>(user);
+  const bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  if (frame->hd.type == NGHTTP2_RST_STREAM) {
+    const Clock::time_point now = c->worker_.Now();
+    const double elapsed = std::chrono::duration<double>(now - c->reset_refill_).count();
+    c->reset_refill_ = now;
+    c->reset_tokens_ = std::min(kResetBurst, c->reset_tokens_ + elapsed * kResetsPerSecond);
+    c->reset_tokens_ -= 1;
+    if (c->reset_tokens_ < 0) {
+      c->Terminate(NGHTTP2_ENHANCE_YOUR_CALM, Http2Error::kRapidReset);
+      return 0;
+    }
+  }
+  if (frame->hd.type == NGHTTP2_DATA && frame->hd.length == 0 && !end &&
+      ++c->empty_frames_ > kMaxEmptyFrames) {
+    c->Terminate(NGHTTP2_ENHANCE_YOUR_CALM, Http2Error::kEmptyFrames);
+    return 0;
+  }
   if (frame->hd.stream_id == 0) return 0;
   auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
   if (s == nullptr) return 0;
-  const bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
     s->end_stream_with_headers = end;
     s->chunked_in = !end && !s->builder.has_content_length() && s->builder.protocol().empty();
@@ -751,6 +1105,10 @@ int Connection::OnFrameRecv(nghttp2_session* session, const nghttp2_frame* frame
     }
     s->end_in = true;
     s->reader.Post({});
+    if (s->ws_sink != nullptr) {
+      s->ev_read = true;
+      c->events_owed_ = true;
+    }
   }
   return 0;
 }
@@ -778,6 +1136,10 @@ int Connection::OnDataChunk(nghttp2_session* session, uint8_t, int32_t stream_id
   }
   s->unacked += len;
   s->reader.Post({});
+  if (s->ws_sink != nullptr) {
+    s->ev_read = true;
+    s->conn.OweEvents();
+  }
   return 0;
 }
 
@@ -789,6 +1151,10 @@ int Connection::OnStreamClose(nghttp2_session* session, int32_t stream_id, uint3
   s->closed = true;
   s->reader.Post(net::error::connection_reset);
   s->writer.Post(net::error::connection_reset);
+  if (s->ws_sink != nullptr) {
+    s->ev_read = s->ev_write = true;
+    c->events_owed_ = true;
+  }
   if (!s->running) {
     // Never started (reset before its headers ended) or already finished.
     std::erase(c->to_start_, s);
@@ -807,6 +1173,15 @@ ssize_t Connection::ReadBody(nghttp2_session*, int32_t, uint8_t* buf, size_t len
     std::memcpy(buf, s->out.data() + s->out_off, n);
     s->out_off += n;
     if (s->out_pending() <= kStreamOutHigh) s->writer.Post({});
+    if (s->ws_sink != nullptr) {
+      s->ev_write = true;
+      s->conn.OweEvents();
+    }
+  }
+  if (s->out_pending() == 0 && s->out.capacity() > 2 * kInitialReadSize) {
+    s->out.clear();
+    s->out.shrink_to_fit();  // an idle tunnel keeps no buffer
+    s->out_off = 0;
   }
   if (s->out_pending() == 0) {
     if (s->out_eof) {
@@ -817,6 +1192,42 @@ ssize_t Connection::ReadBody(nghttp2_session*, int32_t, uint8_t* buf, size_t len
     }
   }
   return static_cast<ssize_t>(n);
+}
+
+int Connection::OnFrameSend(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  auto* c = static_cast<Connection*>(user);
+  if (frame->hd.type != NGHTTP2_GOAWAY) return 0;
+  Http2Goaway r = Http2Goaway::kOther;
+  switch (frame->goaway.error_code) {
+    case NGHTTP2_NO_ERROR:
+      r = Http2Goaway::kNoError;
+      break;
+    case NGHTTP2_PROTOCOL_ERROR:
+      r = Http2Goaway::kProtocolError;
+      break;
+    case NGHTTP2_FLOW_CONTROL_ERROR:
+      r = Http2Goaway::kFlowControlError;
+      break;
+    case NGHTTP2_COMPRESSION_ERROR:
+      r = Http2Goaway::kCompressionError;
+      break;
+    case NGHTTP2_ENHANCE_YOUR_CALM:
+      r = Http2Goaway::kEnhanceYourCalm;
+      break;
+    default:
+      break;
+  }
+  c->worker_.counters().http2_goaways[static_cast<size_t>(r)].Add();
+  return 0;
+}
+
+int Connection::OnInvalidFrame(nghttp2_session*, const nghttp2_frame*, int lib_error, void* user) {
+  auto* c = static_cast<Connection*>(user);
+  c->Count(lib_error == NGHTTP2_ERR_HTTP_HEADER      ? Http2Error::kBadHeader
+           : lib_error == NGHTTP2_ERR_HTTP_MESSAGING ? Http2Error::kBadMessage
+           : lib_error == NGHTTP2_ERR_FLOW_CONTROL   ? Http2Error::kFlowControl
+                                                     : Http2Error::kProtocol);
+  return 0;
 }
 
 }  // namespace

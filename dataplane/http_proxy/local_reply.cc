@@ -42,6 +42,8 @@ KindInfo Info(ProxyErrorKind kind) {
       return {403, "origin_refused", "WebSocket Origin not allowed"};
     case K::kCookieRequired:
       return {401, "cookie_required", "WebSocket upgrade needs a session cookie"};
+    case K::kUnsupportedProtocol:
+      return {501, "unsupported_protocol", "only the websocket protocol can be tunnelled"};
     case K::kUpstreamConnectFailed:
       return {502, "upstream_connect_failed", "upstream refused the connection"};
     case K::kUpstreamReset:

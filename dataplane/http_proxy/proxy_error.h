@@ -25,6 +25,7 @@ enum class ProxyErrorKind : uint8_t {
   kWebSocketNotAllowed,  // 403: an upgrade on a route without `websocket: true`
   kOriginRefused,        // 403: Origin not in the route's allow-list
   kCookieRequired,       // 401: the route's required cookie is missing
+  kUnsupportedProtocol,  // 501: an HTTP/2 extended CONNECT for a protocol other than websocket
   // Upstream side.
   kUpstreamConnectFailed,    // 502: refused, unreachable
   kUpstreamReset,            // 502: closed or reset before a complete response header

@@ -14,6 +14,7 @@ import tempfile
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 
@@ -45,7 +46,8 @@ def run(args, timeout=120, **kwargs):
 
 
 class H2Client:
-    """A python3-h2 client connection (TLS with ALPN h2, or prior-knowledge h2c)."""
+    """A python3-h2 client connection (TLS with ALPN h2, or prior-knowledge h2c) that keeps
+    the events of every stream."""
 
     def __init__(self, port, cafile=None):
         raw = socket.create_connection((dp.LOOPBACK, port), timeout=10)
@@ -56,47 +58,74 @@ class H2Client:
             assert self.sock.selected_alpn_protocol() == "h2"
         else:
             self.sock = raw
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False))
         self.conn.initiate_connection()
         self.flush()
+        self.streams = {}
+        self.goaway = None
+        self.closed = False
+        self.settings = {}
 
     def flush(self):
         data = self.conn.data_to_send()
         if data:
             self.sock.sendall(data)
 
-    def request(self, headers, body=None):
+    def stream(self, sid):
+        return self.streams.setdefault(sid, {"headers": None, "data": bytearray(),
+                                             "ended": False, "reset": None})
+
+    def request(self, headers, body=None, end_stream=None):
         sid = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(sid, headers, end_stream=body is None)
+        self.stream(sid)
+        self.conn.send_headers(sid, headers, end_stream=body is None if end_stream is None
+                               else end_stream)
         if body is not None:
             self.conn.send_data(sid, body, end_stream=True)
         self.flush()
         return sid
 
-    def response(self, sid, limit=200):
-        """(status, [(name, value)], body, reset_code) of stream `sid`."""
-        headers, body, reset = None, b"", None
-        for _ in range(limit):
-            data = self.sock.recv(65536)
+    def pump(self, done, timeout=10):
+        """Reads until done() or the connection ends; bounded by `timeout`."""
+        self.sock.settimeout(timeout)
+        deadline = dp.monotonic() + timeout
+        while not done() and not self.closed and dp.monotonic() < deadline:
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                data = b""
             if not data:
+                self.closed = True
                 break
-            done = False
             for ev in self.conn.receive_data(data):
-                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
-                    headers = [(k.decode(), v.decode()) for k, v in ev.headers]
-                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
-                    body += ev.data
-                    self.conn.acknowledge_received_data(ev.flow_controlled_length, sid)
-                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
-                    done = True
-                elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
-                    reset = ev.error_code
-                    done = True
-            self.flush()
-            if done:
-                break
-        status = int(dict(headers)[":status"]) if headers else None
-        return status, headers, body, reset
+                if isinstance(ev, h2.events.ResponseReceived):
+                    self.stream(ev.stream_id)["headers"] = [(k.decode(), v.decode())
+                                                            for k, v in ev.headers]
+                elif isinstance(ev, h2.events.DataReceived):
+                    self.stream(ev.stream_id)["data"] += ev.data
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    self.stream(ev.stream_id)["ended"] = True
+                elif isinstance(ev, h2.events.StreamReset):
+                    self.stream(ev.stream_id)["reset"] = ev.error_code
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    self.goaway = ev.error_code
+                elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                    for k, v in ev.changed_settings.items():
+                        self.settings[int(k)] = v.new_value
+            try:
+                self.flush()
+            except OSError:
+                self.closed = True
+        return done()
+
+    def response(self, sid, timeout=10):
+        """(status, [(name, value)], body, reset_code) of stream `sid`."""
+        st = self.stream(sid)
+        self.pump(lambda: st["ended"] or st["reset"] is not None, timeout)
+        status = int(dict(st["headers"])[":status"]) if st["headers"] else None
+        return status, st["headers"], bytes(st["data"]), st["reset"]
 
     def close(self):
         self.sock.close()
@@ -185,3 +214,244 @@ def test_preface_on_a_plain_http1_listener_gets_a_clean_400(plane):
     r = c.response()
     assert r.status == 400
     c.close()
+
+
+# ---- WebSockets over HTTP/2 (RFC 8441) -------------------------------------------------------
+
+SITE_ORIGIN = "http://127.0.0.1"
+
+
+def ws_frame(payload, opcode=1):
+    """A masked client frame."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_messages(buf):
+    """[(opcode, payload)] of the complete messages (fragments joined) from unmasked server
+    frames at the start of `buf`."""
+    out, i, partial = [], 0, None
+    while len(buf) - i >= 2:
+        fin, opcode, n = buf[i] & 0x80, buf[i] & 0x0F, buf[i + 1] & 0x7F
+        j = i + 2
+        if n == 126:
+            if len(buf) - j < 2:
+                break
+            n, j = int.from_bytes(buf[j:j + 2], "big"), j + 2
+        elif n == 127:
+            if len(buf) - j < 8:
+                break
+            n, j = int.from_bytes(buf[j:j + 8], "big"), j + 8
+        if len(buf) - j < n:
+            break
+        payload = bytes(buf[j:j + n])
+        i = j + n
+        if opcode >= 8:
+            out.append((opcode, payload))  # control frames may sit between fragments
+            continue
+        partial = (opcode, payload) if partial is None else (partial[0], partial[1] + payload)
+        if fin:
+            out.append(partial)
+            partial = None
+    return out
+
+
+def ws_headers(port, path="/ws/chat/1", origin=SITE_ORIGIN, cookie="sess_abc=tok123",
+               protocol="websocket"):
+    h = [(":method", "CONNECT"), (":protocol", protocol), (":scheme", "https"),
+         (":authority", f"localhost:{port}"), (":path", path), ("sec-websocket-version", "13"),
+         ("origin", origin)]
+    if cookie:
+        h.append(("cookie", cookie))
+    return h
+
+
+@pytest.fixture
+def ws_plane(procs):
+    workdir = tempfile.mkdtemp(prefix="dp-h2ws-")
+    cert, key = make_cert(workdir, "server", "localhost")
+    _, api = dp.start_demo_backend(procs)
+    doc = dp.bootstrap([dp.cluster("backend", [api])],
+                       [dp.route("ws", "/ws/", "backend", websocket=True),
+                        dp.route("api", "/", "backend")],
+                       listeners=[{"name": "main", "address": dp.LOOPBACK, "port": 0,
+                                   "tls": {"cert_file": cert, "key_file": key,
+                                           "alpn": ["h2", "http/1.1"]}}])
+    doc["snapshot"]["site"] = {"origins": [SITE_ORIGIN]}
+    doc["snapshot"]["websocket_policy"] = {"required_cookie": "sess_*"}
+    return dp.start_dataplane(procs, doc), cert
+
+
+def test_many_websockets_over_one_h2_connection(ws_plane):
+    p, cert = ws_plane
+    c = H2Client(p.port, cert)
+    c.pump(lambda: 8 in c.settings)
+    assert c.settings.get(8) == 1  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+    sids = [c.request(ws_headers(p.port, path=f"/ws/chat/{i}"), end_stream=False)
+            for i in range(5)]
+    # A plain request shares the connection with the tunnels.
+    api = c.request(base_headers(p.port, "/api/v1/echo"))
+    assert c.pump(lambda: all(c.streams[s]["headers"] and ws_messages(c.streams[s]["data"])
+                              for s in sids) and c.streams[api]["ended"])
+    for s in sids:
+        st = c.streams[s]
+        assert dict(st["headers"])[":status"] == "200", st
+        assert "sec-websocket-accept" not in dict(st["headers"])
+        hello = json.loads(ws_messages(st["data"])[0][1])
+        assert hello["type"] == "hello" and hello["session"] == "tok123", hello
+        assert hello["origin"] == SITE_ORIGIN
+        st["data"].clear()
+        c.conn.send_data(s, ws_frame(b"ping %d" % s))
+    c.flush()
+    assert c.pump(lambda: all(ws_messages(c.streams[s]["data"]) for s in sids))
+    for s in sids:
+        assert ws_messages(c.streams[s]["data"])[0] == (1, b"ping %d" % s)
+    assert json.loads(c.streams[api]["data"])["method"] == "GET"
+    # A large message both ways keeps its bytes (flow control in both directions).
+    big = os.urandom(100 * 1024)  # within the initial window
+    c.streams[sids[0]]["data"].clear()
+    frame = ws_frame(big, opcode=2)
+    for i in range(0, len(frame), 16384):
+        c.conn.send_data(sids[0], frame[i:i + 16384])
+    c.flush()
+    assert c.pump(lambda: ws_messages(c.streams[sids[0]]["data"]), timeout=30)
+    assert ws_messages(c.streams[sids[0]]["data"])[0] == (2, big)
+    dp.wait_metric(p, "onedomain_websocket_upgrades_total", 5, route="ws", result="accepted",
+                   protocol="http2")
+    assert p.counter("onedomain_websocket_connections_active", route="ws") == 5
+    assert p.counter("onedomain_http_requests_total", route="api", protocol="http2") >= 1
+    # The client closes one: its Close comes back and the stream ends.
+    c.conn.send_data(sids[1], ws_frame(b"\x03\xe8", opcode=8), end_stream=False)
+    c.flush()
+    c.streams[sids[1]]["data"].clear()
+    assert c.pump(lambda: any(op == 8 for op, _ in ws_messages(c.streams[sids[1]]["data"])))
+    c.close()
+    dp.wait_until(lambda: p.counter("onedomain_websocket_connections_active", route="ws") == 0,
+                 what="tunnels closed after the connection went")
+
+
+def test_websocket_refusals_are_stream_responses(ws_plane):
+    p, cert = ws_plane
+    c = H2Client(p.port, cert)
+    refused = c.request(ws_headers(p.port, origin="https://evil.example"), end_stream=False)
+    no_cookie = c.request(ws_headers(p.port, cookie=None), end_stream=False)
+    other = c.request(ws_headers(p.port, protocol="chat"), end_stream=False)
+    not_ws_route = c.request(ws_headers(p.port, path="/api/v1/x"), end_stream=False)
+    assert c.response(refused)[0] == 403
+    assert c.response(no_cookie)[0] == 401
+    assert c.response(other)[0] == 501
+    assert c.response(not_ws_route)[0] == 403
+    # The connection goes on serving.
+    assert c.response(c.request(base_headers(p.port, "/api/v1/echo")))[0] == 200
+    c.close()
+    assert p.counter("onedomain_websocket_upgrades_total", route="ws", result="origin_refused",
+                     protocol="http2") == 1
+    assert p.counter("onedomain_websocket_upgrades_total", route="ws", result="cookie_refused",
+                     protocol="http2") == 1
+
+
+# ---- defences -------------------------------------------------------------------------------
+
+def still_serving(p, cert):
+    c = H2Client(p.port, cert)
+    status = c.response(c.request(base_headers(p.port, "/api/v1/echo")))[0]
+    c.close()
+    return status == 200
+
+
+def test_rapid_reset_gets_goaway_enhance_your_calm(plane):
+    p, _, cert = plane
+    c = H2Client(p.port, cert)
+    try:
+        for _ in range(400):
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, base_headers(p.port, "/api/v1/echo"), end_stream=True)
+            c.conn.reset_stream(sid)
+            c.flush()
+    except OSError:
+        pass  # the node closed after its GOAWAY while we were still sending
+    c.pump(lambda: c.goaway is not None)
+    assert c.goaway == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    c.close()
+    assert p.counter("onedomain_http2_protocol_errors_total", reason="rapid_reset") == 1
+    assert p.counter("onedomain_http2_goaways_total", reason="enhance_your_calm") == 1
+    assert still_serving(p, cert)
+
+
+def test_empty_data_frame_flood_gets_goaway(plane):
+    p, _, cert = plane
+    c = H2Client(p.port, cert)
+    sid = c.request(base_headers(p.port, "/api/v1/upload", method="POST"), end_stream=False)
+    for _ in range(200):
+        c.conn.send_data(sid, b"")
+    c.flush()
+    c.pump(lambda: c.goaway is not None)
+    assert c.goaway == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    c.close()
+    assert p.counter("onedomain_http2_protocol_errors_total", reason="empty_frames") == 1
+    assert still_serving(p, cert)
+
+
+def test_header_list_over_the_limit_gets_431_on_the_stream(plane):
+    p, _, cert = plane
+    c = H2Client(p.port, cert)
+    big = [(f"x-filler-{i}", "v" * 1000) for i in range(80)]  # 80 KB > 64 KiB
+    sid = c.request(base_headers(p.port, "/api/v1/echo") + big)
+    status, _, body, _ = c.response(sid)
+    assert status == 431, body
+    # The same connection serves the next request.
+    assert c.response(c.request(base_headers(p.port, "/api/v1/echo")))[0] == 200
+    c.close()
+    assert p.counter("onedomain_http2_protocol_errors_total",
+                     reason="header_list_too_large") == 1
+
+
+def test_connection_specific_field_is_a_stream_error(plane):
+    p, _, cert = plane
+    c = H2Client(p.port, cert)
+    sid = c.request(base_headers(p.port, "/api/v1/echo") + [("connection", "keep-alive")])
+    _, _, _, reset = c.response(sid)
+    assert reset == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    sid = c.request(base_headers(p.port, "/api/v1/echo") + [("te", "gzip")])
+    assert c.response(sid)[3] == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert c.response(c.request(base_headers(p.port, "/api/v1/echo") +
+                                [("te", "trailers")]))[0] == 200
+    c.close()
+
+
+def test_continuation_without_end_closes_the_connection(plane):
+    p, _, cert = plane
+    raw = socket.create_connection((dp.LOOPBACK, p.port), timeout=10)
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.set_alpn_protocols(["h2"])
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    # Preface, empty SETTINGS, then HEADERS without END_HEADERS and CONTINUATION frames that
+    # never end the block.
+    frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    block = b"\x82\x87\x84"  # :method GET, :scheme https, :path /
+    frames += len(block).to_bytes(3, "big") + b"\x01\x01\x00\x00\x00\x01" + block
+    cont = b"\x40\x01a\x01b"  # a literal field a: b
+    for _ in range(50):
+        frames += len(cont).to_bytes(3, "big") + b"\x09\x00\x00\x00\x00\x01" + cont
+    sock.sendall(frames)
+    got = b""
+    deadline = dp.monotonic() + 10
+    while dp.monotonic() < deadline:
+        try:
+            d = sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLError):
+            break
+        if not d:
+            break
+        got += d
+    sock.close()
+    assert p.counter("onedomain_http2_protocol_errors_total", reason="flood") == 1
+    assert still_serving(p, cert)
