@@ -7,6 +7,7 @@ HTTP/2 preface on a plain HTTP/1.1 listener (a clean 400) and prior-knowledge h2
 import hashlib
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -16,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import hyperframe.frame
 import pytest
 
 import dp_support as dp
@@ -455,3 +457,93 @@ def test_continuation_without_end_closes_the_connection(plane):
     sock.close()
     assert p.counter("onedomain_http2_protocol_errors_total", reason="flood") == 1
     assert still_serving(p, cert)
+
+
+def read_frames(sock, until, timeout=15):
+    """Raw frames (hyperframe) from `sock` until until(frames) or the end: python-h2 refuses
+    DATA after a GOAWAY, which RFC 9113 6.8 allows on streams up to its last stream id."""
+    frames, buf = [], b""
+    sock.settimeout(timeout)
+    deadline = dp.monotonic() + timeout
+    while not until(frames) and dp.monotonic() < deadline:
+        try:
+            d = sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLError, socket.timeout):
+            d = b""
+        if not d:
+            return frames, True
+        buf += d
+        while len(buf) >= 9:
+            f, length = hyperframe.frame.Frame.parse_frame_header(memoryview(buf[:9]))
+            if len(buf) < 9 + length:
+                break
+            f.parse_body(memoryview(buf[9:9 + length]))
+            frames.append(f)
+            buf = buf[9 + length:]
+    return frames, False
+
+
+def test_sigterm_sends_goaway_and_close_1001_on_websocket_streams(ws_plane):
+    p, cert = ws_plane
+    c = H2Client(p.port, cert)
+    sids = [c.request(ws_headers(p.port, path=f"/ws/chat/{i}"), end_stream=False)
+            for i in range(3)]
+    assert c.pump(lambda: all(ws_messages(c.streams[s]["data"]) for s in sids))
+    p.proc.signal(signal.SIGTERM)
+
+    def data_of(frames, sid):
+        return b"".join(f.data for f in frames
+                        if isinstance(f, hyperframe.frame.DataFrame) and f.stream_id == sid)
+
+    def closed_1001(frames, sid):
+        return any(op == 8 and payload[:2] == (1001).to_bytes(2, "big")
+                   for op, payload in ws_messages(data_of(frames, sid)))
+
+    def goaways(frames):
+        return [f for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)]
+    frames, _ = read_frames(c.sock, lambda fs: goaways(fs) and
+                            all(closed_1001(fs, s) for s in sids))
+    assert goaways(frames) and all(g.error_code == 0 for g in goaways(frames)), frames
+    assert all(closed_1001(frames, s) for s in sids), frames
+    # Answer the Close frames, as a browser does; the node then finishes and exits cleanly.
+    for s in sids:
+        close = hyperframe.frame.DataFrame(s, ws_frame((1001).to_bytes(2, "big"), opcode=8),
+                                           flags=["END_STREAM"])
+        c.sock.sendall(close.serialize())
+    _, ended = read_frames(c.sock, lambda fs: False, timeout=10)
+    assert ended
+    assert p.proc.wait_exit(timeout=15) == 0, p.proc.output()[-2000:]
+
+
+def test_ping_and_settings_flood_without_reading_is_bounded(plane):
+    """A client that sends PINGs and SETTINGS faster than acks can go out: nghttp2's limit on
+    queued acks ends the connection (counted as a flood); the node's memory stays flat and
+    other clients are served."""
+    p, _, cert = plane
+    assert still_serving(p, cert)
+    before = p.rss_kib("VmRSS")
+    raw = socket.create_connection((dp.LOOPBACK, p.port), timeout=10)
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.set_alpn_protocols(["h2"])
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    burst = (ping + settings) * 1000
+    sock.settimeout(0.5)
+    sent = 0
+    deadline = dp.monotonic() + 10
+    while sent < 200 and dp.monotonic() < deadline:
+        try:
+            sock.sendall(burst)
+            sent += 1
+        except (socket.timeout, ssl.SSLError, OSError):
+            break  # the node stopped reading us: back-pressure
+    growth = p.rss_kib("VmHWM") - before
+    assert still_serving(p, cert)
+    sock.close()
+    print(f"flood bursts sent: {sent} (of 200), RSS growth {growth} KiB")
+    assert sent < 200  # the node stopped taking them
+    assert growth < 20 * 1024, growth
+    dp.wait_until(lambda: p.counter("onedomain_http2_protocol_errors_total", reason="flood") == 1,
+                  what="the flood counted")
