@@ -17,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 import hyperframe.frame
 import pytest
 
@@ -36,6 +37,9 @@ def plane(procs):
          "tls": {"cert_file": cert, "key_file": key, "alpn": ["h2", "http/1.1"]}},
         {"name": "h2c", "address": dp.LOOPBACK, "port": 0, "http2": {"prior_knowledge": True}},
         {"name": "plain", "address": dp.LOOPBACK, "port": 0},
+        {"name": "tight", "address": dp.LOOPBACK, "port": 0, "limits": {"idle_timeout": "1s"},
+         "http2": {"max_concurrent_streams": 7},
+         "tls": {"cert_file": cert, "key_file": key, "alpn": ["h2"]}},
     ]
     doc = dp.bootstrap([dp.cluster("agents", [api])],
                        [dp.route("api", "/api/v1/", "agents")], listeners=listeners)
@@ -547,3 +551,20 @@ def test_ping_and_settings_flood_without_reading_is_bounded(plane):
     assert growth < 20 * 1024, growth
     dp.wait_until(lambda: p.counter("onedomain_http2_protocol_errors_total", reason="flood") == 1,
                   what="the flood counted")
+
+
+def test_zero_window_held_past_the_idle_timeout_loses_the_stream(plane):
+    p, _, cert = plane
+    c = H2Client(p.listener("tight"), cert)
+    c.pump(lambda: 3 in c.settings)
+    assert c.settings[3] == 7  # http2.max_concurrent_streams
+    c.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    c.flush()
+    sid = c.request(base_headers(p.port, "/api/v1/bytes?n=200000"))
+    st = c.stream(sid)
+    # Never acknowledged: the window stays shut; the node gives up after idle_timeout (1s).
+    assert c.pump(lambda: st["reset"] is not None, timeout=10), st
+    assert st["headers"] and dict(st["headers"])[":status"] == "200"
+    c.close()
+    assert p.counter("onedomain_http2_protocol_errors_total", reason="zero_window") == 1
+    assert still_serving(p, cert)
