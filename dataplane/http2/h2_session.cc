@@ -556,9 +556,11 @@ net::awaitable<void> RunTunnel(Stream& s, std::unique_ptr<WsHandoff> handoff) {
   // The client side's end went out as END_STREAM (ShutdownSend) or the stream is gone.
 }
 
+// The upgrade exchange; on a 101 (the client got its 200) `tunnel` holds what the tunnel
+// engine needs.
 net::awaitable<void> ServeTunnel(Stream& s, H2Client& client, RequestRecord& record,
                                  WorkerConfig& cfg, const CompiledListener& listener,
-                                 const CompiledRoute& route) {
+                                 const CompiledRoute& route, std::unique_ptr<WsHandoff>& tunnel) {
   Connection& c = s.conn;
   ExchangeBuffers bufs;
   const ExchangeRequest req{s.head,
@@ -582,14 +584,14 @@ net::awaitable<void> ServeTunnel(Stream& s, H2Client& client, RequestRecord& rec
                  record, false);
     co_return;
   }
-  if (result.upgraded && !s.closed) co_await RunTunnel(s, std::move(result.upgraded));
+  if (result.upgraded && !s.closed) tunnel = std::move(result.upgraded);
 }
 
 // The phases and the exchange for one stream; the HTTP/1.1 session's ServeRequest, minus
 // keep-alive.
 net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& record,
                                  WorkerConfig& cfg, const CompiledListener& listener,
-                                 std::string& target_storage) {
+                                 std::string& target_storage, std::unique_ptr<WsHandoff>& tunnel) {
   Connection& c = s.conn;
   RequestHead& head = s.head;
   const bool head_method = head.method == http::verb::head;
@@ -625,7 +627,7 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
       client.Reply(refusal->error, record, false);
       co_return;
     }
-    co_await ServeTunnel(s, client, record, cfg, listener, *route);
+    co_await ServeTunnel(s, client, record, cfg, listener, *route, tunnel);
     co_return;
   }
   if (auto too_large = CheckBodyLimit(head, limit)) {
@@ -654,9 +656,12 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
   (void)result;  // a stream carries one exchange: keep-alive is the connection's business
 }
 
-net::awaitable<void> RunStream(Stream& s) {
+// The request part of a stream, under the config pinned for it (released before a tunnel
+// runs: tunnels never hold a config). Returns the tunnel to run, if the upgrade got its 101.
+net::awaitable<std::unique_ptr<WsHandoff>> ServeRequestPart(Stream& s, H2Client& client) {
   Connection& c = s.conn;
   Worker& worker = c.worker();
+  std::unique_ptr<WsHandoff> tunnel;
   RequestRecord record;
   record.route_counters = &worker.no_route_counters();
   record.start = worker.Now();
@@ -665,19 +670,28 @@ net::awaitable<void> RunStream(Stream& s) {
   const CompiledListener* listener = cfg ? cfg->listener(c.slot()) : nullptr;
   if (listener == nullptr) {
     c.Reset(s, NGHTTP2_REFUSED_STREAM);  // the listener was removed: finish here
-    co_return;
+    co_return tunnel;
   }
-  H2Client client(s);
   std::string_view error;
   std::string log_method, log_target, target_storage;
   if (!s.builder.protocol().empty()) s.ws_key = NewWebSocketKey();
-  if (!s.builder.Finish(s.head, s.end_stream_with_headers, error, s.ws_key)) {
+  const bool ok = s.builder.Finish(s.head, s.end_stream_with_headers, error, s.ws_key);
+  const AccessContext access = MakeAccess(c, s.head, log_method, log_target);
+  if (!ok) {
     client.Reply(ProxyError{ProxyErrorKind::kMalformedRequest, error}, record, false);
   } else {
-    const AccessContext access = MakeAccess(c, s.head, log_method, log_target);
-    co_await ServeStream(s, client, record, *cfg, *listener, target_storage);
-    FinishRequest(record, access, worker.Now());
+    co_await ServeStream(s, client, record, *cfg, *listener, target_storage, tunnel);
   }
+  // Logged and counted at the tunnel's 200, as an HTTP/1.1 upgrade is at its 101.
+  FinishRequest(record, access, worker.Now());
+  co_return tunnel;
+}
+
+net::awaitable<void> RunStream(Stream& s) {
+  Connection& c = s.conn;
+  H2Client client(s);
+  std::unique_ptr<WsHandoff> tunnel = co_await ServeRequestPart(s, client);
+  if (tunnel) co_await RunTunnel(s, std::move(tunnel));
   if (s.closed) co_return;
   if (s.resp_pending && !s.resp_submitted) c.SubmitResponse(s);
   if (!s.resp_submitted || !s.resp_complete) {
