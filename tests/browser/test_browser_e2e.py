@@ -63,7 +63,6 @@ def _seed(port, certs, agents, frontend):
             tls:
               cert_file: {certs['chain']}
               key_file: {certs['key']}
-              alpn: [h2, http/1.1]
         clusters:
           - name: agents
             endpoints: ["{agents}"]

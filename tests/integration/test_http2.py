@@ -37,6 +37,8 @@ def plane(procs):
          "tls": {"cert_file": cert, "key_file": key, "alpn": ["h2", "http/1.1"]}},
         {"name": "h2c", "address": dp.LOOPBACK, "port": 0, "http2": {"prior_knowledge": True}},
         {"name": "plain", "address": dp.LOOPBACK, "port": 0},
+        {"name": "defaults", "address": dp.LOOPBACK, "port": 0,
+         "tls": {"cert_file": cert, "key_file": key}},
         {"name": "tight", "address": dp.LOOPBACK, "port": 0, "limits": {"idle_timeout": "1s"},
          "http2": {"max_concurrent_streams": 7},
          "tls": {"cert_file": cert, "key_file": key, "alpn": ["h2"]}},
@@ -568,3 +570,19 @@ def test_zero_window_held_past_the_idle_timeout_loses_the_stream(plane):
     c.close()
     assert p.counter("onedomain_http2_protocol_errors_total", reason="zero_window") == 1
     assert still_serving(p, cert)
+
+
+def test_tls_listeners_offer_h2_by_default(plane):
+    p, _, cert = plane
+    port = p.listener("defaults")
+    r = run(["curl", "-sS", "-v", "--cacert", cert, "--resolve", f"localhost:{port}:127.0.0.1",
+             f"https://localhost:{port}/api/v1/echo"], text=True)
+    assert r.returncode == 0, r.stderr
+    assert "ALPN: server accepted h2" in r.stderr or \
+           "ALPN, server accepted to use h2" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["method"] == "GET"
+    # HTTP/1.1 clients still get HTTP/1.1 there.
+    r = run(["curl", "-sS", "-v", "--http1.1", "--cacert", cert, "--resolve",
+             f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/api/v1/echo"], text=True)
+    assert r.returncode == 0 and ("accepted http/1.1" in r.stderr or
+                                  "accepted to use http/1.1" in r.stderr), r.stderr
