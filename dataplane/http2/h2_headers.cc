@@ -2,7 +2,6 @@
 
 #include <charconv>
 
-
 namespace onedomain::dataplane::h2 {
 namespace {
 
@@ -143,14 +142,14 @@ bool ConvertResponseHead(std::string_view head, bool tunnel_accepted, H2Response
     if (colon == std::string_view::npos || colon == 0) return false;
     const std::string_view name = line.substr(0, colon);
     std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
     H2Response::Field f{};
     f.name_off = static_cast<uint32_t>(out.storage.size());
     f.name_size = static_cast<uint32_t>(name.size());
     for (const char c : name) out.storage.push_back(Lower(c));
     const std::string_view lower(out.storage.data() + f.name_off, f.name_size);
-    if (IsConnectionSpecific(lower) ||
-        (tunnel_accepted && lower == "sec-websocket-accept")) {
+    if (IsConnectionSpecific(lower) || (tunnel_accepted && lower == "sec-websocket-accept")) {
       out.storage.resize(f.name_off);  // RFC 9113 8.2.2 (and RFC 8441 5: no Accept)
       continue;
     }

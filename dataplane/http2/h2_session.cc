@@ -136,10 +136,10 @@ struct Stream {
   Parked writer;
 
   // RFC 8441 tunnels.
-  std::string ws_key;                 // the Sec-WebSocket-Key we sent upstream
-  bool bad_accept = false;            // the upstream's 101 did not prove it read our key
-  StreamEvents* ws_sink = nullptr;    // the tunnel engine, while it runs on this stream
-  bool ev_read = false;               // events owed to ws_sink
+  std::string ws_key;               // the Sec-WebSocket-Key we sent upstream
+  bool bad_accept = false;          // the upstream's 101 did not prove it read our key
+  StreamEvents* ws_sink = nullptr;  // the tunnel engine, while it runs on this stream
+  bool ev_read = false;             // events owed to ws_sink
   bool ev_write = false;
 
   bool closed = false;     // nghttp2 closed the stream (done or reset)
@@ -379,8 +379,8 @@ class H2Client final : public ExchangeClient {
       return;
     }
     s_.resp_pending = true;
-    s_.resp_no_body = head.no_body ||
-                      (head.framing.content_length && *head.framing.content_length == 0);
+    s_.resp_no_body =
+        head.no_body || (head.framing.content_length && *head.framing.content_length == 0);
     s_.resp_chunked = head.framing.chunked && !head.no_body;
     s_.resp_length = head.framing.content_length;
     s_.resp_complete = s_.resp_no_body || (!s_.resp_chunked && !s_.resp_length);
@@ -404,7 +404,8 @@ class H2Client final : public ExchangeClient {
     RenderLocalReply(error, {.head_request = head_request, .close = false}, record, s_.scratch);
     const size_t end = s_.scratch.find("\r\n\r\n");
     const std::string_view all(s_.scratch);
-    if (end == std::string_view::npos || !ConvertResponseHead(all.substr(0, end + 4), false, s_.resp)) {
+    if (end == std::string_view::npos ||
+        !ConvertResponseHead(all.substr(0, end + 4), false, s_.resp)) {
       s_.conn.Reset(s_, NGHTTP2_INTERNAL_ERROR);
       return;
     }
@@ -736,6 +737,12 @@ Connection::Connection(AnyStream& stream, Worker& worker, uint32_t slot, std::st
       done_(worker.dispatcher()) {}
 
 Connection::~Connection() {
+  // Streams whose coroutine still runs exist only when the worker shuts down (Wait returns
+  // after the last one ended otherwise): their frames, destroyed in no set order with this
+  // one, still point at them, so they are left to the process's end.
+  for (auto& [id, st] : streams_) {
+    if (st->running) (void)st.release();  // NOLINT(bugprone-unused-return-value): on purpose
+  }
   if (sink_set_) stream_.SetEventSink(nullptr);
   if (session_ != nullptr) nghttp2_session_del(session_);
 }
@@ -818,9 +825,10 @@ void Connection::DoRead() {
     if (rv < 0) {
       log::Debug("http2", str::Cat("session error with ", client_ip_, ": ",
                                    nghttp2_strerror(static_cast<int>(rv))));
-      Count(rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC                                     ? Http2Error::kBadPreface
-            : rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? Http2Error::kFlood
-                                                                                     : Http2Error::kProtocol);
+      Count(rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC ? Http2Error::kBadPreface
+            : rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+                ? Http2Error::kFlood
+                : Http2Error::kProtocol);
       Fail();
       break;
     }
@@ -840,10 +848,16 @@ void Connection::DoRead() {
 void Connection::StartStreams() {
   // A drain that began since the last poll: the GOAWAY goes out with the first new stream.
   if (!to_start_.empty() && worker_.draining() && !goaway_sent_) CheckDrain();
-  std::vector<Stream*> start;
-  start.swap(to_start_);
-  for (Stream* s : start) {
-    if (s->closed) continue;
+  std::vector<int32_t> start;
+  for (const Stream* s : to_start_) start.push_back(s->id);
+  to_start_.clear();
+  for (const int32_t id : start) {
+    // By id: a coroutine may run inline here and close (or fail) the connection, which
+    // deletes streams that did not start.
+    const auto it = streams_.find(id);
+    if (dead_ || it == streams_.end()) continue;
+    Stream* s = it->second.get();
+    if (s->closed || s->running || s->finished) continue;
     s->running = true;
     idle_.Disarm();
     worker_.counters().http2_streams_active.Inc();
@@ -1066,12 +1080,12 @@ int Connection::OnBeginHeaders(nghttp2_session* session, const nghttp2_frame* fr
 }
 
 int Connection::OnHeader(nghttp2_session* session, const nghttp2_frame* frame, const uint8_t* name,
-                         size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
-                         void*) {
+                         size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void*) {
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
     return 0;  // trailers: not forwarded (the upstream body ends with its last chunk)
   }
-  auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
+  auto* s =
+      static_cast<Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
   if (s == nullptr) return 0;
   s->builder.Add({reinterpret_cast<const char*>(name), namelen},
                  {reinterpret_cast<const char*>(value), valuelen});
@@ -1103,7 +1117,8 @@ int Connection::OnFrameRecv(nghttp2_session* session, const nghttp2_frame* frame
     return 0;
   }
   if (frame->hd.stream_id == 0) return 0;
-  auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
+  auto* s =
+      static_cast<Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
   if (s == nullptr) return 0;
   if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
     s->end_stream_with_headers = end;

@@ -90,8 +90,8 @@ void AccessLog::Format(const AccessRecord& r, bool json, std::string& out) {
   str::Append(out, " ", r.client, " \"", r.method, " ");
   // Text format: keep the line one line even if the target holds odd bytes.
   for (const char c : target) out.push_back(static_cast<unsigned char>(c) < 0x20 ? '?' : c);
-  str::Append(out, " ", ProtocolName(r.version), "\" ", r.status, " ",
-              r.bytes_received, " ", r.bytes_sent, " ", r.duration_seconds, " route=", r.route,
+  str::Append(out, " ", ProtocolName(r.version), "\" ", r.status, " ", r.bytes_received, " ",
+              r.bytes_sent, " ", r.duration_seconds, " route=", r.route,
               " upstream=", r.upstream.empty() ? "-" : r.upstream);
   if (!r.error.empty()) str::Append(out, " error=", r.error);
   out.push_back('\n');

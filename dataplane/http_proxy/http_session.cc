@@ -563,8 +563,7 @@ void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket, Ht
   worker.ConnectionOpened();
   // Counted closed when the session ends, not when shutdown destroys its frame.
   worker.dispatcher().Spawn(ServeConnection(std::move(socket), worker, listener_slot, http2),
-                            "connection",
-                            [&worker] { worker.ConnectionClosed(); });
+                            "connection", [&worker] { worker.ConnectionClosed(); });
 }
 
 }  // namespace onedomain::dataplane

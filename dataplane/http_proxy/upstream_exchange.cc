@@ -308,7 +308,8 @@ net::awaitable<void> RelayResponse(Exchange& x) {
       co_return;
     }
     // The backend said no (401, 403, 404, ...): relay its answer as is, then close.
-    x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamRefused, x.req.record.http2);
+    x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamRefused,
+                                               x.req.record.http2);
     x.close_client = true;
   }
   const bool dechunk = resp.framing.chunked && !resp.no_body && !x.req.client_takes_chunked;
@@ -570,7 +571,8 @@ void RecordHostHealth(Exchange& x, Host& host) {
 net::awaitable<bool> AnswerClient(Exchange& x, const BufferedBody& body) {
   if (x.error && !x.response_started()) {
     if (x.upgrade()) {
-      x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamFailed, x.req.record.http2);
+      x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamFailed,
+                                                 x.req.record.http2);
     }
     if (x.client_gone) co_return false;
     co_return co_await x.client.SendLocalReply(

@@ -494,7 +494,8 @@ std::string_view AnyStream::alpn() const {
   const unsigned char* p = nullptr;
   unsigned int len = 0;
   SSL_get0_alpn_selected(polled_->ssl, &p, &len);
-  return p == nullptr ? std::string_view() : std::string_view(reinterpret_cast<const char*>(p), len);
+  return p == nullptr ? std::string_view()
+                      : std::string_view(reinterpret_cast<const char*>(p), len);
 }
 
 int AnyStream::native_handle() { return polled_->fd; }

@@ -354,10 +354,10 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
           {{"http1", ups[i] - h2}, {"http2", h2}}};
       for (const auto& [protocol, n] : by_protocol) {
         if (n == 0) continue;
-        auto m = Labelled(
-            {{"route", route},
-             {"result", std::string(UpgradeResultName(static_cast<UpgradeResult>(i)))},
-             {"protocol", protocol}});
+        auto m =
+            Labelled({{"route", route},
+                      {"result", std::string(UpgradeResultName(static_cast<UpgradeResult>(i)))},
+                      {"protocol", protocol}});
         m.counter.value = static_cast<double>(n);
         upgrades.metric.push_back(std::move(m));
       }
@@ -471,8 +471,8 @@ void StatsCatalog::CollectCookieFamilies(std::vector<prometheus::MetricFamily>& 
 }
 
 void StatsCatalog::CollectHttp2Families(std::vector<prometheus::MetricFamily>& out) const {
-  auto active = Family("onedomain_http2_streams_active",
-                       "HTTP/2 request streams being served now.", prometheus::MetricType::Gauge);
+  auto active = Family("onedomain_http2_streams_active", "HTTP/2 request streams being served now.",
+                       prometheus::MetricType::Gauge);
   auto goaways = Family("onedomain_http2_goaways_total",
                         "GOAWAY frames sent to HTTP/2 clients, by error code.",
                         prometheus::MetricType::Counter);

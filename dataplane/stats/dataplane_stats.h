@@ -140,16 +140,16 @@ enum class Http2Goaway : uint8_t {
 };
 std::string_view Http2GoawayName(Http2Goaway r);
 enum class Http2Error : uint8_t {
-  kBadPreface,         // not the client connection preface
-  kFlood,              // SETTINGS/PING acks piling up, or too many CONTINUATION frames
-  kRapidReset,         // streams reset faster than the rate limit
-  kEmptyFrames,        // DATA frames without data or end, beyond the allowance
-  kHeaderListTooLarge, // answered 431 on the stream
-  kBadHeader,          // a malformed or forbidden field: stream error
-  kBadMessage,         // pseudo-headers, content-length and the like: stream error
-  kFlowControl,
-  kProtocol,           // any other connection error
-  kZeroWindow,         // the client kept the window shut past the idle timeout
+  kBadPreface,          // not the client connection preface
+  kFlood,               // SETTINGS/PING acks piling up, or too many CONTINUATION frames
+  kRapidReset,          // streams reset faster than the rate limit
+  kEmptyFrames,         // DATA frames without data or end, beyond the allowance
+  kHeaderListTooLarge,  // answered 431 on the stream
+  kBadHeader,           // a malformed or forbidden field: stream error
+  kBadMessage,          // pseudo-headers, content-length and the like: stream error
+  kFlowControl,         // a flow-control violation
+  kProtocol,            // any other connection error
+  kZeroWindow,          // the client kept the window shut past the idle timeout
   kCount,
 };
 std::string_view Http2ErrorName(Http2Error r);
