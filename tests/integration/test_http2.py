@@ -586,3 +586,44 @@ def test_tls_listeners_offer_h2_by_default(plane):
              f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/api/v1/echo"], text=True)
     assert r.returncode == 0 and ("accepted http/1.1" in r.stderr or
                                   "accepted to use http/1.1" in r.stderr), r.stderr
+
+
+def test_upstream_101_with_the_wrong_accept_gets_502(procs):
+    """The node sends its own Sec-WebSocket-Key upstream: a 101 that does not answer it is no
+    handshake, and the HTTP/2 client gets a 502, not a tunnel."""
+    import base64
+    import hashlib as _hashlib
+    keys = []
+
+    def upgrade(_index, _method, _path, headers, _body, _sock):
+        key = dict((k.lower(), v) for k, v in headers)["sec-websocket-key"]
+        keys.append(key)
+        right = base64.b64encode(_hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        accept = right if len(keys) == 1 else "d3JvbmcgYWNjZXB0IHZhbHVlIQ=="
+        return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n")
+    up = dp.PyUpstream(upgrade)
+    workdir = tempfile.mkdtemp(prefix="dp-h2acc-")
+    cert, key = make_cert(workdir, "server", "localhost")
+    doc = dp.bootstrap([dp.cluster("backend", [up.port])],
+                       [dp.route("ws", "/ws/", "backend", websocket=True)],
+                       listeners=[{"name": "main", "address": dp.LOOPBACK, "port": 0,
+                                   "tls": {"cert_file": cert, "key_file": key}}])
+    doc["snapshot"]["site"] = {"origins": [SITE_ORIGIN]}
+    p = dp.start_dataplane(procs, doc)
+    try:
+        c = H2Client(p.port, cert)
+        good = c.request(ws_headers(p.port, cookie=None), end_stream=False)
+        c.pump(lambda: c.streams[good]["headers"] is not None)
+        assert dict(c.streams[good]["headers"])[":status"] == "200"
+        bad = c.request(ws_headers(p.port, cookie=None), end_stream=False)
+        status, _, body, _ = c.response(bad)
+        assert status == 502, body
+        assert b"Sec-WebSocket-Accept" in body
+        c.close()
+        # Fresh, valid keys (16 random bytes), a different one per upgrade.
+        assert len(keys) == 2 and keys[0] != keys[1]
+        assert all(len(base64.b64decode(k)) == 16 for k in keys)
+    finally:
+        up.stop()
