@@ -627,3 +627,19 @@ def test_upstream_101_with_the_wrong_accept_gets_502(procs):
         assert all(len(base64.b64decode(k)) == 16 for k in keys)
     finally:
         up.stop()
+
+
+def test_hpack_bomb_stops_decoding_and_resets_the_stream(plane):
+    """A 4 KB field in the HPACK table referenced a hundred times: a few hundred bytes on the
+    wire, 400 KB decoded. Past 4x the header limit decoding stops with a stream reset (no
+    431: nothing is kept to answer from), and the connection goes on."""
+    p, _, cert = plane
+    c = H2Client(p.port, cert)
+    bomb = [("x-bomb", "b" * 4000)] * 100
+    sid = c.request(base_headers(p.port, "/api/v1/echo") + bomb)
+    _, _, _, reset = c.response(sid)
+    assert reset == h2.errors.ErrorCodes.INTERNAL_ERROR, reset
+    assert c.response(c.request(base_headers(p.port, "/api/v1/echo")))[0] == 200
+    c.close()
+    assert p.counter("onedomain_http2_protocol_errors_total",
+                     reason="header_list_too_large") == 1
