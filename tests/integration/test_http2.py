@@ -643,3 +643,33 @@ def test_hpack_bomb_stops_decoding_and_resets_the_stream(plane):
     c.close()
     assert p.counter("onedomain_http2_protocol_errors_total",
                      reason="header_list_too_large") == 1
+
+
+def test_upload_without_content_length_through_the_windows(plane):
+    """A body of unknown length (no content-length) larger than the stream's window: it goes
+    upstream chunked, and the client can only finish because the node gives the window back
+    as the upstream takes the bytes (manual window updates)."""
+    p, _, cert = plane
+    c = H2Client(p.port, cert)
+    body = os.urandom(600 * 1024)
+    sid = c.request(base_headers(p.port, "/api/v1/upload", method="POST"), end_stream=False)
+    sent = 0
+    deadline = dp.monotonic() + 30
+    while sent < len(body) and dp.monotonic() < deadline:
+        window = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size)
+        if window == 0:
+            before = c.conn.local_flow_control_window(sid)
+            c.pump(lambda: c.conn.local_flow_control_window(sid) > before, timeout=10)
+            continue
+        c.conn.send_data(sid, body[sent:sent + window])
+        sent += min(window, len(body) - sent)
+        c.flush()
+    c.conn.end_stream(sid)
+    c.flush()
+    status, _, answer, reset = c.response(sid, timeout=30)
+    assert status == 200 and reset is None, (status, answer)
+    echo = json.loads(answer)
+    assert echo["body_bytes"] == len(body)
+    assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert any(k.lower() == "transfer-encoding" and v == "chunked" for k, v in echo["headers"])
+    c.close()
