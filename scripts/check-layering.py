@@ -17,7 +17,8 @@ CALL = re.compile(r"onedomain_dataplane_library\(\s*(\w+)(.*?)\)", re.S)
 INCLUDE = re.compile(r'^\s*#\s*include\s+"dataplane/(\w+)/([^"]+)"', re.M)
 # Folders whose code runs on worker threads: no Asio I/O objects there (they would start
 # Asio's reactor on the worker, which nothing turns), except the dispatcher itself.
-WORKER_FOLDERS = {"runtime", "net", "upstream", "ws_tunnel", "worker", "http_proxy", "listener"}
+WORKER_FOLDERS = {"runtime", "net", "upstream", "ws_tunnel", "worker", "http_proxy", "http2",
+                  "listener"}
 REACTOR_USE = re.compile(r"\b(io_context|steady_timer|system_timer|basic_waitable_timer|"
                          r"signal_set|tcp::socket|tcp::acceptor|tcp::resolver|"
                          r"basic_stream_socket|stream_descriptor)\b")

@@ -12,12 +12,15 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libboost1.81-dev libssl-dev prometheus-cpp-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev liburing-dev
+  # HTTP/2 (framing, HPACK, flow control) for the client side of the data plane
+  libnghttp2-dev
   # test clients and tools
   curl openssl python3 python3-pytest python3-websockets python3-grpcio
-  nghttp2-client
   clang libclang-rt-14-dev clang-format clang-tidy
   # real backends and a reference HTTP/1.1 parser for the integration tests
   gunicorn python3-uvicorn python3-h11
+  # HTTP/2 test clients: nghttp and h2load, and a frame-level client for the defence tests
+  nghttp2-client python3-h2 python3-hyperframe
   # the control plane's etcd store: a real etcd for the tests, and the .proto files its gRPC
   # stubs are generated from at build time (etcdserverpb, mvccpb, authpb, v3election, v3lock;
   # gogoproto and google/api imports)

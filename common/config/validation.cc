@@ -62,6 +62,16 @@ class Checker {
         }
       }
     }
+    if (l.has_http2()) {
+      const uint32_t streams = l.http2().max_concurrent_streams();
+      if (streams > 1000) {
+        Add(p + ".http2.max_concurrent_streams", str::Cat("must be 1..1000, got ", streams));
+      }
+      if (l.http2().prior_knowledge() && l.has_tls()) {
+        Add(p + ".http2.prior_knowledge",
+            "only for plain listeners (TLS listeners negotiate h2 with ALPN)");
+      }
+    }
     if (l.has_limits()) {
       const v1::HttpLimits& lim = l.limits();
       if (lim.has_max_header_bytes() &&

@@ -60,6 +60,13 @@ AccessLog::~AccessLog() {
   if (owns_fd_) ::close(fd_);
 }
 
+namespace {
+// 10, 11, or 20 (an HTTP/2 stream).
+std::string_view ProtocolName(int version) {
+  return version == 10 ? "HTTP/1.0" : version == 20 ? "HTTP/2" : "HTTP/1.1";
+}
+}  // namespace
+
 void AccessLog::Format(const AccessRecord& r, bool json, std::string& out) {
   const std::string_view target = r.target.substr(0, kMaxTarget);
   if (json) {
@@ -70,7 +77,7 @@ void AccessLog::Format(const AccessRecord& r, bool json, std::string& out) {
     JsonField(out, "listener", r.listener);
     JsonField(out, "method", r.method);
     JsonField(out, "target", target);
-    JsonField(out, "protocol", r.version == 10 ? "HTTP/1.0" : "HTTP/1.1");
+    JsonField(out, "protocol", ProtocolName(r.version));
     str::Append(out, ",\"status\":", r.status);
     JsonField(out, "route", r.route);
     JsonField(out, "upstream", r.upstream);
@@ -83,8 +90,8 @@ void AccessLog::Format(const AccessRecord& r, bool json, std::string& out) {
   str::Append(out, " ", r.client, " \"", r.method, " ");
   // Text format: keep the line one line even if the target holds odd bytes.
   for (const char c : target) out.push_back(static_cast<unsigned char>(c) < 0x20 ? '?' : c);
-  str::Append(out, r.version == 10 ? " HTTP/1.0\" " : " HTTP/1.1\" ", r.status, " ",
-              r.bytes_received, " ", r.bytes_sent, " ", r.duration_seconds, " route=", r.route,
+  str::Append(out, " ", ProtocolName(r.version), "\" ", r.status, " ", r.bytes_received, " ",
+              r.bytes_sent, " ", r.duration_seconds, " route=", r.route,
               " upstream=", r.upstream.empty() ? "-" : r.upstream);
   if (!r.error.empty()) str::Append(out, " error=", r.error);
   out.push_back('\n');

@@ -476,7 +476,41 @@ net::awaitable<bool> StartTlsIfListening(AnyStream& stream, Worker& worker, uint
   co_return true;
 }
 
-net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t slot) {
+// The HTTP/2 connection preface (RFC 9113 3.4).
+constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+// On a plain listener with http2.prior_knowledge: reads the client's first bytes into `in`
+// until they are the HTTP/2 preface (true) or cannot be (false: they stay in `in` for the
+// HTTP/1.1 codec, which reads on from there).
+net::awaitable<bool> StartsWithHttp2Preface(AnyStream& stream, Worker& worker, uint32_t slot,
+                                            Clock::time_point accepted, beast::flat_buffer& in) {
+  {
+    const Ref<WorkerConfig> cfg = worker.config();
+    const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
+    if (listener == nullptr || listener->tls || !listener->source.http2().prior_knowledge()) {
+      co_return false;
+    }
+  }
+  for (;;) {
+    const std::string_view got(static_cast<const char*>(in.data().data()), in.size());
+    const size_t n = std::min(got.size(), kHttp2Preface.size());
+    if (got.substr(0, n) != kHttp2Preface.substr(0, n)) co_return false;
+    if (n == kHttp2Preface.size()) co_return true;
+    // The HTTP/1.1 codec's first read runs under the same header deadline from accept.
+    const Ref<WorkerConfig> cfg = worker.config();
+    const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
+    if (listener == nullptr) co_return false;
+    Timer deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
+    deadline.ArmAt(accepted + listener->limits.header_timeout);
+    const IoResult r = co_await stream.ReadSome(in.prepare(kInitialReadSize));
+    deadline.Disarm();
+    if (r.ec) co_return false;  // the HTTP/1.1 codec sees the end (or times out) itself
+    in.commit(r.n);
+  }
+}
+
+net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t slot,
+                                     Http2Codec http2) {
   const Clock::time_point accepted = worker.Now();
   SessionLink link;
   const int one = 1;  // Nagle off; failure only costs latency
@@ -510,6 +544,16 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
     }
   }
   beast::flat_buffer in;
+  if (http2 != nullptr &&
+      (stream.alpn() == "h2" ||
+       (!stream.is_tls() && co_await StartsWithHttp2Preface(stream, worker, slot, accepted, in)))) {
+    const std::string_view already(static_cast<const char*>(in.data().data()), in.size());
+    co_await http2(stream, worker, slot, client_ip, link, already);
+    deadline.Arm(kShutdownTime);
+    co_await stream.Shutdown();
+    deadline.Disarm();
+    co_return;
+  }
   std::unique_ptr<WsHandoff> upgraded;
   const bool linger =
       co_await RunHttpSession(stream, worker, slot, client, link, accepted, in, upgraded);
@@ -528,11 +572,11 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
 
 }  // namespace
 
-void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket) {
+void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket, Http2Codec http2) {
   worker.ConnectionOpened();
   // Counted closed when the session ends, not when shutdown destroys its frame.
-  worker.dispatcher().Spawn(ServeConnection(std::move(socket), worker, listener_slot), "connection",
-                            [&worker] { worker.ConnectionClosed(); });
+  worker.dispatcher().Spawn(ServeConnection(std::move(socket), worker, listener_slot, http2),
+                            "connection", [&worker] { worker.ConnectionClosed(); });
 }
 
 }  // namespace onedomain::dataplane

@@ -8,17 +8,32 @@
 //
 // Thread: spawned on the accepting worker's dispatcher.
 
+#include <boost/asio/awaitable.hpp>
 #include <cstdint>
+#include <string_view>
 
 #include "dataplane/runtime/unique_fd.h"
 
 namespace onedomain::dataplane {
 
+class AnyStream;
 class Worker;
+struct SessionLink;
+
+// The HTTP/2 codec (dataplane/http2, which sits above this folder), handed in by the
+// listener: it takes a connection whose TLS handshake chose ALPN "h2", or a plain one that
+// started with the HTTP/2 preface on a listener with http2.prior_knowledge. `already_read`:
+// client bytes read before the hand-over. The session shuts the stream down after it.
+using Http2Codec = boost::asio::awaitable<void> (*)(AnyStream& stream, Worker& worker,
+                                                    uint32_t slot, std::string_view client_ip,
+                                                    SessionLink& link,
+                                                    std::string_view already_read);
 
 // Starts serving `socket` (connected, non-blocking), accepted on the listener with
 // `listener_slot`, as a detached coroutine on `worker`. Exceptions end only this connection
-// (logged).
-void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket);
+// (logged). Without `http2`, "h2" is never served (a client that negotiated it anyway gets
+// HTTP/1.1 parse errors, as before).
+void SpawnConnection(Worker& worker, uint32_t listener_slot, UniqueFd socket,
+                     Http2Codec http2 = nullptr);
 
 }  // namespace onedomain::dataplane

@@ -46,6 +46,8 @@ KindInfo Info(ProxyErrorKind kind) {
       return {429, "rate_limited", "too many requests from this client"};
     case K::kTooManyWebSockets:
       return {429, "too_many_websockets", "too many WebSockets open for this client"};
+    case K::kUnsupportedProtocol:
+      return {501, "unsupported_protocol", "only the websocket protocol can be tunnelled"};
     case K::kUpstreamConnectFailed:
       return {502, "upstream_connect_failed", "upstream refused the connection"};
     case K::kUpstreamReset:

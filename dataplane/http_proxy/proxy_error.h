@@ -27,6 +27,7 @@ enum class ProxyErrorKind : uint8_t {
   kCookieRequired,       // 401: the route's required cookie is missing
   kRateLimited,          // 429: a client's request or upgrade rate (Retry-After)
   kTooManyWebSockets,    // 429: a client's or a session cookie's WebSocket cap (Retry-After)
+  kUnsupportedProtocol,  // 501: an HTTP/2 extended CONNECT for a protocol other than websocket
   // Upstream side.
   kUpstreamConnectFailed,    // 502: refused, unreachable
   kUpstreamReset,            // 502: closed or reset before a complete response header

@@ -10,7 +10,7 @@ void FinishRequest(const RequestRecord& record, const AccessContext& access,
                    Clock::time_point now) {
   const double seconds = std::chrono::duration<double>(now - record.start).count();
   if (record.route_counters != nullptr)
-    record.route_counters->RecordRequest(record.status, seconds);
+    record.route_counters->RecordRequest(record.status, seconds, record.http2);
   if (access.log == nullptr) return;
   std::string upstream;
   if (record.upstream != nullptr) {

@@ -27,6 +27,7 @@ struct RequestRecord {
   uint64_t bytes_received = 0;  // body bytes from the client
   uint64_t bytes_sent = 0;      // bytes to the client (head + body)
   const Host* upstream = nullptr;
+  bool http2 = false;  // came over an HTTP/2 stream (the metrics' protocol label)
 };
 
 // Everything the access log needs beyond the record (copied per request only when the log

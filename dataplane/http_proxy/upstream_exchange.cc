@@ -265,7 +265,7 @@ net::awaitable<void> SwitchProtocols(Exchange& x) {
   x.bufs.upstream_in.consume(resp.header_bytes);
   x.req.record.status = resp.status;
   // The backend accepted, whether or not the client is still there to hear it.
-  x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kAccepted);
+  x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kAccepted, x.req.record.http2);
   uint64_t written = 0;
   if (co_await x.client.response_out().Write(net::buffer(x.bufs.response_head), {}, written) !=
       RelayStatus::kOk) {
@@ -308,7 +308,8 @@ net::awaitable<void> RelayResponse(Exchange& x) {
       co_return;
     }
     // The backend said no (401, 403, 404, ...): relay its answer as is, then close.
-    x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamRefused);
+    x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamRefused,
+                                               x.req.record.http2);
     x.close_client = true;
   }
   const bool dechunk = resp.framing.chunked && !resp.no_body && !x.req.client_takes_chunked;
@@ -571,7 +572,8 @@ void RecordHostHealth(Exchange& x, Host& host) {
 net::awaitable<bool> AnswerClient(Exchange& x, const BufferedBody& body) {
   if (x.error && !x.response_started()) {
     if (x.upgrade()) {
-      x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamFailed);
+      x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamFailed,
+                                                 x.req.record.http2);
     }
     if (x.client_gone) co_return false;
     co_return co_await x.client.SendLocalReply(

@@ -11,6 +11,7 @@
 
 #include "common/log/log.h"
 #include "common/strings/strings.h"
+#include "dataplane/http2/h2_session.h"
 #include "dataplane/http_proxy/http_session.h"
 #include "dataplane/runtime/parked.h"
 #include "dataplane/worker/worker.h"
@@ -138,7 +139,7 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
                                worker.Now() + std::chrono::milliseconds(50));
       continue;
     }
-    SpawnConnection(worker, slot, UniqueFd(fd));
+    SpawnConnection(worker, slot, UniqueFd(fd), &h2::ServeHttp2);
     if (++burst >= kAcceptBurst) {
       burst = 0;
       co_await worker.dispatcher().Yield();

@@ -489,6 +489,15 @@ error_code AnyStream::StartTls(ssl_ctx_st* ctx) {
 
 bool AnyStream::is_tls() const { return polled_->ssl != nullptr; }
 
+std::string_view AnyStream::alpn() const {
+  if (polled_->ssl == nullptr) return {};
+  const unsigned char* p = nullptr;
+  unsigned int len = 0;
+  SSL_get0_alpn_selected(polled_->ssl, &p, &len);
+  return p == nullptr ? std::string_view()
+                      : std::string_view(reinterpret_cast<const char*>(p), len);
+}
+
 int AnyStream::native_handle() { return polled_->fd; }
 
 net::awaitable<error_code> AnyStream::Connect(const tcp::endpoint& to) {

@@ -26,6 +26,7 @@
 #include <boost/system/error_code.hpp>
 #include <cstddef>
 #include <memory>
+#include <string_view>
 #include <tuple>
 
 struct ssl_ctx_st;  // OpenSSL's SSL_CTX
@@ -109,6 +110,9 @@ class AnyStream final : public NonBlockingStream {
   error_code StartTls(ssl_ctx_st* ctx);
 
   bool is_tls() const;
+  // The protocol the TLS handshake chose with ALPN ("h2", "http/1.1"); empty when none
+  // (plain streams, or no protocol in common).
+  std::string_view alpn() const;
   // The descriptor (-1 when closed).
   int native_handle();
 

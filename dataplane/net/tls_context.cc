@@ -122,7 +122,8 @@ absl::StatusOr<std::shared_ptr<TlsServerContext>> TlsServerContext::Load(
 
   std::string wire;
   if (tls.alpn_size() == 0) {
-    wire = std::string("\x08http/1.1", 9);
+    // HTTP/2 first (the HTTP/2 codec takes "h2" connections), HTTP/1.1 for everyone else.
+    wire = std::string("\x02h2\x08http/1.1", 12);
   } else {
     for (const std::string& p : tls.alpn()) {
       wire.push_back(static_cast<char>(p.size()));

@@ -1,7 +1,7 @@
 #pragma once
 
 // A server TLS context built from a listener's certificate and key files: TLS 1.2+ (or 1.3+),
-// ALPN from the listener (default "http/1.1"), record buffers released on idle connections.
+// ALPN from the listener (default "h2", "http/1.1"), record buffers released on idle connections.
 // Immutable once loaded; certificate rotation loads a new one and publishes it like a config
 // change, so connections keep the context they started with.
 //

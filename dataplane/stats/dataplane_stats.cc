@@ -48,8 +48,58 @@ std::string_view UpgradeResultName(UpgradeResult r) {
   return "unknown";
 }
 
-void RouteCounters::RecordRequest(int status, double seconds) {
-  if (status >= 0 && static_cast<size_t>(status) < kStatusCodes) codes[status].Add();
+std::string_view Http2GoawayName(Http2Goaway r) {
+  switch (r) {
+    case Http2Goaway::kNoError:
+      return "no_error";
+    case Http2Goaway::kProtocolError:
+      return "protocol_error";
+    case Http2Goaway::kFlowControlError:
+      return "flow_control_error";
+    case Http2Goaway::kCompressionError:
+      return "compression_error";
+    case Http2Goaway::kEnhanceYourCalm:
+      return "enhance_your_calm";
+    case Http2Goaway::kOther:
+    case Http2Goaway::kCount:
+      break;
+  }
+  return "other";
+}
+
+std::string_view Http2ErrorName(Http2Error r) {
+  switch (r) {
+    case Http2Error::kBadPreface:
+      return "bad_preface";
+    case Http2Error::kFlood:
+      return "flood";
+    case Http2Error::kRapidReset:
+      return "rapid_reset";
+    case Http2Error::kEmptyFrames:
+      return "empty_frames";
+    case Http2Error::kHeaderListTooLarge:
+      return "header_list_too_large";
+    case Http2Error::kBadHeader:
+      return "bad_header";
+    case Http2Error::kBadMessage:
+      return "bad_message";
+    case Http2Error::kFlowControl:
+      return "flow_control";
+    case Http2Error::kProtocol:
+      return "protocol";
+    case Http2Error::kZeroWindow:
+      return "zero_window";
+    case Http2Error::kCount:
+      break;
+  }
+  return "protocol";
+}
+
+void RouteCounters::RecordRequest(int status, double seconds, bool http2) {
+  if (status >= 0 && static_cast<size_t>(status) < kStatusCodes) {
+    codes[status].Add();
+    if (http2) codes_http2[status].Add();
+  }
   size_t b = 0;
   while (b < kDurationBounds.size() && seconds > kDurationBounds[b]) ++b;
   duration_buckets[b].Add();
@@ -245,16 +295,24 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
   for (uint32_t slot = 0; slot < route_names_.size(); ++slot) {
     const std::string& route = route_names_[slot];
     std::array<uint64_t, kStatusCodes> codes{};
+    std::array<uint64_t, kStatusCodes> codes_h2{};
     std::array<uint64_t, kDurationBounds.size() + 1> buckets{};
     std::array<uint64_t, static_cast<size_t>(UpgradeResult::kCount)> ups{};
+    std::array<uint64_t, static_cast<size_t>(UpgradeResult::kCount)> ups_h2{};
     double sum = 0;
     int64_t active = 0;
     uint64_t to_up = 0, to_client = 0;
     for (const PerWorker& w : workers_) {
       const RouteCounters& c = *w.routes[slot];
-      for (size_t i = 0; i < kStatusCodes; ++i) codes[i] += c.codes[i].Get();
+      for (size_t i = 0; i < kStatusCodes; ++i) {
+        codes[i] += c.codes[i].Get();
+        codes_h2[i] += c.codes_http2[i].Get();
+      }
       for (size_t i = 0; i < buckets.size(); ++i) buckets[i] += c.duration_buckets[i].Get();
-      for (size_t i = 0; i < ups.size(); ++i) ups[i] += c.upgrades[i].Get();
+      for (size_t i = 0; i < ups.size(); ++i) {
+        ups[i] += c.upgrades[i].Get();
+        ups_h2[i] += c.upgrades_http2[i].Get();
+      }
       sum += c.duration_sum.load(std::memory_order_relaxed);
       active += c.websocket_active.Get();
       to_up += c.websocket_bytes_to_upstream.Get();
@@ -263,9 +321,17 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     uint64_t count = 0;
     for (size_t code = 0; code < kStatusCodes; ++code) {
       if (codes[code] == 0) continue;
-      auto m = Labelled({{"route", route}, {"code", str::Cat(code)}});
-      m.counter.value = static_cast<double>(codes[code]);
-      requests.metric.push_back(std::move(m));
+      // Read apart from the total, so a request counted in between may make http2 exceed
+      // it for one scrape: clamp.
+      const uint64_t h2 = std::min(codes_h2[code], codes[code]);
+      const std::array<std::pair<const char*, uint64_t>, 2> by_protocol = {
+          {{"http1", codes[code] - h2}, {"http2", h2}}};
+      for (const auto& [protocol, n] : by_protocol) {
+        if (n == 0) continue;
+        auto m = Labelled({{"route", route}, {"code", str::Cat(code)}, {"protocol", protocol}});
+        m.counter.value = static_cast<double>(n);
+        requests.metric.push_back(std::move(m));
+      }
     }
     for (uint64_t b : buckets) count += b;
     if (count > 0) {
@@ -283,11 +349,18 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     }
     for (size_t i = 0; i < ups.size(); ++i) {
       if (ups[i] == 0) continue;
-      auto m =
-          Labelled({{"route", route},
-                    {"result", std::string(UpgradeResultName(static_cast<UpgradeResult>(i)))}});
-      m.counter.value = static_cast<double>(ups[i]);
-      upgrades.metric.push_back(std::move(m));
+      const uint64_t h2 = std::min(ups_h2[i], ups[i]);
+      const std::array<std::pair<const char*, uint64_t>, 2> by_protocol = {
+          {{"http1", ups[i] - h2}, {"http2", h2}}};
+      for (const auto& [protocol, n] : by_protocol) {
+        if (n == 0) continue;
+        auto m =
+            Labelled({{"route", route},
+                      {"result", std::string(UpgradeResultName(static_cast<UpgradeResult>(i)))},
+                      {"protocol", protocol}});
+        m.counter.value = static_cast<double>(n);
+        upgrades.metric.push_back(std::move(m));
+      }
     }
     if (slot != kNoRouteSlot) {
       auto m = Labelled({{"route", route}});
@@ -359,6 +432,7 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
   CollectWebSocketFamilies(out);
   CollectCookieFamilies(out);
   CollectLimitFamilies(out);
+  CollectHttp2Families(out);
   return out;
 }
 
@@ -395,6 +469,42 @@ void StatsCatalog::CollectCookieFamilies(std::vector<prometheus::MetricFamily>& 
   }
   out.push_back(std::move(rewrites));
   out.push_back(std::move(unparsed));
+}
+
+void StatsCatalog::CollectHttp2Families(std::vector<prometheus::MetricFamily>& out) const {
+  auto active = Family("onedomain_http2_streams_active", "HTTP/2 request streams being served now.",
+                       prometheus::MetricType::Gauge);
+  auto goaways = Family("onedomain_http2_goaways_total",
+                        "GOAWAY frames sent to HTTP/2 clients, by error code.",
+                        prometheus::MetricType::Counter);
+  auto errors = Family("onedomain_http2_protocol_errors_total",
+                       "HTTP/2 protocol errors and abuses answered (stream or connection "
+                       "errors), by reason.",
+                       prometheus::MetricType::Counter);
+  int64_t streams = 0;
+  std::array<uint64_t, static_cast<size_t>(Http2Goaway::kCount)> g{};
+  std::array<uint64_t, static_cast<size_t>(Http2Error::kCount)> e{};
+  for (const PerWorker& w : workers_) {
+    streams += w.totals->http2_streams_active.Get();
+    for (size_t i = 0; i < g.size(); ++i) g[i] += w.totals->http2_goaways[i].Get();
+    for (size_t i = 0; i < e.size(); ++i) e[i] += w.totals->http2_errors[i].Get();
+  }
+  prometheus::ClientMetric m;
+  m.gauge.value = static_cast<double>(streams);
+  active.metric.push_back(m);
+  for (size_t i = 0; i < g.size(); ++i) {
+    m = Labelled({{"reason", std::string(Http2GoawayName(static_cast<Http2Goaway>(i)))}});
+    m.counter.value = static_cast<double>(g[i]);
+    goaways.metric.push_back(m);
+  }
+  for (size_t i = 0; i < e.size(); ++i) {
+    m = Labelled({{"reason", std::string(Http2ErrorName(static_cast<Http2Error>(i)))}});
+    m.counter.value = static_cast<double>(e[i]);
+    errors.metric.push_back(m);
+  }
+  out.push_back(std::move(active));
+  out.push_back(std::move(goaways));
+  out.push_back(std::move(errors));
 }
 
 CounterTotals StatsCatalog::Totals() const {

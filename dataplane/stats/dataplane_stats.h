@@ -108,7 +108,10 @@ struct WsTunnelCounters {
 };
 
 struct alignas(64) RouteCounters {
-  std::array<Counter, kStatusCodes> codes;
+  std::array<Counter, kStatusCodes> codes;  // every protocol
+  // The part of `codes` and `upgrades` that came over HTTP/2 (the `protocol` label: http1 is
+  // the rest), so the totals the control plane reads stay one sum.
+  std::array<Counter, kStatusCodes> codes_http2;
   std::array<Counter, kDurationBounds.size() + 1> duration_buckets;  // last: +Inf
   std::atomic<double> duration_sum{0};
   std::array<Counter, static_cast<size_t>(UpgradeResult::kCount)> upgrades;
@@ -124,9 +127,13 @@ struct alignas(64) RouteCounters {
   // [1] to client).
   std::array<Counter, static_cast<size_t>(LimitReason::kCount)> limit_rejections;
   std::array<Counter, 2> websocket_paused;
+  std::array<Counter, static_cast<size_t>(UpgradeResult::kCount)> upgrades_http2;
 
-  void RecordRequest(int status, double seconds);
-  void RecordUpgrade(UpgradeResult r) { upgrades[static_cast<size_t>(r)].Add(); }
+  void RecordRequest(int status, double seconds, bool http2 = false);
+  void RecordUpgrade(UpgradeResult r, bool http2 = false) {
+    upgrades[static_cast<size_t>(r)].Add();
+    if (http2) upgrades_http2[static_cast<size_t>(r)].Add();
+  }
 };
 
 struct alignas(64) ClusterCounters {
@@ -138,7 +145,37 @@ struct alignas(64) ClusterCounters {
   Counter ejections;
 };
 
+// HTTP/2 connections: why a GOAWAY went out, and the protocol errors and abuses that were
+// answered (bounded reasons; names in Http2GoawayName / Http2ErrorName).
+enum class Http2Goaway : uint8_t {
+  kNoError,  // drain, idle timeout, the client's own GOAWAY answered
+  kProtocolError,
+  kFlowControlError,
+  kCompressionError,
+  kEnhanceYourCalm,  // rapid reset, floods
+  kOther,
+  kCount,
+};
+std::string_view Http2GoawayName(Http2Goaway r);
+enum class Http2Error : uint8_t {
+  kBadPreface,          // not the client connection preface
+  kFlood,               // SETTINGS/PING acks piling up, or too many CONTINUATION frames
+  kRapidReset,          // streams reset faster than the rate limit
+  kEmptyFrames,         // DATA frames without data or end, beyond the allowance
+  kHeaderListTooLarge,  // answered 431 on the stream
+  kBadHeader,           // a malformed or forbidden field: stream error
+  kBadMessage,          // pseudo-headers, content-length and the like: stream error
+  kFlowControl,         // a flow-control violation
+  kProtocol,            // any other connection error
+  kZeroWindow,          // the client kept the window shut past the idle timeout
+  kCount,
+};
+std::string_view Http2ErrorName(Http2Error r);
+
 struct alignas(64) WorkerCounters {
+  Gauge http2_streams_active;
+  std::array<Counter, static_cast<size_t>(Http2Goaway::kCount)> http2_goaways;
+  std::array<Counter, static_cast<size_t>(Http2Error::kCount)> http2_errors;
   Gauge downstream_active;
   Counter downstream_total;
   Counter accept_failures;          // accept() errors (out of descriptors, memory)
@@ -195,6 +232,7 @@ class StatsCatalog {
   void CollectCookieFamilies(std::vector<prometheus::MetricFamily>& out) const;
   // Appends the client-limit families (called by Collect with mu_ held).
   void CollectLimitFamilies(std::vector<prometheus::MetricFamily>& out) const;
+  void CollectHttp2Families(std::vector<prometheus::MetricFamily>& out) const;
 
   struct PerWorker {
     std::unique_ptr<WorkerCounters> totals = std::make_unique<WorkerCounters>();

@@ -1,4 +1,4 @@
-"""Issue 9: a real browser proves the seed's promises, end to end.
+"""Issue 9: a real browser proves the seed's promises, end to end (issue 17: over HTTP/2).
 
 The fleet as in production, on 127.0.0.1: a control plane; two managed data planes that both
 bind https://amir.hirecj.ai:<port> (one port, SO_REUSEPORT, so the kernel spreads browser
@@ -328,6 +328,28 @@ def test_websocket_is_same_origin_and_shows_the_authenticated_session(fleet, bro
     assert browser.call("text", page="main", selector="#ws-session") == logged_in["session"]
     assert browser.call("text", page="main", selector="#ws-instance") == "A"
     assert browser.call("text", page="main", selector="#ws-status") == "open"
+
+
+def test_page_api_and_websocket_go_over_http2(fleet, browser, logged_in):
+    """Issue 17: the page and its API calls load over h2, and the session WebSocket opens
+    over h2 (RFC 8441: the node advertises SETTINGS_ENABLE_CONNECT_PROTOCOL), the cookie
+    reaching the backend on the extended CONNECT."""
+    entries = json.loads(browser.eval("main", """JSON.stringify(
+        performance.getEntries().filter((e) => e.nextHopProtocol)
+                                .map((e) => [e.name, e.nextHopProtocol]))"""))
+    assert any(name == f"{fleet.origin}/" for name, _ in entries), entries
+    assert any("/api/v1/me" in name for name, _ in entries), entries
+    assert all(proto == "h2" for _, proto in entries), entries
+    sid = open_main_socket(browser)
+    assert sid is not None, page_state(browser)
+    hello = hello_of(browser, sid)
+    assert hello and hello["session"] == logged_in["session"], hello
+    h2_upgrades = sum(bs.metric_sum(dp_metrics(dp), "onedomain_websocket_upgrades_total",
+                                    route="ws", result="accepted", protocol="http2")
+                      for dp in live_dataplanes(fleet))
+    assert h2_upgrades >= 1, "\n".join(bs.metric_lines(dp_metrics(dp),
+                                                      "onedomain_websocket_upgrades_total")
+                                       for dp in live_dataplanes(fleet))
 
 
 def test_foreign_origin_websocket_is_refused(fleet, browser, logged_in):

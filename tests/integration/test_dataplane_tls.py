@@ -45,14 +45,14 @@ def tls_plane(procs):
 
 def client_context(cafile):
     ctx = ssl.create_default_context(cafile=cafile)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    ctx.set_alpn_protocols(["http/1.1"])  # h2 is the default's first choice (test_http2.py)
     return ctx
 
 
 def test_curl_over_tls(tls_plane):
     plane, _, cert, _ = tls_plane
     out = subprocess.run(
-        ["curl", "-sS", "-v", "--cacert", cert, "--resolve", f"localhost:{plane.port}:127.0.0.1",
+        ["curl", "-sS", "-v", "--http1.1", "--cacert", cert, "--resolve", f"localhost:{plane.port}:127.0.0.1",
          f"https://localhost:{plane.port}/api/v1/echo", "-H", "Cookie: sess_1=abc"],
         capture_output=True, timeout=30, text=True)
     assert out.returncode == 0, out.stderr

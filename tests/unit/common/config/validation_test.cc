@@ -208,6 +208,23 @@ TEST(Validation, ClientLimitsAndAddresses) {
   EXPECT_TRUE(ValidateSnapshot(t).empty());
 }
 
+TEST(Validation, ListenerHttp2Rules) {
+  auto s = ValidSnapshot();
+  auto* l = s.add_listeners();
+  l->set_name("tls");
+  l->set_port(8443);
+  l->mutable_tls()->set_cert_file("c.pem");
+  l->mutable_tls()->set_key_file("k.pem");
+  l->mutable_http2()->set_prior_knowledge(true);
+  l->mutable_http2()->set_max_concurrent_streams(1001);
+  auto errors = ValidateSnapshot(s);
+  EXPECT_TRUE(HasError(errors, "listeners[1].http2.prior_knowledge", "only for plain listeners"));
+  EXPECT_TRUE(HasError(errors, "listeners[1].http2.max_concurrent_streams", "1..1000"));
+  l->clear_tls();
+  l->mutable_http2()->set_max_concurrent_streams(1000);
+  EXPECT_TRUE(ValidateSnapshot(s).empty());
+}
+
 TEST(Validation, DuplicateListenerPort) {
   auto s = ValidSnapshot();
   s.mutable_listeners(0)->set_port(3456);
