@@ -19,6 +19,7 @@
 #include "dataplane/http2/h2_headers.h"
 #include "dataplane/http_proxy/body_relay.h"
 #include "dataplane/http_proxy/chunked_scanner.h"
+#include "dataplane/http_proxy/client_limits_phase.h"
 #include "dataplane/http_proxy/local_reply.h"
 #include "dataplane/http_proxy/phases.h"
 #include "dataplane/http_proxy/request_record.h"
@@ -135,6 +136,10 @@ struct Stream {
   bool deferred = false;
   Parked writer;
 
+  // Client limits: the connection's client, and the WebSocket counts this stream holds (many
+  // tunnels share a connection; each counts once, until its stream ends).
+  ClientState limits;
+
   // RFC 8441 tunnels.
   std::string ws_key;               // the Sec-WebSocket-Key we sent upstream
   bool bad_accept = false;          // the upstream's 101 did not prove it read our key
@@ -152,7 +157,7 @@ struct Stream {
 
 class Connection final : public StreamEvents {
  public:
-  Connection(AnyStream& stream, Worker& worker, uint32_t slot, std::string_view client_ip,
+  Connection(AnyStream& stream, Worker& worker, uint32_t slot, ClientState& client,
              const CompiledListener& listener);
   ~Connection();
   Connection(const Connection&) = delete;
@@ -165,7 +170,15 @@ class Connection final : public StreamEvents {
 
   Worker& worker() { return worker_; }
   uint32_t slot() const { return slot_; }
-  std::string_view client_ip() const { return client_ip_; }
+  std::string_view client_ip() const { return client_.text; }
+  ClientState& client() { return client_; }
+  // The client is over its connection cap (counted by the caller): GOAWAY, no new streams.
+  void RefuseClient() {
+    if (terminated_) return;
+    terminated_ = true;
+    nghttp2_session_terminate_session(session_, NGHTTP2_ENHANCE_YOUR_CALM);
+    Flush();
+  }
   const ListenerLimits& limits() const { return limits_; }
   std::string_view forwarded_proto() const { return forwarded_proto_; }
   std::string_view listener_name() const { return listener_name_; }
@@ -236,7 +249,7 @@ class Connection final : public StreamEvents {
   AnyStream& stream_;
   Worker& worker_;
   const uint32_t slot_;
-  const std::string_view client_ip_;
+  ClientState& client_;
   const ListenerLimits limits_;
   const std::string forwarded_proto_;
   const std::string listener_name_;
@@ -575,7 +588,8 @@ net::awaitable<void> ServeTunnel(Stream& s, H2Client& client, RequestRecord& rec
                             /*keep_alive_ok=*/false,
                             /*client_takes_interim=*/false,
                             /*client_takes_chunked=*/true,
-                            ExchangeMode::kUpgrade};
+                            ExchangeMode::kUpgrade,
+                            c.client().replace_forwarded_for};
   ExchangeResult result = co_await RunExchange(client, req, c.worker(), bufs);
   if (s.bad_accept) {
     // The 200 never went out (the sink refused it): the client gets a precise 502.
@@ -628,7 +642,19 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
       client.Reply(refusal->error, record, false);
       co_return;
     }
+    // Client limits next (429), still before any upstream connection.
+    if (auto limited = CheckClientLimits(s.limits, cfg, *route, head, true, c.worker(),
+                                         *record.route_counters)) {
+      client.Reply(*limited, record, false);
+      co_return;
+    }
     co_await ServeTunnel(s, client, record, cfg, listener, *route, tunnel);
+    if (!tunnel) ReleaseWebSocketCounts(s.limits);  // no tunnel: its counts go back
+    co_return;
+  }
+  if (auto limited = CheckClientLimits(s.limits, cfg, *route, head, false, c.worker(),
+                                       *record.route_counters)) {
+    client.Reply(*limited, record, head_method);
     co_return;
   }
   if (auto too_large = CheckBodyLimit(head, limit)) {
@@ -652,7 +678,8 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
                             /*keep_alive_ok=*/true,
                             /*client_takes_interim=*/false,
                             /*client_takes_chunked=*/true,
-                            ExchangeMode::kHttp};
+                            ExchangeMode::kHttp,
+                            c.client().replace_forwarded_for};
   ExchangeResult result = co_await RunExchange(client, req, c.worker(), bufs);
   (void)result;  // a stream carries one exchange: keep-alive is the connection's business
 }
@@ -677,6 +704,18 @@ net::awaitable<std::unique_ptr<WsHandoff>> ServeRequestPart(Stream& s, H2Client&
   std::string log_method, log_target, target_storage;
   if (!s.builder.protocol().empty()) s.ws_key = NewWebSocketKey();
   const bool ok = s.builder.Finish(s.head, s.end_stream_with_headers, error, s.ws_key);
+  ClientState& conn_client = c.client();
+  if (ok && !conn_client.decided) {  // a trusted proxy's first stream names the client
+    if (!DecideClientFromForwardedFor(conn_client, s.head, cfg->compiled->client_limits, worker)) {
+      c.Reset(s, NGHTTP2_REFUSED_STREAM);
+      c.RefuseClient();
+      co_return tunnel;
+    }
+  }
+  s.limits.address = conn_client.address;
+  s.limits.text = conn_client.text;
+  s.limits.decided = conn_client.decided;
+  s.limits.replace_forwarded_for = conn_client.replace_forwarded_for;
   const AccessContext access = MakeAccess(c, s.head, log_method, log_target);
   if (!ok) {
     client.Reply(ProxyError{ProxyErrorKind::kMalformedRequest, error}, record, false);
@@ -707,12 +746,12 @@ net::awaitable<void> RunStream(Stream& s) {
 
 // ---- Connection ------------------------------------------------------------------------
 
-Connection::Connection(AnyStream& stream, Worker& worker, uint32_t slot, std::string_view client_ip,
+Connection::Connection(AnyStream& stream, Worker& worker, uint32_t slot, ClientState& client,
                        const CompiledListener& listener)
     : stream_(stream),
       worker_(worker),
       slot_(slot),
-      client_ip_(client_ip),
+      client_(client),
       limits_(listener.limits),
       forwarded_proto_(listener.forwarded_proto),
       listener_name_(listener.name),
@@ -823,7 +862,7 @@ void Connection::DoRead() {
     }
     const ssize_t rv = nghttp2_session_mem_recv(session_, scratch.get(), n);
     if (rv < 0) {
-      log::Debug("http2", str::Cat("session error with ", client_ip_, ": ",
+      log::Debug("http2", str::Cat("session error with ", client_.text, ": ",
                                    nghttp2_strerror(static_cast<int>(rv))));
       Count(rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC ? Http2Error::kBadPreface
             : rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
@@ -1262,7 +1301,7 @@ int Connection::OnInvalidFrame(nghttp2_session*, const nghttp2_frame*, int lib_e
 }  // namespace
 
 net::awaitable<void> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot,
-                                std::string_view client_ip, SessionLink& link,
+                                ClientState& client, SessionLink& link,
                                 std::string_view already_read) {
   (void)link;
   std::optional<Connection> conn;
@@ -1271,10 +1310,10 @@ net::awaitable<void> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot
     const Ref<WorkerConfig> cfg = worker.config();
     const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
     if (listener == nullptr) co_return;
-    conn.emplace(stream, worker, slot, client_ip, *listener);
+    conn.emplace(stream, worker, slot, client, *listener);
   }
   if (!conn->Start(already_read)) {
-    log::Warn("http2", str::Cat("cannot start an HTTP/2 session with ", client_ip));
+    log::Warn("http2", str::Cat("cannot start an HTTP/2 session with ", client.text));
     co_return;
   }
   co_await conn->Wait();

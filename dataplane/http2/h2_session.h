@@ -29,6 +29,7 @@ namespace onedomain::dataplane {
 
 class AnyStream;
 class Worker;
+struct ClientState;
 struct SessionLink;
 
 namespace h2 {
@@ -39,8 +40,10 @@ inline constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n
 // Serves HTTP/2 on `stream` (TLS after ALPN "h2", or plain with prior knowledge) until the
 // connection ends. `already_read`: bytes the caller read from the client before handing the
 // connection over (the preface, for prior knowledge). The caller shuts the stream down after.
+// `client`: the connection's client; a trusted proxy's first stream decides it from
+// X-Forwarded-For, and every stream's request and WebSocket limits count against it.
 boost::asio::awaitable<void> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot,
-                                        std::string_view client_ip, SessionLink& link,
+                                        ClientState& client, SessionLink& link,
                                         std::string_view already_read);
 
 }  // namespace h2

@@ -18,14 +18,16 @@ namespace onedomain::dataplane {
 
 class AnyStream;
 class Worker;
+struct ClientState;
 struct SessionLink;
 
 // The HTTP/2 codec (dataplane/http2, which sits above this folder), handed in by the
 // listener: it takes a connection whose TLS handshake chose ALPN "h2", or a plain one that
 // started with the HTTP/2 preface on a listener with http2.prior_knowledge. `already_read`:
 // client bytes read before the hand-over. The session shuts the stream down after it.
+// `client`: the connection's client (address, and the counts the connection holds).
 using Http2Codec = boost::asio::awaitable<void> (*)(AnyStream& stream, Worker& worker,
-                                                    uint32_t slot, std::string_view client_ip,
+                                                    uint32_t slot, ClientState& client,
                                                     SessionLink& link,
                                                     std::string_view already_read);
 
