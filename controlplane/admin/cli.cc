@@ -14,6 +14,7 @@
 #include "common/config/load.h"
 #include "common/config/yaml_loader.h"
 #include "common/strings/strings.h"
+#include "controlplane/rollout/rollout_math.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "onedomain/v1/admin.grpc.pb.h"
@@ -263,25 +264,6 @@ std::optional<std::string> LoadToken(const Options& opts, std::string* error) {
   return std::string();  // no token: the server answers UNAUTHENTICATED, said plainly
 }
 
-const char* RolloutStateName(v1::RolloutState s) {
-  switch (s) {
-    case v1::ROLLOUT_STATE_RUNNING:
-      return "running";
-    case v1::ROLLOUT_STATE_PAUSED:
-      return "paused";
-    case v1::ROLLOUT_STATE_SUCCEEDED:
-      return "succeeded";
-    case v1::ROLLOUT_STATE_ROLLED_BACK:
-      return "rolled_back";
-    case v1::ROLLOUT_STATE_ABORTED:
-      return "aborted";
-    case v1::ROLLOUT_STATE_SUPERSEDED:
-      return "superseded";
-    default:
-      return "none";
-  }
-}
-
 std::string Fixed(double v, int digits) {
   char buf[48];
   std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
@@ -298,7 +280,7 @@ void PrintRollout(const Options& opts, const v1::RolloutStatus& r) {
     return;
   }
   std::cout << "rollout of version " << r.version() << " (base " << r.base_version()
-            << "): " << RolloutStateName(r.state()) << ", wave " << r.wave() + 1 << "/"
+            << "): " << rollout::StateName(r.state()) << ", wave " << r.wave() + 1 << "/"
             << r.waves_size() << ", baked " << Fixed(r.baked_seconds(), 1) << "s of "
             << Fixed(r.bake_seconds(), 1) << "s; nodes on " << r.version() << ": "
             << r.nodes_on_version() << ", on " << r.base_version() << ": " << r.nodes_on_base()
@@ -365,7 +347,7 @@ int RunRolloutVerb(const Options& opts, v1::Admin::Stub& stub, const std::string
                    : kExitRolloutFailed;
       }
       if (std::chrono::steady_clock::now() > until) {
-        std::cerr << "error: still " << RolloutStateName(r.state()) << " after --watch-for "
+        std::cerr << "error: still " << rollout::StateName(r.state()) << " after --watch-for "
                   << opts.watch_seconds << "s\n";
         return kExitOther;
       }

@@ -8,6 +8,7 @@
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "controlplane/auth/tokens.h"
+#include "controlplane/rollout/rollout_math.h"
 
 namespace onedomain::controlplane {
 namespace {
@@ -81,25 +82,6 @@ std::string Fixed(double v, int digits) {
   char buf[48];
   std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
   return buf;
-}
-
-const char* StateName(v1::RolloutState s) {
-  switch (s) {
-    case v1::ROLLOUT_STATE_RUNNING:
-      return "running";
-    case v1::ROLLOUT_STATE_PAUSED:
-      return "paused";
-    case v1::ROLLOUT_STATE_SUCCEEDED:
-      return "succeeded";
-    case v1::ROLLOUT_STATE_ROLLED_BACK:
-      return "rolled_back";
-    case v1::ROLLOUT_STATE_ABORTED:
-      return "aborted";
-    case v1::ROLLOUT_STATE_SUPERSEDED:
-      return "superseded";
-    default:
-      return "none";
-  }
 }
 
 std::string TimeText(const google::protobuf::Timestamp& t) {
@@ -218,7 +200,7 @@ std::string ConsoleJson(const ConsoleView& v) {
   const v1::RolloutStatus& r = v.rollout;
   std::string out = str::Cat("{\"latest_version\":", v.latest_version,
                              ",\"last_known_good\":", v.last_known_good, ",\"rollout\":{");
-  str::Append(out, "\"state\":", Json(StateName(r.state())), ",\"version\":", r.version(),
+  str::Append(out, "\"state\":", Json(rollout::StateName(r.state())), ",\"version\":", r.version(),
               ",\"base_version\":", r.base_version(), ",\"wave\":", r.wave(),
               ",\"baked_seconds\":", Num(r.baked_seconds()),
               ",\"bake_seconds\":", Num(r.bake_seconds()), ",\"detail\":", Json(r.detail()),
@@ -280,7 +262,7 @@ std::string ConsoleHtml(const ConsoleView& v, const std::string& who) {
       R"( nodes</span> &middot; <span id="updated"></span></p>
 <h2>Rollout</h2>
 <p>state <b id="rollout-state">)",
-      StateName(r.state()), R"(</b>, version <span id="rollout-version">)",
+      rollout::StateName(r.state()), R"(</b>, version <span id="rollout-version">)",
       r.version() ? str::Cat(r.version(), " (base ", r.base_version(), ")") : std::string("-"),
       R"(</span>, wave <span id="rollout-wave">)",
       r.waves_size() ? str::Cat(r.wave() + 1, "/", r.waves_size()) : std::string("-"),

@@ -8,6 +8,7 @@
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "controlplane/fleet/fleet.h"
+#include "controlplane/rollout/rollout_math.h"
 #include "controlplane/server/config_manager.h"
 #include "controlplane/server/serial_executor.h"
 #include "controlplane/store/store.h"
@@ -17,25 +18,6 @@ namespace onedomain::controlplane {
 namespace {
 
 using google::protobuf::util::TimeUtil;
-
-const char* StateName(v1::RolloutState s) {
-  switch (s) {
-    case v1::ROLLOUT_STATE_RUNNING:
-      return "running";
-    case v1::ROLLOUT_STATE_PAUSED:
-      return "paused";
-    case v1::ROLLOUT_STATE_SUCCEEDED:
-      return "succeeded";
-    case v1::ROLLOUT_STATE_ROLLED_BACK:
-      return "rolled_back";
-    case v1::ROLLOUT_STATE_ABORTED:
-      return "aborted";
-    case v1::ROLLOUT_STATE_SUPERSEDED:
-      return "superseded";
-    default:
-      return "none";
-  }
-}
 
 double Seconds(const google::protobuf::Duration& d) {
   return static_cast<double>(d.seconds()) + d.nanos() / 1e9;
@@ -125,10 +107,11 @@ absl::Status RolloutController::Admit(const v1::ChangeOptions& options, bool cal
   if (store_.Shared()) Follow(true);  // another replica may have started one
   const v1::RolloutMode mode = EffectiveMode(options, configured_);
   if (IsActive(status_.state()) && !options.supersede()) {
-    return absl::FailedPreconditionError(str::Cat(
-        "options.supersede: a rollout of version ", status_.version(), " is ",
-        StateName(status_.state()), " (wave ", status_.wave() + 1, " of ", status_.waves_size(),
-        "); wait for it, `rollout promote` or `rollout abort` it, or pass --supersede"));
+    return absl::FailedPreconditionError(
+        str::Cat("options.supersede: a rollout of version ", status_.version(), " is ",
+                 rollout::StateName(status_.state()), " (wave ", status_.wave() + 1, " of ",
+                 status_.waves_size(),
+                 "); wait for it, `rollout promote` or `rollout abort` it, or pass --supersede"));
   }
   if (mode == v1::ROLLOUT_MODE_NOW && options.mode() == v1::ROLLOUT_MODE_NOW &&
       configured_.default_mode() == v1::ROLLOUT_MODE_ROLLOUT && !caller_is_admin) {
@@ -328,9 +311,10 @@ void RolloutController::Undo(v1::RolloutState state, const std::string& method,
     status_.mutable_waves(static_cast<int>(status_.wave()))->set_state("failed");
   }
   Save();
-  results_.Add({{"result", StateName(state)}}).Increment();
-  log::Warn("rollout", str::Cat("version ", status_.version(), " ", StateName(state), ": ", detail,
-                                "; returning the canaries to version ", status_.base_version()));
+  results_.Add({{"result", rollout::StateName(state)}}).Increment();
+  log::Warn("rollout",
+            str::Cat("version ", status_.version(), " ", rollout::StateName(state), ": ", detail,
+                     "; returning the canaries to version ", status_.base_version()));
   // Cleared before the revert commits: nothing may hand the fleet the latest version (the
   // one being undone) while the split ends; the revert's publish ends it.
   applied_split_.clear();
@@ -548,7 +532,7 @@ absl::StatusOr<v1::RolloutStatus> RolloutController::Control(
         status_.version() == 0
             ? std::string("action: no rollout is running")
             : str::Cat("action: no rollout is running (the last one, version ", status_.version(),
-                       ", ended ", StateName(status_.state()), ")"));
+                       ", ended ", rollout::StateName(status_.state()), ")"));
   }
   switch (request.action()) {
     case v1::ControlRolloutRequest::PROMOTE:

@@ -8,6 +8,25 @@
 #include "google/protobuf/util/time_util.h"
 
 namespace onedomain::controlplane::rollout {
+
+const char* StateName(v1::RolloutState s) {
+  switch (s) {
+    case v1::ROLLOUT_STATE_RUNNING:
+      return "running";
+    case v1::ROLLOUT_STATE_PAUSED:
+      return "paused";
+    case v1::ROLLOUT_STATE_SUCCEEDED:
+      return "succeeded";
+    case v1::ROLLOUT_STATE_ROLLED_BACK:
+      return "rolled_back";
+    case v1::ROLLOUT_STATE_ABORTED:
+      return "aborted";
+    case v1::ROLLOUT_STATE_SUPERSEDED:
+      return "superseded";
+    default:
+      return "none";
+  }
+}
 namespace {
 
 using google::protobuf::util::TimeUtil;

@@ -35,6 +35,10 @@
 
 namespace onedomain::controlplane::rollout {
 
+// "running", "paused", "succeeded", "rolled_back", "aborted", "superseded"; "none" otherwise
+// (history, the CLI, the console and the rollouts_total metric all say it the same way).
+const char* StateName(v1::RolloutState s);
+
 // Every field of `configured` with defaults filled in where unset.
 v1::RolloutPolicy WithDefaults(const v1::RolloutPolicy& configured);
 
