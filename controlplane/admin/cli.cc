@@ -15,6 +15,7 @@
 #include "common/config/yaml_loader.h"
 #include "common/strings/strings.h"
 #include "controlplane/rollout/rollout_math.h"
+#include "controlplane/server/time_text.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "onedomain/v1/admin.grpc.pb.h"
@@ -111,16 +112,6 @@ std::string ToJson(const google::protobuf::Message& message) {
   options.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(message, &json, options);
   return json;
-}
-
-std::string FormatTime(const google::protobuf::Timestamp& t) {
-  if (t.seconds() == 0) return "-";
-  const std::time_t secs = t.seconds();
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 // Prints rows as aligned columns.
@@ -569,7 +560,7 @@ int RunAdminCli(int argc, char** argv) {
           {n.node_id(), n.pod().empty() ? "-" : str::EscapeForLog(n.pod(), 64),
            n.zone().empty() ? "-" : str::EscapeForLog(n.zone(), 64), n.connected() ? "yes" : "no",
            str::Cat(n.version_sent()), str::Cat(n.version_acked()),
-           n.version_nacked() ? str::Cat(n.version_nacked()) : "-", FormatTime(n.last_seen()),
+           n.version_nacked() ? str::Cat(n.version_nacked()) : "-", TimeText(n.last_seen()),
            str::Cat(n.downstream_connections_active()), str::Cat(n.websocket_connections_active()),
            str::Cat(n.websocket_upgrades_total())});
       if (replicas) rows.back().push_back(n.replica().empty() ? "-" : n.replica());
@@ -601,7 +592,7 @@ int RunAdminCli(int argc, char** argv) {
     std::vector<std::vector<std::string>> rows = {
         {"VERSION", "TIME", "WHO", "METHOD", "DELIVERY", "OUTCOME", "REASON", "CHANGES"}};
     for (const auto& e : response.entries()) {
-      rows.push_back({str::Cat(e.version()), FormatTime(e.time()), e.who(), e.method(),
+      rows.push_back({str::Cat(e.version()), TimeText(e.time()), e.who(), e.method(),
                       e.delivery().empty() ? "-" : e.delivery(),
                       e.outcome().empty() ? "-" : e.outcome(),
                       e.reason().empty() ? "-" : e.reason(), str::Join(e.diff(), "; ")});

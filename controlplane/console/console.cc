@@ -9,6 +9,7 @@
 #include "common/strings/strings.h"
 #include "controlplane/auth/tokens.h"
 #include "controlplane/rollout/rollout_math.h"
+#include "controlplane/server/time_text.h"
 
 namespace onedomain::controlplane {
 namespace {
@@ -81,16 +82,6 @@ std::string Num(double v) {
 std::string Fixed(double v, int digits) {
   char buf[48];
   std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
-  return buf;
-}
-
-std::string TimeText(const google::protobuf::Timestamp& t) {
-  if (t.seconds() == 0) return "-";
-  const std::time_t secs = t.seconds();
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
 
