@@ -313,15 +313,19 @@ int RunRolloutVerb(const Options& opts, v1::Admin::Stub& stub, const std::string
       v1::RolloutStatus r;
       grpc::Status s = stub.GetRollout(&c, v1::GetRolloutRequest(), &r);
       if (!s.ok()) return Fail(s);
-      const bool active =
-          r.state() == v1::ROLLOUT_STATE_RUNNING || r.state() == v1::ROLLOUT_STATE_PAUSED;
+      // A rolled-back or aborted rollout has ended once `finished` is set: until then its
+      // revert is being committed and the revert version is not known yet.
+      const bool active = r.state() == v1::ROLLOUT_STATE_RUNNING ||
+                          r.state() == v1::ROLLOUT_STATE_PAUSED ||
+                          (r.state() != v1::ROLLOUT_STATE_NONE && !r.has_finished());
       if (!opts.watch) {
         PrintRollout(opts, r);
         return 0;
       }
       // Watching: print when the state or the wave changes, and the gates once a second.
       const std::string key =
-          str::Cat(r.version(), "/", static_cast<int>(r.state()), "/", r.wave());
+          str::Cat(r.version(), "/", static_cast<int>(r.state()), "/", r.wave(), "/",
+                   r.has_finished());
       if (key != last_key) {
         if (opts.output != "json" && active) {
           std::cout << "wave " << r.wave() + 1 << "/" << r.waves_size() << " ("

@@ -306,7 +306,9 @@ void RolloutController::Undo(v1::RolloutState state, const std::string& method,
                              const std::string& detail) {
   status_.set_state(state);
   status_.set_detail(detail);
-  *status_.mutable_finished() = TimeUtil::GetCurrentTime();
+  // `finished` stays unset until the revert has committed (or failed): a reader on any replica
+  // sees the rollout as ended only once its revert version is known. The state is saved first
+  // so a restart between the two saves commits the revert (ResumeFromStore).
   if (status_.waves_size() > 0) {
     status_.mutable_waves(static_cast<int>(status_.wave()))->set_state("failed");
   }
@@ -333,6 +335,7 @@ void RolloutController::Undo(v1::RolloutState state, const std::string& method,
     if (base_snapshot_) fleet_.Publish(base_snapshot_);
     status_.set_detail(str::Cat(detail, "; revert not committed yet: ", revert.status().message()));
   }
+  *status_.mutable_finished() = TimeUtil::GetCurrentTime();
   Save();
   PublishStatus();
 }
@@ -508,6 +511,7 @@ bool RolloutController::ResumeFromStore(std::shared_ptr<const v1::Snapshot> late
     } else {
       fleet_.Publish(base_snapshot_);
     }
+    *status_.mutable_finished() = TimeUtil::GetCurrentTime();
     Save();
     PublishStatus();
     return true;

@@ -152,6 +152,16 @@ def rollout_status(cp, token="read"):
     return json.loads(r.stdout)
 
 
+TERMINAL = ("ROLLOUT_STATE_SUCCEEDED", "ROLLOUT_STATE_ROLLED_BACK", "ROLLOUT_STATE_ABORTED",
+            "ROLLOUT_STATE_SUPERSEDED")
+
+
+def ended(st):
+    """The rollout has ended: a terminal state and `finished` set (for a rollback, only once
+    its revert has committed, so revert_version is known)."""
+    return st.get("state") in TERMINAL and "finished" in st
+
+
 def wait_rollout(cp, predicate, timeout, what):
     """Waits until predicate(status) holds; returns that status."""
     seen = {}

@@ -15,9 +15,6 @@ import fleet_support
 import rollout_support as rs
 import support
 
-TERMINAL = ("ROLLOUT_STATE_SUCCEEDED", "ROLLOUT_STATE_ROLLED_BACK", "ROLLOUT_STATE_ABORTED",
-            "ROLLOUT_STATE_SUPERSEDED")
-
 
 def _history(cp):
     import json
@@ -37,7 +34,7 @@ def test_bad_upstream_rolls_back_in_an_early_wave(procs, tmp_path):
         r = cp.admin("set-upstream", "agents", f"127.0.0.1:{bad.port}", "--rollout",
                      "--reason", "typo in the upstream", token="operate", check=True)
         assert "committed version 2" in r.stdout
-        st = rs.wait_rollout(cp, lambda s: s.get("state") in TERMINAL, 30,
+        st = rs.wait_rollout(cp, rs.ended, 30,
                              "the rollout to end")
         took = time.monotonic() - started
         print(f"rolled back {took:.2f}s after the commit, in wave {int(st.get('wave', 0)) + 1}")
@@ -213,7 +210,7 @@ def test_nack_aborts_at_once(procs, tmp_path):
     started = time.monotonic()
     r = cp.admin("apply", "-f", path, "--rollout", check=True)
     assert "committed version 2" in r.stdout
-    st = rs.wait_rollout(cp, lambda s: s.get("state") in TERMINAL, 15, "the rollout to end")
+    st = rs.wait_rollout(cp, rs.ended, 15, "the rollout to end")
     assert time.monotonic() - started < 5  # at once, not after the 10-minute bake
     assert st["state"] == "ROLLOUT_STATE_ROLLED_BACK", st
     assert st["detail"].startswith("nack: node "), st["detail"]
@@ -242,7 +239,7 @@ def test_kill_9_in_wave_2_resumes_and_the_fleet_ends_on_one_version(procs, tmp_p
         again = cp_support.ControlPlane(procs, str(tmp_path / "cp"), grpc_port=cp.grpc_port,
                                         seed=cp_support.seed_yaml(), extra=extra).start()
         assert "resuming the rollout of version 2 at wave 2/3" in again.proc.output()
-        st = rs.wait_rollout(again, lambda s: s.get("state") in TERMINAL, 60,
+        st = rs.wait_rollout(again, rs.ended, 60,
                              "the resumed rollout to end")
         assert st["state"] == "ROLLOUT_STATE_SUCCEEDED", st
         rs.wait_all_acked(again, 2, len(ports))

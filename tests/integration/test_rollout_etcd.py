@@ -18,9 +18,6 @@ from test_controlplane_etcd import metric, node_version
 pytestmark = pytest.mark.skipif(not etcd_support.have_etcd(),
                                 reason="etcd-server not installed (scripts/install-deps.sh)")
 
-TERMINAL = ("ROLLOUT_STATE_SUCCEEDED", "ROLLOUT_STATE_ROLLED_BACK", "ROLLOUT_STATE_ABORTED",
-            "ROLLOUT_STATE_SUPERSEDED")
-
 
 def start_two_replicas(procs, tmp_path, bake="4s"):
     """etcd, backends A and B, two replicas, four nodes (two per replica, each listing both).
@@ -82,7 +79,7 @@ def test_rollout_runs_on_the_leader_and_survives_a_leader_change(procs, tmp_path
         leader.proc.wait_exit(5)
         support.wait_for(lambda: metric(follower, "onedomain_controlplane_leader") == 1, 30,
                          interval=0.2, what="the follower taking the leadership")
-        st = rs.wait_rollout(follower, lambda s: s.get("state") in TERMINAL, 60,
+        st = rs.wait_rollout(follower, rs.ended, 60,
                              "the adopted rollout to end")
         assert st["state"] == "ROLLOUT_STATE_SUCCEEDED", st
         assert "adopting the rollout of version 2 at wave 2/3" in follower.proc.output()
@@ -108,7 +105,7 @@ def test_bad_upstream_rolls_back_across_replicas_and_no_other_node_serves_a_503(
                          what="traffic through every node")
         leader.admin("set-upstream", "agents", f"127.0.0.1:{bad.port}", "--rollout",
                      token="operate", check=True)
-        st = rs.wait_rollout(follower, lambda s: s.get("state") in TERMINAL, 30,
+        st = rs.wait_rollout(follower, rs.ended, 30,
                              "the rollout to end, seen on the follower")
         assert st["state"] == "ROLLOUT_STATE_ROLLED_BACK", st
         assert "http_5xx" in st["detail"], st["detail"]
