@@ -192,6 +192,11 @@ class Connection final : public StreamEvents {
   void ResumeData(Stream& s);
   void Reset(Stream& s, uint32_t code);
   void Flush();
+  // Flushes once at the end of this loop turn: the frames every stream queued in the turn
+  // (response HEADERS, DATA, END_STREAM) leave in one TLS record and one write.
+  void FlushSoon() {
+    if (!flush_soon_.armed()) flush_soon_.ArmAt(worker_.Now());
+  }
   void Count(Http2Error e) { worker_.counters().http2_errors[static_cast<size_t>(e)].Add(); }
   // Hands `n` bytes a tunnel read back to the client's windows.
   void ConsumeTunnel(Stream& s, size_t n);
@@ -276,6 +281,7 @@ class Connection final : public StreamEvents {
   uint32_t empty_frames_ = 0;
   Timer idle_;
   Timer drain_poll_;
+  Timer flush_soon_;
   Parked done_;
 };
 
@@ -773,6 +779,11 @@ Connection::Connection(AnyStream& stream, Worker& worker, uint32_t slot, ClientS
                     CheckDrain();
                     DeliverEvents();  // from the loop: never inside a tunnel's own call
                   }),
+      flush_soon_(worker.dispatcher(),
+                  [this] {
+                    flush_soon_.Disarm();
+                    Flush();
+                  }),
       done_(worker.dispatcher()) {}
 
 Connection::~Connection() {
@@ -909,7 +920,7 @@ void Connection::OnStreamDone(Stream* s) {
   s->running = false;
   s->finished = true;
   if (s->closed) streams_.erase(s->id);
-  Flush();
+  FlushSoon();
   ArmIdle();
   MaybeFinish();
   NotifyIfDone();
@@ -1055,14 +1066,14 @@ void Connection::ConsumeTunnel(Stream& s, size_t n) {
   if (k == 0 || s.closed || dead_) return;
   s.unacked -= k;
   nghttp2_session_consume(session_, s.id, k);
-  Flush();
+  FlushSoon();
 }
 
 void Connection::Consume(Stream& s) {
   if (s.unacked == 0 || s.closed || dead_) return;
   nghttp2_session_consume(session_, s.id, s.unacked);
   s.unacked = 0;
-  Flush();
+  FlushSoon();
 }
 
 void Connection::SubmitResponse(Stream& s) {
@@ -1090,7 +1101,7 @@ void Connection::SubmitResponse(Stream& s) {
     Reset(s, NGHTTP2_INTERNAL_ERROR);
     return;
   }
-  Flush();
+  FlushSoon();
 }
 
 void Connection::ResumeData(Stream& s) {
@@ -1099,7 +1110,7 @@ void Connection::ResumeData(Stream& s) {
     s.deferred = false;
     nghttp2_session_resume_data(session_, s.id);
   }
-  Flush();
+  FlushSoon();
 }
 
 void Connection::Reset(Stream& s, uint32_t code) {
