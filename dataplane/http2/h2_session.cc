@@ -242,6 +242,10 @@ class Connection final : public StreamEvents {
   void StartStreams();
   void OnStreamDone(Stream* s);
   void Fail();
+  // nghttp2 ends a session it finds flooded without a GOAWAY: ours (ENHANCE_YOUR_CALM), as raw
+  // bytes after what is queued, written if the socket takes it now (a client that does not
+  // read gets none).
+  void SendFloodGoaway();
   void MaybeFinish();
   void WakeAll();
   void ArmIdle();
@@ -821,6 +825,11 @@ bool Connection::Start(std::string_view already_read) {
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, static_cast<uint32_t>(kStreamWindow)},
   };
   if (connect_protocol_) settings.push_back({NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1});
+  // What we decode at most (RFC 9113 6.5.2, advisory): a larger section resets the stream; one
+  // over the HTTP/1.1 limit but under this gets its 431 answer.
+  settings.push_back({NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+                      static_cast<uint32_t>(std::min<uint64_t>(
+                          kHeaderHardFactor * limits_.max_header_bytes, UINT32_MAX))});
   if (nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings.data(), settings.size()) != 0 ||
       nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow) !=
           0) {
@@ -875,10 +884,11 @@ void Connection::DoRead() {
     if (rv < 0) {
       log::Debug("http2", str::Cat("session error with ", client_.text, ": ",
                                    nghttp2_strerror(static_cast<int>(rv))));
+      const bool flood = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS;
       Count(rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC ? Http2Error::kBadPreface
-            : rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
-                ? Http2Error::kFlood
-                : Http2Error::kProtocol);
+            : flood                            ? Http2Error::kFlood
+                                               : Http2Error::kProtocol);
+      if (flood) SendFloodGoaway();
       Fail();
       break;
     }
@@ -977,6 +987,25 @@ void Connection::Flush() {
     DoRead();
   }
   MaybeFinish();
+}
+
+void Connection::SendFloodGoaway() {
+  constexpr uint32_t code = NGHTTP2_ENHANCE_YOUR_CALM;
+  const auto last = static_cast<uint32_t>(nghttp2_session_get_last_proc_stream_id(session_));
+  const uint8_t frame[17] = {0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0,
+                             static_cast<uint8_t>((last >> 24) & 0x7f), static_cast<uint8_t>(last >> 16),
+                             static_cast<uint8_t>(last >> 8), static_cast<uint8_t>(last),
+                             static_cast<uint8_t>(code >> 24), static_cast<uint8_t>(code >> 16),
+                             static_cast<uint8_t>(code >> 8), static_cast<uint8_t>(code)};
+  wbuf_.append(reinterpret_cast<const char*>(frame), sizeof frame);
+  worker_.counters().http2_goaways[static_cast<size_t>(Http2Goaway::kEnhanceYourCalm)].Add();
+  while (!dead_ && !write_blocked_ && woff_ < wbuf_.size()) {
+    error_code ec;
+    const net::const_buffer b(wbuf_.data() + woff_, wbuf_.size() - woff_);
+    const size_t n = stream_.TryWrite(&b, 1, ec);
+    if (ec) break;
+    woff_ += n;
+  }
 }
 
 void Connection::Fail() {

@@ -411,6 +411,9 @@ def test_empty_data_frame_flood_gets_goaway(plane):
 def test_header_list_over_the_limit_gets_431_on_the_stream(plane):
     p, _, cert = plane
     c = H2Client(p.port, cert)
+    # Advertised: what the node decodes at most (4x the 64 KiB limit; larger is a reset).
+    assert c.pump(lambda: 6 in c.settings)
+    assert c.settings[6] == 4 * 64 * 1024  # SETTINGS_MAX_HEADER_LIST_SIZE
     big = [(f"x-filler-{i}", "v" * 1000) for i in range(80)]  # 80 KB > 64 KiB
     sid = c.request(base_headers(p.port, "/api/v1/echo") + big)
     status, _, body, _ = c.response(sid)
@@ -462,7 +465,24 @@ def test_continuation_without_end_closes_the_connection(plane):
         got += d
     sock.close()
     assert p.counter("onedomain_http2_protocol_errors_total", reason="flood") == 1
+    # Our SETTINGS (and its ack), then the GOAWAY that says why: ENHANCE_YOUR_CALM (0xb).
+    goaways = [f for f in parse_frames(got) if isinstance(f, hyperframe.frame.GoAwayFrame)]
+    assert [g.error_code for g in goaways] == [0xb], goaways
+    assert p.counter("onedomain_http2_goaways_total", reason="enhance_your_calm") >= 1
     assert still_serving(p, cert)
+
+
+def parse_frames(data):
+    """The whole frames in `data` (hyperframe)."""
+    frames = []
+    while len(data) >= 9:
+        f, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
+        if len(data) < 9 + length:
+            break
+        f.parse_body(memoryview(data[9:9 + length]))
+        frames.append(f)
+        data = data[9 + length:]
+    return frames
 
 
 def read_frames(sock, until, timeout=15):
