@@ -323,9 +323,8 @@ int RunRolloutVerb(const Options& opts, v1::Admin::Stub& stub, const std::string
         return 0;
       }
       // Watching: print when the state or the wave changes, and the gates once a second.
-      const std::string key =
-          str::Cat(r.version(), "/", static_cast<int>(r.state()), "/", r.wave(), "/",
-                   r.has_finished());
+      const std::string key = str::Cat(r.version(), "/", static_cast<int>(r.state()), "/", r.wave(),
+                                       "/", r.has_finished());
       if (key != last_key) {
         if (opts.output != "json" && active) {
           std::cout << "wave " << r.wave() + 1 << "/" << r.waves_size() << " ("

@@ -126,6 +126,8 @@ bool H2RequestBuilder::Finish(RequestHead& head, bool end_stream, std::string_vi
 
 bool ConvertResponseHead(std::string_view head, bool tunnel_accepted, H2Response& out) {
   out.Clear();
+  out.storage.reserve(head.size());  // names and values only: never more than the head
+  out.fields.reserve(16);
   // "HTTP/1.1 SSS reason\r\n"
   size_t eol = head.find("\r\n");
   if (eol == std::string_view::npos || eol < 12 || head.substr(0, 9) != "HTTP/1.1 ") return false;

@@ -992,11 +992,23 @@ void Connection::Flush() {
 void Connection::SendFloodGoaway() {
   constexpr uint32_t code = NGHTTP2_ENHANCE_YOUR_CALM;
   const auto last = static_cast<uint32_t>(nghttp2_session_get_last_proc_stream_id(session_));
-  const uint8_t frame[17] = {0, 0, 8, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0,
-                             static_cast<uint8_t>((last >> 24) & 0x7f), static_cast<uint8_t>(last >> 16),
-                             static_cast<uint8_t>(last >> 8), static_cast<uint8_t>(last),
-                             static_cast<uint8_t>(code >> 24), static_cast<uint8_t>(code >> 16),
-                             static_cast<uint8_t>(code >> 8), static_cast<uint8_t>(code)};
+  const uint8_t frame[17] = {0,
+                             0,
+                             8,
+                             NGHTTP2_GOAWAY,
+                             0,
+                             0,
+                             0,
+                             0,
+                             0,
+                             static_cast<uint8_t>((last >> 24) & 0x7f),
+                             static_cast<uint8_t>(last >> 16),
+                             static_cast<uint8_t>(last >> 8),
+                             static_cast<uint8_t>(last),
+                             static_cast<uint8_t>(code >> 24),
+                             static_cast<uint8_t>(code >> 16),
+                             static_cast<uint8_t>(code >> 8),
+                             static_cast<uint8_t>(code)};
   wbuf_.append(reinterpret_cast<const char*>(frame), sizeof frame);
   worker_.counters().http2_goaways[static_cast<size_t>(Http2Goaway::kEnhanceYourCalm)].Add();
   while (!dead_ && !write_blocked_ && woff_ < wbuf_.size()) {

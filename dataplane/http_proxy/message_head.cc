@@ -146,6 +146,7 @@ size_t FeedWholeHead(Parser& parser, HeadBoundary& boundary, std::string_view by
 RequestHeadParser::RequestHeadParser(RequestHead& head, uint32_t header_limit)
     : head_(head), boundary_(header_limit) {
   head_.Clear();
+  head_.fields.reserve(16);  // a typical response's fields: one allocation, no regrowth
   this->header_limit(header_limit);
   // The body is relayed by the caller, never through the parser.
   this->body_limit(boost::none);
@@ -255,6 +256,7 @@ ResponseHeadParser::ResponseHeadParser(ResponseHead& head, uint32_t header_limit
                                        bool request_was_head)
     : head_(head), boundary_(header_limit) {
   head_.Clear();
+  head_.fields.reserve(16);  // a typical response's fields: one allocation, no regrowth
   this->header_limit(header_limit);
   this->body_limit(boost::none);
   this->eager(false);
