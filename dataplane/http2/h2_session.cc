@@ -170,6 +170,8 @@ class Connection final : public StreamEvents {
 
   Worker& worker() { return worker_; }
   uint32_t slot() const { return slot_; }
+  // The client's socket ended or failed (no lingering close then).
+  bool socket_failed() const { return socket_failed_; }
   std::string_view client_ip() const { return client_.text; }
   ClientState& client() { return client_; }
   // The client is over its connection cap (counted by the caller): GOAWAY, no new streams.
@@ -273,8 +275,9 @@ class Connection final : public StreamEvents {
   bool read_paused_ = false;
   bool reading_ = false;
   bool flushing_ = false;
-  bool dead_ = false;      // the socket failed or the peer left: no more I/O
-  bool finished_ = false;  // nothing more to do on the connection
+  bool dead_ = false;           // the socket failed or the peer left: no more I/O
+  bool socket_failed_ = false;  // a read or write on the client's socket failed (or its end)
+  bool finished_ = false;       // nothing more to do on the connection
   bool sink_set_ = false;
   bool delivering_ = false;
   bool events_owed_ = false;
@@ -878,6 +881,7 @@ void Connection::DoRead() {
     if (ec) {
       // The client's end (or a failure): what is in flight toward it cannot arrive.
       dead_ = true;
+      socket_failed_ = true;
       break;
     }
     const ssize_t rv = nghttp2_session_mem_recv(session_, scratch.get(), n);
@@ -968,6 +972,7 @@ void Connection::Flush() {
     }
     if (ec) {
       dead_ = true;
+      socket_failed_ = true;
       break;
     }
     woff_ += n;
@@ -1352,7 +1357,7 @@ int Connection::OnInvalidFrame(nghttp2_session*, const nghttp2_frame*, int lib_e
 
 }  // namespace
 
-net::awaitable<void> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot,
+net::awaitable<bool> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot,
                                 ClientState& client, SessionLink& link,
                                 std::string_view already_read) {
   (void)link;
@@ -1361,14 +1366,15 @@ net::awaitable<void> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot
     // The listener's settings are copied; the config itself is pinned per stream only.
     const Ref<WorkerConfig> cfg = worker.config();
     const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
-    if (listener == nullptr) co_return;
+    if (listener == nullptr) co_return false;
     conn.emplace(stream, worker, slot, client, *listener);
   }
   if (!conn->Start(already_read)) {
     log::Warn("http2", str::Cat("cannot start an HTTP/2 session with ", client.text));
-    co_return;
+    co_return false;
   }
   co_await conn->Wait();
+  co_return !conn->socket_failed();
 }
 
 }  // namespace onedomain::dataplane::h2

@@ -548,7 +548,9 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
       (stream.alpn() == "h2" ||
        (!stream.is_tls() && co_await StartsWithHttp2Preface(stream, worker, slot, accepted, in)))) {
     const std::string_view already(static_cast<const char*>(in.data().data()), in.size());
-    co_await http2(stream, worker, slot, client, link, already);
+    if (co_await http2(stream, worker, slot, client, link, already)) {
+      co_await Linger(stream, deadline, in);
+    }
     deadline.Arm(kShutdownTime);
     co_await stream.Shutdown();
     deadline.Disarm();
