@@ -12,6 +12,10 @@
 # Usage: bench/http/run.sh            (env: DURATION=10 ROUNDS=3 CONNECTIONS=50
 #                                       WORKERS="1 2" SIZES="small 4k 64k" BUILD_DIR=...
 #                                       TUNED=0 to leave the tuned data plane out,
+#                                       EPOLL=1: also "dp-epoll", the default config with
+#                                       the epoll event loop (--io epoll),
+#                                       HOGS=N: N busy-looping processes for the whole run
+#                                       (CPU contention, as on a shared node),
 #                                       DATAPLANE_LIMITS=1: every client limit set, none hit)
 set -euo pipefail
 
@@ -58,6 +62,14 @@ start_proxies() {  # $1: workers; sets dp_port dpt_port nginx_port haproxy_port 
   "$dataplane" --config "$work/dp-$w.yaml" --log-level warn > "$work/dp-$w.log" 2>&1 &
   dp_pid=$!
   pids+=($dp_pid)
+  dpe_port=""; dpe_pid=""
+  if [ "${EPOLL:-0}" != 0 ]; then
+    dpe_port="$(free_port)"
+    write_dp_yaml "$work/dpe-$w.yaml" "$w" "$dpe_port" "$backend_port" default
+    "$dataplane" --config "$work/dpe-$w.yaml" --io epoll --log-level warn > "$work/dpe-$w.log" 2>&1 &
+    dpe_pid=$!
+    pids+=($dpe_pid)
+  fi
   dpt_port=""; dpt_pid=""
   if [ "${TUNED:-1}" != 0 ]; then
     dpt_port="$(free_port)"
@@ -101,11 +113,12 @@ CONF
   pids+=($haproxy_pid)
   wait_port "$dp_port"; wait_port "$nginx_port"; wait_port "$haproxy_port"
   [ -z "$dpt_port" ] || wait_port "$dpt_port"
+  [ -z "$dpe_port" ] || wait_port "$dpe_port"
 }
 
 stop_proxies() {
-  kill "$dp_pid" $dpt_pid "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
-  wait "$dp_pid" $dpt_pid "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
+  kill "$dp_pid" $dpt_pid $dpe_pid "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
+  wait "$dp_pid" $dpt_pid $dpe_pid "$nginx_pid" "$haproxy_pid" 2>/dev/null || true
 }
 
 # One wrk run: prints "req/s p50_ms p99_ms cpu_us_per_request backend_cpu_us_per_request"
@@ -139,10 +152,15 @@ PYWRK
 
 results="$work/results.txt"
 : > "$results"
+hogs="${HOGS:-0}"
+for _ in $(seq 1 "$hogs"); do  # CPU contention: stopped by PID with everything else
+  /bin/sh -c 'while :; do :; done' &
+  pids+=($!)
+done
 for w in $worker_counts; do
   start_proxies "$w"
   for size in $sizes; do  # warm-up: connections, pools, caches
-    for port in "$dp_port" $dpt_port "$nginx_port" "$haproxy_port"; do
+    for port in "$dp_port" $dpt_port $dpe_port "$nginx_port" "$haproxy_port"; do
       wrk -t1 -c"$connections" -d1s "http://127.0.0.1:$port/$size" > /dev/null
     done
   done
@@ -155,6 +173,9 @@ for w in $worker_counts; do
       if [ -n "$dpt_port" ]; then
         names+=(dp-tuned); ports+=("$dpt_port"); cpu_pids+=("$dpt_pid")
       fi
+      if [ -n "$dpe_port" ]; then
+        names+=(dp-epoll); ports+=("$dpe_port"); cpu_pids+=("$dpe_pid")
+      fi
       n=${#names[@]}
       for i in $(seq 0 $((n - 1))); do
         j=$(( (i + round) % n ))
@@ -166,7 +187,8 @@ for w in $worker_counts; do
   stop_proxies
 done
 
-echo "dataplane: the node's default config; dp-tuned: pool.max_idle 256"
+echo "dataplane: the node's default config; dp-tuned: pool.max_idle 256; dp-epoll: default config, --io epoll"
+echo "CPU hogs: $hogs busy-looping processes during the run"
 echo "client limits: ${DATAPLANE_LIMITS:-0} (DATAPLANE_LIMITS=1: every limit configured, none hit)"
 /usr/bin/python3 - "$results" "$duration" "$connections" <<'PY'
 import statistics, sys
@@ -188,7 +210,7 @@ order = ["small", "4k", "64k"]
 for (w, size) in sorted({(k[0], k[1]) for k in rows},
                         key=lambda k: (k[0], order.index(k[1]) if k[1] in order else 9)):
     med = {}
-    for name in ("dataplane", "dp-tuned", "nginx", "haproxy", "direct"):
+    for name in ("dataplane", "dp-tuned", "dp-epoll", "nginx", "haproxy", "direct"):
         vals = rows.get((w, size, name))
         if vals:
             med[name] = tuple(statistics.median(v[i] for v in vals) for i in range(5))
@@ -196,7 +218,7 @@ for (w, size) in sorted({(k[0], k[1]) for k in rows},
     best = max(peers, key=lambda n: med[n][0]) if peers else None
     for name, (rps, p50, p99, cpu, bcpu) in med.items():
         note = ""
-        if name in ("dataplane", "dp-tuned") and best:
+        if name in ("dataplane", "dp-tuned", "dp-epoll") and best:
             b = med[best]
             note = (f"   {rps / b[0]:.2f}x {best}, p99 {p99:.2f} vs {b[2]:.2f} ms, "
                     f"cpu {cpu:.1f} vs {b[3]:.1f} us")
