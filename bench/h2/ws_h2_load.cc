@@ -56,6 +56,7 @@
 #include <string_view>
 #include <vector>
 
+#include "websocket/bench_flags.h"
 #include "websocket/latency_histogram.h"
 
 namespace {
@@ -82,7 +83,10 @@ struct Options {
   bool tls = false;
 };
 
-[[noreturn]] void Usage(const std::string& why) {
+}  // namespace
+
+namespace onedomain_bench {
+void Usage(const std::string& why) {
   std::cerr
       << "ws_h2_load: " << why << "\n"
       << "usage: ws_h2_load --target 127.0.0.1:PORT [--conns N] [--streams M] [--size BYTES]\n"
@@ -90,26 +94,13 @@ struct Options {
          "         [--cookie C] [--tls] [--connect-timeout S]\n";
   std::exit(2);
 }
+}  // namespace onedomain_bench
 
-template <class T>
-T ParseNumber(std::string_view flag, std::string_view v) {
-  T out{};
-  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc{} || ptr != v.data() + v.size()) {
-    Usage(std::string(flag) + ": not a number: '" + std::string(v) + "'");
-  }
-  return out;
-}
+namespace {
 
-double ParseSeconds(std::string_view flag, std::string_view v) {
-  const std::string s(v);
-  char* end = nullptr;
-  const double d = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() + s.size() || !(d >= 0) || d > 86400) {
-    Usage(std::string(flag) + ": not a duration in seconds: '" + s + "'");
-  }
-  return d;
-}
+using onedomain_bench::ParseNumber;
+using onedomain_bench::ParseSeconds;
+using onedomain_bench::Usage;
 
 Options ParseOptions(int argc, char** argv) {
   Options o;

@@ -31,6 +31,8 @@
 #include <thread>
 #include <vector>
 
+#include "bench_flags.h"
+
 namespace {
 
 namespace net = boost::asio;
@@ -54,21 +56,20 @@ struct Options {
   std::string port_file;
 };
 
-[[noreturn]] void Usage(const std::string& why) {
+}  // namespace
+
+namespace onedomain_bench {
+void Usage(const std::string& why) {
   std::cerr << "ws_echo_server: " << why << "\n"
             << "usage: ws_echo_server [--address A] [--port P] [--threads T] [--port-file F]\n";
   std::exit(2);
 }
+}  // namespace onedomain_bench
 
-template <class T>
-T ParseNumber(std::string_view flag, std::string_view v) {
-  T out{};
-  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc{} || ptr != v.data() + v.size()) {
-    Usage(std::string(flag) + ": not a number: '" + std::string(v) + "'");
-  }
-  return out;
-}
+namespace {
+
+using onedomain_bench::ParseNumber;
+using onedomain_bench::Usage;
 
 Options ParseOptions(int argc, char** argv) {
   Options o;

@@ -49,6 +49,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_flags.h"
 #include "latency_histogram.h"
 
 namespace {
@@ -89,7 +90,10 @@ struct Options {
   bool go_stdin = false;
 };
 
-[[noreturn]] void Usage(const std::string& why) {
+}  // namespace
+
+namespace onedomain_bench {
+void Usage(const std::string& why) {
   std::cerr << "ws_load: " << why << "\n"
             << "usage: ws_load pingpong|idle --target 127.0.0.1:PORT [--conns N] [--size BYTES]\n"
                "         [--duration S] [--warmup S] [--threads T] [--path P] [--host H]\n"
@@ -97,26 +101,13 @@ struct Options {
                "         [--connect-timeout S] [--hold S] [--go signal|stdin]\n";
   std::exit(2);
 }
+}  // namespace onedomain_bench
 
-template <class T>
-T ParseNumber(std::string_view flag, std::string_view v) {
-  T out{};
-  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc{} || ptr != v.data() + v.size()) {
-    Usage(std::string(flag) + ": not a number: '" + std::string(v) + "'");
-  }
-  return out;
-}
+namespace {
 
-double ParseSeconds(std::string_view flag, std::string_view v) {
-  const std::string s(v);
-  char* end = nullptr;
-  const double d = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() + s.size() || !(d >= 0) || d > 86400) {
-    Usage(std::string(flag) + ": not a duration in seconds: '" + s + "'");
-  }
-  return d;
-}
+using onedomain_bench::ParseNumber;
+using onedomain_bench::ParseSeconds;
+using onedomain_bench::Usage;
 
 Options ParseOptions(int argc, char** argv) {
   Options o;

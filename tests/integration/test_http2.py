@@ -466,15 +466,16 @@ def test_continuation_without_end_closes_the_connection(plane):
     sock.close()
     assert p.counter("onedomain_http2_protocol_errors_total", reason="flood") == 1
     # Our SETTINGS (and its ack), then the GOAWAY that says why: ENHANCE_YOUR_CALM (0xb).
-    goaways = [f for f in parse_frames(got) if isinstance(f, hyperframe.frame.GoAwayFrame)]
+    goaways = [f for f in parse_frames(got)[0] if isinstance(f, hyperframe.frame.GoAwayFrame)]
     assert [g.error_code for g in goaways] == [0xb], goaways
     assert p.counter("onedomain_http2_goaways_total", reason="enhance_your_calm") >= 1
     assert still_serving(p, cert)
 
 
-def parse_frames(data):
-    """The whole frames in `data` (hyperframe)."""
-    frames = []
+def parse_frames(data, frames=None):
+    """The whole frames at the start of `data` (hyperframe), appended to `frames`; returns
+    them and the bytes of an incomplete frame left over."""
+    frames = [] if frames is None else frames
     while len(data) >= 9:
         f, length = hyperframe.frame.Frame.parse_frame_header(memoryview(data[:9]))
         if len(data) < 9 + length:
@@ -482,7 +483,7 @@ def parse_frames(data):
         f.parse_body(memoryview(data[9:9 + length]))
         frames.append(f)
         data = data[9 + length:]
-    return frames
+    return frames, data
 
 
 def read_frames(sock, until, timeout=15):
@@ -498,14 +499,7 @@ def read_frames(sock, until, timeout=15):
             d = b""
         if not d:
             return frames, True
-        buf += d
-        while len(buf) >= 9:
-            f, length = hyperframe.frame.Frame.parse_frame_header(memoryview(buf[:9]))
-            if len(buf) < 9 + length:
-                break
-            f.parse_body(memoryview(buf[9:9 + length]))
-            frames.append(f)
-            buf = buf[9 + length:]
+        _, buf = parse_frames(buf + d, frames)
     return frames, False
 
 
