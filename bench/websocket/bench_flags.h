@@ -1,6 +1,6 @@
 // Flag values for the bench tools (ws_load, ws_echo_server, ws_h2_load): numbers and
-// durations in seconds. A bad value goes to the tool's own onedomain_bench::Usage, which prints why and
-// the tool's usage, and exits 2.
+// durations in seconds. A bad value goes to the tool's own onedomain_bench::Usage, which prints why
+// and the tool's usage, and exits 2.
 #pragma once
 
 #include <charconv>

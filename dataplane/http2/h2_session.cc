@@ -45,6 +45,8 @@ namespace {
 // request bytes a connection can make us hold.
 constexpr int32_t kStreamWindow = 128 * 1024;
 constexpr int32_t kConnectionWindow = 1024 * 1024;
+// Beyond the connection window, what a lingering close reads of a client's other frames.
+constexpr uint64_t kLingerSlack = 64 * 1024;
 // A stream's response bytes waiting for the client's window: the exchange's next write waits
 // while more than this is queued (so at most this plus one relay chunk per stream).
 constexpr size_t kStreamOutHigh = 64 * 1024;
@@ -170,8 +172,10 @@ class Connection final : public StreamEvents {
 
   Worker& worker() { return worker_; }
   uint32_t slot() const { return slot_; }
-  // The client's socket ended or failed (no lingering close then).
-  bool socket_failed() const { return socket_failed_; }
+  // Whether a lingering close can still get our last bytes to the client: its socket works
+  // and took everything we wrote (a client that stopped reading would not get them anyway,
+  // and must not keep the node reading what it floods).
+  bool worth_lingering() const { return !socket_failed_ && woff_ == wbuf_.size(); }
   std::string_view client_ip() const { return client_.text; }
   ClientState& client() { return client_; }
   // The client is over its connection cap (counted by the caller): GOAWAY, no new streams.
@@ -1357,24 +1361,25 @@ int Connection::OnInvalidFrame(nghttp2_session*, const nghttp2_frame*, int lib_e
 
 }  // namespace
 
-net::awaitable<bool> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot,
-                                ClientState& client, SessionLink& link,
-                                std::string_view already_read) {
+net::awaitable<uint64_t> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot,
+                                    ClientState& client, SessionLink& link,
+                                    std::string_view already_read) {
   (void)link;
   std::optional<Connection> conn;
   {
     // The listener's settings are copied; the config itself is pinned per stream only.
     const Ref<WorkerConfig> cfg = worker.config();
     const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
-    if (listener == nullptr) co_return false;
+    if (listener == nullptr) co_return 0;
     conn.emplace(stream, worker, slot, client, *listener);
   }
   if (!conn->Start(already_read)) {
     log::Warn("http2", str::Cat("cannot start an HTTP/2 session with ", client.text));
-    co_return false;
+    co_return 0;
   }
   co_await conn->Wait();
-  co_return !conn->socket_failed();
+  // In flight from a client told to stop: at most our connection window of DATA, plus frames.
+  co_return conn->worth_lingering() ? kConnectionWindow + kLingerSlack : 0;
 }
 
 }  // namespace onedomain::dataplane::h2

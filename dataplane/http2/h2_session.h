@@ -40,13 +40,15 @@ inline constexpr std::string_view kClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n
 // Serves HTTP/2 on `stream` (TLS after ALPN "h2", or plain with prior knowledge) until the
 // connection ends. `already_read`: bytes the caller read from the client before handing the
 // connection over (the preface, for prior knowledge). The caller shuts the stream down after,
-// lingering first when this returns true: the node ended the connection (GOAWAY) while the
-// client's socket was still open.
+// lingering first for up to the bytes this returns (0: none): when the node ended the
+// connection (GOAWAY) while the client's socket was still open, what the client may still
+// have in flight (our connection window and some frames) is read and dropped so that the
+// close does not reset the connection under the GOAWAY.
 // `client`: the connection's client; a trusted proxy's first stream decides it from
 // X-Forwarded-For, and every stream's request and WebSocket limits count against it.
-boost::asio::awaitable<bool> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot,
-                                        ClientState& client, SessionLink& link,
-                                        std::string_view already_read);
+boost::asio::awaitable<uint64_t> ServeHttp2(AnyStream& stream, Worker& worker, uint32_t slot,
+                                            ClientState& client, SessionLink& link,
+                                            std::string_view already_read);
 
 }  // namespace h2
 }  // namespace onedomain::dataplane

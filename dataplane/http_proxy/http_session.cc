@@ -84,13 +84,14 @@ AccessContext MakeAccessContext(Worker& worker, const Downstream& down, const Re
 }
 
 // Drops what the client still sends, for a bounded time and amount, then returns.
-net::awaitable<void> Linger(AnyStream& stream, Timer& deadline, beast::flat_buffer& scratch) {
+net::awaitable<void> Linger(AnyStream& stream, Timer& deadline, beast::flat_buffer& scratch,
+                            uint64_t max_bytes = kLingerBytes) {
   // Tell the client the answer is complete first (FIN, and close_notify on TLS): it must not
   // wait for the linger to end.
   stream.ShutdownSend();
   deadline.Arm(kLingerTime);
   uint64_t dropped = 0;
-  while (dropped < kLingerBytes) {
+  while (dropped < max_bytes) {
     scratch.clear();
     const IoResult r = co_await stream.ReadSome(scratch.prepare(kInitialReadSize));
     if (r.ec) break;
@@ -548,8 +549,8 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
       (stream.alpn() == "h2" ||
        (!stream.is_tls() && co_await StartsWithHttp2Preface(stream, worker, slot, accepted, in)))) {
     const std::string_view already(static_cast<const char*>(in.data().data()), in.size());
-    if (co_await http2(stream, worker, slot, client, link, already)) {
-      co_await Linger(stream, deadline, in);
+    if (const uint64_t linger = co_await http2(stream, worker, slot, client, link, already)) {
+      co_await Linger(stream, deadline, in, linger);
     }
     deadline.Arm(kShutdownTime);
     co_await stream.Shutdown();

@@ -25,13 +25,14 @@ struct SessionLink;
 // listener: it takes a connection whose TLS handshake chose ALPN "h2", or a plain one that
 // started with the HTTP/2 preface on a listener with http2.prior_knowledge. `already_read`:
 // client bytes read before the hand-over. The session shuts the stream down after it, with a
-// lingering close first when the codec returns true (it ended the connection while the client
-// may still be sending: a plain close would reset it and could destroy the GOAWAY in flight).
+// lingering close first (reading and dropping up to the bytes the codec returns) when the
+// codec ended the connection while the client may still be sending: a plain close would
+// reset it and could destroy the GOAWAY in flight.
 // `client`: the connection's client (address, and the counts the connection holds).
-using Http2Codec = boost::asio::awaitable<bool> (*)(AnyStream& stream, Worker& worker,
-                                                    uint32_t slot, ClientState& client,
-                                                    SessionLink& link,
-                                                    std::string_view already_read);
+using Http2Codec = boost::asio::awaitable<uint64_t> (*)(AnyStream& stream, Worker& worker,
+                                                        uint32_t slot, ClientState& client,
+                                                        SessionLink& link,
+                                                        std::string_view already_read);
 
 // Starts serving `socket` (connected, non-blocking), accepted on the listener with
 // `listener_slot`, as a detached coroutine on `worker`. Exceptions end only this connection
