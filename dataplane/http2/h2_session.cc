@@ -252,6 +252,9 @@ class Connection final : public StreamEvents {
   // bytes after what is queued, written if the socket takes it now (a client that does not
   // read gets none).
   void SendFloodGoaway();
+  // Writes wbuf_ from woff_ as far as the socket takes it now; false when it stopped early
+  // (write_blocked_ set, or the socket failed: dead_ and socket_failed_ set).
+  bool WriteBuffered();
   void MaybeFinish();
   void WakeAll();
   void ArmIdle();
@@ -948,6 +951,27 @@ void Connection::NotifyIfDone() {
   if (finished_ && streams_.empty()) done_.Post({});
 }
 
+bool Connection::WriteBuffered() {
+  while (woff_ < wbuf_.size()) {
+    error_code ec;
+    const net::const_buffer b(wbuf_.data() + woff_, wbuf_.size() - woff_);
+    const size_t n = stream_.TryWrite(&b, 1, ec);
+    if (ec == net::error::would_block) {
+      write_blocked_ = true;
+      return false;
+    }
+    if (ec) {
+      dead_ = true;
+      socket_failed_ = true;
+      return false;
+    }
+    woff_ += n;
+  }
+  wbuf_.clear();
+  woff_ = 0;
+  return true;
+}
+
 void Connection::Flush() {
   if (flushing_ || session_ == nullptr) return;
   flushing_ = true;
@@ -967,23 +991,7 @@ void Connection::Flush() {
       wbuf_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
     }
     if (dead_ || woff_ == wbuf_.size() || write_blocked_) break;
-    error_code ec;
-    const net::const_buffer b(wbuf_.data() + woff_, wbuf_.size() - woff_);
-    const size_t n = stream_.TryWrite(&b, 1, ec);
-    if (ec == net::error::would_block) {
-      write_blocked_ = true;
-      break;
-    }
-    if (ec) {
-      dead_ = true;
-      socket_failed_ = true;
-      break;
-    }
-    woff_ += n;
-    if (woff_ == wbuf_.size()) {
-      wbuf_.clear();
-      woff_ = 0;
-    }
+    if (!WriteBuffered()) break;
   }
   if (wbuf_.capacity() > 4 * kWriteBatch && wbuf_.empty()) wbuf_.shrink_to_fit();
   flushing_ = false;
@@ -999,34 +1007,16 @@ void Connection::Flush() {
 }
 
 void Connection::SendFloodGoaway() {
-  constexpr uint32_t code = NGHTTP2_ENHANCE_YOUR_CALM;
-  const auto last = static_cast<uint32_t>(nghttp2_session_get_last_proc_stream_id(session_));
-  const uint8_t frame[17] = {0,
-                             0,
-                             8,
-                             NGHTTP2_GOAWAY,
-                             0,
-                             0,
-                             0,
-                             0,
-                             0,
-                             static_cast<uint8_t>((last >> 24) & 0x7f),
-                             static_cast<uint8_t>(last >> 16),
-                             static_cast<uint8_t>(last >> 8),
-                             static_cast<uint8_t>(last),
-                             static_cast<uint8_t>(code >> 24),
-                             static_cast<uint8_t>(code >> 16),
-                             static_cast<uint8_t>(code >> 8),
-                             static_cast<uint8_t>(code)};
+  // Length 8, type GOAWAY, no flags, stream 0; then the last stream id and the error code.
+  uint8_t frame[17] = {0, 0, 8, NGHTTP2_GOAWAY};
+  const auto put32 = [&frame](size_t at, uint32_t v) {
+    for (size_t i = 0; i < 4; ++i) frame[at + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+  };
+  put32(9, static_cast<uint32_t>(nghttp2_session_get_last_proc_stream_id(session_)) & 0x7fffffffu);
+  put32(13, NGHTTP2_ENHANCE_YOUR_CALM);
   wbuf_.append(reinterpret_cast<const char*>(frame), sizeof frame);
   worker_.counters().http2_goaways[static_cast<size_t>(Http2Goaway::kEnhanceYourCalm)].Add();
-  while (!dead_ && !write_blocked_ && woff_ < wbuf_.size()) {
-    error_code ec;
-    const net::const_buffer b(wbuf_.data() + woff_, wbuf_.size() - woff_);
-    const size_t n = stream_.TryWrite(&b, 1, ec);
-    if (ec) break;
-    woff_ += n;
-  }
+  if (!dead_ && !write_blocked_) WriteBuffered();
 }
 
 void Connection::Fail() {
