@@ -116,9 +116,10 @@ struct Stream {
   // Request body toward the exchange (chunked framing added when the length is unknown).
   beast::flat_buffer in;
   bool chunked_in = false;
-  bool end_in = false;    // END_STREAM received
-  uint64_t unacked = 0;   // DATA bytes received and not yet handed back to the window
-  uint64_t appended = 0;  // bytes ever appended to `in` (ReadMore's progress)
+  bool end_in = false;     // END_STREAM received
+  uint64_t unacked = 0;    // DATA bytes received and not yet handed back to the window
+  uint64_t appended = 0;   // bytes ever appended to `in`
+  uint64_t delivered = 0;  // `appended` when ReadMore last returned: what the exchange has seen
   Parked reader;
 
   // Response toward the client.
@@ -307,11 +308,16 @@ class H2Source final : public ByteSource {
   beast::flat_buffer& buffer() override { return s_.in; }
   net::awaitable<RelayStatus> ReadMore() override {
     Connection& c = s_.conn;
-    c.Consume(s_);  // what is in the buffer now was taken into account by the caller
-    const uint64_t before = s_.appended;
+    c.Consume(s_);  // the caller took what it has seen: its window goes back
+    // The buffer fills in the background, also while the caller was writing what it took
+    // from it: bytes that came in since the last return are news even if they came before
+    // this call.
     const Clock::time_point until = c.worker().Now() + c.limits().body_timeout;
     for (;;) {
-      if (s_.appended != before) co_return RelayStatus::kOk;
+      if (s_.appended != s_.delivered) {
+        s_.delivered = s_.appended;
+        co_return RelayStatus::kOk;
+      }
       if (s_.cancelled) co_return RelayStatus::kCancelled;
       if (s_.closed) co_return RelayStatus::kSrcError;
       if (s_.end_in) co_return RelayStatus::kSrcClosed;

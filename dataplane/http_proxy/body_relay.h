@@ -45,7 +45,8 @@ class ByteSource {
   virtual ~ByteSource() = default;
   virtual beast::flat_buffer& buffer() = 0;
   // Appends more bytes to buffer(): kOk, or why not (kSrcClosed at the end of the stream,
-  // kSrcTimeout, kSrcError, kCancelled).
+  // kSrcTimeout, kSrcError, kCancelled). A source filled in the background returns kOk at
+  // once when bytes arrived since its last return, so none wait unseen behind an end.
   virtual net::awaitable<RelayStatus> ReadMore() = 0;
 };
 

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 
 import h2.config
 import h2.connection
@@ -192,6 +193,109 @@ def test_large_bodies_both_ways_with_nghttp(plane):
         r = run(["nghttp", f"https://127.0.0.1:{p.port}/api/v1/bytes?n={BIG}{chunked}"])
         assert r.returncode == 0, r.stderr
         assert len(r.stdout) == BIG
+
+
+def upstream_send_queue(backend_port):
+    """Bytes queued in the node's socket to `backend_port` that the backend has not taken
+    (tx_queue in /proc/net/tcp), or None when there is no such connection."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == backend_port:
+                return int(fields[4].split(":")[0], 16)
+    return None
+
+
+def test_body_end_arriving_while_the_upstream_write_waits(procs):
+    """END_STREAM that arrives while the node's write to a slow upstream is pending must not
+    be taken for the end of what was relayed: the bytes that came with it still go up (the
+    node once reset such a stream with INTERNAL_ERROR and relayed a truncated body)."""
+    go = threading.Event()
+    got = {}
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+    listener.bind((dp.LOOPBACK, 0))
+    listener.listen(1)
+    backend_port = listener.getsockname()[1]
+
+    def backend():
+        s, _ = listener.accept()
+        s.settimeout(30)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        got["head"] = head.decode("latin-1")
+        go.wait(30)
+        while not buf.endswith(b"\r\n0\r\n\r\n"):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+        got["body"] = buf
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        s.close()
+
+    t = threading.Thread(target=backend, daemon=True)
+    t.start()
+    # No segmenting relay in front of this backend (the test watches the node's own socket).
+    slow = {"name": "slow", "endpoints": [{"host": dp.LOOPBACK, "port": backend_port}]}
+    doc = dp.bootstrap([slow], [dp.route("all", "/", "slow")],
+                       listeners=[{"name": "main", "address": dp.LOOPBACK, "port": 0,
+                                   "http2": {"prior_knowledge": True}}])
+    p = dp.start_dataplane(procs, doc)
+    c = H2Client(p.direct_port())
+    sid = c.request(base_headers(p.direct_port(), "/upload", method="POST"), end_stream=False)
+    sent = bytearray()
+    block = bytes(range(256)) * 64  # 16 KiB
+    deadline = dp.monotonic() + 30
+    # Send while the window allows; the node relays it all to the backend, which reads
+    # nothing, until the node's write waits: then the window it gives back after each write
+    # stops coming. A quiet half second with the upstream queue standing still is taken for
+    # that; if the node was only slow, the test passes without proving anything, never fails.
+    while dp.monotonic() < deadline:
+        window = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size)
+        if window > 0:
+            c.conn.send_data(sid, block[:window])
+            sent += block[:window]
+            c.flush()
+            continue
+        queued = upstream_send_queue(backend_port)
+        try:
+            c.pump(lambda: c.conn.local_flow_control_window(sid) > 0, timeout=0.5)
+        except TimeoutError:
+            if queued and upstream_send_queue(backend_port) == queued:
+                break
+    assert c.conn.local_flow_control_window(sid) == 0, "the node never stopped taking the body"
+    c.conn.end_stream(sid)  # an empty DATA frame: allowed at a zero window
+    c.flush()
+    # The node has read it all (nothing left in its receive queue), then the backend reads.
+    dp.wait_until(lambda: client_receive_queue(p.direct_port()) == 0, what="node read the end")
+    go.set()
+    status, _, body, reset = c.response(sid, timeout=30)
+    t.join(30)
+    assert reset is None and status == 200 and body == b"ok"
+    body_in = got["body"]
+    data = bytearray()
+    while True:  # de-chunk what the backend got
+        line, _, rest = body_in.partition(b"\r\n")
+        n = int(line, 16)
+        if n == 0:
+            break
+        data += rest[:n]
+        body_in = rest[n + 2:]
+    assert len(data) == len(sent) and bytes(data) == bytes(sent)
+    listener.close()
+
+
+def client_receive_queue(port):
+    """What the node has not yet read of its client connection on listener `port`."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+                return int(fields[4].split(":")[1], 16)
+    return None
 
 
 def test_hundred_concurrent_streams_on_one_connection(plane):
