@@ -146,6 +146,8 @@ class Connection final : public StreamEvents {
   void SubmitResponse(Stream& s);
   // New body bytes, or the end, for the data provider.
   void ResumeData(Stream& s);
+  // Sends an interim (1xx) head on `s` before its response; false once that cannot be.
+  bool SubmitInterim(Stream& s, const H2Response& interim);
   void Reset(Stream& s, uint32_t code);
   void Flush();
   // Flushes once at the end of this loop turn: the frames every stream queued in the turn

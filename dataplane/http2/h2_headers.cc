@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "common/strings/strings.h"
+
 namespace onedomain::dataplane::h2 {
 namespace {
 
@@ -48,7 +50,12 @@ void H2RequestBuilder::Add(std::string_view name, std::string_view value) {
     had_cookie_ = true;
     return;
   }
-  if (name == "expect" || name == "te") return;  // HTTP/2 semantics; never forwarded
+  if (name == "expect") {
+    // Answered by the node (a 100 on the stream), never forwarded: as on HTTP/1.1.
+    if (str::EqualsIgnoreCase(value, "100-continue")) expect_continue_ = true;
+    return;
+  }
+  if (name == "te") return;  // "trailers" at most (nghttp2 checked): never forwarded
   if (name == "content-length") content_length_ = Store(value);
   if (name == "host" && authority_.size != 0) return;  // :authority wins (RFC 9113 8.3.1)
   Field f;
@@ -110,6 +117,7 @@ bool H2RequestBuilder::Finish(RequestHead& head, bool end_stream, std::string_vi
     // A body of unknown length: the upstream gets it chunked, as the DATA frames come.
     head.framing.chunked = true;
   }
+  head.expect_continue = expect_continue_ && !end_stream;
   if (websocket) {
     head.method = http::verb::get;
     head.method_text = "GET";

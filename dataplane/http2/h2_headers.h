@@ -77,6 +77,7 @@ class H2RequestBuilder {
   Span method_, scheme_, authority_, path_, protocol_, content_length_;
   std::string cookie_;  // the cookie fields joined with "; "
   bool had_cookie_ = false;
+  bool expect_continue_ = false;
 };
 
 // An HTTP/2 response head: ":status" and the fields, in nghttp2's form.

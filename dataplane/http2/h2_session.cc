@@ -431,22 +431,44 @@ void Connection::Consume(Stream& s) {
   FlushSoon();
 }
 
-void Connection::SubmitResponse(Stream& s) {
-  if (s.resp_submitted || s.closed || dead_) return;
-  s.resp_submitted = true;
-  s.resp_pending = false;
-  std::vector<nghttp2_nv> nv;
-  nv.reserve(s.resp.fields.size() + 1);
+namespace {
+
+// `head` as nghttp2 takes it (views into `head`; nghttp2 copies them when submitted).
+void HeadFields(const H2Response& head, std::vector<nghttp2_nv>& nv) {
+  nv.reserve(head.fields.size() + 1);
   const auto make = [](std::string_view n, std::string_view v) {
     return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
                       reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
                       NGHTTP2_NV_FLAG_NONE};
   };
-  nv.push_back(make(":status", s.resp.status));
-  for (const H2Response::Field& f : s.resp.fields) {
-    nv.push_back(make(std::string_view(s.resp.storage).substr(f.name_off, f.name_size),
-                      std::string_view(s.resp.storage).substr(f.value_off, f.value_size)));
+  nv.push_back(make(":status", head.status));
+  const std::string_view storage(head.storage);
+  for (const H2Response::Field& f : head.fields) {
+    nv.push_back(
+        make(storage.substr(f.name_off, f.name_size), storage.substr(f.value_off, f.value_size)));
   }
+}
+
+}  // namespace
+
+bool Connection::SubmitInterim(Stream& s, const H2Response& interim) {
+  if (s.resp_submitted || s.closed || dead_) return false;
+  std::vector<nghttp2_nv> nv;
+  HeadFields(interim, nv);
+  if (nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, s.id, nullptr, nv.data(), nv.size(),
+                             nullptr) != 0) {
+    return false;
+  }
+  FlushSoon();
+  return true;
+}
+
+void Connection::SubmitResponse(Stream& s) {
+  if (s.resp_submitted || s.closed || dead_) return;
+  s.resp_submitted = true;
+  s.resp_pending = false;
+  std::vector<nghttp2_nv> nv;
+  HeadFields(s.resp, nv);
   nghttp2_data_provider body{};
   body.source.ptr = &s;
   body.read_callback = &Connection::ReadBody;

@@ -164,7 +164,12 @@ class H2Client final : public ExchangeClient {
     params.dechunk = false;
     s_.scratch.clear();
     AppendDownstreamResponseHead(head, params, s_.scratch);
-    if (head.status / 100 == 1 && head.status != 101) return;  // interim: not passed on
+    if (head.status / 100 == 1 && head.status != 101) {
+      // Interim (102, 103 Early Hints, an unsolicited 100): a HEADERS frame of its own now.
+      H2Response interim;
+      if (ConvertResponseHead(s_.scratch, false, interim)) s_.conn.SubmitInterim(s_, interim);
+      return;
+    }
     if (!ConvertResponseHead(s_.scratch, params.keep_upgrade, s_.resp)) {
       s_.resp.Clear();
       s_.resp.status = "502";
@@ -191,11 +196,19 @@ class H2Client final : public ExchangeClient {
     s_.resp_length = head.framing.content_length;
     s_.resp_complete = s_.resp_no_body || (!s_.resp_chunked && !s_.resp_length);
   }
-  net::awaitable<bool> SendContinue() override { co_return !s_.closed; }
+  net::awaitable<bool> SendContinue() override { co_return SendContinueNow(); }
   net::awaitable<bool> SendLocalReply(const ProxyError& error, RequestRecord& record,
                                       SendReplyOptions options) override {
     Reply(error, record, options.head_request);
     co_return false;
+  }
+  // Expect: 100-continue answered (RFC 9110 10.1.1): the client sends its body after this.
+  bool SendContinueNow() {
+    H2Response interim;
+    interim.status = "100";
+    if (!s_.conn.SubmitInterim(s_, interim)) return false;
+    s_.head.continue_sent = true;
+    return true;
   }
   void CancelIo() override {
     s_.cancelled = true;
@@ -249,16 +262,21 @@ AccessContext MakeAccess(Connection& c, const RequestHead& head, std::string& me
 }
 
 // Reads the start of the request body before any upstream connection is taken, as the
-// HTTP/1.1 codec does (request_buffer_bytes within body_timeout).
-net::awaitable<std::optional<ProxyError>> BufferBodyStart(Stream& s, H2Source& source,
+// HTTP/1.1 codec does (request_buffer_bytes within body_timeout), answering Expect:
+// 100-continue first when the body is not all here.
+net::awaitable<std::optional<ProxyError>> BufferBodyStart(Stream& s, H2Client& client,
                                                           uint64_t limit) {
   const ListenerLimits& limits = s.conn.limits();
   if (limits.request_buffer_bytes == 0 || !HasRequestBody(s.head)) co_return std::nullopt;
+  H2Source& source = static_cast<H2Source&>(client.request_body());
   for (;;) {
     const std::string_view all(static_cast<const char*>(s.in.data().data()), s.in.size());
     const BufferedBody b = ProbeBufferedBody(s.head.framing, all, limit);
     if (b.error) co_return b.error;
     if (b.complete || s.in.size() >= limits.request_buffer_bytes) co_return std::nullopt;
+    if (s.head.expect_continue && !s.head.continue_sent && !client.SendContinueNow()) {
+      co_return ProxyError{ProxyErrorKind::kBodyTimeout, "client gone"};
+    }
     const RelayStatus st = co_await source.ReadMore();
     if (st == RelayStatus::kSrcTimeout) co_return ProxyError{ProxyErrorKind::kBodyTimeout};
     if (st != RelayStatus::kOk) {
@@ -359,8 +377,7 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
     client.Reply(*too_large, record, head_method);
     co_return;
   }
-  H2Source& source = static_cast<H2Source&>(client.request_body());
-  if (auto body_error = co_await BufferBodyStart(s, source, limit)) {
+  if (auto body_error = co_await BufferBodyStart(s, client, limit)) {
     client.Reply(*body_error, record, head_method);
     co_return;
   }
@@ -374,7 +391,7 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
                             listener.limits.max_header_bytes,
                             limit,
                             /*keep_alive_ok=*/true,
-                            /*client_takes_interim=*/false,
+                            /*client_takes_interim=*/true,
                             /*client_takes_chunked=*/true,
                             ExchangeMode::kHttp,
                             c.client().replace_forwarded_for};
@@ -424,7 +441,6 @@ net::awaitable<std::unique_ptr<WsHandoff>> ServeRequestPart(Stream& s, H2Client&
   FinishRequest(record, access, worker.Now());
   co_return tunnel;
 }
-
 
 }  // namespace
 

@@ -83,7 +83,7 @@ class H2Client:
 
     def stream(self, sid):
         return self.streams.setdefault(sid, {"headers": None, "data": bytearray(),
-                                             "ended": False, "reset": None})
+                                             "ended": False, "reset": None, "interim": []})
 
     def request(self, headers, body=None, end_stream=None):
         sid = self.conn.get_next_available_stream_id()
@@ -114,6 +114,9 @@ class H2Client:
                 elif isinstance(ev, h2.events.DataReceived):
                     self.stream(ev.stream_id)["data"] += ev.data
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.InformationalResponseReceived):
+                    self.stream(ev.stream_id)["interim"].append(
+                        [(k.decode(), v.decode()) for k, v in ev.headers])
                 elif isinstance(ev, h2.events.StreamEnded):
                     self.stream(ev.stream_id)["ended"] = True
                 elif isinstance(ev, h2.events.StreamReset):
@@ -193,6 +196,47 @@ def test_large_bodies_both_ways_with_nghttp(plane):
         r = run(["nghttp", f"https://127.0.0.1:{p.port}/api/v1/bytes?n={BIG}{chunked}"])
         assert r.returncode == 0, r.stderr
         assert len(r.stdout) == BIG
+
+
+def test_expect_100_continue_and_early_hints(plane, procs):
+    """Expect: 100-continue is answered on the stream (a 100 HEADERS frame) before the client
+    sends its body, and is not forwarded; a backend's 103 Early Hints reaches the client as an
+    interim HEADERS frame before the response."""
+    p, _, cert = plane
+    c = H2Client(p.port, cert)
+    body = b"x" * 5000
+    sid = c.request(base_headers(p.port, "/api/v1/echo", method="POST") +
+                    [("content-length", str(len(body))), ("expect", "100-continue")],
+                    end_stream=False)
+    st = c.stream(sid)
+    assert c.pump(lambda: st["interim"] or st["headers"] or st["reset"] is not None)
+    assert [h for h in st["interim"]] == [[(":status", "100")]], st
+    c.conn.send_data(sid, body, end_stream=True)
+    c.flush()
+    status, _, got, reset = c.response(sid)
+    assert reset is None and status == 200
+    echo = json.loads(got)
+    assert echo["body_bytes"] == len(body)
+    assert "expect" not in {k.lower() for k, _ in echo["headers"]}
+    c.close()
+
+    hints = dp.PyUpstream(lambda *a: b"HTTP/1.1 103 Early Hints\r\n"
+                          b"Link: </app.css>; rel=preload; as=style\r\n\r\n" +
+                          dp.ok_response(b"page"))
+    try:
+        doc = dp.bootstrap([dp.cluster("hints", [hints.port])], [dp.route("all", "/", "hints")],
+                           listeners=[{"name": "main", "address": dp.LOOPBACK, "port": 0,
+                                       "http2": {"prior_knowledge": True}}])
+        q = dp.start_dataplane(procs, doc)
+        c = H2Client(q.port)
+        sid = c.request(base_headers(q.port, "/"))
+        status, _, got, reset = c.response(sid)
+        assert reset is None and status == 200 and got == b"page"
+        assert c.stream(sid)["interim"] == [[(":status", "103"),
+                                             ("link", "</app.css>; rel=preload; as=style")]]
+        c.close()
+    finally:
+        hints.stop()
 
 
 def upstream_send_queue(backend_port):

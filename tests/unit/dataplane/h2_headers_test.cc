@@ -69,6 +69,21 @@ TEST(H2RequestBuilder, BodyFramingForTheUpstream) {
   }
 }
 
+TEST(H2RequestBuilder, ExpectContinueIsTheNodesToAnswer) {
+  for (const bool end_stream : {false, true}) {
+    H2RequestBuilder b(64 * 1024);
+    b.Add(":method", "POST");
+    b.Add(":path", "/up");
+    b.Add(":authority", "h");
+    b.Add("expect", "100-Continue");
+    RequestHead head;
+    std::string_view error;
+    ASSERT_TRUE(b.Finish(head, end_stream, error));
+    EXPECT_EQ(head.expect_continue, !end_stream);  // no body: nothing to wait for
+    EXPECT_EQ(FieldValue(head, "expect"), "");     // never forwarded
+  }
+}
+
 TEST(H2RequestBuilder, HeaderListOverTheLimitIsCountedNotStored) {
   H2RequestBuilder b(1024);
   b.Add(":method", "GET");
