@@ -33,6 +33,7 @@
 #include "dataplane/runtime/dispatcher.h"
 #include "dataplane/server/admin_endpoints.h"
 #include "dataplane/server/listener_set.h"
+#include "dataplane/server/malloc_tuning.h"
 #include "dataplane/server/snapshot_compiler.h"
 #include "dataplane/upstream/dns_refresher.h"
 #include "dataplane/worker/compiled_snapshot.h"
@@ -434,8 +435,8 @@ absl::Status DataplaneServer::Start() {
       log::Info("dataplane", str::Cat("io_uring unavailable (", why, "): workers use epoll"));
     }
   }
-  log::Info("dataplane",
-            str::Cat("worker event loop: ", IoBackendName(io), " (worker_io ", want, ")"));
+  log::Info("dataplane", str::Cat("worker event loop: ", IoBackendName(io), " (worker_io ", want,
+                                  "); ", MallocTuningSummary()));
   auto& backend = prometheus::BuildGauge()
                       .Name("onedomain_worker_io_backend")
                       .Help("1 for the event-loop backend the workers run (worker_io), else 0.")
