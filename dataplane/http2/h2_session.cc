@@ -3,9 +3,6 @@
 #include "dataplane/http2/h2_connection.h"
 
 #include <nghttp2/nghttp2.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
 
 #include <algorithm>
 #include <boost/asio/error.hpp>

@@ -1,9 +1,5 @@
 #include "dataplane/http2/h2_connection.h"
 
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
-
 #include <nghttp2/nghttp2.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>

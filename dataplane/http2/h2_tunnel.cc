@@ -1,41 +1,18 @@
 #include "dataplane/http2/h2_connection.h"
 
-#include <nghttp2/nghttp2.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
-
 #include <algorithm>
 #include <boost/asio/error.hpp>
-#include <cstdio>
 #include <memory>
-#include <optional>
-#include <string>
-#include <unordered_map>
-#include <vector>
+#include <utility>
 
-#include "common/log/log.h"
-#include "common/strings/strings.h"
-#include "dataplane/http2/h2_headers.h"
-#include "dataplane/http_proxy/body_relay.h"
-#include "dataplane/http_proxy/chunked_scanner.h"
-#include "dataplane/http_proxy/client_limits_phase.h"
-#include "dataplane/http_proxy/local_reply.h"
-#include "dataplane/http_proxy/phases.h"
-#include "dataplane/http_proxy/request_record.h"
-#include "dataplane/http_proxy/upstream_exchange.h"
-#include "dataplane/http_proxy/ws_upgrade_checks.h"
+#include "dataplane/http_proxy/session_context.h"
 #include "dataplane/net/any_stream.h"
-#include "dataplane/routing/route_table.h"
 #include "dataplane/runtime/parked.h"
-#include "dataplane/worker/compiled_snapshot.h"
+#include "dataplane/upstream/upstream_connection.h"
 #include "dataplane/worker/worker.h"
-#include "dataplane/worker/worker_config.h"
 #include "dataplane/ws_tunnel/ws_handoff.h"
 #include "dataplane/ws_tunnel/ws_tunnel.h"
 #include "dataplane/ws_tunnel/ws_tunnel_engine.h"
-#include "onedomain/v1/listener.pb.h"
-#include "onedomain/v1/snapshot.pb.h"
 
 namespace onedomain::dataplane::h2 {
 namespace {
