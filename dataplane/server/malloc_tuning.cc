@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string_view>
 
+#include "common/strings/strings.h"
+
 namespace onedomain::dataplane {
 namespace {
 
@@ -20,13 +22,16 @@ std::string_view Env(const char* name) {
 }  // namespace
 
 void ApplyMallocTuning(char** argv) {
-  if (Env(kOptOut) == "off" || !Env("LD_PRELOAD").empty()) return;
+  // "applied": this is the re-executed process; whatever glibc made of the string, never again.
+  const std::string_view state = Env(kOptOut);
+  if (state == "off" || state == "applied" || !Env("LD_PRELOAD").empty()) return;
   const std::string_view tunables = Env("GLIBC_TUNABLES");
-  if (tunables.find(kTunable) != std::string_view::npos) return;  // chosen, or done already
+  if (tunables.find(kTunable) != std::string_view::npos) return;  // the user chose
   std::string value(tunables);
   if (!value.empty()) value.push_back(':');
   value.append(kTunable).append("=").append(std::to_string(kTcacheCount));
   if (setenv("GLIBC_TUNABLES", value.c_str(), 1) != 0) return;
+  setenv(kOptOut, "applied", 1);
   execv("/proc/self/exe", argv);
   // Still here: the exec failed (no /proc, say). Run untuned, and say so in the log.
   setenv(kOptOut, "exec-failed", 1);
@@ -39,7 +44,11 @@ std::string MallocTuningSummary() {
   if (!Env("LD_PRELOAD").empty()) return "malloc: untouched (LD_PRELOAD is set)";
   const std::string_view tunables = Env("GLIBC_TUNABLES");
   const size_t at = tunables.find(kTunable);
-  if (at == std::string_view::npos) return "malloc: default tcache";
+  if (at == std::string_view::npos) {
+    return opt_out == "applied"
+               ? str::Cat("malloc: ", kTunable, "=", kTcacheCount, " (asked for at exec)")
+               : std::string("malloc: default tcache");
+  }
   std::string_view setting = tunables.substr(at);
   setting = setting.substr(0, setting.find(':'));
   return std::string("malloc: ").append(setting);

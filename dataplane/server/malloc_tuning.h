@@ -5,7 +5,8 @@
 // allocations fell through to the arena's bins (malloc and free were ~20% of a worker's CPU on
 // bench/h2). The cache's depth is a glibc tunable, read only when a process starts, so the
 // node sets it for itself: before anything else, main re-executes the binary once with
-// glibc.malloc.tcache_count added to GLIBC_TUNABLES.
+// glibc.malloc.tcache_count added to GLIBC_TUNABLES (and ONEDOMAIN_MALLOC_TUNING=applied,
+// so that the re-executed process never does it again, whatever glibc shows of the string).
 //
 // Left alone when the user chose: GLIBC_TUNABLES already names tcache_count, LD_PRELOAD is set
 // (another allocator, valgrind, heaptrack), or ONEDOMAIN_MALLOC_TUNING=off.

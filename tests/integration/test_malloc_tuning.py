@@ -30,7 +30,9 @@ def start(procs, env):
 def test_the_node_sets_the_tcache_depth_for_itself(procs):
     p = start(procs, {})
     # The process we started is the re-executed one (same PID), with the tunable.
-    assert environ(p.pid).get(b"GLIBC_TUNABLES") == b"glibc.malloc.tcache_count=1024"
+    env = environ(p.pid)
+    assert env.get(b"GLIBC_TUNABLES") == b"glibc.malloc.tcache_count=1024"
+    assert env.get(b"ONEDOMAIN_MALLOC_TUNING") == b"applied"  # never re-executed twice
     assert "malloc: glibc.malloc.tcache_count=1024" in p.output()
 
 
