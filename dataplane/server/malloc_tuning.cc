@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <cstring>
 #include <string_view>
 
 #include "common/strings/strings.h"
@@ -38,20 +37,17 @@ void ApplyMallocTuning(char** argv) {
 }
 
 std::string MallocTuningSummary() {
-  const std::string_view opt_out = Env(kOptOut);
-  if (opt_out == "exec-failed") return "malloc: default tcache (could not re-execute)";
-  if (opt_out == "off") return "malloc: default tcache (ONEDOMAIN_MALLOC_TUNING=off)";
+  const std::string_view state = Env(kOptOut);
+  if (state == "applied") return str::Cat("malloc: ", kTunable, "=", kTcacheCount);
+  if (state == "exec-failed") return "malloc: default tcache (could not re-execute)";
+  if (state == "off") return "malloc: default tcache (ONEDOMAIN_MALLOC_TUNING=off)";
   if (!Env("LD_PRELOAD").empty()) return "malloc: untouched (LD_PRELOAD is set)";
+  // The user's own setting, or none.
   const std::string_view tunables = Env("GLIBC_TUNABLES");
   const size_t at = tunables.find(kTunable);
-  if (at == std::string_view::npos) {
-    return opt_out == "applied"
-               ? str::Cat("malloc: ", kTunable, "=", kTcacheCount, " (asked for at exec)")
-               : std::string("malloc: default tcache");
-  }
-  std::string_view setting = tunables.substr(at);
-  setting = setting.substr(0, setting.find(':'));
-  return std::string("malloc: ").append(setting);
+  if (at == std::string_view::npos) return "malloc: default tcache";
+  const std::string_view setting = tunables.substr(at);
+  return str::Cat("malloc: ", setting.substr(0, setting.find(':')));
 }
 
 }  // namespace onedomain::dataplane
