@@ -73,7 +73,7 @@ struct Stream {
 
   // Response toward the client.
   H2Response resp;
-  std::string scratch;        // the HTTP/1.1 rendering of the head before conversion
+  std::string scratch;        // a local reply's HTTP/1.1 rendering before conversion
   bool resp_pending = false;  // a head is waiting to be submitted
   bool resp_submitted = false;
   bool resp_no_body = false;

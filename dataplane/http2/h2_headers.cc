@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "common/strings/strings.h"
+#include "dataplane/http_proxy/phases.h"
 
 namespace onedomain::dataplane::h2 {
 namespace {
@@ -11,6 +12,47 @@ namespace {
 constexpr uint64_t kFieldOverhead = 4;
 
 char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c; }
+
+// Fields into an H2Response: names lowercased, connection-specific fields dropped.
+class H2FieldSink final : public ResponseFieldSink {
+ public:
+  H2FieldSink(H2Response& out, bool tunnel_accepted)
+      : out_(out), tunnel_accepted_(tunnel_accepted) {}
+
+  void Field(std::string_view name, std::string_view value) override {
+    BeginValue(name).append(value);
+    EndValue();
+  }
+  std::string& BeginValue(std::string_view name) override {
+    std::string& storage = out_.storage;
+    field_.name_off = static_cast<uint32_t>(storage.size());
+    field_.name_size = static_cast<uint32_t>(name.size());
+    storage.append(name);
+    char* const lowered = storage.data() + field_.name_off;
+    for (uint32_t i = 0; i < field_.name_size; ++i) lowered[i] = Lower(lowered[i]);
+    field_.value_off = static_cast<uint32_t>(storage.size());
+    return storage;
+  }
+  void EndValue() override {
+    std::string& storage = out_.storage;
+    const std::string_view lower(storage.data() + field_.name_off, field_.name_size);
+    if (IsConnectionSpecific(lower) || (tunnel_accepted_ && lower == "sec-websocket-accept")) {
+      storage.resize(field_.name_off);  // RFC 9113 8.2.2 (and RFC 8441 5: no Accept)
+      return;
+    }
+    while (field_.value_off < storage.size() &&
+           (storage[field_.value_off] == ' ' || storage[field_.value_off] == '\t')) {
+      ++field_.value_off;
+    }
+    field_.value_size = static_cast<uint32_t>(storage.size() - field_.value_off);
+    out_.fields.push_back(field_);
+  }
+
+ private:
+  H2Response& out_;
+  const bool tunnel_accepted_;
+  H2Response::Field field_{};
+};
 
 }  // namespace
 
@@ -157,8 +199,10 @@ bool ConvertResponseHead(std::string_view head, bool tunnel_accepted, H2Response
     H2Response::Field f{};
     f.name_off = static_cast<uint32_t>(out.storage.size());
     f.name_size = static_cast<uint32_t>(name.size());
-    for (const char c : name) out.storage.push_back(Lower(c));
-    const std::string_view lower(out.storage.data() + f.name_off, f.name_size);
+    out.storage.append(name);
+    char* const lowered = out.storage.data() + f.name_off;
+    for (uint32_t i = 0; i < f.name_size; ++i) lowered[i] = Lower(lowered[i]);
+    const std::string_view lower(lowered, f.name_size);
     if (IsConnectionSpecific(lower) || (tunnel_accepted && lower == "sec-websocket-accept")) {
       out.storage.resize(f.name_off);  // RFC 9113 8.2.2 (and RFC 8441 5: no Accept)
       continue;
@@ -169,6 +213,23 @@ bool ConvertResponseHead(std::string_view head, bool tunnel_accepted, H2Response
     out.fields.push_back(f);
   }
   return out.status.size() == 3;
+}
+
+bool ConvertResponseHead(const ResponseHead& head, const DownstreamHeadParams& params,
+                         bool tunnel_accepted, H2Response& out) {
+  out.Clear();
+  if (head.status < 100 || head.status > 999) return false;
+  const int status = tunnel_accepted && head.status == 101 ? 200 : head.status;
+  out.status.assign({static_cast<char>('0' + status / 100),
+                     static_cast<char>('0' + status / 10 % 10),
+                     static_cast<char>('0' + status % 10)});
+  size_t bytes = 32;  // framing fields; rewritten cookies may still grow it
+  for (const HeaderField& f : head.fields) bytes += f.name.size() + f.value.size();
+  out.storage.reserve(bytes);
+  out.fields.reserve(head.fields.size() + 2);
+  H2FieldSink sink(out, tunnel_accepted);
+  EmitDownstreamResponseFields(head, params, sink);
+  return true;
 }
 
 }  // namespace onedomain::dataplane::h2

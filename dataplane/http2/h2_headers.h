@@ -25,6 +25,10 @@
 
 #include "dataplane/http_proxy/message_head.h"
 
+namespace onedomain::dataplane {
+struct DownstreamHeadParams;
+}  // namespace onedomain::dataplane
+
 namespace onedomain::dataplane::h2 {
 
 class H2RequestBuilder {
@@ -100,6 +104,14 @@ struct H2Response {
 // node) into `out`. `tunnel_accepted`: a 101 of an RFC 8441 tunnel becomes 200. Returns false
 // on text the node could not have rendered.
 bool ConvertResponseHead(std::string_view head, bool tunnel_accepted, H2Response& out);
+
+// The client's head for an upstream response, straight from the parsed head: the fields
+// EmitDownstreamResponseFields gives an HTTP/1.1 client (cookie policy and all), made HTTP/2
+// fields as ConvertResponseHead makes them of that text, without rendering and parsing it.
+// `tunnel_accepted`: a 101 of an RFC 8441 tunnel becomes 200. False for a status that is not
+// three digits.
+bool ConvertResponseHead(const ResponseHead& head, const DownstreamHeadParams& params,
+                         bool tunnel_accepted, H2Response& out);
 
 // True for HTTP/1.1 connection-specific fields that HTTP/2 forbids (RFC 9113 8.2.2), as
 // lowercase names.

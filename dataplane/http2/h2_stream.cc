@@ -153,20 +153,18 @@ class H2Client final : public ExchangeClient {
   ByteSink& response_out() override { return sink_; }
   void RenderResponseHead(const ResponseHead& head, DownstreamHeadParams params,
                           std::string&) override {
-    // The HTTP/1.1 rendering (cookie policy and all), converted; nothing goes to `out`: the
-    // head leaves as a HEADERS frame with the first body bytes.
+    // The fields an HTTP/1.1 client would get (cookie policy and all), as HTTP/2 fields;
+    // nothing goes to `out`: the head leaves as a HEADERS frame with the first body bytes.
     params.client_version = 11;
     params.close = false;
     params.dechunk = false;
-    s_.scratch.clear();
-    AppendDownstreamResponseHead(head, params, s_.scratch);
     if (head.status / 100 == 1 && head.status != 101) {
       // Interim (102, 103 Early Hints, an unsolicited 100): a HEADERS frame of its own now.
       H2Response interim;
-      if (ConvertResponseHead(s_.scratch, false, interim)) s_.conn.SubmitInterim(s_, interim);
+      if (ConvertResponseHead(head, params, false, interim)) s_.conn.SubmitInterim(s_, interim);
       return;
     }
-    if (!ConvertResponseHead(s_.scratch, params.keep_upgrade, s_.resp)) {
+    if (!ConvertResponseHead(head, params, params.keep_upgrade, s_.resp)) {
       s_.resp.Clear();
       s_.resp.status = "502";
     }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 
 #include "common/strings/strings.h"
 #include "dataplane/cookie/cookie_policy.h"
@@ -392,51 +393,73 @@ void AppendUpstreamRequestHead(const RequestHead& head, const UpstreamHeadParams
   out.append("\r\n");
 }
 
-void AppendDownstreamResponseHead(const ResponseHead& head, const DownstreamHeadParams& p,
-                                  std::string& out) {
-  out.append("HTTP/1.1 ");
-  AppendDecimal(out, static_cast<uint64_t>(head.status));
-  out.push_back(' ');
-  out.append(head.reason);
-  out.append("\r\n");
-
+void EmitDownstreamResponseFields(const ResponseHead& head, const DownstreamHeadParams& p,
+                                  ResponseFieldSink& sink) {
   const ConnectionTokens tokens = CollectConnectionTokens(head.fields);
   for (const HeaderField& f : head.fields) {
     if (f.id == http::field::content_length) continue;  // re-emitted below
     if (p.keep_upgrade && (f.id == http::field::upgrade || f.id == http::field::connection)) {
-      AppendField(out, f.name, f.value);
+      sink.Field(f.name, f.value);
       continue;
     }
     if (IsHopByHop(f, tokens)) continue;
     if (f.id == http::field::set_cookie && p.cookies != nullptr) {
-      out.append(f.name);
-      out.append(": ");
-      const auto result = p.cookies->AppendRewrittenSetCookie(f.value, p.upstream_host, out);
+      std::string& value = sink.BeginValue(f.name);
+      const auto result = p.cookies->AppendRewrittenSetCookie(f.value, p.upstream_host, value);
       if (p.cookie_counters != nullptr) CountCookieRewrite(result, *p.cookie_counters);
-      out.append("\r\n");
+      sink.EndValue();
       continue;
     }
-    AppendField(out, f.name, f.value);
+    sink.Field(f.name, f.value);
   }
   // 1xx and 204 never carry framing fields; 304 and answers to HEAD keep the ones of the
   // representation (the client knows no body follows).
   const bool framing_allowed = !(head.status / 100 == 1 || head.status == 204);
   if (!p.dechunk && framing_allowed) {
     if (head.framing.chunked) {
-      out.append("Transfer-Encoding: chunked\r\n");
+      sink.Field("Transfer-Encoding", "chunked");
     } else if (head.framing.content_length) {
-      out.append("Content-Length: ");
-      AppendDecimal(out, *head.framing.content_length);
-      out.append("\r\n");
+      char digits[24];
+      const auto [end, ec] =
+          std::to_chars(digits, digits + sizeof(digits), *head.framing.content_length);
+      sink.Field("Content-Length", std::string_view(digits, static_cast<size_t>(end - digits)));
     }
   }
   if (head.status / 100 != 1) {
     if (p.close) {
-      out.append("Connection: close\r\n");
+      sink.Field("Connection", "close");
     } else if (p.client_version == 10) {
-      out.append("Connection: keep-alive\r\n");
+      sink.Field("Connection", "keep-alive");
     }
   }
+}
+
+void AppendDownstreamResponseHead(const ResponseHead& head, const DownstreamHeadParams& p,
+                                  std::string& out) {
+  // HTTP/1.1 text: "Name: value\r\n" per field.
+  class TextSink final : public ResponseFieldSink {
+   public:
+    explicit TextSink(std::string& out) : out_(out) {}
+    void Field(std::string_view name, std::string_view value) override {
+      AppendField(out_, name, value);
+    }
+    std::string& BeginValue(std::string_view name) override {
+      out_.append(name);
+      out_.append(": ");
+      return out_;
+    }
+    void EndValue() override { out_.append("\r\n"); }
+
+   private:
+    std::string& out_;
+  };
+  out.append("HTTP/1.1 ");
+  AppendDecimal(out, static_cast<uint64_t>(head.status));
+  out.push_back(' ');
+  out.append(head.reason);
+  out.append("\r\n");
+  TextSink sink(out);
+  EmitDownstreamResponseFields(head, p, sink);
   out.append("\r\n");
 }
 

@@ -97,6 +97,23 @@ struct DownstreamHeadParams {
 void AppendDownstreamResponseHead(const ResponseHead& head, const DownstreamHeadParams& p,
                                   std::string& out);
 
+// Where EmitDownstreamResponseFields puts the fields of the client's response head.
+class ResponseFieldSink {
+ public:
+  virtual ~ResponseFieldSink() = default;
+  virtual void Field(std::string_view name, std::string_view value) = 0;
+  // A field whose value the caller appends to the returned string (a rewritten Set-Cookie);
+  // EndValue ends it.
+  virtual std::string& BeginValue(std::string_view name) = 0;
+  virtual void EndValue() = 0;
+};
+
+// The fields of AppendDownstreamResponseHead (the same filtering, cookie policy and framing
+// fields, in the same order), without the status line: for a codec that frames heads itself
+// (HTTP/2), so it need not parse the HTTP/1.1 text again.
+void EmitDownstreamResponseFields(const ResponseHead& head, const DownstreamHeadParams& p,
+                                  ResponseFieldSink& sink);
+
 // The target to send upstream: origin-form, with the route's prefix rewritten.
 void AppendUpstreamTarget(std::string_view target, const CompiledRoute* route, std::string& out);
 

@@ -3,6 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
+
+#include "dataplane/cookie/cookie_policy.h"
+#include "dataplane/http_proxy/phases.h"
+#include "onedomain/v1/cookie_policy.pb.h"
 
 namespace onedomain::dataplane::h2 {
 namespace {
@@ -124,6 +129,79 @@ TEST(ConvertResponseHead, RefusesWhatTheNodeCannotHaveRendered) {
   H2Response r;
   EXPECT_FALSE(ConvertResponseHead("HTTP/1.0 200 OK\r\n\r\n", false, r));
   EXPECT_FALSE(ConvertResponseHead("HTTP/1.1 200 OK\r\nbroken\r\n\r\n", false, r));
+}
+
+std::string Fields(const H2Response& r) {
+  std::string out = r.status + ";";
+  for (const auto& f : r.fields) {
+    out += r.storage.substr(f.name_off, f.name_size) + "=" +
+           r.storage.substr(f.value_off, f.value_size) + ";";
+  }
+  return out;
+}
+
+// The direct conversion of a parsed upstream head gives the HTTP/2 client exactly what
+// rendering the HTTP/1.1 head and converting that text gives: same fields, same order, same
+// cookie rewrites, same framing fields.
+TEST(ConvertResponseHead, FromTheParsedHeadEqualsRenderingThenConverting) {
+  v1::CookiePolicy policy;
+  auto* domain = policy.add_domain_rewrites();
+  domain->set_from("*");
+  domain->set_to(".example.com");
+  auto* rule = policy.add_attribute_rules();
+  rule->set_name("sess*");
+  rule->set_secure(true);
+  rule->set_http_only(true);
+  const CompiledCookiePolicy cookies(policy);
+  const std::vector<std::string> raws = {
+      "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
+      "Connection: keep-alive\r\nETag: \"x\"\r\nAccept-Ranges: bytes\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nSet-Cookie: sess=1; Path=/; HttpOnly\r\nConnection: keep-alive, X-Hop\r\n"
+      "X-Hop: 1\r\nKeep-Alive: timeout=5\r\nSet-Cookie: b=2;Secure;Domain=backend\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n",
+      "HTTP/1.1 204 No Content\r\nX-A:    spaced\r\nContent-Length: 0\r\n\r\n",
+      "HTTP/1.1 304 Not Modified\r\nETag: \"y\"\r\nContent-Length: 99\r\n\r\n",
+      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n",
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: abc=\r\nSec-WebSocket-Protocol: chat\r\n"
+      "Set-Cookie: sess=2\r\n\r\n",
+      "HTTP/1.1 502 Bad Gateway\r\nproxy-connection: x\r\nUPPER-Case: V\r\nTE: trailers\r\n"
+      "Trailer: x\r\nContent-Length: 5\r\n\r\n",
+  };
+  int rewritten = 0;
+  for (const std::string& raw : raws) {
+    ResponseHead head;
+    ResponseHeadParser parser(head, 65536, false);
+    boost::system::error_code ec;
+    ASSERT_TRUE(parser.Feed(raw, ec)) << raw;
+    for (const bool with_cookies : {false, true}) {
+      for (const bool tunnel : {false, true}) {
+        DownstreamHeadParams p;
+        p.keep_upgrade = tunnel;
+        p.upstream_host = "backend";
+        if (with_cookies) p.cookies = &cookies;
+        std::string text;
+        AppendDownstreamResponseHead(head, p, text);
+        H2Response via_text, direct;
+        ASSERT_TRUE(ConvertResponseHead(text, tunnel, via_text)) << text;
+        ASSERT_TRUE(ConvertResponseHead(head, p, tunnel, direct));
+        EXPECT_EQ(Fields(direct), Fields(via_text)) << raw << " cookies " << with_cookies;
+        if (Fields(direct).find("Domain=.example.com; Secure; HttpOnly") != std::string::npos) {
+          ++rewritten;
+        }
+      }
+    }
+  }
+  EXPECT_GT(rewritten, 0);  // the policy did rewrite, so both paths were compared on it
+}
+
+TEST(ConvertResponseHead, FromTheParsedHeadRefusesAStatusOfOtherThanThreeDigits) {
+  ResponseHead head;
+  head.status = 1000;
+  H2Response r;
+  EXPECT_FALSE(ConvertResponseHead(head, DownstreamHeadParams{}, false, r));
+  head.status = 99;
+  EXPECT_FALSE(ConvertResponseHead(head, DownstreamHeadParams{}, false, r));
 }
 
 }  // namespace
