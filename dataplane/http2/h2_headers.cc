@@ -125,6 +125,7 @@ bool H2RequestBuilder::Finish(RequestHead& head, bool end_stream, std::string_vi
     cookie_.clear();
   }
   head.Clear();
+  head.fields.reserve(fields_.size() + 1);  // Host may come first: one allocation
   head.version = 11;
   head.method_text = View(method_);
   head.method = http::string_to_verb(head.method_text);

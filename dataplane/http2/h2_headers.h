@@ -36,7 +36,9 @@ class H2RequestBuilder {
   // `max_header_bytes`: the listener's limit, counted as HTTP/1.1 would (name + value + 4
   // per field, plus the request line).
   explicit H2RequestBuilder(uint32_t max_header_bytes) : limit_(max_header_bytes) {
-    fields_.reserve(kTypicalFields);  // a browser's request: one allocation, no regrowth
+    // A browser's request: one allocation each, no regrowth.
+    fields_.reserve(kTypicalFields);
+    storage_.reserve(kTypicalBytes);
   }
 
   // One field as nghttp2 delivered it (already validated by its HTTP messaging checks).
@@ -71,6 +73,7 @@ class H2RequestBuilder {
     Span value;
   };
   static constexpr size_t kTypicalFields = 24;
+  static constexpr size_t kTypicalBytes = 512;
   Span Store(std::string_view s);
   std::string_view View(Span s) const { return {storage_.data() + s.off, s.size}; }
 

@@ -5,6 +5,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/error.hpp>
 #include <cstdio>
 #include <memory>
@@ -430,28 +431,48 @@ void Connection::Consume(Stream& s) {
 
 namespace {
 
-// `head` as nghttp2 takes it (views into `head`; nghttp2 copies them when submitted).
-void HeadFields(const H2Response& head, std::vector<nghttp2_nv>& nv) {
-  nv.reserve(head.fields.size() + 1);
-  const auto make = [](std::string_view n, std::string_view v) {
+// `head` as nghttp2 takes it (views into `head`; nghttp2 copies them when submitted). A
+// typical head fits in place; a longer one takes a heap array.
+class HeadFields {
+ public:
+  explicit HeadFields(const H2Response& head) {
+    const size_t n = head.fields.size() + 1;
+    if (n > kInPlace) {
+      heap_.resize(n);
+      nv_ = heap_.data();
+    }
+    nv_[size_++] = Make(":status", head.status);
+    const std::string_view storage(head.storage);
+    for (const H2Response::Field& f : head.fields) {
+      nv_[size_++] =
+          Make(storage.substr(f.name_off, f.name_size), storage.substr(f.value_off, f.value_size));
+    }
+  }
+  HeadFields(const HeadFields&) = delete;
+  HeadFields& operator=(const HeadFields&) = delete;
+
+  const nghttp2_nv* data() const { return nv_; }
+  size_t size() const { return size_; }
+
+ private:
+  static constexpr size_t kInPlace = 32;
+  static nghttp2_nv Make(std::string_view n, std::string_view v) {
     return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
                       reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
                       NGHTTP2_NV_FLAG_NONE};
-  };
-  nv.push_back(make(":status", head.status));
-  const std::string_view storage(head.storage);
-  for (const H2Response::Field& f : head.fields) {
-    nv.push_back(
-        make(storage.substr(f.name_off, f.name_size), storage.substr(f.value_off, f.value_size)));
   }
-}
+
+  std::array<nghttp2_nv, kInPlace> in_place_;
+  std::vector<nghttp2_nv> heap_;
+  nghttp2_nv* nv_ = in_place_.data();
+  size_t size_ = 0;
+};
 
 }  // namespace
 
 bool Connection::SubmitInterim(Stream& s, const H2Response& interim) {
   if (s.resp_submitted || s.closed || dead_) return false;
-  std::vector<nghttp2_nv> nv;
-  HeadFields(interim, nv);
+  const HeadFields nv(interim);
   if (nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, s.id, nullptr, nv.data(), nv.size(),
                              nullptr) != 0) {
     return false;
@@ -464,8 +485,7 @@ void Connection::SubmitResponse(Stream& s) {
   if (s.resp_submitted || s.closed || dead_) return;
   s.resp_submitted = true;
   s.resp_pending = false;
-  std::vector<nghttp2_nv> nv;
-  HeadFields(s.resp, nv);
+  const HeadFields nv(s.resp);
   nghttp2_data_provider body{};
   body.source.ptr = &s;
   body.read_callback = &Connection::ReadBody;

@@ -40,6 +40,52 @@
 namespace onedomain::dataplane::h2 {
 namespace {
 
+// The exchange scratch (the upstream read buffer, the rendered heads, the parsed response)
+// of this worker thread's streams. An HTTP/1.1 session keeps one for all its requests; an
+// HTTP/2 stream carries one request, so it borrows one here instead of allocating the
+// 16 KiB read buffer and the head strings per request. Bounded in count and in what each
+// keeps; a buffer that grew past kPooledReadBytes (a large relayed head) is freed instead.
+constexpr size_t kPooledBuffers = 64;
+constexpr size_t kPooledReadBytes = 64 * 1024;
+
+class BorrowedBuffers {
+ public:
+  BorrowedBuffers() {
+    std::vector<std::unique_ptr<ExchangeBuffers>>& pool = Pool();
+    if (pool.empty()) {
+      bufs_ = std::make_unique<ExchangeBuffers>();
+      bufs_->response.fields.reserve(32);
+      bufs_->request_head.reserve(1024);
+      bufs_->response_head.reserve(1024);
+    } else {
+      bufs_ = std::move(pool.back());
+      pool.pop_back();
+    }
+  }
+  ~BorrowedBuffers() {
+    std::vector<std::unique_ptr<ExchangeBuffers>>& pool = Pool();
+    // RunExchange clears what it reads before it reads (as for a keep-alive session).
+    if (pool.size() < kPooledBuffers && bufs_->upstream_in.capacity() <= kPooledReadBytes &&
+        bufs_->request_head.capacity() <= kPooledReadBytes &&
+        bufs_->response_head.capacity() <= kPooledReadBytes) {
+      pool.push_back(std::move(bufs_));
+    }
+  }
+  BorrowedBuffers(const BorrowedBuffers&) = delete;
+  BorrowedBuffers& operator=(const BorrowedBuffers&) = delete;
+
+  ExchangeBuffers& get() { return *bufs_; }
+
+ private:
+  // Per worker thread: streams never leave the worker that accepted their connection.
+  static std::vector<std::unique_ptr<ExchangeBuffers>>& Pool() {
+    thread_local std::vector<std::unique_ptr<ExchangeBuffers>> pool;
+    return pool;
+  }
+
+  std::unique_ptr<ExchangeBuffers> bufs_;
+};
+
 // RFC 6455 4.2.2: base64(SHA-1(key + GUID)).
 std::string WebSocketAccept(std::string_view key) {
   static constexpr std::string_view kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -375,7 +421,7 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
     client.Reply(*body_error, record, head_method);
     co_return;
   }
-  ExchangeBuffers bufs;
+  BorrowedBuffers bufs;
   const ExchangeRequest req{head,
                             *route,
                             *cfg.clusters[route->cluster_index],
@@ -389,7 +435,7 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
                             /*client_takes_chunked=*/true,
                             ExchangeMode::kHttp,
                             c.client().replace_forwarded_for};
-  ExchangeResult result = co_await RunExchange(client, req, c.worker(), bufs);
+  ExchangeResult result = co_await RunExchange(client, req, c.worker(), bufs.get());
   (void)result;  // a stream carries one exchange: keep-alive is the connection's business
 }
 
