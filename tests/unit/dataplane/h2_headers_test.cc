@@ -74,6 +74,25 @@ TEST(H2RequestBuilder, BodyFramingForTheUpstream) {
   }
 }
 
+TEST(H2RequestBuilder, MethodsMapToTheirVerbs) {
+  const std::pair<std::string_view, http::verb> cases[] = {
+      {"GET", http::verb::get},         {"POST", http::verb::post},
+      {"HEAD", http::verb::head},       {"DELETE", http::verb::delete_},
+      {"OPTIONS", http::verb::options}, {"get", http::verb::unknown},
+      {"BREW", http::verb::unknown},    {"GETS", http::verb::unknown}};
+  for (const auto& [method, verb] : cases) {
+    H2RequestBuilder b(64 * 1024);
+    b.Add(":method", method);
+    b.Add(":path", "/");
+    b.Add(":authority", "h");
+    RequestHead head;
+    std::string_view error;
+    ASSERT_TRUE(b.Finish(head, true, error)) << method;
+    EXPECT_EQ(head.method, verb) << method;
+    EXPECT_EQ(head.method_text, method);
+  }
+}
+
 TEST(H2RequestBuilder, ExpectContinueIsTheNodesToAnswer) {
   for (const bool end_stream : {false, true}) {
     H2RequestBuilder b(64 * 1024);
