@@ -193,6 +193,7 @@ bool ConvertResponseHead(std::string_view head, bool tunnel_accepted, H2Response
   out.status.assign(head.substr(9, 3));
   if (tunnel_accepted && out.status == "101") out.status = "200";
   head.remove_prefix(eol + 2);
+  H2FieldSink sink(out, tunnel_accepted);
   while (!head.empty()) {
     eol = head.find("\r\n");
     if (eol == std::string_view::npos) return false;
@@ -201,25 +202,7 @@ bool ConvertResponseHead(std::string_view head, bool tunnel_accepted, H2Response
     if (line.empty()) break;
     const size_t colon = line.find(':');
     if (colon == std::string_view::npos || colon == 0) return false;
-    const std::string_view name = line.substr(0, colon);
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
-      value.remove_prefix(1);
-    H2Response::Field f{};
-    f.name_off = static_cast<uint32_t>(out.storage.size());
-    f.name_size = static_cast<uint32_t>(name.size());
-    out.storage.append(name);
-    char* const lowered = out.storage.data() + f.name_off;
-    for (uint32_t i = 0; i < f.name_size; ++i) lowered[i] = Lower(lowered[i]);
-    const std::string_view lower(lowered, f.name_size);
-    if (IsConnectionSpecific(lower) || (tunnel_accepted && lower == "sec-websocket-accept")) {
-      out.storage.resize(f.name_off);  // RFC 9113 8.2.2 (and RFC 8441 5: no Accept)
-      continue;
-    }
-    f.value_off = static_cast<uint32_t>(out.storage.size());
-    f.value_size = static_cast<uint32_t>(value.size());
-    out.storage.append(value);
-    out.fields.push_back(f);
+    sink.Field(line.substr(0, colon), line.substr(colon + 1));
   }
   return out.status.size() == 3;
 }

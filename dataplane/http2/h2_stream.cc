@@ -54,9 +54,6 @@ class BorrowedBuffers {
     std::vector<std::unique_ptr<ExchangeBuffers>>& pool = Pool();
     if (pool.empty()) {
       bufs_ = std::make_unique<ExchangeBuffers>();
-      bufs_->response.fields.reserve(32);
-      bufs_->request_head.reserve(1024);
-      bufs_->response_head.reserve(1024);
     } else {
       bufs_ = std::move(pool.back());
       pool.pop_back();

@@ -197,9 +197,6 @@ struct Session {
         in(i),
         deadline(w.dispatcher(), [&st] { st.Cancel(); }) {
     head.fields.reserve(32);
-    bufs.response.fields.reserve(32);
-    bufs.request_head.reserve(1024);
-    bufs.response_head.reserve(1024);
   }
 
   // The session's clock: the worker's (a manual one in tests).

@@ -97,6 +97,12 @@ struct ExchangeResult {
 // Per-session scratch the exchange reuses across requests (no allocation per request once
 // warmed up).
 struct ExchangeBuffers {
+  ExchangeBuffers() {  // a typical exchange's sizes: no regrowth
+    response.fields.reserve(32);
+    request_head.reserve(1024);
+    response_head.reserve(1024);
+  }
+
   beast::flat_buffer upstream_in;  // bytes from the upstream
   std::string request_head;        // the head sent upstream
   std::string response_head;       // the head sent to the client
