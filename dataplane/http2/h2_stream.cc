@@ -140,16 +140,30 @@ class H2Source final : public ByteSource {
 class H2Sink final : public ByteSink {
  public:
   explicit H2Sink(Stream& s) : s_(s) {}
+  // The bytes go to the stream's queue at once; only a queue over kStreamOutHigh waits.
+  bool TryWriteNow(net::const_buffer& a, net::const_buffer& b, uint64_t& written,
+                   RelayStatus& status) override {
+    if (s_.closed || s_.bad_accept) {
+      status = RelayStatus::kDstError;
+      return true;
+    }
+    if (s_.cancelled) {
+      status = RelayStatus::kCancelled;
+      return true;
+    }
+    if (s_.out_pending() + a.size() + b.size() > kStreamOutHigh) return false;
+    Queue(a, b, written);
+    a = {};
+    b = {};
+    status = s_.closed ? RelayStatus::kDstError : RelayStatus::kOk;
+    return true;
+  }
   net::awaitable<RelayStatus> Write(net::const_buffer a, net::const_buffer b,
                                     uint64_t& written) override {
     Connection& c = s_.conn;
     if (s_.closed || s_.bad_accept) co_return RelayStatus::kDstError;
     if (s_.cancelled) co_return RelayStatus::kCancelled;
-    if (s_.resp_pending && !s_.resp_submitted) c.SubmitResponse(s_);
-    Append(a);
-    Append(b);
-    written += a.size() + b.size();
-    c.ResumeData(s_);
+    Queue(a, b, written);
     // Back-pressure: the next write waits until the client's window took most of it.
     const Clock::time_point until = c.worker().Now() + c.limits().idle_timeout;
     while (s_.out_pending() > kStreamOutHigh) {
@@ -167,6 +181,13 @@ class H2Sink final : public ByteSink {
   }
 
  private:
+  void Queue(net::const_buffer a, net::const_buffer b, uint64_t& written) {
+    if (s_.resp_pending && !s_.resp_submitted) s_.conn.SubmitResponse(s_);
+    Append(a);
+    Append(b);
+    written += a.size() + b.size();
+    s_.conn.ResumeData(s_);
+  }
   void Append(net::const_buffer buf) {
     if (buf.size() == 0) return;
     const std::string_view bytes(static_cast<const char*>(buf.data()), buf.size());
@@ -414,9 +435,11 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
     client.Reply(*too_large, record, head_method);
     co_return;
   }
-  if (auto body_error = co_await BufferBodyStart(s, client, limit)) {
-    client.Reply(*body_error, record, head_method);
-    co_return;
+  if (c.limits().request_buffer_bytes != 0 && HasRequestBody(head)) {  // else nothing to wait for
+    if (auto body_error = co_await BufferBodyStart(s, client, limit)) {
+      client.Reply(*body_error, record, head_method);
+      co_return;
+    }
   }
   BorrowedBuffers bufs;
   const ExchangeRequest req{head,

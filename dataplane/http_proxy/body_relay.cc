@@ -1,5 +1,6 @@
 #include "dataplane/http_proxy/body_relay.h"
 
+#include <algorithm>
 #include <boost/asio/error.hpp>
 #include <string>
 
@@ -32,6 +33,23 @@ net::awaitable<RelayStatus> StreamSink::Write(net::const_buffer a, net::const_bu
   co_return RelayStatus::kOk;
 }
 
+bool StreamSink::TryWriteNow(net::const_buffer& a, net::const_buffer& b, uint64_t& written,
+                             RelayStatus& status) {
+  const net::const_buffer bufs[2] = {a, b};
+  error_code ec;
+  size_t n = a.size() + b.size() == 0 ? 0 : stream_.TryWrite(bufs, 2, ec);
+  written += n;
+  const size_t from_a = std::min(n, a.size());
+  a += from_a;
+  b += n - from_a;
+  if (ec && ec != net::error::would_block) {
+    status = ec == net::error::operation_aborted ? RelayStatus::kCancelled : RelayStatus::kDstError;
+    return true;
+  }
+  status = RelayStatus::kOk;
+  return a.size() + b.size() == 0;
+}
+
 net::awaitable<RelayResult> RelayFixed(RelayIo io, uint64_t length, net::const_buffer prefix) {
   RelayResult result;
   uint64_t remaining = length;
@@ -39,8 +57,10 @@ net::awaitable<RelayResult> RelayFixed(RelayIo io, uint64_t length, net::const_b
     const size_t avail = static_cast<size_t>(std::min<uint64_t>(io.src.buffer().size(), remaining));
     if (avail > 0 || prefix.size() > 0) {
       const auto* data = static_cast<const char*>(io.src.buffer().data().data());
-      result.status =
-          co_await io.dst.Write(prefix, net::const_buffer(data, avail), result.wire_bytes);
+      net::const_buffer body(data, avail);
+      if (!io.dst.TryWriteNow(prefix, body, result.wire_bytes, result.status)) {
+        result.status = co_await io.dst.Write(prefix, body, result.wire_bytes);
+      }
       if (!result.ok()) co_return result;
       prefix = {};
       io.src.buffer().consume(avail);
@@ -79,7 +99,10 @@ net::awaitable<RelayResult> RelayChunked(RelayIo io, ChunkedScanner& scanner,
       const net::const_buffer out = dechunk ? net::const_buffer(plain.data(), plain.size())
                                             : net::const_buffer(view.data(), scan.consumed);
       if (out.size() > 0 || prefix.size() > 0) {
-        result.status = co_await io.dst.Write(prefix, out, result.wire_bytes);
+        net::const_buffer rest = out;
+        if (!io.dst.TryWriteNow(prefix, rest, result.wire_bytes, result.status)) {
+          result.status = co_await io.dst.Write(prefix, rest, result.wire_bytes);
+        }
         if (!result.ok()) co_return result;
         prefix = {};
         result.body_bytes += out.size();
@@ -102,8 +125,10 @@ net::awaitable<RelayResult> RelayUntilEof(RelayIo io, net::const_buffer prefix) 
     const size_t avail = io.src.buffer().size();
     if (avail > 0 || prefix.size() > 0) {
       const auto* data = static_cast<const char*>(io.src.buffer().data().data());
-      result.status =
-          co_await io.dst.Write(prefix, net::const_buffer(data, avail), result.wire_bytes);
+      net::const_buffer body(data, avail);
+      if (!io.dst.TryWriteNow(prefix, body, result.wire_bytes, result.status)) {
+        result.status = co_await io.dst.Write(prefix, body, result.wire_bytes);
+      }
       if (!result.ok()) co_return result;
       prefix = {};
       io.src.buffer().consume(avail);
@@ -133,6 +158,25 @@ net::awaitable<RelayResult> RelayResponseBody(RelayIo io, const ResponseHead& he
     co_return co_await RelayFixed(io, *head.framing.content_length, prefix);
   }
   co_return co_await RelayUntilEof(io, prefix);
+}
+
+BufferedRelay TryRelayBuffered(RelayIo io, const ResponseHead& head, net::const_buffer& prefix) {
+  BufferedRelay r;
+  if (head.framing.chunked && !head.no_body) return r;
+  if (!head.no_body && !head.framing.content_length) return r;
+  const uint64_t length = head.no_body ? 0 : *head.framing.content_length;
+  beast::flat_buffer& buf = io.src.buffer();
+  if (buf.size() < length) return r;
+  const auto len = static_cast<size_t>(length);
+  net::const_buffer body(buf.data().data(), len);
+  const bool settled = io.dst.TryWriteNow(prefix, body, r.result.wire_bytes, r.result.status);
+  const size_t went = len - body.size();
+  buf.consume(went);
+  if (r.result.ok()) r.result.body_bytes = went;
+  r.remaining = len - went;
+  r.settled = settled;
+  r.started = !settled && r.result.wire_bytes > 0;
+  return r;
 }
 
 BufferedBody ProbeBufferedBody(const MessageFraming& framing, std::string_view body,

@@ -57,6 +57,14 @@ class ByteSink {
   virtual ~ByteSink() = default;
   virtual net::awaitable<RelayStatus> Write(net::const_buffer a, net::const_buffer b,
                                             uint64_t& written) = 0;
+  // Write without a coroutine frame, for what the sink takes without waiting: true when that
+  // settled the write (`status`: kOk, or why it failed); false when the caller must co_await
+  // Write with what is left of `a` and `b` (advanced past what went, counted in `written`).
+  // The default takes nothing.
+  virtual bool TryWriteNow(net::const_buffer& /*a*/, net::const_buffer& /*b*/,
+                           uint64_t& /*written*/, RelayStatus& /*status*/) {
+    return false;
+  }
 };
 
 // A socket as a source: reads up to kRelayChunk into `buf` under a progress deadline.
@@ -82,6 +90,8 @@ class StreamSink final : public ByteSink {
       : stream_(stream), deadline_(deadline), timeout_(timeout) {}
   net::awaitable<RelayStatus> Write(net::const_buffer a, net::const_buffer b,
                                     uint64_t& written) override;
+  bool TryWriteNow(net::const_buffer& a, net::const_buffer& b, uint64_t& written,
+                   RelayStatus& status) override;
 
  private:
   AnyStream& stream_;
@@ -114,6 +124,19 @@ net::awaitable<RelayResult> RelayUntilEof(RelayIo io, net::const_buffer prefix);
 // first.
 net::awaitable<RelayResult> RelayResponseBody(RelayIo io, const ResponseHead& head,
                                               net::const_buffer prefix, bool dechunk);
+
+// RelayResponseBody's start without a coroutine frame: a body of known length (or none) that
+// is all in the source's buffer goes to the sink's TryWriteNow with `prefix`. `settled`: that
+// was the whole relay (`result` says how it went). Otherwise the caller goes on with
+// RelayFixed(io, remaining, prefix) when `started` (some bytes went: `prefix` and the buffer
+// are past them, `result` counts them), else with RelayResponseBody.
+struct BufferedRelay {
+  bool settled = false;
+  bool started = false;
+  uint64_t remaining = 0;
+  RelayResult result;
+};
+BufferedRelay TryRelayBuffered(RelayIo io, const ResponseHead& head, net::const_buffer& prefix);
 
 // How much of a request body is already in `body` (the bytes received after the head).
 struct BufferedBody {

@@ -1,5 +1,6 @@
 #include "dataplane/http_proxy/upstream_exchange.h"
 
+#include <algorithm>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -299,8 +300,8 @@ void BodyRelayFailed(Exchange& x, const RelayResult& rr) {
 // Sends the response whose head is in x.bufs.response to the client, body included; or,
 // for an upgrade, the 101 (the mode switch) or the refusal.
 net::awaitable<void> RelayResponse(Exchange& x) {
-  if (!co_await SkipInterimResponses(x)) co_return;
   ResponseHead& resp = x.bufs.response;
+  if (resp.status / 100 == 1 && !co_await SkipInterimResponses(x)) co_return;
   x.response = ResponseState::kHeadReceived;
   if (x.upgrade()) {
     if (resp.status == 101) {
@@ -323,8 +324,22 @@ net::awaitable<void> RelayResponse(Exchange& x) {
   x.req.record.status = resp.status;
 
   StreamSource upstream(x.conn->stream(), x.up_deadline, x.def.response_timeout, buf);
-  const RelayResult rr = co_await RelayResponseBody({upstream, x.client.response_out()}, resp,
-                                                    net::buffer(x.bufs.response_head), dechunk);
+  const RelayIo io{upstream, x.client.response_out()};
+  // Most small responses came whole with their head: written without a coroutine.
+  net::const_buffer prefix = net::buffer(x.bufs.response_head);
+  const BufferedRelay fast = TryRelayBuffered(io, resp, prefix);
+  RelayResult rr = fast.result;
+  if (!fast.settled) {
+    RelayResult more;
+    if (fast.started) {
+      more = co_await RelayFixed(io, fast.remaining, prefix);
+    } else {
+      more = co_await RelayResponseBody(io, resp, prefix, dechunk);
+    }
+    rr.status = more.status;
+    rr.body_bytes += more.body_bytes;
+    rr.wire_bytes += more.wire_bytes;
+  }
   x.CountSent(rr.wire_bytes);
   if (!rr.ok()) {
     BodyRelayFailed(x, rr);
@@ -476,9 +491,23 @@ net::awaitable<Step> AcquireConnection(Exchange& x, Attempts& a) {
 net::awaitable<Step> SendBuffered(Exchange& x, Attempts& a, const BufferedBody& body) {
   beast::flat_buffer& in = x.client.request_body().buffer();
   const net::const_buffer body_bytes(in.data().data(), body.bytes);
-  x.up_deadline.Arm(x.def.response_timeout);
-  const IoResult w = co_await x.conn->stream().Write(net::buffer(x.bufs.request_head), body_bytes);
-  x.up_deadline.Disarm();
+  // Written at once when the socket takes it all (nearly always: a fresh or idle connection's
+  // send buffer is empty), else awaited under the response timeout.
+  net::const_buffer head = net::buffer(x.bufs.request_head), rest = body_bytes;
+  IoResult w;
+  {
+    const net::const_buffer bufs[2] = {head, rest};
+    const size_t n = x.conn->stream().TryWrite(bufs, 2, w.ec);
+    const size_t from_a = std::min(n, head.size());
+    head += from_a;
+    rest += n - from_a;
+    if (w.ec == net::error::would_block) w.ec = {};
+  }
+  if (!w.ec && head.size() + rest.size() > 0) {
+    x.up_deadline.Arm(x.def.response_timeout);
+    w = co_await x.conn->stream().Write(head, rest);
+    x.up_deadline.Disarm();
+  }
   HeadRead hr = HeadRead::kOk;
   if (w.ec) {
     hr = x.request_deadline.fired() || x.up_deadline.fired() ? HeadRead::kTimeout
@@ -568,22 +597,19 @@ void RecordHostHealth(Exchange& x, Host& host) {
   }
 }
 
-// Whether the client connection may go on; a local reply when the response never started.
+// The local reply when the exchange failed before its response started (x.error set):
+// whether the client connection may go on.
 net::awaitable<bool> AnswerClient(Exchange& x, const BufferedBody& body) {
-  if (x.error && !x.response_started()) {
-    if (x.upgrade()) {
-      x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamFailed,
-                                                 x.req.record.http2);
-    }
-    if (x.client_gone) co_return false;
-    co_return co_await x.client.SendLocalReply(
-        *x.error, x.req.record,
-        {.head_request = x.head_method(),
-         .keep_alive_ok = x.req.keep_alive_ok,
-         .request_fully_read = body.complete || x.request == RequestState::kSent});
+  if (x.upgrade()) {
+    x.req.record.route_counters->RecordUpgrade(stats::UpgradeResult::kUpstreamFailed,
+                                               x.req.record.http2);
   }
-  co_return x.response == ResponseState::kComplete&& x.request == RequestState::kSent &&
-      !x.close_client;
+  if (x.client_gone) co_return false;
+  co_return co_await x.client.SendLocalReply(
+      *x.error, x.req.record,
+      {.head_request = x.head_method(),
+       .keep_alive_ok = x.req.keep_alive_ok,
+       .request_fully_read = body.complete || x.request == RequestState::kSent});
 }
 
 // Back to the pool when the exchange left the connection clean; else it closes here.
@@ -627,7 +653,12 @@ net::awaitable<ExchangeResult> RunExchange(ExchangeClient& client, ExchangeReque
   x.request_deadline.Disarm();
   x.up_deadline.Disarm();
   if (host) RecordHostHealth(x, *host);
-  result.keep_alive = co_await AnswerClient(x, body);
+  if (x.error && !x.response_started()) {
+    result.keep_alive = co_await AnswerClient(x, body);
+  } else {
+    result.keep_alive = x.response == ResponseState::kComplete &&
+                        x.request == RequestState::kSent && !x.close_client;
+  }
   if (x.response == ResponseState::kUpgraded) {
     result.upgraded = MakeWsHandoff(req.route, req.record.route_counters, std::move(x.conn), in,
                                     bufs.upstream_in);

@@ -1,5 +1,6 @@
 #include "dataplane/runtime/parked.h"
 
+#include <boost/asio/append.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/post.hpp>
 #include <utility>
@@ -25,8 +26,8 @@ std::optional<Parked::Handler> Parked::Take() {
   return h;
 }
 
-net::awaitable<error_code> Parked::Wait() {
-  co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
+net::awaitable<Parked::Code> Parked::Wait() {
+  return net::async_initiate<const net::use_awaitable_t<>&, void(Code)>(
       [this](Handler h) {
         auto slot = net::get_associated_cancellation_slot(h);
         if (slot.is_connected()) {
@@ -36,21 +37,18 @@ net::awaitable<error_code> Parked::Wait() {
         if (dispatcher_ != nullptr) dispatcher_->Track(*this);
       },
       net::use_awaitable);
-  co_return std::exchange(result_, error_code{});
 }
 
 void Parked::Resume(error_code ec) {
   std::optional<Handler> h = Take();
   if (!h) return;
-  result_ = ec;
-  (*h)();
+  (*h)(Code{ec});
 }
 
 void Parked::Post(error_code ec) {
   std::optional<Handler> h = Take();
   if (!h) return;
-  result_ = ec;
-  net::post(std::move(*h));  // to the coroutine's own executor
+  net::post(net::append(std::move(*h), Code{ec}));  // to the coroutine's own executor
 }
 
 net::awaitable<error_code> WaitUntil(Parked& p, Dispatcher& dispatcher, Clock::time_point until) {

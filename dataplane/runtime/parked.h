@@ -20,7 +20,15 @@ namespace onedomain::dataplane {
 // is tracked (and the owners of untracked ones, such as streams, drop theirs).
 class Parked final : private ShutdownHook {
  public:
-  using Handler = boost::asio::async_result<boost::asio::use_awaitable_t<>, void()>::handler_type;
+  // What a wait ends with. A struct, not a bare error_code: use_awaitable would throw an
+  // error_code passed as the completion's first argument.
+  struct Code {
+    boost::system::error_code ec;
+    operator boost::system::error_code() const { return ec; }  // NOLINT: implicit on purpose
+    explicit operator bool() const { return static_cast<bool>(ec); }
+  };
+  using Handler =
+      boost::asio::async_result<boost::asio::use_awaitable_t<>, void(Code)>::handler_type;
 
   // Untracked: its owner must Drop it at shutdown.
   Parked() = default;
@@ -33,8 +41,9 @@ class Parked final : private ShutdownHook {
   bool parked() const { return handler_.has_value(); }
 
   // Parks the calling coroutine until Resume or Post, and returns their code. Cancellation
-  // of the awaiting operation (awaitable operators) resumes it with operation_aborted.
-  boost::asio::awaitable<boost::system::error_code> Wait();
+  // of the awaiting operation (awaitable operators) resumes it with operation_aborted. Not a
+  // coroutine itself (the code travels in the handler): one frame fewer per wait.
+  boost::asio::awaitable<Code> Wait();
 
   // Resumes the parked coroutine now, on this stack: only from the event loop itself
   // (file events), never from inside a coroutine it could re-enter. No-op if none.
@@ -50,7 +59,6 @@ class Parked final : private ShutdownHook {
 
   Dispatcher* dispatcher_ = nullptr;
   std::optional<Handler> handler_;
-  boost::system::error_code result_;
 };
 
 // Parks in `p` until it is resumed (its code is returned) or `until` passes (timed_out), by
