@@ -5,6 +5,7 @@
 
 #include "dataplane/http_proxy/upstream_exchange.h"
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -49,17 +50,36 @@ class FakeBody final : public ByteSource {
   beast::flat_buffer buf_;
 };
 
-// Collects what the exchange sends toward the client.
+// Collects what the exchange sends toward the client. `takes_now` bytes per TryWriteNow go
+// without waiting (a socket's free send buffer); 0: every write is awaited.
 class FakeOut final : public ByteSink {
  public:
   net::awaitable<RelayStatus> Write(net::const_buffer a, net::const_buffer b,
                                     uint64_t& written) override {
+    ++awaited_writes;
     bytes.append(static_cast<const char*>(a.data()), a.size());
     bytes.append(static_cast<const char*>(b.data()), b.size());
     written += a.size() + b.size();
     co_return RelayStatus::kOk;
   }
+  bool TryWriteNow(net::const_buffer& a, net::const_buffer& b, uint64_t& written,
+                   RelayStatus& status) override {
+    size_t budget = takes_now;  // a byte stream: what goes is a prefix of a, then of b
+    for (net::const_buffer* x : {&a, &b}) {
+      const size_t n = std::min(x->size(), budget);
+      budget -= n;
+      bytes.append(static_cast<const char*>(x->data()), n);
+      *x += n;
+      written += n;
+      if (n > 0) ++immediate_writes;
+    }
+    status = RelayStatus::kOk;
+    return a.size() + b.size() == 0;
+  }
   std::string bytes;
+  size_t takes_now = 0;
+  int awaited_writes = 0;
+  int immediate_writes = 0;
 };
 
 // A response head as the fake codec "renders" it, kept as values.
@@ -202,6 +222,25 @@ TEST_F(UpstreamExchangeTest, FakeCodecSendsBufferedRequestAndGetsHeadAndBody) {
   EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size());
   EXPECT_EQ(run.pooled, 1u);  // the clean upstream connection went back to the pool
   EXPECT_EQ(run.codec.body.buffer().size(), 0u);  // the body was consumed
+}
+
+// A response whose body came whole with its head goes out without waiting when the sink
+// takes it; a sink that takes part of it gets the rest awaited, in order, counted once.
+TEST_F(UpstreamExchangeTest, BufferedResponseGoesOutAtOnceOrItsRestIsAwaited) {
+  const std::string body(300, 'b');
+  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n" + body));
+  StartWorker(OneRouteSnapshot({up.port()}));
+  for (const size_t takes : {size_t{1} << 20, size_t{7}, size_t{0}}) {
+    FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    run.codec.out.takes_now = takes;
+    Exchange(run);
+    EXPECT_EQ(run.codec.out.bytes, "<head 200>" + body) << "takes " << takes;
+    EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size()) << "takes " << takes;
+    EXPECT_EQ(run.codec.out.awaited_writes, takes > body.size() ? 0 : 1) << "takes " << takes;
+    EXPECT_EQ(run.codec.out.immediate_writes > 0, takes > 0) << "takes " << takes;
+    EXPECT_TRUE(run.keep_alive) << "takes " << takes;
+    EXPECT_EQ(run.pooled, 1u) << "takes " << takes;
+  }
 }
 
 TEST_F(UpstreamExchangeTest, FakeCodecStreamsBodyAndGetsChunkedResponseWithTrailers) {
