@@ -439,11 +439,12 @@ struct Attempts {
 
 enum class Step : uint8_t { kGo, kRetry, kFailed };
 
-// Picks a host and gets a connection to it into x.conn: a pooled one, or a new one (waiting
-// for a slot under max_connections; after a connect failure, kRetry once on another host).
-// An upgrade always takes a new connection, outside max_connections (a tunnel is not a
-// pooled connection).
-net::awaitable<Step> AcquireConnection(Exchange& x, Attempts& a) {
+// Getting a connection into x.conn, in two parts. This one never waits (no coroutine frame
+// for the common case): it picks the host (into a.host) and takes a pooled connection when
+// there is one; settled (kGo or kFailed) unless a new connection must be opened or waited
+// for, which AcquireConnection does. An upgrade always takes a new connection, outside
+// max_connections (a tunnel is not a pooled connection).
+std::optional<Step> TryPooledConnection(Exchange& x, Attempts& a) {
   stats::ClusterCounters& counters = *x.req.cluster.counters();
   Host* host = x.req.cluster.Pick(x.now(), a.exclude);
   if (host == nullptr && a.exclude != nullptr && a.fresh_only) {
@@ -451,7 +452,7 @@ net::awaitable<Step> AcquireConnection(Exchange& x, Attempts& a) {
   }
   if (host == nullptr) {
     if (!x.error) x.error = ProxyError{ProxyErrorKind::kNoHealthyUpstream};
-    co_return Step::kFailed;
+    return Step::kFailed;
   }
   a.host = Ref<Host>(host);
   x.req.record.upstream = host;
@@ -464,8 +465,16 @@ net::awaitable<Step> AcquireConnection(Exchange& x, Attempts& a) {
     x.up_deadline.set_action([s = &x.conn->stream()] { s->Cancel(); });
     // Only a non-idempotent request needs the proof of SendBuffered (one getsockopt).
     if (!a.can_resend) a.acked_before = BytesAckedByPeer(x.conn->stream().native_handle());
-    co_return Step::kGo;
+    return Step::kGo;
   }
+  return std::nullopt;
+}
+
+// The rest, for the host TryPooledConnection picked: a new connection (waiting for a slot
+// under max_connections; after a connect failure, kRetry once on another host).
+net::awaitable<Step> AcquireConnection(Exchange& x, Attempts& a) {
+  stats::ClusterCounters& counters = *x.req.cluster.counters();
+  Host* host = a.host.get();
   if (!x.upgrade() && x.def.pool.max_connections != 0 &&
       host->open_connections >= x.def.pool.max_connections) {
     if (x.now() >= a.wait_until || !co_await WaitForSlot(*host, x.worker, a.wait_until)) {
@@ -564,7 +573,12 @@ net::awaitable<Ref<Host>> Attempt(Exchange& x, const BufferedBody& body) {
   a.can_resend = body.complete && IsIdempotent(x.head.method);
   a.wait_until = x.now() + x.def.connect_timeout;
   for (;;) {
-    const Step got = co_await AcquireConnection(x, a);
+    Step got;
+    if (const std::optional<Step> pooled = TryPooledConnection(x, a)) {
+      got = *pooled;
+    } else {
+      got = co_await AcquireConnection(x, a);
+    }
     if (got == Step::kRetry) continue;
     if (got == Step::kFailed) break;
     InflightGuard inflight(x.conn->host());
