@@ -168,6 +168,10 @@ BufferedRelay TryRelayBuffered(RelayIo io, const ResponseHead& head, net::const_
   beast::flat_buffer& buf = io.src.buffer();
   if (buf.size() < length) return r;
   const auto len = static_cast<size_t>(length);
+  if (len == 0 && prefix.size() == 0) {  // nothing to write (RelayFixed would write nothing)
+    r.settled = true;
+    return r;
+  }
   net::const_buffer body(buf.data().data(), len);
   const bool settled = io.dst.TryWriteNow(prefix, body, r.result.wire_bytes, r.result.status);
   const size_t went = len - body.size();
