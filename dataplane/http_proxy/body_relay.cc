@@ -179,7 +179,6 @@ BufferedRelay TryRelayBuffered(RelayIo io, const ResponseHead& head, net::const_
   if (r.result.ok()) r.result.body_bytes = went;
   r.remaining = len - went;
   r.settled = settled;
-  r.started = !settled && r.result.wire_bytes > 0;
   return r;
 }
 

@@ -128,11 +128,10 @@ net::awaitable<RelayResult> RelayResponseBody(RelayIo io, const ResponseHead& he
 // RelayResponseBody's start without a coroutine frame: a body of known length (or none) that
 // is all in the source's buffer goes to the sink's TryWriteNow with `prefix`. `settled`: that
 // was the whole relay (`result` says how it went). Otherwise the caller goes on with
-// RelayFixed(io, remaining, prefix) when `started` (some bytes went: `prefix` and the buffer
-// are past them, `result` counts them), else with RelayResponseBody.
+// RelayFixed(io, remaining, prefix) when some bytes went (`result.wire_bytes`: `prefix` and
+// the buffer are past them), else with RelayResponseBody.
 struct BufferedRelay {
   bool settled = false;
-  bool started = false;
   uint64_t remaining = 0;
   RelayResult result;
 };

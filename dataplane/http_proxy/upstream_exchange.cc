@@ -331,7 +331,7 @@ net::awaitable<void> RelayResponse(Exchange& x) {
   RelayResult rr = fast.result;
   if (!fast.settled) {
     RelayResult more;
-    if (fast.started) {
+    if (fast.result.wire_bytes > 0) {  // part went: the rest of the same body
       more = co_await RelayFixed(io, fast.remaining, prefix);
     } else {
       more = co_await RelayResponseBody(io, resp, prefix, dechunk);
@@ -502,23 +502,15 @@ net::awaitable<Step> SendBuffered(Exchange& x, Attempts& a, const BufferedBody& 
   const net::const_buffer body_bytes(in.data().data(), body.bytes);
   // Written at once when the socket takes it all (nearly always: a fresh or idle connection's
   // send buffer is empty), else awaited under the response timeout.
+  StreamSink upstream(x.conn->stream(), x.up_deadline, x.def.response_timeout);
   net::const_buffer head = net::buffer(x.bufs.request_head), rest = body_bytes;
-  IoResult w;
-  {
-    const net::const_buffer bufs[2] = {head, rest};
-    const size_t n = x.conn->stream().TryWrite(bufs, 2, w.ec);
-    const size_t from_a = std::min(n, head.size());
-    head += from_a;
-    rest += n - from_a;
-    if (w.ec == net::error::would_block) w.ec = {};
-  }
-  if (!w.ec && head.size() + rest.size() > 0) {
-    x.up_deadline.Arm(x.def.response_timeout);
-    w = co_await x.conn->stream().Write(head, rest);
-    x.up_deadline.Disarm();
+  uint64_t written = 0;
+  RelayStatus sent = RelayStatus::kOk;
+  if (!upstream.TryWriteNow(head, rest, written, sent)) {
+    sent = co_await upstream.Write(head, rest, written);
   }
   HeadRead hr = HeadRead::kOk;
-  if (w.ec) {
+  if (sent != RelayStatus::kOk) {
     hr = x.request_deadline.fired() || x.up_deadline.fired() ? HeadRead::kTimeout
                                                              : HeadRead::kClosedEarly;
   } else {
