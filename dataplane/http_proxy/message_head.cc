@@ -1,6 +1,7 @@
 #include "dataplane/http_proxy/message_head.h"
 
 #include <algorithm>
+#include <bit>
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <cstring>
@@ -252,61 +253,284 @@ ProxyError ClassifyRequestParseError(const RequestHead& head, const boost::syste
 
 // ---- responses --------------------------------------------------------------------------
 
-ResponseHeadParser::ResponseHeadParser(ResponseHead& head, uint32_t header_limit,
-                                       bool request_was_head)
-    : head_(head), boundary_(header_limit) {
-  head_.Clear();
-  head_.fields.reserve(16);  // a typical response's fields: one allocation, no regrowth
-  this->header_limit(header_limit);
-  this->body_limit(boost::none);
-  this->eager(false);
-  if (request_was_head) this->skip(true);
+namespace {
+
+// RFC 9110 5.6.2: tchar, the octets of a field name and of a list token.
+constexpr bool IsTchar(unsigned char c) {
+  if (c >= '0' && c <= '9') return true;
+  const unsigned char lower = c | 0x20;
+  if (lower >= 'a' && lower <= 'z' && c < 0x80) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+}
+// RFC 9110 5.5: the octets of a field value or a reason phrase (VCHAR, SP, HTAB, obs-text).
+// CR, LF and every other control are not: a scan over a value stops at its line's end.
+constexpr bool IsValueOctet(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+
+struct OctetClasses {
+  bool tchar[256] = {};
+  bool value[256] = {};
+};
+constexpr OctetClasses MakeOctetClasses() {
+  OctetClasses t;
+  for (int c = 0; c < 256; ++c) {
+    t.tchar[c] = IsTchar(static_cast<unsigned char>(c));
+    t.value[c] = IsValueOctet(static_cast<unsigned char>(c));
+  }
+  return t;
+}
+constexpr OctetClasses kOctets = MakeOctetClasses();
+
+inline bool Tchar(const char* p) { return kOctets.tchar[static_cast<unsigned char>(*p)]; }
+inline bool ValueOctet(const char* p) { return kOctets.value[static_cast<unsigned char>(*p)]; }
+inline bool IsOws(char c) { return c == ' ' || c == '\t'; }
+
+// The first octet at or after `p` that is not a value octet; `end - 1` must hold one (the
+// head's last LF). Eight octets at a time while eight remain: a word whose octets are all at
+// least 0x20 and none 0x7f (octets >= 0x80 pass) is skipped whole; otherwise its lowest
+// flagged octet is the first that is below 0x20 or 0x7f (a borrow only carries into higher
+// octets, so flags above the first true one may be false, never below it). That octet ends
+// the scan unless it is HTAB, a value octet. Field values are most of a head's bytes.
+static_assert(std::endian::native == std::endian::little, "the word scan reads octets LSB first");
+inline const char* SkipValueOctets(const char* p, const char* end) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull;
+  constexpr uint64_t kHigh = 0x8080808080808080ull;
+  while (end - p >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    const uint64_t x = w ^ (kOnes * 0x7f);
+    const uint64_t flagged = (((w - kOnes * 0x20) & ~w) | ((x - kOnes) & ~x)) & kHigh;
+    if (flagged == 0) {
+      p += 8;
+      continue;
+    }
+    p += static_cast<unsigned>(__builtin_ctzll(flagged)) / 8;  // x86-64: little-endian
+    if (*p != '\t') return p;
+    ++p;
+  }
+  while (ValueOctet(p)) ++p;
+  return p;
 }
 
-bool ResponseHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
-  input_ = bytes;
-  const size_t used = FeedWholeHead(*this, boundary_, bytes, ec);
-  if (used == 0) return false;
-  head_.header_bytes = used;
-  if (HasObsFold(bytes.substr(0, used))) {
-    ec = http::error::bad_value;
-    return false;
+// Calls `token` for each non-empty element of a field value that is a list of tokens
+// (RFC 9110 5.6.1: elements separated by commas and optional whitespace, empty elements
+// allowed). False when the value is not such a list (two tokens with no comma between them,
+// or an octet that is neither a tchar, a comma nor whitespace).
+template <typename Fn>
+bool ForEachListToken(std::string_view value, Fn&& token) {
+  const char* p = value.data();
+  const char* const end = p + value.size();
+  bool need_comma = false;
+  while (p != end) {
+    if (IsOws(*p)) {
+      ++p;
+    } else if (*p == ',') {
+      need_comma = false;
+      ++p;
+    } else if (Tchar(p) && !need_comma) {
+      const char* t = p;
+      while (p != end && Tchar(p)) ++p;
+      token(std::string_view(t, static_cast<size_t>(p - t)));
+      need_comma = true;
+    } else {
+      return false;
+    }
   }
   return true;
 }
 
-void ResponseHeadParser::on_response_impl(int code, bsv reason, int version,
-                                          boost::system::error_code& ec) {
+// A decimal Content-Length element: digits only, no sign, no overflow.
+bool ParseLength(std::string_view s, uint64_t& v) {
+  if (s.empty()) return false;
+  uint64_t n = 0;
+  for (const char c : s) {
+    if (c < '0' || c > '9') return false;
+    const auto d = static_cast<uint64_t>(c - '0');
+    if (n > (UINT64_MAX - d) / 10) return false;
+    n = n * 10 + d;
+  }
+  v = n;
+  return true;
+}
+
+}  // namespace
+
+ResponseHeadParser::ResponseHeadParser(ResponseHead& head, uint32_t header_limit,
+                                       bool request_was_head)
+    : head_(head), boundary_(header_limit), request_was_head_(request_was_head) {
+  head_.Clear();
+  head_.fields.reserve(16);  // a typical response's fields: one allocation, no regrowth
+}
+
+bool ResponseHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
+  ec = {};
+  if (bytes.empty()) return false;
+  switch (boundary_.Scan(bytes)) {
+    case HeadBoundary::Result::kNeedMore:
+      return false;
+    case HeadBoundary::Result::kTooLarge:
+      ec = http::error::header_limit;
+      return false;
+    case HeadBoundary::Result::kComplete:
+      break;
+  }
+  if (!Parse(bytes.substr(0, boundary_.size()), ec)) return false;
+  head_.header_bytes = boundary_.size();
+  return true;
+}
+
+// `h` is a whole head: it ends with LF (CRLF CRLF, or a bare LF that is refused). Neither CR
+// nor LF is a tchar, a value octet, a digit or whitespace, so every scan below stops at the
+// latest on that last LF: no scan needs a bounds check of its own, only a look past a CR.
+bool ResponseHeadParser::Parse(std::string_view h, boost::system::error_code& ec) {
+  const char* p = h.data();
+  const char* const end = p + h.size();
+
+  // status-line = HTTP-version SP 3DIGIT SP reason-phrase CRLF (RFC 9112 4)
+  if (h.size() < 13 || std::memcmp(p, "HTTP/", 5) != 0 || !str::IsDigit(p[5]) || p[6] != '.' ||
+      !str::IsDigit(p[7]) || p[8] != ' ') {
+    ec = http::error::bad_version;
+    return false;
+  }
+  const int version = (p[5] - '0') * 10 + (p[7] - '0');
   if (version != 10 && version != 11) {
     ec = http::error::bad_version;
-    return;
+    return false;
   }
-  head_.status = code;
-  head_.reason = reason;
+  p += 9;
+  if (!str::IsDigit(p[0]) || !str::IsDigit(p[1]) || !str::IsDigit(p[2]) || p[3] != ' ') {
+    ec = http::error::bad_status;
+    return false;
+  }
+  head_.status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
   head_.version = version;
-}
-
-void ResponseHeadParser::on_field_impl(http::field id, bsv name, bsv value,
-                                       boost::system::error_code& ec) {
-  // Only "chunked" is relayed: any other coding would reach the client as plain bytes
-  // (the proxy re-emits framing itself), so such a response is refused (502).
-  if (id == http::field::transfer_encoding &&
-      !str::EqualsIgnoreCase(std::string_view(value), "chunked")) {
-    ec = http::error::bad_transfer_encoding;
-    return;
+  http11_ = version == 11;
+  p += 4;
+  const char* const reason = p;
+  p = SkipValueOctets(p, end);
+  if (*p != '\r') {
+    ec = http::error::bad_reason;
+    return false;
   }
-  AddField(head_, input_, id, std::string_view(name), std::string_view(value), ec, nullptr);
+  if (p + 1 == end || p[1] != '\n') {
+    ec = http::error::bad_line_ending;
+    return false;
+  }
+  head_.reason = std::string_view(reason, static_cast<size_t>(p - reason));
+  p += 2;
+
+  // *( field-line CRLF ) CRLF, field-line = field-name ":" OWS field-value OWS (RFC 9112 5)
+  for (;;) {
+    if (p == end) {
+      ec = http::error::bad_line_ending;
+      return false;
+    }
+    if (*p == '\r') {
+      if (p + 1 == end || p[1] != '\n') {
+        ec = http::error::bad_line_ending;
+        return false;
+      }
+      break;
+    }
+    const char* const name = p;
+    while (Tchar(p)) ++p;
+    if (*p != ':' || p == name) {  // a line that starts with SP or HTAB (obs-fold) ends here
+      ec = http::error::bad_field;
+      return false;
+    }
+    const std::string_view name_view(name, static_cast<size_t>(p - name));
+    ++p;
+    while (IsOws(*p)) ++p;
+    const char* const value = p;
+    p = SkipValueOctets(p, end);
+    if (*p != '\r') {
+      ec = http::error::bad_value;
+      return false;
+    }
+    if (p + 1 == end || p[1] != '\n') {
+      ec = http::error::bad_line_ending;
+      return false;
+    }
+    const char* value_end = p;
+    while (value_end != value && IsOws(value_end[-1])) --value_end;
+    p += 2;
+    if (p != end && IsOws(*p)) {  // obsolete line folding (RFC 9112 5.2): refused
+      ec = http::error::bad_value;
+      return false;
+    }
+    const std::string_view value_view(value, static_cast<size_t>(value_end - value));
+    const http::field id = http::string_to_field(name_view);
+    if (!OnField(id, value_view, ec)) return false;
+    head_.fields.push_back(HeaderField{id, name_view, value_view});
+  }
+
+  const int s = head_.status;
+  MessageFraming& f = head_.framing;
+  head_.no_body = request_was_head_ || s / 100 == 1 || s == 204 || s == 304;
+  head_.need_eof = !head_.no_body && !f.chunked && !f.content_length;
+  f.keep_alive = (http11_ ? !close_ : keep_alive_) && !head_.need_eof;
+  return true;
 }
 
-void ResponseHeadParser::on_header_impl(boost::system::error_code&) {
-  const auto cl = this->content_length();
-  if (cl) head_.framing.content_length = *cl;
-  head_.framing.chunked = this->chunked();
-  head_.framing.keep_alive = this->keep_alive();
-  head_.framing.connection_upgrade = this->upgrade();
-  const int s = head_.status;
-  head_.no_body = this->skip() || s / 100 == 1 || s == 204 || s == 304;
-  head_.need_eof = !head_.no_body && !head_.framing.chunked && !head_.framing.content_length;
+bool ResponseHeadParser::OnField(http::field id, std::string_view value,
+                                 boost::system::error_code& ec) {
+  MessageFraming& f = head_.framing;
+  switch (id) {
+    case http::field::connection:
+    case http::field::proxy_connection: {
+      const bool list = ForEachListToken(value, [&](std::string_view token) {
+        if (str::EqualsIgnoreCase(token, "close")) {
+          close_ = true;
+        } else if (str::EqualsIgnoreCase(token, "keep-alive")) {
+          keep_alive_ = true;
+        } else if (str::EqualsIgnoreCase(token, "upgrade")) {
+          f.connection_upgrade = true;
+        }
+      });
+      if (!list) ec = http::error::bad_value;
+      break;
+    }
+    case http::field::content_length: {
+      // A list of equal decimal lengths (RFC 9110 8.6), repeated fields included; not with
+      // chunked.
+      if (f.chunked) {
+        ec = http::error::bad_content_length;
+        break;
+      }
+      size_t pos = 0;
+      for (;;) {
+        const size_t comma = value.find(',', pos);
+        std::string_view element = value.substr(pos, comma - pos);
+        while (!element.empty() && IsOws(element.front())) element.remove_prefix(1);
+        while (!element.empty() && IsOws(element.back())) element.remove_suffix(1);
+        uint64_t n = 0;
+        if (!ParseLength(element, n)) {
+          ec = http::error::bad_content_length;
+          break;
+        }
+        if (f.content_length && *f.content_length != n) {
+          ec = http::error::multiple_content_length;
+          break;
+        }
+        f.content_length = n;
+        if (comma == std::string_view::npos) break;
+        pos = comma + 1;
+      }
+      break;
+    }
+    case http::field::transfer_encoding:
+      // Only "chunked" is relayed: any other coding would reach the client as plain bytes
+      // (the proxy re-emits framing itself), so such a response is refused (502), as is a
+      // second Transfer-Encoding or one with Content-Length.
+      if (f.chunked || f.content_length || !str::EqualsIgnoreCase(value, "chunked")) {
+        ec = http::error::bad_transfer_encoding;
+      } else {
+        f.chunked = true;
+      }
+      break;
+    default:
+      break;
+  }
+  return !ec;
 }
 
 }  // namespace onedomain::dataplane
