@@ -61,7 +61,11 @@ bool IsHopByHop(const HeaderField& f, const ConnectionTokens& tokens) {
     default:
       break;
   }
-  if (f.name.size() >= 6 && str::EqualsIgnoreCase(f.name.substr(0, 6), "proxy-")) return true;
+  // Most names do not start with 'p': no call for them.
+  if (f.name.size() >= 6 && (f.name[0] | 0x20) == 'p' &&
+      str::EqualsIgnoreCase(f.name.substr(0, 6), "proxy-")) {
+    return true;
+  }
   return tokens.count > 0 && tokens.Contains(f.name);
 }
 

@@ -127,8 +127,7 @@ Outcome ParseWith(const std::string& bytes, bool request_was_head, uint32_t limi
 std::string Compare(const std::string& bytes, bool request_was_head) {
   const Outcome ours = ParseWith<ResponseHeadParser>(bytes, request_was_head);
   const Outcome ref = ParseWith<BeastResponseHeadParser>(bytes, request_was_head);
-  if (ours.complete != ref.complete || ours.error != ref.error ||
-      ours.too_large != ref.too_large) {
+  if (ours.complete != ref.complete || ours.error != ref.error || ours.too_large != ref.too_large) {
     return str::Cat("complete/error/too_large ", ours.complete, "/", ours.error, "/",
                     ours.too_large, " vs Beast's ", ref.complete, "/", ref.error, "/",
                     ref.too_large);
@@ -164,8 +163,8 @@ std::string Compare(const std::string& bytes, bool request_was_head) {
       a.no_body != b.no_body || a.need_eof != b.need_eof) {
     return str::Cat("framing cl=", f.content_length.value_or(~0ull), " chunked=", f.chunked,
                     " keep_alive=", f.keep_alive, " upgrade=", f.connection_upgrade,
-                    " no_body=", a.no_body, " need_eof=", a.need_eof, " vs cl=",
-                    g.content_length.value_or(~0ull), " chunked=", g.chunked,
+                    " no_body=", a.no_body, " need_eof=", a.need_eof,
+                    " vs cl=", g.content_length.value_or(~0ull), " chunked=", g.chunked,
                     " keep_alive=", g.keep_alive, " upgrade=", g.connection_upgrade,
                     " no_body=", b.no_body, " need_eof=", b.need_eof);
   }
@@ -257,8 +256,8 @@ TEST(ResponseHeadParserTest, AgreesWithBeastWhereverAStopOctetFallsInAValue) {
 
 TEST(ResponseHeadParserTest, AgreesWithBeastOnMutatedHeads) {
   // Octets that matter to the grammar, and a few that do not.
-  static constexpr char kInteresting[] = {' ', '\t', '\r', '\n', ':', ',', '\0', '\x7f',
-                                          '\x80', '\xff', '0',  '9',  'a', '"', ';', '='};
+  static constexpr char kInteresting[] = {' ',    '\t',   '\r', '\n', ':', ',', '\0', '\x7f',
+                                          '\x80', '\xff', '0',  '9',  'a', '"', ';',  '='};
   constexpr uint32_t kSeed = 20261203;
   constexpr int kMutants = 60000;
   std::mt19937 rng(kSeed);
@@ -284,8 +283,7 @@ TEST(ResponseHeadParserTest, AgreesWithBeastOnMutatedHeads) {
     }
     const bool was_head = (rng() & 1) != 0;
     const std::string diff = Compare(s, was_head);
-    ASSERT_EQ(diff, "") << "seed " << kSeed << " mutant " << i << ": "
-                        << str::EscapeForLog(s, 400);
+    ASSERT_EQ(diff, "") << "seed " << kSeed << " mutant " << i << ": " << str::EscapeForLog(s, 400);
     accepted += ParseWith<ResponseHeadParser>(s, was_head).complete ? 1 : 0;
   }
   // The mutants exercise both outcomes, not only refusals.
