@@ -2,36 +2,12 @@
 
 #include <algorithm>
 #include <bit>
-#include <boost/asio/buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <cstring>
 
 #include "common/strings/strings.h"
 
 namespace onedomain::dataplane {
-namespace {
-
-// Beast replaces an obs-folded value by a copy in a buffer of its own stack frame; a value
-// outside the bytes we passed in is therefore folded (and would dangle if kept).
-bool Within(std::string_view outer, std::string_view inner) {
-  return inner.data() >= outer.data() && inner.data() + inner.size() <= outer.data() + outer.size();
-}
-
-template <typename Head>
-void AddField(Head& head, std::string_view input, http::field id, std::string_view name,
-              std::string_view value, boost::system::error_code& ec,
-              std::optional<ProxyError>* reject) {
-  if (!value.empty() && !Within(input, value)) {
-    if (reject != nullptr) {
-      *reject = ProxyError{ProxyErrorKind::kSmuggling, "obsolete line folding is not allowed"};
-    }
-    ec = http::error::bad_value;
-    return;
-  }
-  head.fields.push_back(HeaderField{id, name, value});
-}
-
-}  // namespace
 
 void RequestHead::Clear() {
   method = http::verb::unknown;
@@ -111,147 +87,7 @@ HeadBoundary::Result HeadBoundary::Scan(std::string_view bytes) {
   return Result::kNeedMore;
 }
 
-namespace {
-
-// Shared by both parsers: waits for the whole head, then gives it to Beast in one call.
-// Returns the bytes Beast took (the head), or 0 with `ec` clear (need more) or set.
-template <typename Parser>
-size_t FeedWholeHead(Parser& parser, HeadBoundary& boundary, std::string_view bytes,
-                     boost::system::error_code& ec) {
-  ec = {};
-  if (bytes.empty()) return 0;
-  switch (boundary.Scan(bytes)) {
-    case HeadBoundary::Result::kNeedMore:
-      return 0;
-    case HeadBoundary::Result::kTooLarge:
-      ec = http::error::header_limit;
-      return 0;
-    case HeadBoundary::Result::kComplete:
-      break;
-  }
-  const size_t used = parser.put(boost::asio::const_buffer(bytes.data(), boundary.size()), ec);
-  // A head cut at a bare LF: Beast refuses it, or waits for more, which is a refusal too.
-  if (ec == http::error::need_more) ec = http::error::bad_line_ending;
-  if (ec) return 0;
-  if (!parser.is_header_done()) {
-    ec = http::error::partial_message;
-    return 0;
-  }
-  return used;
-}
-
-}  // namespace
-
-// ---- requests ---------------------------------------------------------------------------
-
-RequestHeadParser::RequestHeadParser(RequestHead& head, uint32_t header_limit)
-    : head_(head), boundary_(header_limit) {
-  head_.Clear();
-  head_.fields.reserve(16);  // a typical response's fields: one allocation, no regrowth
-  this->header_limit(header_limit);
-  // The body is relayed by the caller, never through the parser.
-  this->body_limit(boost::none);
-  this->eager(false);
-}
-
-bool RequestHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
-  input_ = bytes;
-  const size_t used = FeedWholeHead(*this, boundary_, bytes, ec);
-  if (used == 0) return false;
-  head_.header_bytes = used;
-  if (HasObsFold(bytes.substr(0, used))) {
-    head_.reject = ProxyError{ProxyErrorKind::kSmuggling, "obsolete line folding is not allowed"};
-    ec = http::error::bad_value;
-    return false;
-  }
-  return true;
-}
-
-void RequestHeadParser::on_request_impl(http::verb method, bsv method_str, bsv target, int version,
-                                        boost::system::error_code& ec) {
-  if (version != 10 && version != 11) {
-    head_.reject = ProxyError{ProxyErrorKind::kMalformedRequest, "unsupported HTTP version"};
-    ec = http::error::bad_version;
-    return;
-  }
-  head_.method = method;
-  head_.method_text = method_str;
-  head_.target = target;
-  head_.version = version;
-}
-
-void RequestHeadParser::on_field_impl(http::field id, bsv name_in, bsv value_in,
-                                      boost::system::error_code& ec) {
-  const std::string_view name = name_in;
-  const std::string_view value = value_in;
-  switch (id) {
-    case http::field::host:
-      head_.host = value;
-      ++head_.host_count;
-      break;
-    case http::field::transfer_encoding:
-      // Beast accepts any coding list ending in "chunked" and ignores others, which would let
-      // "Transfer-Encoding: gzip" pass as a bodiless request: only exactly "chunked" is safe.
-      if (!str::EqualsIgnoreCase(value, "chunked")) {
-        head_.reject =
-            ProxyError{ProxyErrorKind::kSmuggling, "Transfer-Encoding other than chunked"};
-        ec = http::error::bad_transfer_encoding;
-        return;
-      }
-      break;
-    case http::field::expect:
-      if (str::EqualsIgnoreCase(value, "100-continue")) head_.expect_continue = true;
-      break;
-    case http::field::upgrade:
-      head_.upgrade = value;
-      break;
-    default:
-      break;
-  }
-  AddField(head_, input_, id, name, value, ec, &head_.reject);
-}
-
-void RequestHeadParser::on_header_impl(boost::system::error_code& ec) {
-  const auto cl = this->content_length();
-  if (cl) head_.framing.content_length = *cl;
-  head_.framing.chunked = this->chunked();
-  head_.framing.keep_alive = this->keep_alive();
-  head_.framing.connection_upgrade = this->upgrade();
-  head_.framing.has_upgrade_field = !head_.upgrade.empty();
-  if (head_.framing.chunked && head_.version == 10) {
-    // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means the framing is faulty.
-    head_.reject =
-        ProxyError{ProxyErrorKind::kSmuggling, "Transfer-Encoding in an HTTP/1.0 request"};
-    ec = http::error::bad_transfer_encoding;
-  }
-}
-
-ProxyError ClassifyRequestParseError(const RequestHead& head, const boost::system::error_code& ec) {
-  if (head.reject) return *head.reject;
-  if (ec == http::error::header_limit) {
-    return {ProxyErrorKind::kHeaderTooLarge, "request header is too large"};
-  }
-  if (ec == http::error::multiple_content_length) {
-    return {ProxyErrorKind::kSmuggling, "differing Content-Length values"};
-  }
-  if (ec == http::error::bad_content_length) {
-    return {ProxyErrorKind::kSmuggling,
-            "invalid Content-Length, or Content-Length with "
-            "Transfer-Encoding"};
-  }
-  if (ec == http::error::bad_transfer_encoding) {
-    return {ProxyErrorKind::kSmuggling, "Transfer-Encoding with Content-Length, or repeated"};
-  }
-  if (ec == http::error::bad_field) {
-    return {ProxyErrorKind::kMalformedRequest, "invalid header field name"};
-  }
-  if (ec == http::error::bad_value) {
-    return {ProxyErrorKind::kMalformedRequest, "invalid header field value"};
-  }
-  return {ProxyErrorKind::kMalformedRequest, "malformed request header"};
-}
-
-// ---- responses --------------------------------------------------------------------------
+// ---- the grammar both directions share -------------------------------------------------
 
 namespace {
 
@@ -352,88 +188,106 @@ bool ParseLength(std::string_view s, uint64_t& v) {
   return true;
 }
 
-}  // namespace
+// The framing rules of RFC 9112 6 and 9110 7.6.1 over one message's fields, in order, with
+// Beast's acceptance (the node's parsers replaced Beast's and keep what it refused refused).
+struct FramingRules {
+  MessageFraming& framing;
+  bool close = false;       // Connection: close
+  bool keep_alive = false;  // Connection: keep-alive
+  // Set with bad_transfer_encoding when the coding is not exactly "chunked" (rather than
+  // repeated or beside Content-Length).
+  bool coding_not_chunked = false;
 
-ResponseHeadParser::ResponseHeadParser(ResponseHead& head, uint32_t header_limit,
-                                       bool request_was_head)
-    : head_(head), boundary_(header_limit), request_was_head_(request_was_head) {
-  head_.Clear();
-  head_.fields.reserve(16);  // a typical response's fields: one allocation, no regrowth
-}
+  bool Apply(http::field id, std::string_view value, boost::system::error_code& ec) {
+    MessageFraming& f = framing;
+    switch (id) {
+      case http::field::connection:
+      case http::field::proxy_connection: {
+        const bool list = ForEachListToken(value, [&](std::string_view token) {
+          if (str::EqualsIgnoreCase(token, "close")) {
+            close = true;
+          } else if (str::EqualsIgnoreCase(token, "keep-alive")) {
+            keep_alive = true;
+          } else if (str::EqualsIgnoreCase(token, "upgrade")) {
+            f.connection_upgrade = true;
+          }
+        });
+        if (!list) ec = http::error::bad_value;
+        break;
+      }
+      case http::field::content_length: {
+        // A list of equal decimal lengths (RFC 9110 8.6), repeated fields included; not
+        // with chunked.
+        if (f.chunked) {
+          ec = http::error::bad_content_length;
+          break;
+        }
+        size_t pos = 0;
+        for (;;) {
+          const size_t comma = value.find(',', pos);
+          std::string_view element = value.substr(pos, comma - pos);
+          while (!element.empty() && IsOws(element.front())) element.remove_prefix(1);
+          while (!element.empty() && IsOws(element.back())) element.remove_suffix(1);
+          uint64_t n = 0;
+          if (!ParseLength(element, n)) {
+            ec = http::error::bad_content_length;
+            break;
+          }
+          if (f.content_length && *f.content_length != n) {
+            ec = http::error::multiple_content_length;
+            break;
+          }
+          f.content_length = n;
+          if (comma == std::string_view::npos) break;
+          pos = comma + 1;
+        }
+        break;
+      }
+      case http::field::transfer_encoding:
+        // Only "chunked": the proxy re-frames bodies itself, so any other coding would be
+        // relayed as plain bytes (a response) or let a body pass as none (a request).
+        if (f.chunked || f.content_length) {
+          ec = http::error::bad_transfer_encoding;
+        } else if (!str::EqualsIgnoreCase(value, "chunked")) {
+          coding_not_chunked = true;
+          ec = http::error::bad_transfer_encoding;
+        } else {
+          f.chunked = true;
+        }
+        break;
+      default:
+        break;
+    }
+    return !ec;
+  }
 
-bool ResponseHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
-  ec = {};
-  if (bytes.empty()) return false;
-  switch (boundary_.Scan(bytes)) {
-    case HeadBoundary::Result::kNeedMore:
-      return false;
-    case HeadBoundary::Result::kTooLarge:
-      ec = http::error::header_limit;
-      return false;
-    case HeadBoundary::Result::kComplete:
-      break;
-  }
-  if (!Parse(bytes.substr(0, boundary_.size()), ec)) return false;
-  head_.header_bytes = boundary_.size();
-  return true;
-}
+  bool KeepAlive(bool http11) const { return http11 ? !close : keep_alive; }
+};
 
-// `h` is a whole head: it ends with LF (CRLF CRLF, or a bare LF that is refused). Neither CR
-// nor LF is a tchar, a value octet, a digit or whitespace, so every scan below stops at the
-// latest on that last LF: no scan needs a bounds check of its own, only a look past a CR.
-bool ResponseHeadParser::Parse(std::string_view h, boost::system::error_code& ec) {
-  const char* p = h.data();
-  const char* const end = p + h.size();
-
-  // status-line = HTTP-version SP 3DIGIT SP reason-phrase CRLF (RFC 9112 4)
-  if (h.size() < 13 || std::memcmp(p, "HTTP/", 5) != 0 || !str::IsDigit(p[5]) || p[6] != '.' ||
-      !str::IsDigit(p[7]) || p[8] != ' ') {
-    ec = http::error::bad_version;
-    return false;
-  }
-  const int version = (p[5] - '0') * 10 + (p[7] - '0');
-  if (version != 10 && version != 11) {
-    ec = http::error::bad_version;
-    return false;
-  }
-  p += 9;
-  if (!str::IsDigit(p[0]) || !str::IsDigit(p[1]) || !str::IsDigit(p[2]) || p[3] != ' ') {
-    ec = http::error::bad_status;
-    return false;
-  }
-  head_.status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
-  head_.version = version;
-  http11_ = version == 11;
-  p += 4;
-  const char* const reason = p;
-  p = SkipValueOctets(p, end);
-  if (*p != '\r') {
-    ec = http::error::bad_reason;
-    return false;
-  }
-  if (p + 1 == end || p[1] != '\n') {
-    ec = http::error::bad_line_ending;
-    return false;
-  }
-  head_.reason = std::string_view(reason, static_cast<size_t>(p - reason));
-  p += 2;
-
-  // *( field-line CRLF ) CRLF, field-line = field-name ":" OWS field-value OWS (RFC 9112 5)
+// The field lines from `p` to the empty line that ends the head (RFC 9112 5: field-name ":"
+// OWS field-value OWS CRLF), each handed to `on_field(id, name, value)`, which returns false
+// with `ec` set to refuse. `end - 1` must hold the head's last LF; neither CR nor LF is a
+// tchar, a value octet or whitespace, so every scan stops at the latest there and only a look
+// past a CR needs a bounds check. A line that starts with SP or HTAB (obsolete line folding,
+// RFC 9112 5.2) is refused with bad_value and `*folded` set.
+template <typename OnField>
+bool ParseFieldLines(const char* p, const char* end, boost::system::error_code& ec, bool* folded,
+                     OnField&& on_field) {
   for (;;) {
-    if (p == end) {
+    if (end - p < 2) {  // a line cut at a bare LF: malformed, not a bad name
       ec = http::error::bad_line_ending;
       return false;
     }
     if (*p == '\r') {
-      if (p + 1 == end || p[1] != '\n') {
+      if (p[1] != '\n') {
         ec = http::error::bad_line_ending;
         return false;
       }
-      break;
+      return true;
     }
     const char* const name = p;
     while (Tchar(p)) ++p;
-    if (*p != ':' || p == name) {  // a line that starts with SP or HTAB (obs-fold) ends here
+    if (*p != ':' || p == name) {
       ec = http::error::bad_field;
       return false;
     }
@@ -453,84 +307,233 @@ bool ResponseHeadParser::Parse(std::string_view h, boost::system::error_code& ec
     const char* value_end = p;
     while (value_end != value && IsOws(value_end[-1])) --value_end;
     p += 2;
-    if (p != end && IsOws(*p)) {  // obsolete line folding (RFC 9112 5.2): refused
+    if (p != end && IsOws(*p)) {
+      *folded = true;
       ec = http::error::bad_value;
       return false;
     }
     const std::string_view value_view(value, static_cast<size_t>(value_end - value));
-    const http::field id = http::string_to_field(name_view);
-    if (!OnField(id, value_view, ec)) return false;
-    head_.fields.push_back(HeaderField{id, name_view, value_view});
+    if (!on_field(http::string_to_field(name_view), name_view, value_view)) return false;
   }
+}
+
+// "HTTP/" DIGIT "." DIGIT at `p` (RFC 9112 2.3), as 10 or 11; 0 for anything else.
+int ParseVersion(const char* p) {
+  if (std::memcmp(p, "HTTP/", 5) != 0 || !str::IsDigit(p[5]) || p[6] != '.' ||
+      !str::IsDigit(p[7])) {
+    return 0;
+  }
+  const int version = (p[5] - '0') * 10 + (p[7] - '0');
+  return version == 10 || version == 11 ? version : 0;
+}
+
+// The whole head in `bytes` once it is here: its size, 0 while more is needed (`ec` clear) or
+// on a head over the limit (header_limit).
+size_t WholeHead(HeadBoundary& boundary, std::string_view bytes, boost::system::error_code& ec) {
+  ec = {};
+  if (bytes.empty()) return 0;
+  switch (boundary.Scan(bytes)) {
+    case HeadBoundary::Result::kNeedMore:
+      return 0;
+    case HeadBoundary::Result::kTooLarge:
+      ec = http::error::header_limit;
+      return 0;
+    case HeadBoundary::Result::kComplete:
+      break;
+  }
+  return boundary.size();
+}
+
+const ProxyError kObsFold{ProxyErrorKind::kSmuggling, "obsolete line folding is not allowed"};
+
+}  // namespace
+
+// ---- requests ---------------------------------------------------------------------------
+
+RequestHeadParser::RequestHeadParser(RequestHead& head, uint32_t header_limit)
+    : head_(head), boundary_(header_limit) {
+  head_.Clear();
+  head_.fields.reserve(16);  // a typical request's fields: one allocation, no regrowth
+}
+
+bool RequestHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
+  const size_t size = WholeHead(boundary_, bytes, ec);
+  if (size == 0) return false;
+  if (!Parse(bytes.substr(0, size), ec)) return false;
+  head_.header_bytes = size;
+  return true;
+}
+
+bool RequestHeadParser::Parse(std::string_view h, boost::system::error_code& ec) {
+  const char* p = h.data();
+  const char* const end = p + h.size();
+
+  // request-line = method SP request-target SP HTTP-version CRLF (RFC 9112 3)
+  const char* const method = p;
+  while (Tchar(p)) ++p;
+  if (*p != ' ' || p == method) {
+    ec = http::error::bad_method;
+    return false;
+  }
+  const std::string_view method_view(method, static_cast<size_t>(p - method));
+  ++p;
+  // The target's octets: anything visible, and obs-text (later phases judge its form).
+  const char* const target = p;
+  while (static_cast<unsigned char>(*p) > 0x20 && *p != 0x7f) ++p;
+  if (*p != ' ' || p == target) {
+    ec = http::error::bad_target;
+    return false;
+  }
+  const std::string_view target_view(target, static_cast<size_t>(p - target));
+  ++p;
+  // "HTTP/1.1" CR LF: ten octets, all before the head's last LF.
+  const int version = end - p >= 10 ? ParseVersion(p) : 0;
+  if (version == 0 || p[8] != '\r' || p[9] != '\n') {
+    ec = http::error::bad_version;
+    return false;
+  }
+  p += 10;
+  head_.method = method_view == "GET"    ? http::verb::get
+                 : method_view == "POST" ? http::verb::post
+                                         : http::string_to_verb(method_view);
+  head_.method_text = method_view;
+  head_.target = target_view;
+  head_.version = version;
+
+  FramingRules rules{head_.framing};
+  bool folded = false;
+  const bool ok = ParseFieldLines(
+      p, end, ec, &folded, [&](http::field id, std::string_view name, std::string_view value) {
+        if (!rules.Apply(id, value, ec)) {
+          if (rules.coding_not_chunked) {
+            head_.reject =
+                ProxyError{ProxyErrorKind::kSmuggling, "Transfer-Encoding other than chunked"};
+          }
+          return false;
+        }
+        switch (id) {
+          case http::field::host:
+            head_.host = value;
+            ++head_.host_count;
+            break;
+          case http::field::expect:
+            if (str::EqualsIgnoreCase(value, "100-continue")) head_.expect_continue = true;
+            break;
+          case http::field::upgrade:
+            head_.upgrade = value;
+            break;
+          default:
+            break;
+        }
+        head_.fields.push_back(HeaderField{id, name, value});
+        return true;
+      });
+  if (!ok) {
+    if (folded) head_.reject = kObsFold;
+    return false;
+  }
+  MessageFraming& f = head_.framing;
+  f.keep_alive = rules.KeepAlive(version == 11);
+  f.has_upgrade_field = !head_.upgrade.empty();
+  if (f.chunked && version == 10) {
+    // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means the framing is faulty.
+    head_.reject =
+        ProxyError{ProxyErrorKind::kSmuggling, "Transfer-Encoding in an HTTP/1.0 request"};
+    ec = http::error::bad_transfer_encoding;
+    return false;
+  }
+  return true;
+}
+
+ProxyError ClassifyRequestParseError(const RequestHead& head, const boost::system::error_code& ec) {
+  if (head.reject) return *head.reject;
+  if (ec == http::error::header_limit) {
+    return {ProxyErrorKind::kHeaderTooLarge, "request header is too large"};
+  }
+  if (ec == http::error::multiple_content_length) {
+    return {ProxyErrorKind::kSmuggling, "differing Content-Length values"};
+  }
+  if (ec == http::error::bad_content_length) {
+    return {ProxyErrorKind::kSmuggling,
+            "invalid Content-Length, or Content-Length with "
+            "Transfer-Encoding"};
+  }
+  if (ec == http::error::bad_transfer_encoding) {
+    return {ProxyErrorKind::kSmuggling, "Transfer-Encoding with Content-Length, or repeated"};
+  }
+  if (ec == http::error::bad_field) {
+    return {ProxyErrorKind::kMalformedRequest, "invalid header field name"};
+  }
+  if (ec == http::error::bad_value) {
+    return {ProxyErrorKind::kMalformedRequest, "invalid header field value"};
+  }
+  return {ProxyErrorKind::kMalformedRequest, "malformed request header"};
+}
+
+// ---- responses --------------------------------------------------------------------------
+
+ResponseHeadParser::ResponseHeadParser(ResponseHead& head, uint32_t header_limit,
+                                       bool request_was_head)
+    : head_(head), boundary_(header_limit), request_was_head_(request_was_head) {
+  head_.Clear();
+  head_.fields.reserve(16);  // a typical response's fields: one allocation, no regrowth
+}
+
+bool ResponseHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
+  const size_t size = WholeHead(boundary_, bytes, ec);
+  if (size == 0) return false;
+  if (!Parse(bytes.substr(0, size), ec)) return false;
+  head_.header_bytes = size;
+  return true;
+}
+
+bool ResponseHeadParser::Parse(std::string_view h, boost::system::error_code& ec) {
+  const char* p = h.data();
+  const char* const end = p + h.size();
+
+  // status-line = HTTP-version SP 3DIGIT SP reason-phrase CRLF (RFC 9112 4)
+  const int version = h.size() >= 13 ? ParseVersion(p) : 0;
+  if (version == 0 || p[8] != ' ') {
+    ec = http::error::bad_version;
+    return false;
+  }
+  p += 9;
+  if (!str::IsDigit(p[0]) || !str::IsDigit(p[1]) || !str::IsDigit(p[2]) || p[3] != ' ') {
+    ec = http::error::bad_status;
+    return false;
+  }
+  head_.status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+  head_.version = version;
+  p += 4;
+  const char* const reason = p;
+  p = SkipValueOctets(p, end);
+  if (*p != '\r') {
+    ec = http::error::bad_reason;
+    return false;
+  }
+  if (p + 1 == end || p[1] != '\n') {
+    ec = http::error::bad_line_ending;
+    return false;
+  }
+  head_.reason = std::string_view(reason, static_cast<size_t>(p - reason));
+  p += 2;
+
+  FramingRules rules{head_.framing};
+  bool folded = false;
+  const bool ok = ParseFieldLines(
+      p, end, ec, &folded, [&](http::field id, std::string_view name, std::string_view value) {
+        if (!rules.Apply(id, value, ec)) return false;
+        head_.fields.push_back(HeaderField{id, name, value});
+        return true;
+      });
+  if (!ok) return false;
 
   const int s = head_.status;
   MessageFraming& f = head_.framing;
   head_.no_body = request_was_head_ || s / 100 == 1 || s == 204 || s == 304;
   head_.need_eof = !head_.no_body && !f.chunked && !f.content_length;
-  f.keep_alive = (http11_ ? !close_ : keep_alive_) && !head_.need_eof;
+  f.keep_alive = rules.KeepAlive(version == 11) && !head_.need_eof;
   return true;
-}
-
-bool ResponseHeadParser::OnField(http::field id, std::string_view value,
-                                 boost::system::error_code& ec) {
-  MessageFraming& f = head_.framing;
-  switch (id) {
-    case http::field::connection:
-    case http::field::proxy_connection: {
-      const bool list = ForEachListToken(value, [&](std::string_view token) {
-        if (str::EqualsIgnoreCase(token, "close")) {
-          close_ = true;
-        } else if (str::EqualsIgnoreCase(token, "keep-alive")) {
-          keep_alive_ = true;
-        } else if (str::EqualsIgnoreCase(token, "upgrade")) {
-          f.connection_upgrade = true;
-        }
-      });
-      if (!list) ec = http::error::bad_value;
-      break;
-    }
-    case http::field::content_length: {
-      // A list of equal decimal lengths (RFC 9110 8.6), repeated fields included; not with
-      // chunked.
-      if (f.chunked) {
-        ec = http::error::bad_content_length;
-        break;
-      }
-      size_t pos = 0;
-      for (;;) {
-        const size_t comma = value.find(',', pos);
-        std::string_view element = value.substr(pos, comma - pos);
-        while (!element.empty() && IsOws(element.front())) element.remove_prefix(1);
-        while (!element.empty() && IsOws(element.back())) element.remove_suffix(1);
-        uint64_t n = 0;
-        if (!ParseLength(element, n)) {
-          ec = http::error::bad_content_length;
-          break;
-        }
-        if (f.content_length && *f.content_length != n) {
-          ec = http::error::multiple_content_length;
-          break;
-        }
-        f.content_length = n;
-        if (comma == std::string_view::npos) break;
-        pos = comma + 1;
-      }
-      break;
-    }
-    case http::field::transfer_encoding:
-      // Only "chunked" is relayed: any other coding would reach the client as plain bytes
-      // (the proxy re-emits framing itself), so such a response is refused (502), as is a
-      // second Transfer-Encoding or one with Content-Length.
-      if (f.chunked || f.content_length || !str::EqualsIgnoreCase(value, "chunked")) {
-        ec = http::error::bad_transfer_encoding;
-      } else {
-        f.chunked = true;
-      }
-      break;
-    default:
-      break;
-  }
-  return !ec;
 }
 
 }  // namespace onedomain::dataplane

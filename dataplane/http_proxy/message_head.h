@@ -1,13 +1,15 @@
 #pragma once
 
 // Parsed HTTP/1.1 request and response heads that point into the connection's read buffer
-// (no per-field allocation), and the Beast-based parsers that fill them. The views stay valid
+// (no per-field allocation), and the parsers that fill them. The views stay valid
 // until the buffer is next read into (consuming the head's bytes moves nothing; a read may
 // move or overwrite them); the exchange writes the upstream head before it reads on.
 //
 // Thread: a head and its parser belong to one session on one worker.
 
-#include <boost/beast/http/basic_parser.hpp>
+#include <boost/beast/http/field.hpp>
+#include <boost/beast/http/verb.hpp>
+#include <boost/system/error_code.hpp>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -18,9 +20,6 @@
 namespace onedomain::dataplane {
 
 namespace http = boost::beast::http;
-// Beast's own string_view type (boost::core::string_view in Boost 1.81), used in the
-// parser's virtual interface; it converts to std::string_view.
-using bsv = boost::beast::string_view;
 
 struct HeaderField {
   http::field id;
@@ -74,12 +73,10 @@ struct ResponseHead {
 };
 
 // Finds the end of a message head in `bytes` (all bytes received so far, from the head's
-// first byte) across any number of reads. Beast's parser consumes the start line and whole
-// field lines as they arrive, so feeding it a partial head and then the same bytes again
-// would parse the start line as a field; and the head's views point into a buffer that may
-// move as it grows. So nothing is handed to Beast until the whole head is here, and then in
-// one piece. Scanning resumes where the last call stopped: a head split into N reads costs
-// one pass over its bytes, not N.
+// first byte) across any number of reads. The head's views point into a buffer that may move
+// as it grows, so nothing is parsed until the whole head is here, and then in one pass.
+// Scanning resumes where the last call stopped: a head split into N reads costs one pass over
+// its bytes, not N.
 class HeadBoundary {
  public:
   explicit HeadBoundary(uint32_t limit) : limit_(limit) {}
@@ -96,42 +93,32 @@ class HeadBoundary {
   size_t end_ = 0;
 };
 
-// Parses one request head. Construct one per request (Beast parsers are single-use; this is
-// a few hundred bytes on the session's frame, no heap). Body bytes are left to the caller.
-class RequestHeadParser final : public http::basic_parser<true> {
+// Parses one request head, by hand rather than with Beast's parser (whose byte-at-a-time loops
+// were a third of the node's instructions per proxied HTTP/1.1 GET, with the response
+// parser): one pass over the whole head, with Beast's acceptance plus the node's own
+// refusals (smuggling defences: obs-fold, a coding other than exactly "chunked", chunked in
+// HTTP/1.0), which a differential unit test holds it to. Construct one per request.
+class RequestHeadParser {
  public:
   RequestHeadParser(RequestHead& head, uint32_t header_limit);
 
   // Feeds the bytes received so far (always from the start of the message, which may have
   // moved in memory since the last call). Returns true when the head is complete; false with
   // `ec` clear when more bytes are needed; false with `ec` set on a malformed or oversized
-  // head. On success head.header_bytes says how many bytes of `bytes` the head took.
+  // head (head.reject says why when the code alone does not). On success head.header_bytes
+  // says how many bytes of `bytes` the head took. Body bytes are left to the caller.
   bool Feed(std::string_view bytes, boost::system::error_code& ec);
 
  private:
-  void on_request_impl(http::verb method, bsv method_str, bsv target, int version,
-                       boost::system::error_code& ec) override;
-  void on_response_impl(int, bsv, int, boost::system::error_code&) override {}
-  void on_field_impl(http::field name, bsv name_string, bsv value,
-                     boost::system::error_code& ec) override;
-  void on_header_impl(boost::system::error_code& ec) override;
-  void on_body_init_impl(const boost::optional<uint64_t>&, boost::system::error_code&) override {}
-  size_t on_body_impl(bsv, boost::system::error_code&) override { return 0; }
-  void on_chunk_header_impl(uint64_t, bsv, boost::system::error_code&) override {}
-  size_t on_chunk_body_impl(uint64_t, bsv, boost::system::error_code&) override { return 0; }
-  void on_finish_impl(boost::system::error_code&) override {}
+  bool Parse(std::string_view h, boost::system::error_code& ec);
 
   RequestHead& head_;
   HeadBoundary boundary_;
-  std::string_view input_;  // what the current Feed passed, to tell folded values apart
 };
 
-// Parses one response head from an upstream, by hand rather than with Beast's parser (whose
-// byte-at-a-time field loop was 29 % of the node's instructions per proxied HTTP/1.1 GET):
-// one pass over the whole head, with the same acceptance as Beast's response parser plus the
-// node's own refusals (obsolete line folding; a Transfer-Encoding other than exactly
-// "chunked"), which a differential unit test holds it to. `request_was_head` makes the body
-// empty. Nothing is kept between calls but how far the terminator search got.
+// Parses one response head from an upstream, the same way: Beast's acceptance plus the
+// node's refusals (obs-fold; a Transfer-Encoding other than exactly "chunked"), held to it by
+// a differential unit test. `request_was_head` makes the body empty.
 class ResponseHeadParser {
  public:
   ResponseHeadParser(ResponseHead& head, uint32_t header_limit, bool request_was_head);
@@ -143,14 +130,10 @@ class ResponseHeadParser {
 
  private:
   bool Parse(std::string_view h, boost::system::error_code& ec);
-  bool OnField(http::field id, std::string_view value, boost::system::error_code& ec);
 
   ResponseHead& head_;
   HeadBoundary boundary_;
   bool request_was_head_;
-  bool http11_ = false;
-  bool close_ = false;       // Connection: close
-  bool keep_alive_ = false;  // Connection: keep-alive
 };
 
 // Maps a request-head parse failure to the answer the client gets (400 or 431).
