@@ -89,6 +89,21 @@ HeadBoundary::Result HeadBoundary::Scan(std::string_view bytes) {
 
 // ---- the grammar both directions share -------------------------------------------------
 
+size_t HeadBoundary::WholeHead(std::string_view bytes, boost::system::error_code& ec) {
+  ec = {};
+  if (bytes.empty()) return 0;
+  switch (Scan(bytes)) {
+    case Result::kNeedMore:
+      return 0;
+    case Result::kTooLarge:
+      ec = http::error::header_limit;
+      return 0;
+    case Result::kComplete:
+      break;
+  }
+  return end_;
+}
+
 namespace {
 
 // RFC 9110 5.6.2: tchar, the octets of a field name and of a list token.
@@ -264,6 +279,22 @@ struct FramingRules {
   bool KeepAlive(bool http11) const { return http11 ? !close : keep_alive; }
 };
 
+// The CR of the CRLF that ends the line of value octets starting at `p`, or null with `ec`
+// set: `not_value` for an octet that is neither, bad_line_ending for a CR without its LF.
+const char* ScanToLineEnd(const char* p, const char* end, http::error not_value,
+                          boost::system::error_code& ec) {
+  p = SkipValueOctets(p, end);
+  if (*p != '\r') {
+    ec = not_value;
+    return nullptr;
+  }
+  if (p + 1 == end || p[1] != '\n') {
+    ec = http::error::bad_line_ending;
+    return nullptr;
+  }
+  return p;
+}
+
 // The field lines from `p` to the empty line that ends the head (RFC 9112 5: field-name ":"
 // OWS field-value OWS CRLF), each handed to `on_field(id, name, value)`, which returns false
 // with `ec` set to refuse. `end - 1` must hold the head's last LF; neither CR nor LF is a
@@ -295,15 +326,8 @@ bool ParseFieldLines(const char* p, const char* end, boost::system::error_code& 
     ++p;
     while (IsOws(*p)) ++p;
     const char* const value = p;
-    p = SkipValueOctets(p, end);
-    if (*p != '\r') {
-      ec = http::error::bad_value;
-      return false;
-    }
-    if (p + 1 == end || p[1] != '\n') {
-      ec = http::error::bad_line_ending;
-      return false;
-    }
+    p = ScanToLineEnd(p, end, http::error::bad_value, ec);
+    if (p == nullptr) return false;
     const char* value_end = p;
     while (value_end != value && IsOws(value_end[-1])) --value_end;
     p += 2;
@@ -327,23 +351,6 @@ int ParseVersion(const char* p) {
   return version == 10 || version == 11 ? version : 0;
 }
 
-// The whole head in `bytes` once it is here: its size, 0 while more is needed (`ec` clear) or
-// on a head over the limit (header_limit).
-size_t WholeHead(HeadBoundary& boundary, std::string_view bytes, boost::system::error_code& ec) {
-  ec = {};
-  if (bytes.empty()) return 0;
-  switch (boundary.Scan(bytes)) {
-    case HeadBoundary::Result::kNeedMore:
-      return 0;
-    case HeadBoundary::Result::kTooLarge:
-      ec = http::error::header_limit;
-      return 0;
-    case HeadBoundary::Result::kComplete:
-      break;
-  }
-  return boundary.size();
-}
-
 const ProxyError kObsFold{ProxyErrorKind::kSmuggling, "obsolete line folding is not allowed"};
 
 }  // namespace
@@ -357,7 +364,7 @@ RequestHeadParser::RequestHeadParser(RequestHead& head, uint32_t header_limit)
 }
 
 bool RequestHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
-  const size_t size = WholeHead(boundary_, bytes, ec);
+  const size_t size = boundary_.WholeHead(bytes, ec);
   if (size == 0) return false;
   if (!Parse(bytes.substr(0, size), ec)) return false;
   head_.header_bytes = size;
@@ -480,7 +487,7 @@ ResponseHeadParser::ResponseHeadParser(ResponseHead& head, uint32_t header_limit
 }
 
 bool ResponseHeadParser::Feed(std::string_view bytes, boost::system::error_code& ec) {
-  const size_t size = WholeHead(boundary_, bytes, ec);
+  const size_t size = boundary_.WholeHead(bytes, ec);
   if (size == 0) return false;
   if (!Parse(bytes.substr(0, size), ec)) return false;
   head_.header_bytes = size;
@@ -506,15 +513,8 @@ bool ResponseHeadParser::Parse(std::string_view h, boost::system::error_code& ec
   head_.version = version;
   p += 4;
   const char* const reason = p;
-  p = SkipValueOctets(p, end);
-  if (*p != '\r') {
-    ec = http::error::bad_reason;
-    return false;
-  }
-  if (p + 1 == end || p[1] != '\n') {
-    ec = http::error::bad_line_ending;
-    return false;
-  }
+  p = ScanToLineEnd(p, end, http::error::bad_reason, ec);
+  if (p == nullptr) return false;
   head_.reason = std::string_view(reason, static_cast<size_t>(p - reason));
   p += 2;
 

@@ -86,6 +86,9 @@ class HeadBoundary {
   // a bare LF, which the parser then refuses).
   Result Scan(std::string_view bytes);
   size_t size() const { return end_; }
+  // Scan, for a parser: the size of the whole head once it is here; 0 while more is needed
+  // (`ec` clear) or when the head is over the limit (`ec` = header_limit).
+  size_t WholeHead(std::string_view bytes, boost::system::error_code& ec);
 
  private:
   uint32_t limit_;
