@@ -16,6 +16,32 @@ namespace onedomain::dataplane {
 
 class ChunkedScanner {
  public:
+  // RFC 9110 5.6.2 tchar: the octets of a token (chunk extensions, field names, list items).
+  static constexpr bool IsTokenChar(char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    switch (c) {
+      case '!':
+      case '#':
+      case '$':
+      case '%':
+      case '&':
+      case '\'':
+      case '*':
+      case '+':
+      case '-':
+      case '.':
+      case '^':
+      case '_':
+      case '`':
+      case '|':
+      case '~':
+        return true;
+      default:
+        return false;
+    }
+  }
+
   struct Result {
     size_t consumed = 0;  // bytes of the input that belong to the body
     bool done = false;    // the last chunk and the trailer section are complete
@@ -61,31 +87,6 @@ class ChunkedScanner {
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
-  }
-
-  static bool IsTokenChar(char ch) {
-    const auto c = static_cast<unsigned char>(ch);
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    switch (c) {
-      case '!':
-      case '#':
-      case '$':
-      case '%':
-      case '&':
-      case '\'':
-      case '*':
-      case '+':
-      case '-':
-      case '.':
-      case '^':
-      case '_':
-      case '`':
-      case '|':
-      case '~':
-        return true;
-      default:
-        return false;
-    }
   }
 
   State state_ = State::kSize;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/strings/strings.h"
+#include "dataplane/http_proxy/chunked_scanner.h"
 
 namespace onedomain::dataplane {
 
@@ -53,18 +54,6 @@ void ResponseHead::Clear() {
   header_bytes = 0;
 }
 
-bool HasObsFold(std::string_view header) {
-  // Every field line follows a '\n'; one that starts with SP or HTAB continues the previous
-  // line. The final empty line is "\r\n", never whitespace.
-  size_t pos = header.find('\n');
-  while (pos != std::string_view::npos && pos + 1 < header.size()) {
-    const char c = header[pos + 1];
-    if (c == ' ' || c == '\t') return true;
-    pos = header.find('\n', pos + 1);
-  }
-  return false;
-}
-
 HeadBoundary::Result HeadBoundary::Scan(std::string_view bytes) {
   // Every LF is looked at once, with the bytes before it: CRLF CRLF ends the head; a bare LF
   // (RFC 9112 2.2 lets a recipient refuse it, and Beast does) ends the scan too, so the
@@ -106,13 +95,6 @@ size_t HeadBoundary::WholeHead(std::string_view bytes, boost::system::error_code
 
 namespace {
 
-// RFC 9110 5.6.2: tchar, the octets of a field name and of a list token.
-constexpr bool IsTchar(unsigned char c) {
-  if (c >= '0' && c <= '9') return true;
-  const unsigned char lower = c | 0x20;
-  if (lower >= 'a' && lower <= 'z' && c < 0x80) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-}
 // RFC 9110 5.5: the octets of a field value or a reason phrase (VCHAR, SP, HTAB, obs-text).
 // CR, LF and every other control are not: a scan over a value stops at its line's end.
 constexpr bool IsValueOctet(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
@@ -124,7 +106,7 @@ struct OctetClasses {
 constexpr OctetClasses MakeOctetClasses() {
   OctetClasses t;
   for (int c = 0; c < 256; ++c) {
-    t.tchar[c] = IsTchar(static_cast<unsigned char>(c));
+    t.tchar[c] = ChunkedScanner::IsTokenChar(static_cast<char>(c));
     t.value[c] = IsValueOctet(static_cast<unsigned char>(c));
   }
   return t;
@@ -189,20 +171,6 @@ bool ForEachListToken(std::string_view value, Fn&& token) {
   return true;
 }
 
-// A decimal Content-Length element: digits only, no sign, no overflow.
-bool ParseLength(std::string_view s, uint64_t& v) {
-  if (s.empty()) return false;
-  uint64_t n = 0;
-  for (const char c : s) {
-    if (c < '0' || c > '9') return false;
-    const auto d = static_cast<uint64_t>(c - '0');
-    if (n > (UINT64_MAX - d) / 10) return false;
-    n = n * 10 + d;
-  }
-  v = n;
-  return true;
-}
-
 // The framing rules of RFC 9112 6 and 9110 7.6.1 over one message's fields, in order, with
 // Beast's acceptance (the node's parsers replaced Beast's and keep what it refused refused).
 struct FramingRules {
@@ -244,7 +212,7 @@ struct FramingRules {
           while (!element.empty() && IsOws(element.front())) element.remove_prefix(1);
           while (!element.empty() && IsOws(element.back())) element.remove_suffix(1);
           uint64_t n = 0;
-          if (!ParseLength(element, n)) {
+          if (!str::ParseInt(element, n)) {  // digits only: no sign, no overflow
             ec = http::error::bad_content_length;
             break;
           }

@@ -142,8 +142,4 @@ class ResponseHeadParser {
 // Maps a request-head parse failure to the answer the client gets (400 or 431).
 ProxyError ClassifyRequestParseError(const RequestHead& head, const boost::system::error_code& ec);
 
-// True when `header` (the bytes of a complete head) uses obsolete line folding: a field line
-// that starts with a space or tab.
-bool HasObsFold(std::string_view header);
-
 }  // namespace onedomain::dataplane

@@ -26,6 +26,20 @@ namespace {
 // virtual interface.
 using bsv = boost::beast::string_view;
 
+// The check the node made after Beast's parse: `header` (the bytes of a complete head) uses
+// obsolete line folding, a field line that starts with a space or tab.
+bool HasObsFold(std::string_view header) {
+  // Every field line follows a '\n'; one that starts with SP or HTAB continues the previous
+  // line. The final empty line is "\r\n", never whitespace.
+  size_t pos = header.find('\n');
+  while (pos != std::string_view::npos && pos + 1 < header.size()) {
+    const char c = header[pos + 1];
+    if (c == ' ' || c == '\t') return true;
+    pos = header.find('\n', pos + 1);
+  }
+  return false;
+}
+
 // Applies 1-3 random edits (replace, insert, erase) of octets that matter to the grammar, and
 // a few that do not.
 std::string Mutate(std::string s, std::mt19937& rng) {
@@ -280,6 +294,12 @@ const std::vector<std::string>& Corpus() {
       "HTTP/1.1 200 OK\r\n\r\n",
   };
   return corpus;
+}
+
+TEST(HeadParserReferenceTest, DetectsObsFold) {
+  EXPECT_TRUE(HasObsFold("GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n"));
+  EXPECT_TRUE(HasObsFold("GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n"));
+  EXPECT_FALSE(HasObsFold("GET / HTTP/1.1\r\nA: b c\r\n\r\n"));
 }
 
 TEST(ResponseHeadParserTest, AgreesWithBeastOnTheCorpus) {

@@ -165,12 +165,6 @@ TEST(MessageHeadTest, ParsesResponsesAndTheirFraming) {
   }
 }
 
-TEST(MessageHeadTest, DetectsObsFold) {
-  EXPECT_TRUE(HasObsFold("GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n"));
-  EXPECT_TRUE(HasObsFold("GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n"));
-  EXPECT_FALSE(HasObsFold("GET / HTTP/1.1\r\nA: b c\r\n\r\n"));
-}
-
 }  // namespace
 
 // Feeds `full` as a client's bytes arrive: a growing prefix, each time in a fresh buffer (the
