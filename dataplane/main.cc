@@ -12,13 +12,10 @@
 #include "dataplane/config_client/managed_mode.h"
 #include "dataplane/server/dataplane_server.h"
 #include "dataplane/server/flags.h"
-#include "dataplane/server/malloc_tuning.h"
 #include "onedomain/v1/bootstrap.pb.h"
 
 int main(int argc, char** argv) {
   using namespace onedomain;  // NOLINT: main only
-  // First of all: may re-execute this process with glibc's allocator cache deepened.
-  dataplane::ApplyMallocTuning(argv);
   // Before any thread exists, so every thread inherits the mask.
   BlockProcessSignals();
 

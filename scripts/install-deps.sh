@@ -14,6 +14,8 @@ packages=(
   libgtest-dev libgmock-dev liburing-dev
   # HTTP/2 (framing, HPACK, flow control) for the client side of the data plane
   libnghttp2-dev
+  # the data plane's malloc (tcmalloc_minimal)
+  libgoogle-perftools-dev
   # test clients and tools
   curl openssl python3 python3-pytest python3-websockets python3-grpcio
   clang libclang-rt-14-dev clang-format clang-tidy

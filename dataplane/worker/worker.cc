@@ -120,8 +120,13 @@ void Worker::DrainWebSockets() { ws_tunnels_->DrainAll(); }
 
 void Worker::AddSession(SessionLink* link) {
   sessions_.push_front(*link);
-  live_sessions_.store(live_sessions_.load(std::memory_order_relaxed) + 1,
-                       std::memory_order_relaxed);
+  const int64_t live = live_sessions_.load(std::memory_order_relaxed) + 1;
+  live_sessions_.store(live, std::memory_order_relaxed);
+  // The control thread may reset the peak meanwhile (TakeSessionPeak): compare and swap.
+  int64_t peak = session_peak_.load(std::memory_order_relaxed);
+  while (live > peak &&
+         !session_peak_.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
+  }
 }
 
 void Worker::RemoveSession(SessionLink* link) {

@@ -76,6 +76,11 @@ class Worker {
   void Stop();
   // Sessions alive (for drain progress); relaxed, read from the control thread.
   int64_t live_sessions() const { return live_sessions_.load(std::memory_order_relaxed); }
+  // The most sessions alive at once since the last call (for returning memory after a flood
+  // shorter than the server's housekeeping period); starts the next period at the live count.
+  int64_t TakeSessionPeak() {
+    return session_peak_.exchange(live_sessions(), std::memory_order_relaxed);
+  }
   // The connection cap of listeners that set no max_connections_per_worker (derived from
   // the open-file limit by the server). Set before Start; 0 means none.
   void set_default_connection_cap(uint32_t cap) { default_connection_cap_ = cap; }
@@ -144,6 +149,7 @@ class Worker {
   Ref<WorkerConfig> config_;
   SessionList sessions_;
   std::atomic<int64_t> live_sessions_{0};
+  std::atomic<int64_t> session_peak_{0};  // see TakeSessionPeak
   uint32_t default_connection_cap_ = 0;
   uint32_t connections_ = 0;
   bool draining_ = false;

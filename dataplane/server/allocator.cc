@@ -1,0 +1,44 @@
+#include "dataplane/server/allocator.h"
+
+#include <dlfcn.h>
+#include <malloc.h>
+
+#include "common/strings/strings.h"
+
+namespace onedomain::dataplane {
+
+std::string AllocatorSummary() {
+  // gperftools' version call: "gperftools 2.10".
+  using TcVersion = const char* (*)(int* major, int* minor, const char** patch);
+  if (void* fn = ::dlsym(RTLD_DEFAULT, "tc_version"); fn != nullptr) {
+    int major = 0;
+    int minor = 0;
+    const char* patch = nullptr;
+    const char* version = reinterpret_cast<TcVersion>(fn)(&major, &minor, &patch);
+    return str::Cat("malloc: tcmalloc (", version != nullptr ? version : "unknown version", ")");
+  }
+  if (::dlsym(RTLD_DEFAULT, "mallctl") != nullptr) return "malloc: jemalloc";
+  return "malloc: the C library's";
+}
+
+namespace {
+
+// Looked up, not linked: builds without tcmalloc (sanitizers, ONEDOMAIN_ALLOCATOR=glibc) have
+// no such symbols.
+void CallIfPresent(const char* symbol) {
+  using Fn = void (*)();
+  if (void* fn = ::dlsym(RTLD_DEFAULT, symbol); fn != nullptr) reinterpret_cast<Fn>(fn)();
+}
+
+}  // namespace
+
+void ReleaseThreadCache() { CallIfPresent("MallocExtension_MarkThreadIdle"); }
+
+void ReturnFreeMemoryToSystem() {
+  CallIfPresent("MallocExtension_ReleaseFreeMemory");
+  // The C library's heap too: with tcmalloc it holds only what was allocated before tcmalloc
+  // took over, and trimming it is cheap.
+  ::malloc_trim(0);
+}
+
+}  // namespace onedomain::dataplane

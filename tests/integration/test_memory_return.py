@@ -1,0 +1,46 @@
+"""After a flood of connections ends, the node hands the memory they used back to the system
+(the housekeeping pass returns the allocator's free memory once live connections fall below a
+quarter of a peak of 1,000 or more; tcmalloc keeps it otherwise)."""
+
+import resource
+import socket
+
+import pytest
+
+import dp_support as dp
+
+FLOOD = 2000
+PAD = 16 * 1024  # a partial request head each: the node buffers it while waiting for the rest
+
+
+def active(node):
+    return node.counter("onedomain_downstream_connections_active")
+
+
+def test_a_floods_memory_goes_back_to_the_system(procs):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < FLOOD + 256:
+        pytest.skip(f"needs {FLOOD + 256} descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, FLOOD + 256), hard))
+    doc = dp.bootstrap([dp.cluster("none", [dp.free_port()])], [dp.route("all", "/", "none")])
+    node = dp.start_dataplane(procs, doc)
+    before = node.rss_kib()
+    socks = []
+    try:
+        for _ in range(FLOOD):
+            s = socket.create_connection((dp.LOOPBACK, node.port))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: flood.test\r\nX-Pad: " + b"a" * PAD)
+            socks.append(s)
+        dp.wait_until(lambda: active(node) >= FLOOD, timeout=30, what="the flood is open")
+        # Every head is in: the node has read all it was sent.
+        dp.wait_until(lambda: node.rss_kib() - before > FLOOD * PAD // 1024,
+                      timeout=30, what="the node holds the flood's heads")
+        peak = node.rss_kib()
+    finally:
+        for s in socks:
+            s.close()
+    dp.wait_until(lambda: active(node) == 0, timeout=30, what="the flood is gone")
+    dp.wait_until(lambda: "freed heap returned to the system" in node.proc.output(),
+                  timeout=15, what="the housekeeping pass returned memory")
+    after = node.rss_kib()
+    assert after - before < (peak - before) / 4, (before, peak, after)
