@@ -40,4 +40,3 @@ def test_the_node_runs_on_tcmalloc(procs):
     p = start(procs)
     assert any(lib.startswith("libtcmalloc_minimal.so") for lib in mapped_libraries(p.pid))
     assert re.search(r"malloc: tcmalloc \(gperftools \d+\.\d+", p.output())
-
