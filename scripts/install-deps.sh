@@ -31,7 +31,7 @@ packages=(
 )
 for arg in "$@"; do
   case "$arg" in
-    --with-bench) packages+=(nginx-light haproxy wrk linux-perf) ;;
+    --with-bench) packages+=(nginx-light haproxy wrk linux-perf valgrind) ;;
     --with-browser) packages+=(chromium nodejs npm) ;;
     # scripts/container-test.sh: podman with runc (Debian's crun 1.8 fails on hybrid cgroups),
     # buildah, debootstrap for the local base image; CNI plugins and catatonit (the pause

@@ -1,7 +1,8 @@
 # Shared by the HTTP benchmarks (sourced): a work directory whose processes are stopped by
 # PID on exit, free loopback ports, waiting for a listener, a process's CPU time, and the
 # configs of the backend, the data plane and HAProxy (the same in every benchmark).
-# Sets: work (temp dir, readable by nginx workers), pids (append every process started).
+# Sets: work (temp dir, readable by nginx workers; removed on exit), pids (append every process
+# started).
 
 work="$(mktemp -d /tmp/onedomain-bench.XXXXXX)"
 chmod 755 "$work"  # nginx workers run as nobody and must read the files
@@ -9,6 +10,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
 }
 trap cleanup EXIT
 
