@@ -26,6 +26,11 @@ wait_port() {
   exit 1
 }
 
+# The machine's idle and iowait time so far (clock ticks, all cores).
+idle_ticks() {
+  awk '/^cpu / {print $5 + $6}' /proc/stat
+}
+
 # CPU time (clock ticks) used so far by a process and its children (nginx's workers).
 cpu_ticks() {  # $1: pid
   local total=0 pid

@@ -3,8 +3,8 @@
 # worker/thread count, upstream keep-alive, no access logs, the same X-Forwarded-For/-Proto/
 # -Host headers added to each request), in front of the same fast
 # backend (nginx serving fixed files). Interleaved rounds of `wrk -t1 -c50 -d10s`; prints the
-# median req/s, p50, p99 and CPU microseconds per request of each process per row, and the
-# data plane's ratios to the better peer. The data plane runs twice side by side: with its
+# median req/s, p50, p99, CPU microseconds per request of the proxy, the backend and wrk, the
+# machine's idle CPU during each run, and the data plane's ratios to the better peer. The data plane runs twice side by side: with its
 # default config ("dataplane", what users run) and tuned ("dp-tuned", pool.max_idle 256).
 # Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and
 # backend compete, so compare side by side, as ratios).
@@ -127,14 +127,27 @@ stop_proxies() {
 run_wrk() {  # $1 port, $2 path, $3 pid whose CPU to measure
   local before after bbefore bafter
   before="$(cpu_ticks "$3")"; bbefore="$(cpu_ticks "$backend_pid")"
-  wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1/$2" > "$work/wrk.out"
-  after="$(cpu_ticks "$3")"; bafter="$(cpu_ticks "$backend_pid")"
-  /usr/bin/python3 - "$work/wrk.out" "$before" "$after" "$(getconf CLK_TCK)" "$bbefore" "$bafter" <<'PYWRK'
+  local idle_before idle_after
+  idle_before="$(idle_ticks)"
+  # `times` in the subshell reports its children's CPU: wrk's, the client's cost per request.
+  (wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$1/$2" \
+    > "$work/wrk.out"; times > "$work/wrk.times")
+  after="$(cpu_ticks "$3")"; bafter="$(cpu_ticks "$backend_pid")"; idle_after="$(idle_ticks)"
+  /usr/bin/python3 - "$work/wrk.out" "$before" "$after" "$(getconf CLK_TCK)" "$bbefore" "$bafter" \
+    "$work/wrk.times" "$idle_before" "$idle_after" "$(nproc)" "$duration" <<'PYWRK'
 import re, sys
 text = open(sys.argv[1]).read()
 ticks = int(sys.argv[3]) - int(sys.argv[2])
 hz = int(sys.argv[4])
 bticks = int(sys.argv[6]) - int(sys.argv[5])
+# The second line of `times`: the children's user and system time, "0m1.234s 0m0.567s".
+child = open(sys.argv[7]).read().splitlines()[1].split()
+def secs(v):
+    m, s = re.match(r"(\d+)m([\d.]+)s", v).groups()
+    return int(m) * 60 + float(s)
+client_s = secs(child[0]) + secs(child[1])
+idle_s = (int(sys.argv[9]) - int(sys.argv[8])) / hz
+idle_pct = 100.0 * idle_s / (int(sys.argv[10]) * float(sys.argv[11]))
 def ms(v):
     n, unit = float(re.match(r"[\d.]+", v).group()), re.sub(r"[\d.]+", "", v)
     return n * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -146,7 +159,8 @@ if re.search(r"Non-2xx or 3xx responses: (\d+)", text) or "Socket errors" in tex
     sys.stderr.write("bench: wrk reported errors:\n" + text)
     sys.exit(1)
 print(f"{rps:.0f} {p50:.3f} {p99:.3f} {ticks * 1e6 / hz / max(total, 1):.1f} "
-      f"{bticks * 1e6 / hz / max(total, 1):.1f}")
+      f"{bticks * 1e6 / hz / max(total, 1):.1f} {client_s * 1e6 / max(total, 1):.1f} "
+      f"{idle_pct:.1f}")
 PYWRK
 }
 
@@ -196,16 +210,17 @@ from collections import defaultdict
 rows = defaultdict(list)
 for line in open(sys.argv[1]):
     parts = line.split()
-    if len(parts) != 8:
+    if len(parts) != 10:
         continue  # a failed run (reported above)
-    w, size, name, rps, p50, p99, cpu, bcpu = parts
-    rows[(int(w), size, name)].append(
-        (float(rps), float(p50), float(p99), float(cpu), float(bcpu)))
+    w, size, name = parts[:3]
+    rows[(int(w), size, name)].append(tuple(float(x) for x in parts[3:]))
 rounds = max(len(v) for v in rows.values())
 print(f"\nwrk -t1 -c{sys.argv[3]} -d{sys.argv[2]}s, median of {rounds} interleaved rounds; "
-      "cpu = the proxy's CPU time per request, be cpu = the backend's")
+      "cpu = the proxy's CPU time per request, be cpu = the backend's, wrk cpu = the client's;\n"
+      "idle = the machine's idle CPU during the run (all cores)")
 print(f"{'workers':>7} {'size':>5} {'proxy':>10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-      f"{'cpu us':>7} {'be cpu':>7}   vs best peer (req/s ratio, p99, cpu)")
+      f"{'cpu us':>7} {'be cpu':>7} {'wrk cpu':>7} {'idle %':>6}   "
+      "vs best peer (req/s ratio, p99, cpu)")
 order = ["small", "4k", "64k"]
 for (w, size) in sorted({(k[0], k[1]) for k in rows},
                         key=lambda k: (k[0], order.index(k[1]) if k[1] in order else 9)):
@@ -213,15 +228,15 @@ for (w, size) in sorted({(k[0], k[1]) for k in rows},
     for name in ("dataplane", "dp-tuned", "dp-epoll", "nginx", "haproxy", "direct"):
         vals = rows.get((w, size, name))
         if vals:
-            med[name] = tuple(statistics.median(v[i] for v in vals) for i in range(5))
+            med[name] = tuple(statistics.median(v[i] for v in vals) for i in range(7))
     peers = [n for n in ("nginx", "haproxy") if n in med]
     best = max(peers, key=lambda n: med[n][0]) if peers else None
-    for name, (rps, p50, p99, cpu, bcpu) in med.items():
+    for name, (rps, p50, p99, cpu, bcpu, ccpu, idle) in med.items():
         note = ""
         if name in ("dataplane", "dp-tuned", "dp-epoll") and best:
             b = med[best]
             note = (f"   {rps / b[0]:.2f}x {best}, p99 {p99:.2f} vs {b[2]:.2f} ms, "
                     f"cpu {cpu:.1f} vs {b[3]:.1f} us")
         print(f"{w:>7} {size:>5} {name:>10} {rps:>9.0f} {p50:>7.2f} {p99:>7.2f} {cpu:>7.1f} "
-              f"{bcpu:>7.1f}{note}")
+              f"{bcpu:>7.1f} {ccpu:>7.1f} {idle:>6.1f}{note}")
 PY
