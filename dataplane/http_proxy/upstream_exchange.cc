@@ -149,9 +149,11 @@ std::unique_ptr<UpstreamConnection> TakePooled(Host& host, const CompiledCluster
                                                Clock::time_point now) {
   for (;;) {
     std::unique_ptr<UpstreamConnection> conn = host.pool().Take(now, def.pool.idle_timeout);
-    // No poller edge since its last read drained it: untouched, no syscall needed.
+    // No poller edge since its last read drained it: untouched, no syscall needed. With
+    // ring reads an edge means bytes or the end arrived: stale, nothing to probe.
     if (!conn || !conn->stream().maybe_readable() ||
-        ProbeIdleSocket(conn->stream().native_handle()) == IdleSocketState::kUsable) {
+        (!conn->stream().reads_through_ring() &&
+         ProbeIdleSocket(conn->stream().native_handle()) == IdleSocketState::kUsable)) {
       return conn;
     }
     counters.pool_stale.Add();

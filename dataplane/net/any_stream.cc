@@ -46,9 +46,12 @@ struct AnyStream::Polled final : FileEvents {
   Polled(const Polled&) = delete;
   Polled& operator=(const Polled&) = delete;
 
-  bool Register(int descriptor) {
-    if (!dispatcher.Watch(descriptor, *this)) return false;
+  // Input comes through the io_uring backend's ring where it can (ring_reads()); reads
+  // start at once on a connected socket, after Connect's completion otherwise.
+  bool Register(int descriptor, bool connected) {
+    if (!dispatcher.Watch(descriptor, *this, /*ring_reads=*/true)) return false;
     fd = descriptor;
+    if (connected) dispatcher.StartRingReads(*this);
     return true;
   }
 
@@ -161,6 +164,23 @@ int BioRead(BIO* bio, char* out, size_t len, size_t* got) {
   auto* p = static_cast<Polled*>(BIO_get_data(bio));
   BIO_clear_retry_flags(bio);
   *got = 0;
+  if (p->ring_reads()) {
+    int err = 0;
+    const size_t n = p->dispatcher.RingRead(*p, out, len, false, &err);
+    p->readable = p->dispatcher.RingPending(*p);
+    if (n > 0) {
+      *got = n;
+      return 1;
+    }
+    if (err == 0) {
+      p->bio_eof = true;
+    } else if (err == EAGAIN) {
+      BIO_set_retry_read(bio);
+    } else {
+      errno = err;  // for TlsFailure
+    }
+    return 0;
+  }
   for (;;) {
     const ssize_t n = ::recv(p->fd, out, len, 0);
     if (n > 0) {
@@ -234,6 +254,23 @@ size_t PolledTryRead(Polled& p, net::mutable_buffer buf, error_code& ec, int fla
     return 0;
   }
   if (buf.size() == 0) return 0;
+  if (p.ring_reads()) {
+    int err = 0;
+    const size_t n = p.dispatcher.RingRead(p, buf.data(), buf.size(), flags == MSG_PEEK, &err);
+    if (n > 0) {
+      if (flags != MSG_PEEK) p.readable = p.dispatcher.RingPending(p);
+      return n;
+    }
+    if (err == EAGAIN) {
+      p.readable = false;
+      ec = net::error::would_block;
+    } else if (err == 0) {
+      ec = net::error::eof;
+    } else {
+      ec = error_code(err, boost::system::system_category());
+    }
+    return 0;
+  }
   for (;;) {
     const ssize_t n = ::recv(p.fd, buf.data(), buf.size(), flags);
     if (n > 0) {
@@ -539,7 +576,7 @@ net::awaitable<void> TlsShutdown(Polled& p) {
 
 AnyStream::AnyStream(int fd, Dispatcher& dispatcher)
     : polled_(std::make_unique<Polled>(dispatcher)) {
-  if (!polled_->Register(fd)) {
+  if (!polled_->Register(fd, /*connected=*/true)) {
     const int err = errno;
     ::close(fd);
     errno = err;
@@ -606,7 +643,7 @@ net::awaitable<error_code> AnyStream::Connect(const tcp::endpoint& to) {
     ::close(fd);
     co_return ec;
   }
-  if (!p.Register(fd)) {
+  if (!p.Register(fd, /*connected=*/false)) {
     const error_code ec = Errno();
     ::close(fd);
     co_return ec;
@@ -623,6 +660,7 @@ net::awaitable<error_code> AnyStream::Connect(const tcp::endpoint& to) {
     if (::getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) co_return Errno();
     if (err != 0) co_return error_code(err, boost::system::system_category());
   }
+  p.dispatcher.StartRingReads(p);
   co_return error_code{};
 }
 
@@ -702,6 +740,8 @@ void AnyStream::ShutdownSend() {
 }
 
 bool AnyStream::read_hup() const { return polled_->hup; }
+
+bool AnyStream::reads_through_ring() const { return polled_->ring_reads(); }
 
 void AnyStream::SetEventSink(StreamEvents* sink) { polled_->sink = sink; }
 

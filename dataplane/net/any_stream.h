@@ -144,6 +144,9 @@ class AnyStream final : public NonBlockingStream {
   size_t TryPeek(net::mutable_buffer buf, error_code& ec);
   // The dispatcher has seen the peer's end (RDHUP/HUP/ERR): read to it even after short reads.
   bool read_hup() const;
+  // Input is received by the io_uring backend's ring, not read from the descriptor: the
+  // socket itself holds nothing to peek at (maybe_readable tells what arrived).
+  bool reads_through_ring() const;
 
   // TLS: sends close_notify and waits briefly for the peer's (bounded by the caller's
   // deadline); then, for both kinds, shuts the socket down. Never fails.

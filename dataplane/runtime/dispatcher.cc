@@ -62,6 +62,14 @@ const char* IoBackendName(IoBackend backend) {
 
 bool Dispatcher::IoUringAvailable(std::string* why_not) { return UringPoller::Available(why_not); }
 
+bool Dispatcher::IoUringRingReads() {
+  try {
+    return UringPoller().ring_reads();
+  } catch (const std::system_error&) {
+    return false;
+  }
+}
+
 Dispatcher::Dispatcher(TimeSource& time, IoBackend backend)
     : time_(time),
       backend_(backend),
@@ -199,13 +207,13 @@ void Dispatcher::Spawn(net::awaitable<void> coroutine, const char* what,
 
 net::awaitable<void> Dispatcher::Yield() { co_await net::post(*ioc_, net::use_awaitable); }
 
-bool Dispatcher::Watch(int fd, FileEvents& handler) {
+bool Dispatcher::Watch(int fd, FileEvents& handler, bool ring_reads) {
   if (uring_) {
     if (uring_->closed()) {
       errno = ESHUTDOWN;
       return false;
     }
-    uring_->Add(fd, handler);
+    uring_->Add(fd, handler, ring_reads);
     Track(handler);
     return true;
   }
@@ -219,6 +227,30 @@ bool Dispatcher::Watch(int fd, FileEvents& handler) {
   if (::epoll_ctl(epoll_->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
   Track(handler);
   return true;
+}
+
+void Dispatcher::StartRingReads(FileEvents& handler) {
+  if (uring_ && handler.ring_reads()) uring_->StartReads(handler);
+}
+
+size_t Dispatcher::RingRead(FileEvents& handler, void* out, size_t len, bool peek, int* err) {
+  if (!uring_) {
+    *err = EBADF;
+    return 0;
+  }
+  return uring_->Read(handler, out, len, peek, err);
+}
+
+bool Dispatcher::RingPending(const FileEvents& handler) const {
+  return uring_ && uring_->Pending(handler);
+}
+
+void Dispatcher::ReleaseIdleBuffers() {
+  if (uring_) uring_->ReleaseIdleBuffers();
+}
+
+bool Dispatcher::ring_reads_available() const {
+  return uring_ && !uring_->closed() && uring_->ring_reads();
 }
 
 void Dispatcher::Forget(FileEvents& handler) {

@@ -70,12 +70,17 @@ class FileEvents : public ShutdownHook {
   // `events`: the epoll mask (EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP, EPOLLERR).
   virtual void OnFileEvents(uint32_t events) = 0;
 
+  // Watched with ring reads that the backend honours: input is read with
+  // Dispatcher::RingRead, not from the descriptor.
+  bool ring_reads() const { return ring_reads_; }
+
  protected:
   ~FileEvents() = default;
 
  private:
   friend class UringPoller;
   uint32_t io_slot_ = UINT32_MAX;  // the io_uring backend's registration
+  bool ring_reads_ = false;
 };
 
 // An object whose deletion waits for the end of the current loop turn.
@@ -90,6 +95,9 @@ class Dispatcher {
   // IoUringAvailable).
   explicit Dispatcher(TimeSource& time = RealTime(), IoBackend backend = IoBackend::kEpoll);
   static bool IoUringAvailable(std::string* why_not);
+  // Whether an io_uring loop here receives through a provided-buffer ring (kernel 5.19+),
+  // or polls and then reads.
+  static bool IoUringRingReads();
   // Shuts down if not done yet, then destroys every coroutine frame still queued or parked.
   ~Dispatcher();
   Dispatcher(const Dispatcher&) = delete;
@@ -122,7 +130,18 @@ class Dispatcher {
   boost::asio::awaitable<void> Yield();
 
   // File events for `fd` go to `handler` until Forget. False (errno set) if epoll refuses.
-  bool Watch(int fd, FileEvents& handler);
+  // `ring_reads` (sockets): with the io_uring backend, input is received by the ring into
+  // its buffers and read with RingRead (handler.ring_reads() says whether it is), once
+  // StartRingReads is called; the epoll backend ignores it.
+  bool Watch(int fd, FileEvents& handler, bool ring_reads = false);
+  void StartRingReads(FileEvents& handler);
+  // Input received for a handler with ring_reads(): see UringPoller::Read.
+  size_t RingRead(FileEvents& handler, void* out, size_t len, bool peek, int* err);
+  bool RingPending(const FileEvents& handler) const;
+  // Whether Watch with ring_reads gives ring reads on this loop.
+  bool ring_reads_available() const;
+  // Loop thread, between turns: the receive buffers' pages go back to the system.
+  void ReleaseIdleBuffers();
   // No further events reach `handler`, not even ones already collected in this turn. Call
   // before closing its descriptor (closing removes it from the epoll set without a syscall).
   void Forget(FileEvents& handler);

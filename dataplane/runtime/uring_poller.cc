@@ -3,7 +3,11 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -16,11 +20,28 @@ namespace {
 constexpr unsigned kEntries = 1024;  // submission queue; the completion queue is twice that
 constexpr unsigned kBatch = 256;     // completions handed out per Wait, as the epoll backend
 constexpr uint32_t kMask = POLLIN | POLLOUT | POLLRDHUP;
-// user_data of requests whose completions need nothing (poll removals).
+// With ring reads, input comes by receive completions: the poll watches output only (the
+// kernel reports errors and hang-ups whatever the mask).
+constexpr uint32_t kRingMask = POLLOUT;
+// user_data of requests whose completions need nothing (removals, cancellations).
 constexpr uint64_t kIgnore = 0;
 
-uint64_t UserData(uint32_t index, uint32_t generation) {
-  return (static_cast<uint64_t>(generation) << 32) | (static_cast<uint64_t>(index) + 1);
+// The provided-buffer ring: kBufferCount buffers of kBufferSize bytes per worker (4 MiB of
+// address space; only pages that bytes were received into become resident, and housekeeping
+// gives them back after a flood). A buffer is lent for one completion only, so this covers
+// the completions of one turn; when it runs dry the receives that found none resume after
+// the batch.
+constexpr unsigned kBufferCount = 64;  // a power of two
+constexpr size_t kBufferSize = 64 * 1024;
+constexpr uint16_t kBufferGroup = 0;
+
+// user_data: the slot's generation (31 bits), the request's kind, the slot's index + 1.
+enum Kind : uint64_t { kPoll = 0, kRecv = 1 };
+constexpr uint32_t kGenerationMask = 0x7fffffffu;
+
+uint64_t UserData(uint32_t index, uint32_t generation, Kind kind = kPoll) {
+  return (static_cast<uint64_t>(generation & kGenerationMask) << 33) |
+         (static_cast<uint64_t>(kind) << 32) | (static_cast<uint64_t>(index) + 1);
 }
 
 int Setup(io_uring* ring) {
@@ -50,6 +71,71 @@ struct UringPoller::Ring {
   }
 };
 
+// The worker's provided-buffer ring (ring reads).
+struct UringPoller::Buffers {
+  io_uring_buf_ring* br = nullptr;
+  char* memory = nullptr;
+  size_t ring_bytes = 0;
+  unsigned returned = 0;  // buffers added since the last advance
+
+  char* At(uint16_t bid) { return memory + static_cast<size_t>(bid) * kBufferSize; }
+  void Return(uint16_t bid) {
+    io_uring_buf_ring_add(br, At(bid), kBufferSize, bid, io_uring_buf_ring_mask(kBufferCount),
+                          static_cast<int>(returned));
+    ++returned;
+  }
+  void Publish() {
+    if (returned == 0) return;
+    io_uring_buf_ring_advance(br, static_cast<int>(returned));
+    returned = 0;
+  }
+};
+
+namespace {
+
+// Whether a receive into the provided-buffer ring works here (kernel 5.19+): one byte
+// through a socket pair, on the ring itself.
+// On success *used is the buffer the byte went into.
+bool ProbeRingReads(io_uring* ring, uint16_t* used) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return false;
+  bool ok = false;
+  if (io_uring_sqe* sqe = io_uring_get_sqe(ring); sqe != nullptr) {
+    io_uring_prep_recv(sqe, sv[0], nullptr, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = kBufferGroup;
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    io_uring_sqe_set_data64(sqe, 1);
+    const char byte = 'x';
+    if (io_uring_submit(ring) == 1 && ::send(sv[1], &byte, 1, MSG_NOSIGNAL) == 1) {
+      io_uring_cqe* cqe = nullptr;
+      if (io_uring_wait_cqe(ring, &cqe) == 0) {
+        ok = cqe->res == 1 && (cqe->flags & IORING_CQE_F_BUFFER) != 0;
+        *used = static_cast<uint16_t>(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        io_uring_cqe_seen(ring, cqe);
+      }
+    }
+  }
+  if (!ok) {  // a receive may still be pending: cancel it and drain what it leaves
+    if (io_uring_sqe* sqe = io_uring_get_sqe(ring); sqe != nullptr) {
+      io_uring_prep_cancel64(sqe, 1, 0);
+      io_uring_sqe_set_data64(sqe, 2);
+      io_uring_submit(ring);
+    }
+    __kernel_timespec ts{0, 20 * 1000 * 1000};
+    for (int i = 0; i < 4; ++i) {
+      io_uring_cqe* cqe = nullptr;
+      if (io_uring_wait_cqe_timeout(ring, &cqe, &ts) != 0) break;
+      io_uring_cqe_seen(ring, cqe);
+    }
+  }
+  ::close(sv[0]);
+  ::close(sv[1]);
+  return ok;
+}
+
+}  // namespace
+
 bool UringPoller::Available(std::string* why_not) {
   io_uring ring{};
   const int r = Setup(&ring);
@@ -64,11 +150,52 @@ bool UringPoller::Available(std::string* why_not) {
 UringPoller::UringPoller() : ring_(std::make_unique<Ring>()) {
   const int r = Setup(&ring_->ring);
   if (r < 0) throw std::system_error(-r, std::generic_category(), "io_uring_setup");
+  SetUpBuffers();
+}
+
+void UringPoller::SetUpBuffers() {
+  auto b = std::make_unique<Buffers>();
+  b->ring_bytes = kBufferCount * sizeof(io_uring_buf);
+  void* ring_mem =
+      ::mmap(nullptr, b->ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* memory = ::mmap(nullptr, kBufferCount * kBufferSize, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ring_mem == MAP_FAILED || memory == MAP_FAILED) {
+    if (ring_mem != MAP_FAILED) ::munmap(ring_mem, b->ring_bytes);
+    if (memory != MAP_FAILED) ::munmap(memory, kBufferCount * kBufferSize);
+    return;
+  }
+  b->br = static_cast<io_uring_buf_ring*>(ring_mem);
+  b->memory = static_cast<char*>(memory);
+  io_uring_buf_ring_init(b->br);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uint64_t>(b->br);
+  reg.ring_entries = kBufferCount;
+  reg.bgid = kBufferGroup;
+  bool ok = io_uring_register_buf_ring(&ring_->ring, &reg, 0) == 0;
+  if (ok) {
+    for (unsigned i = 0; i < kBufferCount; ++i) b->Return(static_cast<uint16_t>(i));
+    b->Publish();
+    uint16_t used = 0;
+    ok = ProbeRingReads(&ring_->ring, &used);
+    if (ok) {
+      b->Return(used);  // the probe's byte is read (dropped): the buffer goes back
+      b->Publish();
+    } else {
+      io_uring_unregister_buf_ring(&ring_->ring, kBufferGroup);
+    }
+  }
+  if (!ok) {
+    ::munmap(ring_mem, b->ring_bytes);
+    ::munmap(memory, kBufferCount * kBufferSize);
+    return;
+  }
+  buffers_ = std::move(b);
 }
 
 UringPoller::~UringPoller() { Exit(); }
 
-void UringPoller::Add(int fd, FileEvents& handler) {
+void UringPoller::Add(int fd, FileEvents& handler, bool ring_reads) {
   uint32_t index;
   if (!free_.empty()) {
     index = free_.back();
@@ -80,16 +207,91 @@ void UringPoller::Add(int fd, FileEvents& handler) {
   Slot& s = slots_[index];
   s.handler = &handler;
   s.fd = fd;
+  s.ring = ring_reads && buffers_ != nullptr;
   handler.io_slot_ = index;
+  handler.ring_reads_ = s.ring;
   Arm(index);
 }
 
 void UringPoller::Arm(uint32_t index) {
   Slot& s = slots_[index];
   io_uring_sqe* sqe = ring_->Sqe();
-  io_uring_prep_poll_multishot(sqe, s.fd, kMask);
+  io_uring_prep_poll_multishot(sqe, s.fd, s.ring ? kRingMask : kMask);
   io_uring_sqe_set_data64(sqe, UserData(index, s.generation));
   s.armed = true;
+}
+
+void UringPoller::StartReads(FileEvents& handler) {
+  const uint32_t index = handler.io_slot_;
+  if (index == kNoSlot || closed_) return;
+  Slot& s = slots_[index];
+  if (!s.ring || s.recv_armed || s.rx_eof || s.rx_err != 0) return;
+  ArmRecv(index);
+}
+
+void UringPoller::ArmRecv(uint32_t index) {
+  Slot& s = slots_[index];
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_recv(sqe, s.fd, nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = kBufferGroup;
+  // A reader re-arms after taking what there was: wait for the next bytes first.
+  sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+  io_uring_sqe_set_data64(sqe, UserData(index, s.generation, kRecv));
+  s.recv_armed = true;
+  s.recv_paused = false;
+}
+
+size_t UringPoller::Read(FileEvents& handler, void* out, size_t len, bool peek, int* err) {
+  *err = EBADF;
+  const uint32_t index = handler.io_slot_;
+  if (index == kNoSlot || closed_) return 0;
+  Slot& s = slots_[index];
+  auto* to = static_cast<char*>(out);
+  size_t n = 0;
+  // The backlog first (older), then the completion being handed out.
+  if (s.rx_off < s.rx.size()) {
+    const size_t take = std::min(len, s.rx.size() - s.rx_off);
+    std::memcpy(to, s.rx.data() + s.rx_off, take);
+    n = take;
+  }
+  size_t from_cur = 0;
+  if (n < len && s.cur_off < s.cur_len) {
+    from_cur = std::min(len - n, static_cast<size_t>(s.cur_len - s.cur_off));
+    std::memcpy(to + n, s.cur + s.cur_off, from_cur);
+    n += from_cur;
+  }
+  if (n == 0) {
+    *err = s.rx_err != 0 ? s.rx_err : s.rx_eof ? 0 : EAGAIN;
+    return 0;
+  }
+  *err = 0;
+  if (peek) return n;
+  s.cur_off += static_cast<uint32_t>(from_cur);
+  s.rx_off += static_cast<uint32_t>(n - from_cur);
+  if (s.rx_off == s.rx.size() && !s.rx.empty()) {
+    std::string().swap(s.rx);  // an idle descriptor keeps no backlog memory
+    s.rx_off = 0;
+    // The backlog is read: receive on (one starved of buffers goes on after the batch
+    // anyway).
+    if (s.recv_paused && !s.recv_armed && !s.rx_eof && s.rx_err == 0) ArmRecv(index);
+  }
+  return n;
+}
+
+void UringPoller::ReleaseIdleBuffers() {
+  if (buffers_ == nullptr || closed_ || dispatching_) return;
+  // Every completion of the last batch gave its buffer back; with none waiting, no buffer
+  // holds bytes anybody will read.
+  if (io_uring_cq_ready(&ring_->ring) != 0) return;
+  ::madvise(buffers_->memory, kBufferCount * kBufferSize, MADV_DONTNEED);
+}
+
+bool UringPoller::Pending(const FileEvents& handler) const {
+  const uint32_t index = handler.io_slot_;
+  if (index == kNoSlot || closed_) return false;
+  const Slot& s = slots_[index];
+  return s.rx_off < s.rx.size() || s.cur_off < s.cur_len || s.rx_eof || s.rx_err != 0;
 }
 
 void UringPoller::Remove(FileEvents& handler) {
@@ -98,22 +300,31 @@ void UringPoller::Remove(FileEvents& handler) {
   if (index == kNoSlot || closed_) return;
   Slot& s = slots_[index];
   s.handler = nullptr;
-  if (!s.armed) {
+  std::string().swap(s.rx);
+  s.rx_off = 0;
+  s.cur_off = s.cur_len;  // whatever is being handed out is dropped
+  if (!s.armed && !s.recv_armed) {
     Release(index);
     return;
   }
-  // The poll's last completion (-ECANCELED) releases the slot.
-  io_uring_sqe* sqe = ring_->Sqe();
-  io_uring_prep_poll_remove(sqe, UserData(index, s.generation));
-  io_uring_sqe_set_data64(sqe, kIgnore);
+  // The requests' last completions (-ECANCELED) release the slot.
+  if (s.armed) {
+    io_uring_sqe* sqe = ring_->Sqe();
+    io_uring_prep_poll_remove(sqe, UserData(index, s.generation));
+    io_uring_sqe_set_data64(sqe, kIgnore);
+  }
+  if (s.recv_armed) {
+    io_uring_sqe* sqe = ring_->Sqe();
+    io_uring_prep_cancel64(sqe, UserData(index, s.generation, kRecv), 0);
+    io_uring_sqe_set_data64(sqe, kIgnore);
+  }
 }
 
 void UringPoller::Release(uint32_t index) {
   Slot& s = slots_[index];
-  s.handler = nullptr;
-  s.fd = -1;
-  s.armed = false;
-  ++s.generation;
+  const uint32_t generation = s.generation + 1;
+  s = Slot{};
+  s.generation = generation;
   free_.push_back(index);
 }
 
@@ -146,19 +357,41 @@ void UringPoller::Wait(int timeout_ms) {
   }
   io_uring_cq_advance(ring, seen);
   dispatching_ = false;
-  if (close_requested_) Exit();
+  if (close_requested_) {
+    Exit();
+    return;
+  }
+  if (buffers_ != nullptr) {
+    buffers_->Publish();
+    // Receives that found the ring dry go on now that this batch's buffers are back.
+    for (const uint32_t index : starved_) {
+      Slot& s = slots_[index];
+      if (s.handler != nullptr && s.recv_paused && !s.recv_armed && !s.rx_eof && s.rx_err == 0 &&
+          s.rx_off == s.rx.size()) {
+        ArmRecv(index);
+      }
+    }
+    starved_.clear();
+  }
 }
 
 void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
   if (user_data == kIgnore) return;
   const uint32_t index = static_cast<uint32_t>(user_data & 0xffffffffu) - 1;
-  const uint32_t generation = static_cast<uint32_t>(user_data >> 32);
-  if (index >= slots_.size() || slots_[index].generation != generation) return;  // stale
+  const uint32_t generation = static_cast<uint32_t>(user_data >> 33);
+  if (index >= slots_.size() || (slots_[index].generation & kGenerationMask) != generation) {
+    // Stale (cannot happen while slots wait for their requests' ends; kept as a guard).
+    if ((flags & IORING_CQE_F_BUFFER) != 0 && buffers_ != nullptr) {
+      buffers_->Return(static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
+    }
+    return;
+  }
+  if (((user_data >> 32) & 1) == kRecv) return CompleteRecv(index, res, flags);
   const bool more = (flags & IORING_CQE_F_MORE) != 0;
   if (!more) slots_[index].armed = false;
   FileEvents* handler = slots_[index].handler;
   if (handler == nullptr) {  // removed: this was its last completion, or one before it
-    if (!more) Release(index);
+    if (!more && !slots_[index].recv_armed) Release(index);
     return;
   }
   if (res > 0) {
@@ -169,13 +402,82 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
   // The handler may have removed itself, or anything else (slots_ may have grown).
   if (more || closed_ || close_requested_) return;
   Slot& s = slots_[index];
-  if (s.generation != generation || s.handler == nullptr) {
-    if (s.generation == generation) Release(index);
+  if ((s.generation & kGenerationMask) != generation || s.handler == nullptr) {
+    if ((s.generation & kGenerationMask) == generation && !s.recv_armed) Release(index);
     return;
   }
   // The kernel ended the multishot poll (a full completion queue, say): poll again, unless
   // the descriptor cannot be polled at all (the handler was told by EPOLLERR).
   if (res >= 0 || res == -ECANCELED) Arm(index);
+}
+
+void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
+  const bool more = (flags & IORING_CQE_F_MORE) != 0;
+  const uint32_t generation = slots_[index].generation;
+  const char* buffer = nullptr;
+  uint16_t bid = 0;
+  if ((flags & IORING_CQE_F_BUFFER) != 0) {
+    bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+    buffer = buffers_->At(bid);
+  }
+  {
+    Slot& s = slots_[index];
+    if (!more) s.recv_armed = false;
+    if (s.handler == nullptr) {  // removed
+      if (buffer != nullptr) buffers_->Return(bid);
+      if (!s.recv_armed && !s.armed) Release(index);
+      return;
+    }
+  }
+  uint32_t events = 0;
+  if (res > 0 && buffer != nullptr) {
+    Slot& s = slots_[index];
+    s.cur = buffer;
+    s.cur_len = static_cast<uint32_t>(res);
+    s.cur_off = 0;
+    events = EPOLLIN;
+  } else if (res == 0) {
+    slots_[index].rx_eof = true;
+    events = EPOLLIN | EPOLLRDHUP;
+  } else if (res == -ENOBUFS) {
+    slots_[index].recv_paused = true;
+    starved_.push_back(index);
+  } else if (res == -ECANCELED) {
+    // Only Remove cancels (handled above).
+  } else if (res < 0) {
+    slots_[index].rx_err = -res;
+    events = EPOLLIN | EPOLLERR;
+  }
+  if (events != 0) slots_[index].handler->OnFileEvents(events);
+  if (closed_ || close_requested_) return;  // the ring (and its buffers) may be gone
+  // The handler may have removed itself, or added descriptors (slots_ may have grown).
+  Slot& s = slots_[index];
+  const bool live = s.generation == generation && s.handler != nullptr;
+  if (live && s.cur_off < s.cur_len) {  // left unread: into the backlog
+    if (s.rx_off != 0) {
+      s.rx.erase(0, s.rx_off);
+      s.rx_off = 0;
+    }
+    s.rx.append(s.cur + s.cur_off, s.cur_len - s.cur_off);
+  }
+  if (s.generation == generation) {
+    s.cur = nullptr;
+    s.cur_len = s.cur_off = 0;
+  }
+  if (buffer != nullptr) buffers_->Return(bid);
+  if (s.generation != generation) return;
+  if (!live) {
+    if (!s.recv_armed && !s.armed) Release(index);
+    return;
+  }
+  // Receive on, unless the handler left bytes (paused: Read re-arms once they are read),
+  // the stream ended or the ring ran dry (re-armed after the batch).
+  if (s.recv_armed || s.rx_eof || s.rx_err != 0 || res == -ENOBUFS) return;
+  if (s.rx_off == s.rx.size()) {
+    ArmRecv(index);
+  } else {
+    s.recv_paused = true;
+  }
 }
 
 void UringPoller::Close() {
@@ -189,12 +491,18 @@ void UringPoller::Close() {
 void UringPoller::Exit() {
   if (closed_) return;
   closed_ = true;
-  io_uring_queue_exit(&ring_->ring);  // ends every poll, releasing its file
+  io_uring_queue_exit(&ring_->ring);  // ends every request, releasing its file
   for (Slot& s : slots_) {
     if (s.handler != nullptr) s.handler->io_slot_ = kNoSlot;
   }
   slots_.clear();
   free_.clear();
+  starved_.clear();
+  if (buffers_ != nullptr) {
+    ::munmap(buffers_->br, buffers_->ring_bytes);
+    ::munmap(buffers_->memory, kBufferCount * kBufferSize);
+    buffers_.reset();
+  }
 }
 
 }  // namespace onedomain::dataplane

@@ -240,12 +240,13 @@ void DataplaneServer::Impl::ReturnMemoryAfterFlood() {
   if (sessions_peak < kTrimAfterPeak || live * 4 > sessions_peak) return;
   const int64_t peak = sessions_peak;
   sessions_peak = live;
-  // Each worker empties its own allocator cache (only a thread can); the last one to do so
-  // returns the free memory.
+  // Each worker empties its own allocator cache (only a thread can) and gives back its
+  // receive buffers' pages; the last one to do so returns the free memory.
   auto left = std::make_shared<std::atomic<size_t>>(workers.size());
   for (const auto& w : workers) {
-    w->Post([left, peak, live] {
+    w->Post([left, peak, live, worker = w.get()] {
       ReleaseThreadCache();
+      worker->dispatcher().ReleaseIdleBuffers();
       if (left->fetch_sub(1) != 1) return;
       ReturnFreeMemoryToSystem();
       log::Info("server", str::Cat("connections fell from ", peak, " to ", live,
@@ -448,8 +449,12 @@ absl::Status DataplaneServer::Start() {
       log::Info("dataplane", str::Cat("io_uring unavailable (", why, "): workers use epoll"));
     }
   }
-  log::Info("dataplane", str::Cat("worker event loop: ", IoBackendName(io), " (worker_io ", want,
-                                  "); ", AllocatorSummary()));
+  const char* reads = io != IoBackend::kIoUring ? ""
+                      : Dispatcher::IoUringRingReads()
+                          ? ", receiving into a provided-buffer ring"
+                          : ", polling (no provided-buffer rings here)";
+  log::Info("dataplane", str::Cat("worker event loop: ", IoBackendName(io), reads, " (worker_io ",
+                                  want, "); ", AllocatorSummary()));
   auto& backend = prometheus::BuildGauge()
                       .Name("onedomain_worker_io_backend")
                       .Help("1 for the event-loop backend the workers run (worker_io), else 0.")
