@@ -412,7 +412,6 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
 }
 
 void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
-  const bool more = (flags & IORING_CQE_F_MORE) != 0;
   const uint32_t generation = slots_[index].generation;
   const char* buffer = nullptr;
   uint16_t bid = 0;
@@ -422,7 +421,7 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
   }
   {
     Slot& s = slots_[index];
-    if (!more) s.recv_armed = false;
+    s.recv_armed = false;        // single-shot: this is its only completion
     if (s.handler == nullptr) {  // removed
       if (buffer != nullptr) buffers_->Return(bid);
       if (!s.recv_armed && !s.armed) Release(index);
@@ -453,12 +452,11 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
   // The handler may have removed itself, or added descriptors (slots_ may have grown).
   Slot& s = slots_[index];
   const bool live = s.generation == generation && s.handler != nullptr;
-  if (live && s.cur_off < s.cur_len) {  // left unread: into the backlog
-    if (s.rx_off != 0) {
-      s.rx.erase(0, s.rx_off);
-      s.rx_off = 0;
-    }
-    s.rx.append(s.cur + s.cur_off, s.cur_len - s.cur_off);
+  if (live && s.cur_off < s.cur_len) {
+    // Left unread: into the backlog, which is empty here (a receive is armed only once the
+    // backlog was read).
+    s.rx.assign(s.cur + s.cur_off, s.cur_len - s.cur_off);
+    s.rx_off = 0;
   }
   if (s.generation == generation) {
     s.cur = nullptr;
