@@ -68,8 +68,9 @@ struct AnyStream::Polled final : FileEvents {
       ssl = nullptr;
     }
     if (fd < 0) return;
-    dispatcher.Forget(*this);
-    ::close(fd);  // also leaves the epoll set
+    // Closing leaves the epoll set; with ring sends, the descriptor stays open until the
+    // bytes written before went out.
+    dispatcher.ForgetAndClose(*this, fd);
     fd = -1;
     Abort(net::error::operation_aborted);
   }
@@ -205,6 +206,21 @@ int BioWrite(BIO* bio, const char* in, size_t len, size_t* put) {
   auto* p = static_cast<Polled*>(BIO_get_data(bio));
   BIO_clear_retry_flags(bio);
   *put = 0;
+  if (p->ring_reads()) {
+    iovec iov{const_cast<char*>(in), len};
+    int err = 0;
+    const size_t n = p->dispatcher.RingWrite(*p, &iov, 1, &err);
+    if (n > 0) {
+      *put = n;
+      return 1;
+    }
+    if (err == EAGAIN) {
+      BIO_set_retry_write(bio);
+    } else {
+      errno = err;  // for TlsFailure
+    }
+    return 0;
+  }
   for (;;) {
     const ssize_t n = ::send(p->fd, in, len, MSG_NOSIGNAL);
     if (n >= 0) {
@@ -305,6 +321,15 @@ size_t PolledTryWrite(Polled& p, iovec* iov, size_t count, error_code& ec) {
   size_t want = 0;
   for (size_t i = 0; i < count; ++i) want += iov[i].iov_len;
   if (want == 0) return 0;
+  if (p.ring_reads()) {  // sends through the ring too
+    int err = 0;
+    const size_t n = p.dispatcher.RingWrite(p, iov, count, &err);
+    if (n < want) p.writable = false;  // the queue is full: EPOLLOUT once a send ended
+    if (n == 0)
+      ec = err == EAGAIN ? error_code(net::error::would_block)
+                         : error_code(err, boost::system::system_category());
+    return n;
+  }
   msghdr m{};
   m.msg_iov = iov;
   m.msg_iovlen = count;
@@ -736,7 +761,7 @@ void AnyStream::ShutdownSend() {
     (void)SSL_shutdown(p.ssl);
     ERR_clear_error();
   }
-  ::shutdown(p.fd, SHUT_WR);  // the peer may be gone: harmless
+  p.dispatcher.ShutdownSocket(p, p.fd, SHUT_WR);  // the peer may be gone: harmless
 }
 
 bool AnyStream::read_hup() const { return polled_->hup; }
@@ -749,7 +774,8 @@ net::awaitable<void> AnyStream::Shutdown() {
   // TLS: the peer may answer close_notify or just close; either ends the wait. Errors are
   // expected here (the peer is often gone) and change nothing: we close regardless.
   if (polled_->ssl != nullptr) co_await TlsShutdown(*polled_);
-  if (polled_->fd >= 0) ::shutdown(polled_->fd, SHUT_RDWR);  // harmless if the peer is gone
+  // Harmless if the peer is gone.
+  if (polled_->fd >= 0) polled_->dispatcher.ShutdownSocket(*polled_, polled_->fd, SHUT_RDWR);
   polled_->Close();
 }
 

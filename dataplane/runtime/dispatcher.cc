@@ -2,6 +2,7 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -243,6 +244,29 @@ size_t Dispatcher::RingRead(FileEvents& handler, void* out, size_t len, bool pee
 
 bool Dispatcher::RingPending(const FileEvents& handler) const {
   return uring_ && uring_->Pending(handler);
+}
+
+size_t Dispatcher::RingWrite(FileEvents& handler, const iovec* iov, size_t count, int* err) {
+  if (!uring_) {
+    *err = EBADF;
+    return 0;
+  }
+  return uring_->Write(handler, iov, count, err);
+}
+
+void Dispatcher::ShutdownSocket(FileEvents& handler, int fd, int how) {
+  if (uring_ && handler.ring_reads()) return uring_->Shutdown(handler, fd, how);
+  ::shutdown(fd, how);
+}
+
+void Dispatcher::ForgetAndClose(FileEvents& handler, int fd) {
+  if (uring_ && handler.ring_reads()) {
+    Untrack(handler);
+    uring_->RemoveAndClose(handler, fd);
+    return;
+  }
+  Forget(handler);
+  ::close(fd);
 }
 
 void Dispatcher::ReleaseIdleBuffers() {

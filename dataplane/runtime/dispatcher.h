@@ -35,6 +35,8 @@
 
 #include "dataplane/runtime/time_source.h"
 
+struct iovec;
+
 namespace boost::asio {
 class io_context;
 }  // namespace boost::asio
@@ -138,6 +140,10 @@ class Dispatcher {
   // Input received for a handler with ring_reads(): see UringPoller::Read.
   size_t RingRead(FileEvents& handler, void* out, size_t len, bool peek, int* err);
   bool RingPending(const FileEvents& handler) const;
+  // Output for a handler with ring_reads() (sockets on the io_uring backend): see
+  // UringPoller::Write. Such a descriptor is shut down and closed with ShutdownSocket and
+  // ForgetAndClose, after the bytes written before.
+  size_t RingWrite(FileEvents& handler, const iovec* iov, size_t count, int* err);
   // Whether Watch with ring_reads gives ring reads on this loop.
   bool ring_reads_available() const;
   // Loop thread, between turns: the receive buffers' pages go back to the system.
@@ -145,6 +151,10 @@ class Dispatcher {
   // No further events reach `handler`, not even ones already collected in this turn. Call
   // before closing its descriptor (closing removes it from the epoll set without a syscall).
   void Forget(FileEvents& handler);
+  // shutdown(2) of `handler`'s descriptor `fd`, after the bytes it was given (ring sends).
+  void ShutdownSocket(FileEvents& handler, int fd, int how);
+  // Forget, then close `fd`, once the bytes it was given went out (ring sends; at most 10 s).
+  void ForgetAndClose(FileEvents& handler, int fd);
   // Registers `hook` for shutdown only (a coroutine parked on something that is not a
   // descriptor). Unregister runs in its destructor, or with Untrack.
   void Track(ShutdownHook& hook);

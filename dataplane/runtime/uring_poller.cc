@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,21 +36,49 @@ constexpr unsigned kBufferCount = 64;  // a power of two
 constexpr size_t kBufferSize = 64 * 1024;
 constexpr uint16_t kBufferGroup = 0;
 
-// user_data: the slot's generation (31 bits), the request's kind, the slot's index + 1.
-enum Kind : uint64_t { kPoll = 0, kRecv = 1 };
-constexpr uint32_t kGenerationMask = 0x7fffffffu;
+// Sends through the ring: a write of this many bytes or more, with nothing queued before it,
+// goes straight out with sendmsg(2) (one system call costs less than copying that much).
+constexpr size_t kDirectSend = 16 * 1024;
+// Bytes a descriptor may have queued and in flight; a write beyond that would block.
+constexpr size_t kSendQueue = 64 * 1024;
+// How long sends may go on after their descriptor was closed (a peer that stopped reading).
+constexpr __kernel_timespec kLingerTime{10, 0};
+
+// user_data: the slot's generation (29 bits), the request's kind (3 bits), the slot's
+// index + 1. Removals and cancellations carry their slot too: one that finds its request
+// already completing (-EALREADY) is issued again, see Complete.
+enum Kind : uint64_t {
+  kPoll = 0,
+  kRecv = 1,
+  kSend = 2,
+  kLinger = 3,
+  kPollRemove = 4,
+  kRecvCancel = 5,
+  kSendCancel = 6,
+};
+constexpr uint32_t kGenerationMask = 0x1fffffffu;
+constexpr int kGenerationShift = 35;
 
 uint64_t UserData(uint32_t index, uint32_t generation, Kind kind = kPoll) {
-  return (static_cast<uint64_t>(generation & kGenerationMask) << 33) |
+  return (static_cast<uint64_t>(generation & kGenerationMask) << kGenerationShift) |
          (static_cast<uint64_t>(kind) << 32) | (static_cast<uint64_t>(index) + 1);
 }
 
-int Setup(io_uring* ring) {
+// Sets up a ring. *deferred: the ring's task work runs only inside io_uring_enter of the loop's
+// thread (IORING_SETUP_DEFER_TASKRUN, kernel 6.1+); such a ring is created disabled and
+// enabled by the loop's thread on its first Wait, which makes that thread its only issuer.
+int Setup(io_uring* ring, bool* deferred) {
   io_uring_params p{};
-  // Completions are reaped in io_uring_enter on every turn: no need to interrupt the loop.
-  p.flags = IORING_SETUP_COOP_TASKRUN;
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
   int r = io_uring_queue_init_params(kEntries, ring, &p);
-  if (r == -EINVAL) {  // an older kernel without the flag
+  *deferred = r == 0;
+  if (r != -EINVAL) return r;
+  // An older kernel: completions are reaped in io_uring_enter on every turn anyway, so no
+  // need to interrupt the loop.
+  p = io_uring_params{};
+  p.flags = IORING_SETUP_COOP_TASKRUN;
+  r = io_uring_queue_init_params(kEntries, ring, &p);
+  if (r == -EINVAL) {  // older still
     p = io_uring_params{};
     r = io_uring_queue_init_params(kEntries, ring, &p);
   }
@@ -138,7 +167,8 @@ bool ProbeRingReads(io_uring* ring, uint16_t* used) {
 
 bool UringPoller::Available(std::string* why_not) {
   io_uring ring{};
-  const int r = Setup(&ring);
+  bool deferred = false;
+  const int r = Setup(&ring, &deferred);
   if (r < 0) {
     if (why_not != nullptr) *why_not = std::string("io_uring_setup: ") + std::strerror(-r);
     return false;
@@ -148,7 +178,7 @@ bool UringPoller::Available(std::string* why_not) {
 }
 
 UringPoller::UringPoller() : ring_(std::make_unique<Ring>()) {
-  const int r = Setup(&ring_->ring);
+  const int r = Setup(&ring_->ring, &disabled_);
   if (r < 0) throw std::system_error(-r, std::generic_category(), "io_uring_setup");
   SetUpBuffers();
 }
@@ -177,8 +207,11 @@ void UringPoller::SetUpBuffers() {
     for (unsigned i = 0; i < kBufferCount; ++i) b->Return(static_cast<uint16_t>(i));
     b->Publish();
     uint16_t used = 0;
-    ok = ProbeRingReads(&ring_->ring, &used);
-    if (ok) {
+    // A ring with deferred task work (kernel 6.1+) cannot submit before its thread enables it;
+    // such a kernel has provided-buffer rings (5.19) anyway.
+    if (disabled_) {
+      ok = true;
+    } else if ((ok = ProbeRingReads(&ring_->ring, &used))) {
       b->Return(used);  // the probe's byte is read (dropped): the buffer goes back
       b->Publish();
     } else {
@@ -303,25 +336,26 @@ void UringPoller::Remove(FileEvents& handler) {
   std::string().swap(s.rx);
   s.rx_off = 0;
   s.cur_off = s.cur_len;  // whatever is being handed out is dropped
-  if (!s.armed && !s.recv_armed) {
+  // Bytes not yet submitted go only with the descriptor's ownership (RemoveAndClose): the
+  // caller may close it at once, and the number could name another file by the next turn.
+  if (!s.owns_fd) std::string().swap(s.tx);
+  if (!Busy(s)) {
     Release(index);
     return;
   }
   // The requests' last completions (-ECANCELED) release the slot.
-  if (s.armed) {
-    io_uring_sqe* sqe = ring_->Sqe();
-    io_uring_prep_poll_remove(sqe, UserData(index, s.generation));
-    io_uring_sqe_set_data64(sqe, kIgnore);
-  }
-  if (s.recv_armed) {
-    io_uring_sqe* sqe = ring_->Sqe();
-    io_uring_prep_cancel64(sqe, UserData(index, s.generation, kRecv), 0);
-    io_uring_sqe_set_data64(sqe, kIgnore);
-  }
+  if (s.armed) Cancel(index, kPoll);
+  if (s.recv_armed) Cancel(index, kRecv);
 }
 
 void UringPoller::Release(uint32_t index) {
   Slot& s = slots_[index];
+  if (s.owns_fd) ::close(s.fd);
+  if (s.linger_armed) {  // the sends ended in time: the timeout goes
+    io_uring_sqe* sqe = ring_->Sqe();
+    io_uring_prep_timeout_remove(sqe, UserData(index, s.generation, kLinger), 0);
+    io_uring_sqe_set_data64(sqe, kIgnore);
+  }
   const uint32_t generation = s.generation + 1;
   s = Slot{};
   s.generation = generation;
@@ -331,6 +365,16 @@ void UringPoller::Release(uint32_t index) {
 void UringPoller::Wait(int timeout_ms) {
   if (closed_) return;
   io_uring* ring = &ring_->ring;
+  if (disabled_) {
+    // The first turn, on the loop's thread: it becomes the ring's only issuer.
+    // (liburing 2.3 declares io_uring_enable_rings but does not export it.)
+    if (::syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr,
+                  0) != 0) {
+      throw std::system_error(errno, std::generic_category(), "io_uring_register(ENABLE_RINGS)");
+    }
+    disabled_ = false;
+  }
+  FlushSends();
   if (timeout_ms == 0) {
     io_uring_submit_and_get_events(ring);
   } else if (timeout_ms < 0) {
@@ -378,7 +422,7 @@ void UringPoller::Wait(int timeout_ms) {
 void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
   if (user_data == kIgnore) return;
   const uint32_t index = static_cast<uint32_t>(user_data & 0xffffffffu) - 1;
-  const uint32_t generation = static_cast<uint32_t>(user_data >> 33);
+  const uint32_t generation = static_cast<uint32_t>(user_data >> kGenerationShift);
   if (index >= slots_.size() || (slots_[index].generation & kGenerationMask) != generation) {
     // Stale (cannot happen while slots wait for their requests' ends; kept as a guard).
     if ((flags & IORING_CQE_F_BUFFER) != 0 && buffers_ != nullptr) {
@@ -386,12 +430,35 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
     }
     return;
   }
-  if (((user_data >> 32) & 1) == kRecv) return CompleteRecv(index, res, flags);
+  switch ((user_data >> 32) & 7) {
+    case kRecv:
+      return CompleteRecv(index, res, flags);
+    case kSend:
+      return CompleteSend(index, res);
+    case kLinger:
+      return Linger(index);
+    case kPollRemove:
+    case kRecvCancel:
+    case kSendCancel: {
+      // -EALREADY: the request was completing (with deferred task work, its wake-up waits
+      // for our next io_uring_enter), and a multishot poll or a receive that finds no bytes
+      // arms itself again afterwards. Remove it again while it is still there.
+      const Slot& s = slots_[index];
+      const uint64_t kind = (user_data >> 32) & 7;
+      if (res != -EALREADY) return;
+      if (kind == kPollRemove && s.armed) Cancel(index, kPoll);
+      if (kind == kRecvCancel && s.recv_armed) Cancel(index, kRecv);
+      if (kind == kSendCancel && s.send_armed) Cancel(index, kSend);
+      return;
+    }
+    default:
+      break;
+  }
   const bool more = (flags & IORING_CQE_F_MORE) != 0;
   if (!more) slots_[index].armed = false;
   FileEvents* handler = slots_[index].handler;
   if (handler == nullptr) {  // removed: this was its last completion, or one before it
-    if (!more && !slots_[index].recv_armed) Release(index);
+    if (!more && !Busy(slots_[index])) Release(index);
     return;
   }
   if (res > 0) {
@@ -403,7 +470,7 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
   if (more || closed_ || close_requested_) return;
   Slot& s = slots_[index];
   if ((s.generation & kGenerationMask) != generation || s.handler == nullptr) {
-    if ((s.generation & kGenerationMask) == generation && !s.recv_armed) Release(index);
+    if ((s.generation & kGenerationMask) == generation && !Busy(s)) Release(index);
     return;
   }
   // The kernel ended the multishot poll (a full completion queue, say): poll again, unless
@@ -424,7 +491,7 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
     s.recv_armed = false;        // single-shot: this is its only completion
     if (s.handler == nullptr) {  // removed
       if (buffer != nullptr) buffers_->Return(bid);
-      if (!s.recv_armed && !s.armed) Release(index);
+      if (!Busy(s)) Release(index);
       return;
     }
   }
@@ -465,7 +532,7 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
   if (buffer != nullptr) buffers_->Return(bid);
   if (s.generation != generation) return;
   if (!live) {
-    if (!s.recv_armed && !s.armed) Release(index);
+    if (!Busy(s)) Release(index);
     return;
   }
   // Receive on, unless the handler left bytes (paused: Read re-arms once they are read),
@@ -475,6 +542,177 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
     ArmRecv(index);
   } else {
     s.recv_paused = true;
+  }
+}
+
+void UringPoller::Cancel(uint32_t index, uint64_t kind) {
+  const uint32_t generation = slots_[index].generation;
+  io_uring_sqe* sqe = ring_->Sqe();
+  if (kind == kPoll) {
+    io_uring_prep_poll_remove(sqe, UserData(index, generation, kPoll));
+    io_uring_sqe_set_data64(sqe, UserData(index, generation, kPollRemove));
+  } else {
+    const Kind of = kind == kRecv ? kRecv : kSend;
+    io_uring_prep_cancel64(sqe, UserData(index, generation, of), 0);
+    io_uring_sqe_set_data64(sqe,
+                            UserData(index, generation, of == kRecv ? kRecvCancel : kSendCancel));
+  }
+}
+
+bool UringPoller::Busy(const Slot& s) {
+  return s.armed || s.recv_armed || s.send_armed || (!s.tx.empty() && s.tx_err == 0);
+}
+
+size_t UringPoller::Write(FileEvents& handler, const iovec* iov, size_t count, int* err) {
+  *err = EBADF;
+  const uint32_t index = handler.io_slot_;
+  if (index == kNoSlot || closed_) return 0;
+  Slot& s = slots_[index];
+  if (s.tx_err != 0) {
+    *err = s.tx_err;
+    return 0;
+  }
+  *err = 0;
+  size_t want = 0;
+  for (size_t i = 0; i < count; ++i) want += iov[i].iov_len;
+  if (want == 0) return 0;
+  size_t done = 0;
+  if (!s.send_armed && s.tx.empty() && want >= kDirectSend) {
+    // Large, with nothing queued before it: straight out.
+    msghdr m{};
+    m.msg_iov = const_cast<iovec*>(iov);
+    m.msg_iovlen = count;
+    ssize_t n;
+    do {
+      n = ::sendmsg(s.fd, &m, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      *err = errno;
+      return 0;
+    }
+    done = n > 0 ? static_cast<size_t>(n) : 0;
+    if (done == want) return done;
+  }
+  // The rest is queued, as far as there is room, and goes out with the next submission.
+  const size_t held = s.tx.size() + s.tx_flight.size();
+  size_t room = held < kSendQueue ? kSendQueue - held : 0;
+  size_t skip = done;
+  for (size_t i = 0; i < count && room > 0; ++i) {
+    size_t len = iov[i].iov_len;
+    const char* from = static_cast<const char*>(iov[i].iov_base);
+    const size_t k = std::min(skip, len);
+    skip -= k;
+    from += k;
+    len -= k;
+    const size_t take = std::min(len, room);
+    if (take == 0) continue;
+    if (s.tx.empty()) s.tx.reserve(std::min(want - done, room));
+    s.tx.append(from, take);
+    room -= take;
+    done += take;
+  }
+  if (!s.tx.empty() && !s.send_armed && !s.flush_listed) {
+    flush_.push_back(index);
+    s.flush_listed = true;
+  }
+  if (done < want) s.writer_blocked = true;  // EPOLLOUT when a send ends
+  if (done == 0) *err = EAGAIN;
+  return done;
+}
+
+void UringPoller::FlushSends() {
+  for (const uint32_t index : flush_) {
+    Slot& s = slots_[index];
+    s.flush_listed = false;
+    if (!s.send_armed && !s.tx.empty() && s.tx_err == 0) ArmSend(index);
+  }
+  flush_.clear();
+}
+
+void UringPoller::ArmSend(uint32_t index) {
+  Slot& s = slots_[index];
+  if (s.tx_flight.empty()) s.tx_flight.swap(s.tx);
+  io_uring_sqe* sqe = ring_->Sqe();
+  // MSG_WAITALL: the kernel goes on until every byte went (or the connection failed).
+  io_uring_prep_send(sqe, s.fd, s.tx_flight.data(), s.tx_flight.size(), MSG_WAITALL | MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(sqe, UserData(index, s.generation, kSend));
+  s.send_armed = true;
+}
+
+void UringPoller::CompleteSend(uint32_t index, int32_t res) {
+  Slot& s = slots_[index];
+  s.send_armed = false;
+  if (res >= 0 && static_cast<size_t>(res) < s.tx_flight.size()) {
+    // A short send (a signal, say): the rest goes on, before anything queued since.
+    s.tx_flight.erase(0, static_cast<size_t>(res));
+    ArmSend(index);
+    return;
+  }
+  std::string().swap(s.tx_flight);  // an idle descriptor keeps no send memory
+  if (res < 0) {
+    s.tx_err = res == -ECANCELED ? EPIPE : -res;
+    std::string().swap(s.tx);
+  } else if (!s.tx.empty()) {
+    ArmSend(index);
+  }
+  if (!s.send_armed && s.shut_how >= 0) {  // every byte is out: the shutdown waited for that
+    ::shutdown(s.fd, s.shut_how);
+    s.shut_how = -1;
+  }
+  if (s.handler == nullptr) {
+    if (!Busy(s)) Release(index);
+    return;
+  }
+  if (s.writer_blocked && (res < 0 || s.tx.size() + s.tx_flight.size() < kSendQueue)) {
+    s.writer_blocked = false;
+    s.handler->OnFileEvents(EPOLLOUT);  // the write goes on, or finds the error
+  }
+}
+
+void UringPoller::Shutdown(FileEvents& handler, int fd, int how) {
+  const uint32_t index = handler.io_slot_;
+  if (index != kNoSlot && !closed_) {
+    Slot& s = slots_[index];
+    if (s.send_armed || (!s.tx.empty() && s.tx_err == 0)) {  // after the bytes written
+      s.shut_how = s.shut_how < 0 || s.shut_how == how ? how : SHUT_RDWR;
+      return;
+    }
+  }
+  ::shutdown(fd, how);
+}
+
+void UringPoller::RemoveAndClose(FileEvents& handler, int fd) {
+  const uint32_t index = handler.io_slot_;
+  if (index == kNoSlot || closed_) {
+    Remove(handler);
+    ::close(fd);
+    return;
+  }
+  Slot& s = slots_[index];
+  if (!s.send_armed && (s.tx.empty() || s.tx_err != 0)) {
+    Remove(handler);
+    ::close(fd);
+    return;
+  }
+  // Bytes are still to go: the slot keeps the descriptor until they went, for kLingerTime at
+  // most.
+  s.owns_fd = true;
+  io_uring_sqe* sqe = ring_->Sqe();
+  io_uring_prep_timeout(sqe, const_cast<__kernel_timespec*>(&kLingerTime), 0, 0);
+  io_uring_sqe_set_data64(sqe, UserData(index, s.generation, kLinger));
+  s.linger_armed = true;
+  Remove(handler);
+}
+
+void UringPoller::Linger(uint32_t index) {
+  // The slot is the same one (the generation matched): its sends outlived kLingerTime.
+  Slot& s = slots_[index];
+  s.linger_armed = false;
+  std::string().swap(s.tx);
+  if (s.send_armed) {
+    Cancel(index, kSend);
+  } else if (s.handler == nullptr && !Busy(s)) {
+    Release(index);
   }
 }
 
@@ -489,13 +727,22 @@ void UringPoller::Close() {
 void UringPoller::Exit() {
   if (closed_) return;
   closed_ = true;
+  // Bytes written but not yet submitted: whatever the sockets take now (best effort; the
+  // loop is over).
+  for (Slot& s : slots_) {
+    if (!s.send_armed && !s.tx.empty() && s.tx_err == 0) {
+      (void)::send(s.fd, s.tx.data(), s.tx.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+  }
   io_uring_queue_exit(&ring_->ring);  // ends every request, releasing its file
   for (Slot& s : slots_) {
     if (s.handler != nullptr) s.handler->io_slot_ = kNoSlot;
+    if (s.owns_fd) ::close(s.fd);
   }
   slots_.clear();
   free_.clear();
   starved_.clear();
+  flush_.clear();
   if (buffers_ != nullptr) {
     ::munmap(buffers_->br, buffers_->ring_bytes);
     ::munmap(buffers_->memory, kBufferCount * kBufferSize);

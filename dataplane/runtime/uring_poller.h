@@ -19,11 +19,25 @@
 // multishot receive fed without pause never rests where a cancellation can find it, so it
 // could not be paused under a flood.) The poll request then watches output only.
 //
+// Sends through the ring (the same descriptors): Write copies the bytes into the
+// descriptor's send queue (kSendQueue at most) and every queue written in a turn goes out as
+// one send request in the next io_uring_enter, one in flight per descriptor so that bytes
+// keep their order. A large write with nothing queued goes straight out with sendmsg(2).
+// Shutdown and RemoveAndClose wait for the queue: the slot keeps the descriptor until its
+// sends ended, or until a linger timeout cancels them (a peer that stopped reading).
+//
+// Where the kernel allows (6.1+), completions run only inside the loop thread's
+// io_uring_enter (IORING_SETUP_DEFER_TASKRUN): the ring is created disabled and the loop's
+// thread enables it on its first Wait, becoming its only issuer.
+//
 // A poll request holds a reference to its file: closing the descriptor does not end it.
 // Remove (the dispatcher's Forget, which owners call before closing) queues the requests'
 // removal, which the kernel carries out at the start of the next io_uring_enter, at the end
 // of the same turn; completions still in flight for a removed handler are dropped by a
-// generation check, never delivered (their buffers go back to the ring).
+// generation check, never delivered (their buffers go back to the ring). A removal that finds
+// its request already completing (-EALREADY: the wake-up waits for the next io_uring_enter)
+// is issued again, since a multishot poll would otherwise arm itself again and keep the file
+// open for good.
 //
 // Thread: the loop's.
 
@@ -32,6 +46,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+struct iovec;
 
 namespace onedomain::dataplane {
 
@@ -66,6 +82,17 @@ class UringPoller {
   size_t Read(FileEvents& handler, void* out, size_t len, bool peek, int* err);
   // Whether Read would return bytes, the end or an error.
   bool Pending(const FileEvents& handler) const;
+
+  // Sends through the ring (descriptors added with ring reads): takes what it can of the
+  // iovecs, like a non-blocking sendmsg, and returns how much. Bytes are queued (copied) and
+  // go out with the next submission, one send per descriptor at a time, in order; a large
+  // write with nothing queued goes straight out. 0 with *err: EAGAIN when the queue is full
+  // (EPOLLOUT follows once a send ended), or the errno of a send that failed (sticky).
+  size_t Write(FileEvents& handler, const iovec* iov, size_t count, int* err);
+  // shutdown(2) of `fd`, after the bytes written before it went out.
+  void Shutdown(FileEvents& handler, int fd, int how);
+  // Remove, then close `fd`, once the bytes written before went out (for at most 10 s).
+  void RemoveAndClose(FileEvents& handler, int fd);
   // Between turns: gives the pages of the ring's buffers back to the system (after a flood;
   // a buffer's next use faults fresh pages in). Skipped while completions wait to be reaped,
   // whose bytes sit in buffers.
@@ -98,6 +125,16 @@ class UringPoller {
     uint32_t cur_off = 0;
     uint32_t rx_off = 0;  // backlog bytes already read
     std::string rx;       // bytes the handler left unread
+    // Ring sends.
+    bool send_armed = false;      // a send of tx_flight is in the kernel
+    bool flush_listed = false;    // in flush_: tx goes out with the next submission
+    bool writer_blocked = false;  // a Write took less than offered: EPOLLOUT after a send
+    bool owns_fd = false;         // RemoveAndClose: the slot closes fd when its sends ended
+    bool linger_armed = false;    // a linger timeout is in the kernel
+    int shut_how = -1;            // a shutdown(2) waiting for the sends to end
+    int tx_err = 0;               // a send failed (errno; sticky)
+    std::string tx;               // written, not yet submitted
+    std::string tx_flight;        // the bytes of the send in the kernel
   };
   static constexpr uint32_t kNoSlot = UINT32_MAX;
 
@@ -107,13 +144,22 @@ class UringPoller {
   void Release(uint32_t index);
   void Complete(uint64_t user_data, int32_t res, uint32_t flags);
   void CompleteRecv(uint32_t index, int32_t res, uint32_t flags);
+  static bool Busy(const Slot& s);  // a request in the kernel, or bytes still to send
+  // Removes the slot's poll (kind 0) or cancels its receive (1) or send (2).
+  void Cancel(uint32_t index, uint64_t kind);
+  void FlushSends();
+  void ArmSend(uint32_t index);
+  void CompleteSend(uint32_t index, int32_t res);
+  void Linger(uint32_t index);
   void Exit();
 
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<Buffers> buffers_;  // null: no ring reads
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_;
+  std::vector<uint32_t> flush_;    // descriptors with bytes queued this turn
   std::vector<uint32_t> starved_;  // receives ended for want of a buffer: re-armed after the batch
+  bool disabled_ = false;  // created disabled: the loop's thread enables it on its first Wait
   bool dispatching_ = false;
   bool close_requested_ = false;
   bool closed_ = false;

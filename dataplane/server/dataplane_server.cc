@@ -451,7 +451,7 @@ absl::Status DataplaneServer::Start() {
   }
   const char* reads = io != IoBackend::kIoUring ? ""
                       : Dispatcher::IoUringRingReads()
-                          ? ", receiving into a provided-buffer ring"
+                          ? ", receiving into a provided-buffer ring, sending through the ring"
                           : ", polling (no provided-buffer rings here)";
   log::Info("dataplane", str::Cat("worker event loop: ", IoBackendName(io), reads, " (worker_io ",
                                   want, "); ", AllocatorSummary()));

@@ -4,9 +4,11 @@
 
 #include "dataplane/runtime/dispatcher.h"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <boost/asio/error.hpp>
@@ -347,6 +349,85 @@ TEST_P(DispatcherTest, RingReadsHandOutReceivedBytesThenTheEnd) {
   char byte;
   EXPECT_EQ(::read(d.get(), &byte, 1), 0) << "the peer did not see the close";
   dispatcher.Forget(r);
+}
+
+// A descriptor forgotten and closed while its wake-up is on the way (with io_uring's deferred
+// task work, the wake-up waits for the next io_uring_enter, and a removal then finds the poll
+// "already completing"): the requests still end, so the socket really closes.
+TEST_P(DispatcherTest, AForgottenDescriptorClosesWhileItsWakeUpIsOnTheWay) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  for (const bool ring : {false, true}) {
+    for (int round = 0; round < 50; ++round) {
+      auto [a, b] = SocketPair();
+      ASSERT_TRUE(a && b);
+      Readable r;
+      ASSERT_TRUE(dispatcher.Watch(a.get(), r, ring));
+      dispatcher.StartRingReads(r);
+      dispatcher.RunOnce(0ms);                 // the requests are in the kernel
+      ASSERT_EQ(::write(b.get(), "x", 1), 1);  // wakes them: their completion is on the way
+      dispatcher.Forget(r);
+      a.reset();
+      char byte;
+      ssize_t n = -1;
+      for (int i = 0; i < 100 && n != 0; ++i) {
+        dispatcher.RunOnce(1ms);
+        n = ::read(b.get(), &byte, 1);
+      }
+      EXPECT_EQ(n, 0) << "the peer never saw the close (ring reads " << ring << ", round " << round
+                      << ")";
+      if (n != 0) return;
+    }
+  }
+}
+
+// Ring sends (io_uring): writes queue and go out in order; closing waits for them, but for
+// kLingerTime (10 s) at most when the peer stops reading.
+TEST_P(DispatcherTest, RingSendsGoOutInOrderAndACloseLingersBoundedly) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  auto [a, b] = SocketPair();
+  ASSERT_TRUE(a && b);
+  Readable r;
+  ASSERT_TRUE(dispatcher.Watch(a.get(), r, /*ring_reads=*/true));
+  if (!r.ring_reads()) {
+    dispatcher.Forget(r);
+    GTEST_SKIP() << "no ring sends with this backend";
+  }
+  dispatcher.StartRingReads(r);
+  int err = -1;
+  char hello[] = "hello, ";
+  char world[] = "world";
+  iovec iov[2] = {{hello, 7}, {world, 5}};
+  EXPECT_EQ(dispatcher.RingWrite(r, iov, 2, &err), 12u);
+  EXPECT_EQ(err, 0);
+  char buf[32];
+  ssize_t n = -1;
+  for (int i = 0; i < 100 && n <= 0; ++i) {
+    dispatcher.RunOnce(10ms);
+    n = ::read(b.get(), buf, sizeof(buf));
+  }
+  ASSERT_EQ(n, 12);
+  EXPECT_EQ(std::string(buf, 12), "hello, world");
+  // A peer that stops reading: the queue fills (EAGAIN) behind the socket's buffer.
+  std::string chunk(4096, 'q');
+  iovec one{chunk.data(), chunk.size()};
+  size_t queued = 0;
+  for (int i = 0; i < 10000; ++i) {
+    const size_t k = dispatcher.RingWrite(r, &one, 1, &err);
+    queued += k;
+    if (k == 0) break;
+    dispatcher.RunOnce(0ms);
+  }
+  EXPECT_EQ(err, EAGAIN) << "a peer that never reads took " << queued << " bytes";
+  const int fd = a.release();
+  dispatcher.ForgetAndClose(r, fd);
+  dispatcher.RunOnce(0ms);
+  EXPECT_NE(::fcntl(fd, F_GETFD), -1) << "closed with sends still going";
+  const auto start = std::chrono::steady_clock::now();
+  while (::fcntl(fd, F_GETFD) != -1 && std::chrono::steady_clock::now() - start < 15s) {
+    dispatcher.RunOnce(100ms);
+  }
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "still open 15 s after the close";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 12s);
 }
 
 TEST_P(DispatcherTest, ShutdownAbandonsWhatWaits) {

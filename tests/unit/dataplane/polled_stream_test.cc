@@ -308,6 +308,141 @@ TEST_P(PolledStreamTest, ALargeWriteWaitsForASlowReader) {
   });
 }
 
+// The bytes of write number `i` of a run: its own number, so that a lost, doubled or
+// reordered write shows in what the peer reads.
+std::string Numbered(int i, size_t size) {
+  std::string out = std::to_string(i) + ":";
+  out.resize(size, static_cast<char>('a' + i % 26));
+  return out;
+}
+
+// Reads until the peer's end (or 5 s), slowly when asked to.
+net::awaitable<std::string> ReadToEnd(tcp::socket& peer, std::chrono::milliseconds pause) {
+  std::string got;
+  std::vector<char> buf(16 * 1024);
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pause.count() > 0) {
+      net::steady_timer t(peer.get_executor(), pause);
+      co_await t.async_wait(kToken);
+    }
+    auto [ec, n] = co_await peer.async_read_some(net::buffer(buf), kToken);
+    got.append(buf.data(), n);
+    if (ec) break;
+  }
+  co_return got;
+}
+
+// With io_uring, writes are queued and sent through the ring (a bounded queue per stream):
+// many small writes to a slow reader fill the queue, wait for its sends and arrive whole and
+// in order.
+TEST_P(PolledStreamTest, ManySmallWritesArriveWholeAndInOrder) {
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*dispatcher_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    std::string expected;
+    std::string got;
+    bool reader_done = false;
+    net::co_spawn(
+        ioc_,
+        [&]() -> net::awaitable<void> {
+          got = co_await ReadToEnd(peer, 1ms);
+          reader_done = true;
+        },
+        net::detached);
+    for (int i = 0; i < 3000; ++i) {  // 3 MB in all: far beyond the queue and socket buffers
+      const std::string w = Numbered(i, 1000);
+      expected += w;
+      const IoResult r = co_await s.Write(net::buffer(w));
+      EXPECT_FALSE(r.ec) << r.ec.message();
+      EXPECT_EQ(r.n, w.size());
+      if (r.ec) break;
+    }
+    s.ShutdownSend();
+    while (!reader_done) co_await Sleep(5ms);
+    EXPECT_EQ(got.size(), expected.size());
+    EXPECT_TRUE(got == expected) << "the bytes arrived changed or out of order";
+  });
+}
+
+// Closing right after writing loses nothing: the peer reads every byte, then the end. With
+// io_uring the descriptor stays open until the queued sends went out.
+TEST_P(PolledStreamTest, BytesWrittenJustBeforeCloseStillArrive) {
+  Run([&]() -> net::awaitable<void> {
+    tcp::socket peer(ioc_);
+    std::string expected;
+    std::string got;
+    bool reader_done = false;
+    {
+      AnyStream s(*dispatcher_);
+      co_await ConnectPair(s, peer);
+      net::co_spawn(
+          ioc_,
+          [&]() -> net::awaitable<void> {
+            got = co_await ReadToEnd(peer, 1ms);  // slow: sends are still queued at the close
+            reader_done = true;
+          },
+          net::detached);
+      for (int i = 0; i < 600; ++i) {
+        const std::string w = Numbered(i, 4000);
+        expected += w;
+        const IoResult r = co_await s.Write(net::buffer(w));
+        EXPECT_FALSE(r.ec) << r.ec.message();
+        if (r.ec) break;
+      }
+      s.Close();
+    }
+    while (!reader_done) co_await Sleep(5ms);
+    EXPECT_EQ(got.size(), expected.size());
+    EXPECT_TRUE(got == expected) << "bytes written before the close were lost or changed";
+  });
+}
+
+// Shutting the send side down right after writing ends the stream after those bytes, and
+// reading goes on (a half-close).
+TEST_P(PolledStreamTest, ShutdownSendComesAfterTheBytesWritten) {
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*dispatcher_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    std::string expected;
+    for (int i = 0; i < 40; ++i) {
+      const std::string w = Numbered(i, 900);
+      expected += w;
+      const IoResult r = co_await s.Write(net::buffer(w));
+      EXPECT_FALSE(r.ec) << r.ec.message();
+    }
+    s.ShutdownSend();
+    const std::string got = co_await ReadToEnd(peer, 0ms);
+    EXPECT_TRUE(got == expected) << "got " << got.size() << " of " << expected.size() << " bytes";
+    co_await net::async_write(peer, net::buffer("after", 5), kToken);
+    char buf[16];
+    const IoResult r = co_await s.ReadSome(net::buffer(buf));
+    EXPECT_FALSE(r.ec) << r.ec.message();
+    EXPECT_EQ(std::string(buf, r.n), "after");
+  });
+}
+
+// A peer that resets the connection: writes end with an error instead of queueing forever.
+TEST_P(PolledStreamTest, WritesToAResetConnectionFail) {
+  Run([&]() -> net::awaitable<void> {
+    AnyStream s(*dispatcher_);
+    tcp::socket peer(ioc_);
+    co_await ConnectPair(s, peer);
+    peer.set_option(net::socket_base::linger(true, 0));
+    peer.close();  // RST
+    const std::string w(1000, 'r');
+    error_code last;
+    for (int i = 0; i < 2000 && !last; ++i) {
+      const IoResult r = co_await s.Write(net::buffer(w));
+      last = r.ec;
+      if (!last) co_await Sleep(1ms);
+    }
+    EXPECT_TRUE(last) << "2000 writes to a reset connection all succeeded";
+  });
+}
+
 // Counts the readiness a stream hands to its event sink.
 struct CountingSink final : StreamEvents {
   void OnReadable() override { ++readable; }
