@@ -234,8 +234,7 @@ void UringPoller::Add(int fd, FileEvents& handler, bool ring_reads) {
     index = free_.back();
     free_.pop_back();
   } else {
-    index = static_cast<uint32_t>(slots_.size());
-    slots_.emplace_back();
+    index = slots_.Append();
   }
   Slot& s = slots_[index];
   s.handler = &handler;
@@ -283,9 +282,10 @@ size_t UringPoller::Read(FileEvents& handler, void* out, size_t len, bool peek, 
   auto* to = static_cast<char*>(out);
   size_t n = 0;
   // The backlog first (older), then the completion being handed out.
-  if (s.rx_off < s.rx.size()) {
-    const size_t take = std::min(len, s.rx.size() - s.rx_off);
-    std::memcpy(to, s.rx.data() + s.rx_off, take);
+  if (s.backlog()) {
+    const Slot::Bytes& b = *s.bytes;
+    const size_t take = std::min(len, b.rx.size() - b.rx_off);
+    std::memcpy(to, b.rx.data() + b.rx_off, take);
     n = take;
   }
   size_t from_cur = 0;
@@ -301,13 +301,17 @@ size_t UringPoller::Read(FileEvents& handler, void* out, size_t len, bool peek, 
   *err = 0;
   if (peek) return n;
   s.cur_off += static_cast<uint32_t>(from_cur);
-  s.rx_off += static_cast<uint32_t>(n - from_cur);
-  if (s.rx_off == s.rx.size() && !s.rx.empty()) {
-    std::string().swap(s.rx);  // an idle descriptor keeps no backlog memory
-    s.rx_off = 0;
-    // The backlog is read: receive on (one starved of buffers goes on after the batch
-    // anyway).
-    if (s.recv_paused && !s.recv_armed && !s.rx_eof && s.rx_err == 0) ArmRecv(index);
+  if (n > from_cur) {
+    Slot::Bytes& b = *s.bytes;
+    b.rx_off += static_cast<uint32_t>(n - from_cur);
+    if (b.rx_off == b.rx.size()) {
+      std::string().swap(b.rx);  // an idle descriptor keeps no backlog memory
+      b.rx_off = 0;
+      s.Trim();
+      // The backlog is read: receive on (one starved of buffers goes on after the batch
+      // anyway).
+      if (s.recv_paused && !s.recv_armed && !s.rx_eof && s.rx_err == 0) ArmRecv(index);
+    }
   }
   return n;
 }
@@ -324,7 +328,7 @@ bool UringPoller::Pending(const FileEvents& handler) const {
   const uint32_t index = handler.io_slot_;
   if (index == kNoSlot || closed_) return false;
   const Slot& s = slots_[index];
-  return s.rx_off < s.rx.size() || s.cur_off < s.cur_len || s.rx_eof || s.rx_err != 0;
+  return s.backlog() || s.cur_off < s.cur_len || s.rx_eof || s.rx_err != 0;
 }
 
 void UringPoller::Remove(FileEvents& handler) {
@@ -333,12 +337,15 @@ void UringPoller::Remove(FileEvents& handler) {
   if (index == kNoSlot || closed_) return;
   Slot& s = slots_[index];
   s.handler = nullptr;
-  std::string().swap(s.rx);
-  s.rx_off = 0;
   s.cur_off = s.cur_len;  // whatever is being handed out is dropped
-  // Bytes not yet submitted go only with the descriptor's ownership (RemoveAndClose): the
-  // caller may close it at once, and the number could name another file by the next turn.
-  if (!s.owns_fd) std::string().swap(s.tx);
+  if (s.bytes != nullptr) {
+    std::string().swap(s.bytes->rx);
+    s.bytes->rx_off = 0;
+    // Bytes not yet submitted go only with the descriptor's ownership (RemoveAndClose): the
+    // caller may close it at once, and the number could name another file by the next turn.
+    if (!s.owns_fd) std::string().swap(s.bytes->tx);
+    s.Trim();
+  }
   if (!Busy(s)) {
     Release(index);
     return;
@@ -411,7 +418,7 @@ void UringPoller::Wait(int timeout_ms) {
     for (const uint32_t index : starved_) {
       Slot& s = slots_[index];
       if (s.handler != nullptr && s.recv_paused && !s.recv_armed && !s.rx_eof && s.rx_err == 0 &&
-          s.rx_off == s.rx.size()) {
+          !s.backlog()) {
         ArmRecv(index);
       }
     }
@@ -522,8 +529,9 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
   if (live && s.cur_off < s.cur_len) {
     // Left unread: into the backlog, which is empty here (a receive is armed only once the
     // backlog was read).
-    s.rx.assign(s.cur + s.cur_off, s.cur_len - s.cur_off);
-    s.rx_off = 0;
+    Slot::Bytes& b = s.B();
+    b.rx.assign(s.cur + s.cur_off, s.cur_len - s.cur_off);
+    b.rx_off = 0;
   }
   if (s.generation == generation) {
     s.cur = nullptr;
@@ -538,7 +546,7 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
   // Receive on, unless the handler left bytes (paused: Read re-arms once they are read),
   // the stream ended or the ring ran dry (re-armed after the batch).
   if (s.recv_armed || s.rx_eof || s.rx_err != 0 || res == -ENOBUFS) return;
-  if (s.rx_off == s.rx.size()) {
+  if (!s.backlog()) {
     ArmRecv(index);
   } else {
     s.recv_paused = true;
@@ -560,7 +568,7 @@ void UringPoller::Cancel(uint32_t index, uint64_t kind) {
 }
 
 bool UringPoller::Busy(const Slot& s) {
-  return s.armed || s.recv_armed || s.send_armed || (!s.tx.empty() && s.tx_err == 0);
+  return s.armed || s.recv_armed || s.send_armed || (s.queued() && s.tx_err == 0);
 }
 
 size_t UringPoller::Write(FileEvents& handler, const iovec* iov, size_t count, int* err) {
@@ -577,7 +585,7 @@ size_t UringPoller::Write(FileEvents& handler, const iovec* iov, size_t count, i
   for (size_t i = 0; i < count; ++i) want += iov[i].iov_len;
   if (want == 0) return 0;
   size_t done = 0;
-  if (!s.send_armed && s.tx.empty() && want >= kDirectSend) {
+  if (!s.send_armed && !s.queued() && want >= kDirectSend) {
     // Large, with nothing queued before it: straight out.
     msghdr m{};
     m.msg_iov = const_cast<iovec*>(iov);
@@ -594,7 +602,7 @@ size_t UringPoller::Write(FileEvents& handler, const iovec* iov, size_t count, i
     if (done == want) return done;
   }
   // The rest is queued, as far as there is room, and goes out with the next submission.
-  const size_t held = s.tx.size() + s.tx_flight.size();
+  const size_t held = s.held();
   size_t room = held < kSendQueue ? kSendQueue - held : 0;
   size_t skip = done;
   for (size_t i = 0; i < count && room > 0; ++i) {
@@ -606,12 +614,13 @@ size_t UringPoller::Write(FileEvents& handler, const iovec* iov, size_t count, i
     len -= k;
     const size_t take = std::min(len, room);
     if (take == 0) continue;
-    if (s.tx.empty()) s.tx.reserve(std::min(want - done, room));
-    s.tx.append(from, take);
+    std::string& tx = s.B().tx;
+    if (tx.empty()) tx.reserve(std::min(want - done, room));
+    tx.append(from, take);
     room -= take;
     done += take;
   }
-  if (!s.tx.empty() && !s.send_armed && !s.flush_listed) {
+  if (s.queued() && !s.send_armed && !s.flush_listed) {
     flush_.push_back(index);
     s.flush_listed = true;
   }
@@ -624,17 +633,18 @@ void UringPoller::FlushSends() {
   for (const uint32_t index : flush_) {
     Slot& s = slots_[index];
     s.flush_listed = false;
-    if (!s.send_armed && !s.tx.empty() && s.tx_err == 0) ArmSend(index);
+    if (!s.send_armed && s.queued() && s.tx_err == 0) ArmSend(index);
   }
   flush_.clear();
 }
 
 void UringPoller::ArmSend(uint32_t index) {
   Slot& s = slots_[index];
-  if (s.tx_flight.empty()) s.tx_flight.swap(s.tx);
+  Slot::Bytes& b = s.B();
+  if (b.tx_flight.empty()) b.tx_flight.swap(b.tx);
   io_uring_sqe* sqe = ring_->Sqe();
   // MSG_WAITALL: the kernel goes on until every byte went (or the connection failed).
-  io_uring_prep_send(sqe, s.fd, s.tx_flight.data(), s.tx_flight.size(), MSG_WAITALL | MSG_NOSIGNAL);
+  io_uring_prep_send(sqe, s.fd, b.tx_flight.data(), b.tx_flight.size(), MSG_WAITALL | MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, UserData(index, s.generation, kSend));
   s.send_armed = true;
 }
@@ -642,19 +652,21 @@ void UringPoller::ArmSend(uint32_t index) {
 void UringPoller::CompleteSend(uint32_t index, int32_t res) {
   Slot& s = slots_[index];
   s.send_armed = false;
-  if (res >= 0 && static_cast<size_t>(res) < s.tx_flight.size()) {
+  Slot::Bytes& b = s.B();  // held since the send was armed
+  if (res >= 0 && static_cast<size_t>(res) < b.tx_flight.size()) {
     // A short send (a signal, say): the rest goes on, before anything queued since.
-    s.tx_flight.erase(0, static_cast<size_t>(res));
+    b.tx_flight.erase(0, static_cast<size_t>(res));
     ArmSend(index);
     return;
   }
-  std::string().swap(s.tx_flight);  // an idle descriptor keeps no send memory
+  std::string().swap(b.tx_flight);  // an idle descriptor keeps no send memory
   if (res < 0) {
     s.tx_err = res == -ECANCELED ? EPIPE : -res;
-    std::string().swap(s.tx);
-  } else if (!s.tx.empty()) {
+    std::string().swap(b.tx);
+  } else if (!b.tx.empty()) {
     ArmSend(index);
   }
+  s.Trim();
   if (!s.send_armed && s.shut_how >= 0) {  // every byte is out: the shutdown waited for that
     ::shutdown(s.fd, s.shut_how);
     s.shut_how = -1;
@@ -663,7 +675,7 @@ void UringPoller::CompleteSend(uint32_t index, int32_t res) {
     if (!Busy(s)) Release(index);
     return;
   }
-  if (s.writer_blocked && (res < 0 || s.tx.size() + s.tx_flight.size() < kSendQueue)) {
+  if (s.writer_blocked && (res < 0 || s.held() < kSendQueue)) {
     s.writer_blocked = false;
     s.handler->OnFileEvents(EPOLLOUT);  // the write goes on, or finds the error
   }
@@ -673,7 +685,7 @@ void UringPoller::Shutdown(FileEvents& handler, int fd, int how) {
   const uint32_t index = handler.io_slot_;
   if (index != kNoSlot && !closed_) {
     Slot& s = slots_[index];
-    if (s.send_armed || (!s.tx.empty() && s.tx_err == 0)) {  // after the bytes written
+    if (s.send_armed || (s.queued() && s.tx_err == 0)) {  // after the bytes written
       s.shut_how = s.shut_how < 0 || s.shut_how == how ? how : SHUT_RDWR;
       return;
     }
@@ -689,7 +701,7 @@ void UringPoller::RemoveAndClose(FileEvents& handler, int fd) {
     return;
   }
   Slot& s = slots_[index];
-  if (!s.send_armed && (s.tx.empty() || s.tx_err != 0)) {
+  if (!s.send_armed && (!s.queued() || s.tx_err != 0)) {
     Remove(handler);
     ::close(fd);
     return;
@@ -708,7 +720,10 @@ void UringPoller::Linger(uint32_t index) {
   // The slot is the same one (the generation matched): its sends outlived kLingerTime.
   Slot& s = slots_[index];
   s.linger_armed = false;
-  std::string().swap(s.tx);
+  if (s.bytes != nullptr) {
+    std::string().swap(s.bytes->tx);
+    s.Trim();
+  }
   if (s.send_armed) {
     Cancel(index, kSend);
   } else if (s.handler == nullptr && !Busy(s)) {
@@ -729,17 +744,19 @@ void UringPoller::Exit() {
   closed_ = true;
   // Bytes written but not yet submitted: whatever the sockets take now (best effort; the
   // loop is over).
-  for (Slot& s : slots_) {
-    if (!s.send_armed && !s.tx.empty() && s.tx_err == 0) {
-      (void)::send(s.fd, s.tx.data(), s.tx.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  for (uint32_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (!s.send_armed && s.queued() && s.tx_err == 0) {
+      (void)::send(s.fd, s.bytes->tx.data(), s.bytes->tx.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     }
   }
   io_uring_queue_exit(&ring_->ring);  // ends every request, releasing its file
-  for (Slot& s : slots_) {
+  for (uint32_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
     if (s.handler != nullptr) s.handler->io_slot_ = kNoSlot;
     if (s.owns_fd) ::close(s.fd);
   }
-  slots_.clear();
+  slots_.Clear();
   free_.clear();
   starved_.clear();
   flush_.clear();

@@ -123,8 +123,6 @@ class UringPoller {
     const char* cur = nullptr;  // the completion being handed out (a ring buffer)
     uint32_t cur_len = 0;
     uint32_t cur_off = 0;
-    uint32_t rx_off = 0;  // backlog bytes already read
-    std::string rx;       // bytes the handler left unread
     // Ring sends.
     bool send_armed = false;      // a send of tx_flight is in the kernel
     bool flush_listed = false;    // in flush_: tx goes out with the next submission
@@ -133,10 +131,56 @@ class UringPoller {
     bool linger_armed = false;    // a linger timeout is in the kernel
     int shut_how = -1;            // a shutdown(2) waiting for the sends to end
     int tx_err = 0;               // a send failed (errno; sticky)
-    std::string tx;               // written, not yet submitted
-    std::string tx_flight;        // the bytes of the send in the kernel
+    // Bytes held for the descriptor; allocated only while there are some, so an idle
+    // descriptor's slot is small.
+    struct Bytes {
+      std::string rx;         // bytes the handler left unread (the backlog)
+      uint32_t rx_off = 0;    // backlog bytes already read
+      std::string tx;         // written, not yet submitted
+      std::string tx_flight;  // the bytes of the send in the kernel
+    };
+    std::unique_ptr<Bytes> bytes;
+
+    Bytes& B() {
+      if (bytes == nullptr) bytes = std::make_unique<Bytes>();
+      return *bytes;
+    }
+    bool backlog() const { return bytes != nullptr && bytes->rx_off < bytes->rx.size(); }
+    bool queued() const { return bytes != nullptr && !bytes->tx.empty(); }
+    size_t held() const { return bytes ? bytes->tx.size() + bytes->tx_flight.size() : 0; }
+    // Frees the bytes' holder once it holds nothing.
+    void Trim() {
+      if (bytes != nullptr && bytes->rx.empty() && bytes->tx.empty() && bytes->tx_flight.empty()) {
+        bytes.reset();
+      }
+    }
   };
   static constexpr uint32_t kNoSlot = UINT32_MAX;
+
+  // Slots in fixed chunks: growing never moves them and leaves no freed arrays behind (with
+  // two slots per proxied connection, a doubling vector's discarded arrays were a visible
+  // part of an idle connection's memory).
+  class SlotTable {
+   public:
+    Slot& operator[](uint32_t i) { return chunks_[i >> kShift][i & kMask]; }
+    const Slot& operator[](uint32_t i) const { return chunks_[i >> kShift][i & kMask]; }
+    uint32_t size() const { return size_; }
+    uint32_t Append() {
+      if ((size_ >> kShift) == chunks_.size()) chunks_.push_back(std::make_unique<Slot[]>(kChunk));
+      return size_++;
+    }
+    void Clear() {
+      chunks_.clear();
+      size_ = 0;
+    }
+
+   private:
+    static constexpr uint32_t kShift = 8;
+    static constexpr uint32_t kChunk = 1u << kShift;
+    static constexpr uint32_t kMask = kChunk - 1;
+    std::vector<std::unique_ptr<Slot[]>> chunks_;
+    uint32_t size_ = 0;
+  };
 
   void SetUpBuffers();
   void Arm(uint32_t index);
@@ -155,7 +199,7 @@ class UringPoller {
 
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<Buffers> buffers_;  // null: no ring reads
-  std::vector<Slot> slots_;
+  SlotTable slots_;
   std::vector<uint32_t> free_;
   std::vector<uint32_t> flush_;    // descriptors with bytes queued this turn
   std::vector<uint32_t> starved_;  // receives ended for want of a buffer: re-armed after the batch
