@@ -325,9 +325,10 @@ size_t PolledTryWrite(Polled& p, iovec* iov, size_t count, error_code& ec) {
     int err = 0;
     const size_t n = p.dispatcher.RingWrite(p, iov, count, &err);
     if (n < want) p.writable = false;  // the queue is full: EPOLLOUT once a send ended
-    if (n == 0)
+    if (n == 0) {
       ec = err == EAGAIN ? error_code(net::error::would_block)
                          : error_code(err, boost::system::system_category());
+    }
     return n;
   }
   msghdr m{};

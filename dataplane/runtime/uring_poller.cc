@@ -437,7 +437,8 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
     }
     return;
   }
-  switch ((user_data >> 32) & 7) {
+  const uint64_t kind = (user_data >> 32) & 7;
+  switch (kind) {
     case kRecv:
       return CompleteRecv(index, res, flags);
     case kSend:
@@ -451,7 +452,6 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
       // for our next io_uring_enter), and a multishot poll or a receive that finds no bytes
       // arms itself again afterwards. Remove it again while it is still there.
       const Slot& s = slots_[index];
-      const uint64_t kind = (user_data >> 32) & 7;
       if (res != -EALREADY) return;
       if (kind == kPollRemove && s.armed) Cancel(index, kPoll);
       if (kind == kRecvCancel && s.recv_armed) Cancel(index, kRecv);
