@@ -3,6 +3,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -706,14 +707,30 @@ void UringPoller::RemoveAndClose(FileEvents& handler, int fd) {
     ::close(fd);
     return;
   }
+  s.owns_fd = true;
+  if (UnreadInput(s)) {
+    // close(2) of a socket with unread input resets the connection and discards what was
+    // still to be sent; so does this (a peer that sends without reading, a flood, gets no
+    // grace to fill our receive buffer).
+    std::string().swap(s.B().tx);
+    const bool cancel = s.send_armed;
+    Remove(handler);  // releases the slot (and closes) unless the send is in the kernel
+    if (cancel) Cancel(index, kSend);
+    return;
+  }
   // Bytes are still to go: the slot keeps the descriptor until they went, for kLingerTime at
   // most.
-  s.owns_fd = true;
   io_uring_sqe* sqe = ring_->Sqe();
   io_uring_prep_timeout(sqe, const_cast<__kernel_timespec*>(&kLingerTime), 0, 0);
   io_uring_sqe_set_data64(sqe, UserData(index, s.generation, kLinger));
   s.linger_armed = true;
   Remove(handler);
+}
+
+bool UringPoller::UnreadInput(const Slot& s) {
+  if (s.backlog() || s.cur_off < s.cur_len) return true;
+  int unread = 0;
+  return ::ioctl(s.fd, FIONREAD, &unread) == 0 && unread > 0;
 }
 
 void UringPoller::Linger(uint32_t index) {

@@ -195,6 +195,8 @@ class UringPoller {
   void ArmSend(uint32_t index);
   void CompleteSend(uint32_t index, int32_t res);
   void Linger(uint32_t index);
+  // Bytes came that the handler did not read (held here, or still in the kernel).
+  static bool UnreadInput(const Slot& s);
   void Exit();
 
   std::unique_ptr<Ring> ring_;

@@ -430,6 +430,42 @@ TEST_P(DispatcherTest, RingSendsGoOutInOrderAndACloseLingersBoundedly) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 12s);
 }
 
+// As close(2) of a socket with unread input: the sends still queued are dropped and the
+// descriptor closes at once, without the linger (a peer that floods us without reading gets
+// no grace to fill our receive buffer).
+TEST_P(DispatcherTest, ACloseWithUnreadInputDropsTheQueuedSendsAtOnce) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  auto [a, b] = SocketPair();
+  ASSERT_TRUE(a && b);
+  Readable r;
+  ASSERT_TRUE(dispatcher.Watch(a.get(), r, /*ring_reads=*/true));
+  if (!r.ring_reads()) {
+    dispatcher.Forget(r);
+    GTEST_SKIP() << "no ring sends with this backend";
+  }
+  dispatcher.StartRingReads(r);
+  int err = -1;
+  std::string chunk(4096, 'q');
+  iovec one{chunk.data(), chunk.size()};
+  for (int i = 0; i < 10000; ++i) {
+    if (dispatcher.RingWrite(r, &one, 1, &err) == 0) break;
+    dispatcher.RunOnce(0ms);
+  }
+  ASSERT_EQ(err, EAGAIN);
+  // The peer writes; the handler does not read it.
+  ASSERT_EQ(::write(b.get(), "unread", 6), 6);
+  for (int i = 0; i < 100 && (r.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
+  ASSERT_NE(r.seen & EPOLLIN, 0u);
+  const int fd = a.release();
+  dispatcher.ForgetAndClose(r, fd);
+  const auto start = std::chrono::steady_clock::now();
+  while (::fcntl(fd, F_GETFD) != -1 && std::chrono::steady_clock::now() - start < 15s) {
+    dispatcher.RunOnce(10ms);
+  }
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "still open 15 s after the close";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << "lingered with unread input";
+}
+
 TEST_P(DispatcherTest, ShutdownAbandonsWhatWaits) {
   Dispatcher dispatcher(RealTime(), GetParam());
   auto [a, b] = SocketPair();
