@@ -34,6 +34,17 @@ void CallIfPresent(const char* symbol) {
 
 void ReleaseThreadCache() { CallIfPresent("MallocExtension_MarkThreadIdle"); }
 
+size_t FreeHeapBytes() {
+  using GetProperty = int (*)(const char* property, size_t* value);
+  if (void* fn = ::dlsym(RTLD_DEFAULT, "MallocExtension_GetNumericProperty"); fn != nullptr) {
+    size_t free_bytes = 0;
+    return reinterpret_cast<GetProperty>(fn)("tcmalloc.pageheap_free_bytes", &free_bytes) != 0
+               ? free_bytes
+               : 0;
+  }
+  return ::mallinfo2().fordblks;
+}
+
 void ReturnFreeMemoryToSystem() {
   CallIfPresent("MallocExtension_ReleaseFreeMemory");
   // The C library's heap too: with tcmalloc it holds only what was allocated before tcmalloc

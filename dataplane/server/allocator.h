@@ -5,6 +5,7 @@
 // and LD_PRELOAD (another allocator, heaptrack) change that, so the answer is looked up in the
 // running process rather than assumed.
 
+#include <cstddef>
 #include <string>
 
 namespace onedomain::dataplane {
@@ -15,6 +16,10 @@ std::string AllocatorSummary();
 // Moves the calling thread's cache of free memory to the shared free lists (tcmalloc keeps
 // up to a few MiB per thread); nothing with glibc. Each worker calls it for itself.
 void ReleaseThreadCache();
+
+// Free memory the allocator holds that ReturnFreeMemoryToSystem would hand back (tcmalloc's
+// free page-heap bytes, glibc's free arena bytes). Cheap enough for a periodic check.
+size_t FreeHeapBytes();
 
 // Hands the free memory the allocator holds back to the system (tcmalloc's
 // MallocExtension_ReleaseFreeMemory, glibc's malloc_trim). Slow: for after a flood of
