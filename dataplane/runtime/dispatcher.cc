@@ -273,6 +273,8 @@ void Dispatcher::ReleaseIdleBuffers() {
   if (uring_) uring_->ReleaseIdleBuffers();
 }
 
+bool Dispatcher::idle_buffer_pages_held() const { return uring_ && uring_->buffer_pages_held(); }
+
 bool Dispatcher::ring_reads_available() const {
   return uring_ && !uring_->closed() && uring_->ring_reads();
 }

@@ -148,6 +148,8 @@ class Dispatcher {
   bool ring_reads_available() const;
   // Loop thread, between turns: the receive buffers' pages go back to the system.
   void ReleaseIdleBuffers();
+  // Whether ReleaseIdleBuffers has pages to give back (any thread; see UringPoller).
+  bool idle_buffer_pages_held() const;
   // No further events reach `handler`, not even ones already collected in this turn. Call
   // before closing its descriptor (closing removes it from the epoll set without a syscall).
   void Forget(FileEvents& handler);

@@ -323,6 +323,7 @@ void UringPoller::ReleaseIdleBuffers() {
   // holds bytes anybody will read.
   if (io_uring_cq_ready(&ring_->ring) != 0) return;
   ::madvise(buffers_->memory, kBufferCount * kBufferSize, MADV_DONTNEED);
+  buffer_pages_held_.store(false, std::memory_order_relaxed);
 }
 
 bool UringPoller::Pending(const FileEvents& handler) const {
@@ -414,6 +415,9 @@ void UringPoller::Wait(int timeout_ms) {
     return;
   }
   if (buffers_ != nullptr) {
+    if (buffers_->returned != 0 && !buffer_pages_held_.load(std::memory_order_relaxed)) {
+      buffer_pages_held_.store(true, std::memory_order_relaxed);
+    }
     buffers_->Publish();
     // Receives that found the ring dry go on now that this batch's buffers are back.
     for (const uint32_t index : starved_) {

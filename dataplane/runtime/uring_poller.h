@@ -41,6 +41,7 @@
 //
 // Thread: the loop's.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -97,6 +98,10 @@ class UringPoller {
   // a buffer's next use faults fresh pages in). Skipped while completions wait to be reaped,
   // whose bytes sit in buffers.
   void ReleaseIdleBuffers();
+  // Whether receives used the buffers since the last ReleaseIdleBuffers (their pages are
+  // resident; the kernel takes buffers in turn, so any traffic touches them all in time).
+  // Any thread.
+  bool buffer_pages_held() const { return buffer_pages_held_.load(std::memory_order_relaxed); }
 
   // Submits what is queued and waits for events up to `timeout_ms` (-1: no limit, 0: does
   // not wait), then hands out at most a batch of them.
@@ -209,6 +214,7 @@ class UringPoller {
   bool dispatching_ = false;
   bool close_requested_ = false;
   bool closed_ = false;
+  std::atomic<bool> buffer_pages_held_{false};
 };
 
 }  // namespace onedomain::dataplane

@@ -37,10 +37,15 @@ void ReleaseThreadCache() { CallIfPresent("MallocExtension_MarkThreadIdle"); }
 size_t FreeHeapBytes() {
   using GetProperty = int (*)(const char* property, size_t* value);
   if (void* fn = ::dlsym(RTLD_DEFAULT, "MallocExtension_GetNumericProperty"); fn != nullptr) {
-    size_t free_bytes = 0;
-    return reinterpret_cast<GetProperty>(fn)("tcmalloc.pageheap_free_bytes", &free_bytes) != 0
-               ? free_bytes
-               : 0;
+    const auto get = [fn](const char* property) {
+      size_t value = 0;
+      return reinterpret_cast<GetProperty>(fn)(property, &value) != 0 ? value : 0;
+    };
+    // Everything mapped and not allocated: the free pages, and the freed objects in the
+    // thread, transfer and central caches (a burst's buffers often still sit in those).
+    const size_t mapped = get("generic.heap_size") - get("tcmalloc.pageheap_unmapped_bytes");
+    const size_t allocated = get("generic.current_allocated_bytes");
+    return mapped > allocated ? mapped - allocated : 0;
   }
   return ::mallinfo2().fordblks;
 }

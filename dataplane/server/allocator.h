@@ -17,8 +17,9 @@ std::string AllocatorSummary();
 // up to a few MiB per thread); nothing with glibc. Each worker calls it for itself.
 void ReleaseThreadCache();
 
-// Free memory the allocator holds that ReturnFreeMemoryToSystem would hand back (tcmalloc's
-// free page-heap bytes, glibc's free arena bytes). Cheap enough for a periodic check.
+// Free memory the allocator holds, some of which ReturnFreeMemoryToSystem could hand back
+// (tcmalloc: mapped and not allocated, caches included; glibc: free arena bytes). Cheap
+// enough for a periodic check.
 size_t FreeHeapBytes();
 
 // Hands the free memory the allocator holds back to the system (tcmalloc's

@@ -69,13 +69,15 @@ uint32_t DefaultConnectionCap(size_t workers) {
 // 77 MiB -> 27 MiB after one of 2,000 with 16 KiB heads, tests/integration/test_memory_return).
 constexpr int64_t kTrimAfterPeak = 1000;
 // And once traffic goes quiet (less than kQuietBytes from clients in a pass) with at least
-// kTrimFreeBytes free: the freed buffers of a burst (a storm of WebSocket handshakes, say)
-// would otherwise stay part of every idle connection's memory (ws_load's 256 handshakes at a
-// time left 3.4 MiB, 1.7 KiB for each of 2,000 idle connections). At most every
+// kTrimFreeBytes more free than the last return left (some free memory is fragments a
+// return cannot give back), or with the io_uring receive buffers' pages resident (4 MiB a
+// worker once traffic went through them): the freed buffers of a burst (a storm of WebSocket
+// handshakes, say) would otherwise stay part of every idle connection's memory (ws_load's 256
+// handshakes at a time left 3.4 MiB, 1.7 KiB for each of 2,000 idle connections). At most every
 // kQuietTrimGap, so a trickle of traffic does not trim over and over.
 constexpr uint64_t kQuietBytes = 64 * 1024;
 constexpr size_t kTrimFreeBytes = 1024 * 1024;
-constexpr auto kQuietTrimGap = std::chrono::seconds(5);
+constexpr auto kQuietTrimGap = std::chrono::seconds(1);
 
 std::string Describe(const v1::Snapshot& s) {
   return str::Cat("version ", s.version(), " (", s.listeners_size(), " listener(s), ",
@@ -141,6 +143,8 @@ struct DataplaneServer::Impl {
   int64_t sessions_peak = 0;  // since memory was last returned
   uint64_t client_bytes_seen = 0;
   Clock::time_point last_quiet_trim{};
+  size_t free_floor = 0;  // what the last return left free (measured on the next pass)
+  bool measure_floor = false;
   int housekeeping_passes = 0;
   void MaybeReturnMemory();
   // `flood`: logged at info (a flood is worth an operator's notice), else at debug.
@@ -249,10 +253,16 @@ void DataplaneServer::Impl::MaybeReturnMemory() {
   int64_t live = 0;
   int64_t recent_peak = 0;  // each worker's own peak since the last pass, summed
   uint64_t received = 0;
+  bool buffer_pages = false;
   for (const auto& w : workers) {
     live += w->live_sessions();
     recent_peak += w->TakeSessionPeak();
     received += w->client_bytes_received();
+    buffer_pages = buffer_pages || w->dispatcher().idle_buffer_pages_held();
+  }
+  if (measure_floor) {  // the return posted last pass has run on the workers by now
+    free_floor = FreeHeapBytes();
+    measure_floor = false;
   }
   const bool quiet = received - client_bytes_seen < kQuietBytes;
   client_bytes_seen = received;
@@ -267,15 +277,17 @@ void DataplaneServer::Impl::MaybeReturnMemory() {
     return;
   }
   if (!quiet || Clock::now() - last_quiet_trim < kQuietTrimGap) return;
-  if (const size_t free_bytes = FreeHeapBytes(); free_bytes >= kTrimFreeBytes) {
+  const size_t free_bytes = FreeHeapBytes();
+  if (free_bytes >= free_floor + kTrimFreeBytes || buffer_pages) {
     last_quiet_trim = Clock::now();
-    ReturnMemory(str::Cat("traffic went quiet: ", free_bytes / 1024,
-                          " KiB of freed heap returned to the system"),
+    ReturnMemory(str::Cat("traffic went quiet: freed heap (", free_bytes / 1024,
+                          " KiB free) and receive buffers returned to the system"),
                  /*flood=*/false);
   }
 }
 
 void DataplaneServer::Impl::ReturnMemory(std::string message, bool flood) {
+  measure_floor = true;
   // Each worker empties its own allocator cache (only a thread can) and gives back its
   // receive buffers' pages; the last one to do so returns the free memory.
   auto left = std::make_shared<std::atomic<size_t>>(workers.size());

@@ -1,7 +1,8 @@
 """After a flood of connections ends, the node hands the memory they used back to the system
 (the housekeeping pass returns the allocator's free memory once live connections fall below a
 quarter of a peak of 1,000 or more, and, after smaller bursts, once traffic goes quiet with
-1 MiB or more free; tcmalloc keeps it otherwise)."""
+1 MiB more free or the io_uring receive buffers' 4 MiB resident; tcmalloc keeps it
+otherwise)."""
 
 import resource
 import socket
