@@ -89,6 +89,24 @@ void ShedOne(int listen_fd, UniqueFd& reserve, Worker& worker) {
   reserve = OpenReserve();
 }
 
+// Gives an accepted connection to `to`, a less loaded worker (Worker::HandoffTarget), which
+// serves it as if it had accepted it. Should its config no longer have this listener (a
+// snapshot switch between the two workers' turns), the connection is closed rather than
+// served with another listener's settings.
+void HandOff(Worker& from, Worker& to, uint32_t slot, UniqueFd socket) {
+  const Ref<WorkerConfig> cfg = from.config();
+  const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
+  to.ReserveHandoff();
+  from.counters().handoffs.Add();
+  to.Post([&to, slot, listener, fd = socket.release()] {
+    to.AdoptHandedOff();
+    UniqueFd adopted(fd);
+    const Ref<WorkerConfig> now = to.config();
+    if (!now || now->listener(slot) != listener) return;
+    SpawnConnection(to, slot, std::move(adopted), &h2::ServeHttp2);
+  });
+}
+
 net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) {
   Listener listener(worker.dispatcher(), std::move(socket));
   if (!worker.dispatcher().Watch(listener.fd.get(), listener)) {
@@ -139,7 +157,11 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
                                worker.Now() + std::chrono::milliseconds(50));
       continue;
     }
-    SpawnConnection(worker, slot, UniqueFd(fd), &h2::ServeHttp2);
+    if (Worker* to = worker.HandoffTarget(); to != nullptr) {
+      HandOff(worker, *to, slot, UniqueFd(fd));
+    } else {
+      SpawnConnection(worker, slot, UniqueFd(fd), &h2::ServeHttp2);
+    }
     if (++burst >= kAcceptBurst) {
       burst = 0;
       co_await worker.dispatcher().Yield();

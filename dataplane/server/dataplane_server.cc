@@ -518,6 +518,9 @@ absl::Status DataplaneServer::Start() {
     m.workers.push_back(std::make_unique<Worker>(i, m.catalog, m.access_log.get(), RealTime(), io));
     m.workers.back()->set_default_connection_cap(cap);
   }
+  std::vector<Worker*> siblings;
+  for (auto& w : m.workers) siblings.push_back(w.get());
+  for (auto& w : m.workers) w->set_siblings(siblings);
   for (auto& w : m.workers) w->Start();
   m.control_guard.emplace(m.control.get_executor());
   m.dns = std::make_unique<DnsRefresher>(

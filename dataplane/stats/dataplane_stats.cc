@@ -279,6 +279,26 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     m.counter.value = static_cast<double>(shed);
     accept_failures.metric.push_back(m);
   }
+  auto per_worker =
+      Family("onedomain_worker_connections_active",
+             "Client connections open now, by worker (how evenly they spread).", MetricType::Gauge);
+  auto handoffs =
+      Family("onedomain_downstream_handoffs_total",
+             "Client connections a worker accepted and handed to a less loaded one (SO_REUSEPORT "
+             "spreads them by address hash, not by load).",
+             MetricType::Counter);
+  {
+    uint64_t moved = 0;
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      prometheus::ClientMetric m = Labelled({{"worker", std::to_string(i)}});
+      m.gauge.value = static_cast<double>(workers_[i].totals->downstream_active.Get());
+      per_worker.metric.push_back(std::move(m));
+      moved += workers_[i].totals->handoffs.Get();
+    }
+    prometheus::ClientMetric m;
+    m.counter.value = static_cast<double>(moved);
+    handoffs.metric.push_back(std::move(m));
+  }
 
   auto requests = Family("onedomain_http_requests_total",
                          "HTTP requests answered, by route and status code.", MetricType::Counter);
@@ -424,9 +444,9 @@ std::vector<prometheus::MetricFamily> StatsCatalog::Collect() const {
     up_eject.metric.push_back(std::move(m));
   }
 
-  for (auto* f :
-       {&conns_active, &conns_total, &bytes, &accept_failures, &requests, &duration, &upgrades,
-        &ws_active, &ws_bytes, &up_active, &up_total, &up_stale, &up_fail, &up_retry, &up_eject}) {
+  for (auto* f : {&conns_active, &conns_total, &bytes, &accept_failures, &per_worker, &handoffs,
+                  &requests, &duration, &upgrades, &ws_active, &ws_bytes, &up_active, &up_total,
+                  &up_stale, &up_fail, &up_retry, &up_eject}) {
     out.push_back(std::move(*f));
   }
   CollectWebSocketFamilies(out);

@@ -178,6 +178,7 @@ struct alignas(64) WorkerCounters {
   std::array<Counter, static_cast<size_t>(Http2Error::kCount)> http2_errors;
   Gauge downstream_active;
   Counter downstream_total;
+  Counter handoffs;                 // accepted here, handed to a less loaded worker
   Counter accept_failures;          // accept() errors (out of descriptors, memory)
   Counter accept_shed;              // accepted and closed at once for lack of descriptors
   Counter bytes_received;           // from clients

@@ -135,8 +135,23 @@ void Worker::RemoveSession(SessionLink* link) {
                        std::memory_order_relaxed);
 }
 
+Worker* Worker::HandoffTarget() const {
+  Worker* least = nullptr;
+  uint32_t least_load = UINT32_MAX;
+  for (Worker* w : siblings_) {
+    if (w == this) continue;
+    const uint32_t l = w->load();
+    if (l < least_load) {
+      least = w;
+      least_load = l;
+    }
+  }
+  return least != nullptr && Unbalanced(load(), least_load) ? least : nullptr;
+}
+
 void Worker::ConnectionClosed() {
   --connections_;
+  load_.fetch_sub(1, std::memory_order_relaxed);
   // A slot freed up for accept loops held back by the connection cap.
   SlotWaiterList waiters;
   waiters.swap(slot_waiters_);

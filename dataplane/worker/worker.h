@@ -121,8 +121,30 @@ class Worker {
   // handshake included): what the connection caps count. Closing one wakes an accept loop
   // held back by its cap.
   uint32_t connections() const { return connections_; }
-  void ConnectionOpened() { ++connections_; }
+  void ConnectionOpened() {
+    ++connections_;
+    load_.fetch_add(1, std::memory_order_relaxed);
+  }
   void ConnectionClosed();
+
+  // ---- connection balance (any thread) ----
+  // SO_REUSEPORT spreads connections by a hash of their addresses, not by load: 50 keep-alive
+  // connections came out 22/29 or 33/18 over two workers, and the busier one sets the
+  // latency. An accept loop hands a connection it accepted to the least-loaded sibling when
+  // its own load is above that sibling's by more than kHandoffMargin(load).
+  // The workers of the same server, this one included; set before Start.
+  void set_siblings(std::vector<Worker*> siblings) { siblings_ = std::move(siblings); }
+  // Connections open plus those handed over and not yet adopted.
+  uint32_t load() const { return load_.load(std::memory_order_relaxed); }
+  // The sibling this worker's next accepted connection should go to, or null: keep it.
+  Worker* HandoffTarget() const;
+  // Counts a connection handed to this worker until it adopts it (AdoptHandedOff, on its
+  // own thread, before it spawns the session).
+  void ReserveHandoff() { load_.fetch_add(1, std::memory_order_relaxed); }
+  void AdoptHandedOff() { load_.fetch_sub(1, std::memory_order_relaxed); }
+  // Whether `load` is unbalanced enough against `least` to move a connection: more than
+  // one plus 1/16 of the load (so a few short connections do not ping-pong).
+  static bool Unbalanced(uint32_t load, uint32_t least) { return load > least + 1 + load / 16; }
 
   // Accept loops register their acceptor so it can be closed by slot.
   void RegisterAcceptor(uint32_t slot, AcceptorHandle& acceptor);
@@ -154,6 +176,8 @@ class Worker {
   std::atomic<int64_t> session_peak_{0};  // see TakeSessionPeak
   uint32_t default_connection_cap_ = 0;
   uint32_t connections_ = 0;
+  std::atomic<uint32_t> load_{0};  // see load()
+  std::vector<Worker*> siblings_;
   bool draining_ = false;
   std::unordered_multimap<uint32_t, AcceptorHandle*> acceptors_;
   SlotWaiterList slot_waiters_;

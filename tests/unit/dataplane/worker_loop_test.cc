@@ -70,5 +70,42 @@ TEST_F(WorkerLoopTest, WaitUntilEndsWhenResumed) {
   EXPECT_EQ(f.get(), error_code{});
 }
 
+// Connection balance: a worker hands its next connection to the least-loaded sibling only
+// when it carries more than one plus a sixteenth of its load above it.
+TEST(WorkerBalanceTest, UnbalancedNeedsMoreThanTheMargin) {
+  EXPECT_FALSE(Worker::Unbalanced(0, 0));
+  EXPECT_FALSE(Worker::Unbalanced(1, 0));
+  EXPECT_TRUE(Worker::Unbalanced(2, 0));
+  EXPECT_FALSE(Worker::Unbalanced(26, 24));  // margin 1 + 26 / 16 = 2
+  EXPECT_TRUE(Worker::Unbalanced(27, 24));
+  EXPECT_FALSE(Worker::Unbalanced(1600, 1500));  // margin 101
+  EXPECT_TRUE(Worker::Unbalanced(1602, 1500));
+}
+
+TEST(WorkerBalanceTest, TheTargetIsTheLeastLoadedSiblingAndCountsWhatIsOnItsWay) {
+  stats::StatsCatalog catalog(3);
+  Worker a(0, catalog, nullptr);
+  Worker b(1, catalog, nullptr);
+  Worker c(2, catalog, nullptr);
+  for (Worker* w : {&a, &b, &c}) w->set_siblings({&a, &b, &c});
+  EXPECT_EQ(a.HandoffTarget(), nullptr) << "all idle: keep it";
+  a.ConnectionOpened();
+  a.ConnectionOpened();
+  c.ConnectionOpened();
+  EXPECT_EQ(a.HandoffTarget(), &b) << "2 against 0: the least loaded";
+  b.ReserveHandoff();  // one on its way to b
+  EXPECT_EQ(b.load(), 1u);
+  EXPECT_EQ(a.HandoffTarget(), nullptr) << "2 against 1 (reserved) and 1";
+  b.AdoptHandedOff();
+  b.ConnectionOpened();
+  EXPECT_EQ(b.load(), 1u);
+  a.ConnectionClosed();
+  EXPECT_EQ(a.load(), 1u);
+  Worker alone(0, catalog, nullptr);
+  alone.ConnectionOpened();
+  alone.ConnectionOpened();
+  EXPECT_EQ(alone.HandoffTarget(), nullptr) << "no siblings";
+}
+
 }  // namespace
 }  // namespace onedomain::dataplane
