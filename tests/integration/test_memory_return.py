@@ -19,29 +19,36 @@ def active(node):
     return node.counter("onedomain_downstream_connections_active")
 
 
-def test_a_floods_memory_goes_back_to_the_system(procs):
+def node_after_heads(procs, count):
+    """A node that took `count` connections, each with a 16 KiB partial head, all closed
+    again: returns (node, RSS before, RSS while it held them), in KiB."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard < FLOOD + 256:
-        pytest.skip(f"needs {FLOOD + 256} descriptors, the hard limit is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, FLOOD + 256), hard))
+    if hard < count + 256:
+        pytest.skip(f"needs {count + 256} descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, count + 256), hard))
     doc = dp.bootstrap([dp.cluster("none", [dp.free_port()])], [dp.route("all", "/", "none")])
     node = dp.start_dataplane(procs, doc)
     before = node.rss_kib()
     socks = []
     try:
-        for _ in range(FLOOD):
+        for _ in range(count):
             s = socket.create_connection((dp.LOOPBACK, node.port))
             s.sendall(b"GET / HTTP/1.1\r\nHost: flood.test\r\nX-Pad: " + b"a" * PAD)
             socks.append(s)
-        dp.wait_until(lambda: active(node) >= FLOOD, timeout=30, what="the flood is open")
+        dp.wait_until(lambda: active(node) >= count, timeout=30, what=f"{count} open")
         # Every head is in: the node has read all it was sent.
-        dp.wait_until(lambda: node.rss_kib() - before > FLOOD * PAD // 1024,
-                      timeout=30, what="the node holds the flood's heads")
+        dp.wait_until(lambda: node.rss_kib() - before > count * PAD // 1024,
+                      timeout=30, what="the node holds the heads")
         peak = node.rss_kib()
     finally:
         for s in socks:
             s.close()
-    dp.wait_until(lambda: active(node) == 0, timeout=30, what="the flood is gone")
+    dp.wait_until(lambda: active(node) == 0, timeout=30, what="all closed")
+    return node, before, peak
+
+
+def test_a_floods_memory_goes_back_to_the_system(procs):
+    node, before, peak = node_after_heads(procs, FLOOD)
     dp.wait_until(lambda: "freed heap returned to the system" in node.proc.output(),
                   timeout=15, what="the housekeeping pass returned memory")
     after = node.rss_kib()
@@ -53,26 +60,7 @@ def test_a_floods_memory_goes_back_to_the_system(procs):
 def test_a_bursts_memory_goes_back_once_traffic_is_quiet(procs):
     """Fewer connections than a flood (300, each with a 16 KiB partial head): the node returns
     their freed memory when clients stop sending, not only after floods of 1,000."""
-    burst = 300
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, burst + 256)), hard))
-    doc = dp.bootstrap([dp.cluster("none", [dp.free_port()])], [dp.route("all", "/", "none")])
-    node = dp.start_dataplane(procs, doc)
-    before = node.rss_kib()
-    socks = []
-    try:
-        for _ in range(burst):
-            s = socket.create_connection((dp.LOOPBACK, node.port))
-            s.sendall(b"GET / HTTP/1.1\r\nHost: burst.test\r\nX-Pad: " + b"a" * PAD)
-            socks.append(s)
-        dp.wait_until(lambda: active(node) >= burst, timeout=30, what="the burst is open")
-        dp.wait_until(lambda: node.rss_kib() - before > burst * PAD // 1024,
-                      timeout=30, what="the node holds the burst's heads")
-        peak = node.rss_kib()
-    finally:
-        for s in socks:
-            s.close()
-    dp.wait_until(lambda: active(node) == 0, timeout=30, what="the burst is gone")
+    node, before, peak = node_after_heads(procs, 300)
     # Without the quiet-traffic release the node stays at its peak: 300 is below the flood
     # rule's 1,000.
     dp.wait_until(lambda: node.rss_kib() - before < (peak - before) / 2, timeout=15,

@@ -380,6 +380,42 @@ TEST_P(DispatcherTest, AForgottenDescriptorClosesWhileItsWakeUpIsOnTheWay) {
   }
 }
 
+// Starts ring reads (and so ring sends) for `r`, watched with ring_reads; false, with `r`
+// forgotten, on a backend without them.
+bool StartRingSends(Dispatcher& dispatcher, Readable& r) {
+  if (!r.ring_reads()) {
+    dispatcher.Forget(r);
+    return false;
+  }
+  dispatcher.StartRingReads(r);
+  return true;
+}
+
+// Writes 4 KiB at a time, turning the loop, until the queue is full behind a peer that does
+// not read (*err EAGAIN) or 10,000 writes went. Returns the bytes taken.
+size_t FillSendQueue(Dispatcher& dispatcher, Readable& r, int* err) {
+  std::string chunk(4096, 'q');
+  iovec one{chunk.data(), chunk.size()};
+  size_t queued = 0;
+  for (int i = 0; i < 10000; ++i) {
+    const size_t k = dispatcher.RingWrite(r, &one, 1, err);
+    queued += k;
+    if (k == 0) break;
+    dispatcher.RunOnce(0ms);
+  }
+  return queued;
+}
+
+// Turns the loop until `fd` is closed, for 15 s at most; returns how long that took.
+std::chrono::steady_clock::duration RunUntilClosed(Dispatcher& dispatcher, int fd,
+                                                   std::chrono::milliseconds turn) {
+  const auto start = std::chrono::steady_clock::now();
+  while (::fcntl(fd, F_GETFD) != -1 && std::chrono::steady_clock::now() - start < 15s) {
+    dispatcher.RunOnce(turn);
+  }
+  return std::chrono::steady_clock::now() - start;
+}
+
 // Ring sends (io_uring): writes queue and go out in order; closing waits for them, but for
 // kLingerTime (10 s) at most when the peer stops reading.
 TEST_P(DispatcherTest, RingSendsGoOutInOrderAndACloseLingersBoundedly) {
@@ -388,11 +424,7 @@ TEST_P(DispatcherTest, RingSendsGoOutInOrderAndACloseLingersBoundedly) {
   ASSERT_TRUE(a && b);
   Readable r;
   ASSERT_TRUE(dispatcher.Watch(a.get(), r, /*ring_reads=*/true));
-  if (!r.ring_reads()) {
-    dispatcher.Forget(r);
-    GTEST_SKIP() << "no ring sends with this backend";
-  }
-  dispatcher.StartRingReads(r);
+  if (!StartRingSends(dispatcher, r)) GTEST_SKIP() << "no ring sends with this backend";
   int err = -1;
   char hello[] = "hello, ";
   char world[] = "world";
@@ -408,26 +440,15 @@ TEST_P(DispatcherTest, RingSendsGoOutInOrderAndACloseLingersBoundedly) {
   ASSERT_EQ(n, 12);
   EXPECT_EQ(std::string(buf, 12), "hello, world");
   // A peer that stops reading: the queue fills (EAGAIN) behind the socket's buffer.
-  std::string chunk(4096, 'q');
-  iovec one{chunk.data(), chunk.size()};
-  size_t queued = 0;
-  for (int i = 0; i < 10000; ++i) {
-    const size_t k = dispatcher.RingWrite(r, &one, 1, &err);
-    queued += k;
-    if (k == 0) break;
-    dispatcher.RunOnce(0ms);
-  }
+  const size_t queued = FillSendQueue(dispatcher, r, &err);
   EXPECT_EQ(err, EAGAIN) << "a peer that never reads took " << queued << " bytes";
   const int fd = a.release();
   dispatcher.ForgetAndClose(r, fd);
   dispatcher.RunOnce(0ms);
   EXPECT_NE(::fcntl(fd, F_GETFD), -1) << "closed with sends still going";
-  const auto start = std::chrono::steady_clock::now();
-  while (::fcntl(fd, F_GETFD) != -1 && std::chrono::steady_clock::now() - start < 15s) {
-    dispatcher.RunOnce(100ms);
-  }
+  const auto took = RunUntilClosed(dispatcher, fd, 100ms);
   EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "still open 15 s after the close";
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 12s);
+  EXPECT_LT(took, 12s);
 }
 
 // As close(2) of a socket with unread input: the sends still queued are dropped and the
@@ -439,18 +460,9 @@ TEST_P(DispatcherTest, ACloseWithUnreadInputDropsTheQueuedSendsAtOnce) {
   ASSERT_TRUE(a && b);
   Readable r;
   ASSERT_TRUE(dispatcher.Watch(a.get(), r, /*ring_reads=*/true));
-  if (!r.ring_reads()) {
-    dispatcher.Forget(r);
-    GTEST_SKIP() << "no ring sends with this backend";
-  }
-  dispatcher.StartRingReads(r);
+  if (!StartRingSends(dispatcher, r)) GTEST_SKIP() << "no ring sends with this backend";
   int err = -1;
-  std::string chunk(4096, 'q');
-  iovec one{chunk.data(), chunk.size()};
-  for (int i = 0; i < 10000; ++i) {
-    if (dispatcher.RingWrite(r, &one, 1, &err) == 0) break;
-    dispatcher.RunOnce(0ms);
-  }
+  FillSendQueue(dispatcher, r, &err);
   ASSERT_EQ(err, EAGAIN);
   // The peer writes; the handler does not read it.
   ASSERT_EQ(::write(b.get(), "unread", 6), 6);
@@ -458,12 +470,9 @@ TEST_P(DispatcherTest, ACloseWithUnreadInputDropsTheQueuedSendsAtOnce) {
   ASSERT_NE(r.seen & EPOLLIN, 0u);
   const int fd = a.release();
   dispatcher.ForgetAndClose(r, fd);
-  const auto start = std::chrono::steady_clock::now();
-  while (::fcntl(fd, F_GETFD) != -1 && std::chrono::steady_clock::now() - start < 15s) {
-    dispatcher.RunOnce(10ms);
-  }
+  const auto took = RunUntilClosed(dispatcher, fd, 10ms);
   EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "still open 15 s after the close";
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << "lingered with unread input";
+  EXPECT_LT(took, 2s) << "lingered with unread input";
 }
 
 TEST_P(DispatcherTest, ShutdownAbandonsWhatWaits) {
