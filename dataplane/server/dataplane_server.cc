@@ -68,7 +68,7 @@ uint32_t DefaultConnectionCap(size_t workers) {
 // once the connections are gone (glibc: 448 MB -> 17 MB after six floods of 18,000; tcmalloc:
 // 77 MiB -> 27 MiB after one of 2,000 with 16 KiB heads, tests/integration/test_memory_return).
 constexpr int64_t kTrimAfterPeak = 1000;
-// And once traffic goes quiet (less than kQuietBytes from clients in a pass) with at least
+// And once traffic goes quiet (less than kQuietBytes to and from clients in a pass) with at least
 // kTrimFreeBytes more free than the last return left (some free memory is fragments a
 // return cannot give back), or with the io_uring receive buffers' pages resident (4 MiB a
 // worker once traffic went through them): the freed buffers of a burst (a storm of WebSocket
@@ -252,20 +252,20 @@ void DataplaneServer::Impl::ScheduleHousekeeping() {
 void DataplaneServer::Impl::MaybeReturnMemory() {
   int64_t live = 0;
   int64_t recent_peak = 0;  // each worker's own peak since the last pass, summed
-  uint64_t received = 0;
+  uint64_t client_bytes = 0;
   bool buffer_pages = false;
   for (const auto& w : workers) {
     live += w->live_sessions();
     recent_peak += w->TakeSessionPeak();
-    received += w->client_bytes_received();
+    client_bytes += w->client_bytes();
     buffer_pages = buffer_pages || w->dispatcher().idle_buffer_pages_held();
   }
   if (measure_floor) {  // the return posted last pass has run on the workers by now
     free_floor = FreeHeapBytes();
     measure_floor = false;
   }
-  const bool quiet = received - client_bytes_seen < kQuietBytes;
-  client_bytes_seen = received;
+  const bool quiet = client_bytes - client_bytes_seen < kQuietBytes;
+  client_bytes_seen = client_bytes;
   sessions_peak = std::max(sessions_peak, recent_peak);
   if (sessions_peak >= kTrimAfterPeak && live * 4 <= sessions_peak) {
     const int64_t peak = sessions_peak;

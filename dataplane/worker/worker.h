@@ -81,8 +81,10 @@ class Worker {
   int64_t TakeSessionPeak() {
     return session_peak_.exchange(live_sessions(), std::memory_order_relaxed);
   }
-  // Bytes received from clients so far (for telling a quiet node; relaxed).
-  uint64_t client_bytes_received() const { return counters_->bytes_received.Get(); }
+  // Bytes received from and sent to clients so far (for telling a quiet node; relaxed).
+  uint64_t client_bytes() const {
+    return counters_->bytes_received.Get() + counters_->bytes_sent.Get();
+  }
   // The connection cap of listeners that set no max_connections_per_worker (derived from
   // the open-file limit by the server). Set before Start; 0 means none.
   void set_default_connection_cap(uint32_t cap) { default_connection_cap_ = cap; }
