@@ -4,9 +4,11 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "common/log/log.h"
@@ -109,7 +111,7 @@ void HandOff(Worker& from, Worker& to, uint32_t slot, UniqueFd socket) {
 
 net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) {
   Listener listener(worker.dispatcher(), std::move(socket));
-  if (!worker.dispatcher().Watch(listener.fd.get(), listener)) {
+  if (!worker.dispatcher().WatchListener(listener.fd.get(), listener)) {
     log::Error("listener",
                str::Cat("cannot watch listener slot ", slot, ": ", std::strerror(errno)));
     co_return;
@@ -121,11 +123,13 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
   for (;;) {
     if (!listener.fd) co_return;
     // max_connections_per_worker: stop accepting (the kernel queues) until a session ends.
+    uint32_t room = UINT32_MAX;  // connections this worker may still take
     {
       const Ref<WorkerConfig> cfg = worker.config();
       const CompiledListener* l = cfg ? cfg->listener(slot) : nullptr;
       uint32_t max = l != nullptr ? l->limits.max_connections_per_worker : 0;
       if (max == 0) max = worker.default_connection_cap();
+      if (max != 0) room = max - std::min(max, worker.connections());
       if (max != 0 && worker.connections() >= max) {
         SlotWait w(pause);
         worker.AddConnectionSlotWaiter(w);
@@ -141,9 +145,9 @@ net::awaitable<void> AcceptLoop(UniqueFd socket, Worker& worker, uint32_t slot) 
       if (ec || !listener.fd) co_return;  // closed
       continue;
     }
-    const int fd = ::accept4(listener.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int err = 0;
+    const int fd = worker.dispatcher().Accept(listener, listener.fd.get(), room, &err);
     if (fd < 0) {
-      const int err = errno;
       if (err == EAGAIN || err == EWOULDBLOCK) {
         listener.readable = false;
         continue;

@@ -230,6 +230,20 @@ bool Dispatcher::Watch(int fd, FileEvents& handler, bool ring_reads) {
   return true;
 }
 
+bool Dispatcher::WatchListener(int fd, FileEvents& handler) {
+  if (!uring_ || uring_->closed()) return Watch(fd, handler);
+  uring_->AddListener(fd, handler);
+  Track(handler);
+  return true;
+}
+
+int Dispatcher::Accept(FileEvents& handler, int fd, uint32_t room, int* err) {
+  if (uring_ && handler.ring_accepts()) return uring_->Accept(handler, room, err);
+  const int accepted = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  *err = accepted < 0 ? errno : 0;
+  return accepted;
+}
+
 void Dispatcher::StartRingReads(FileEvents& handler) {
   if (uring_ && handler.ring_reads()) uring_->StartReads(handler);
 }

@@ -75,6 +75,8 @@ class FileEvents : public ShutdownHook {
   // Watched with ring reads that the backend honours: input is read with
   // Dispatcher::RingRead, not from the descriptor.
   bool ring_reads() const { return ring_reads_; }
+  // Watched as a listener whose connections the backend accepts (Dispatcher::Accept).
+  bool ring_accepts() const { return ring_accepts_; }
 
  protected:
   ~FileEvents() = default;
@@ -83,6 +85,7 @@ class FileEvents : public ShutdownHook {
   friend class UringPoller;
   uint32_t io_slot_ = UINT32_MAX;  // the io_uring backend's registration
   bool ring_reads_ = false;
+  bool ring_accepts_ = false;
 };
 
 // An object whose deletion waits for the end of the current loop turn.
@@ -137,6 +140,14 @@ class Dispatcher {
   // StartRingReads is called; the epoll backend ignores it.
   bool Watch(int fd, FileEvents& handler, bool ring_reads = false);
   void StartRingReads(FileEvents& handler);
+  // A listening socket: Watch, except that with the io_uring backend the ring accepts its
+  // connections (see UringPoller::Accept) and no poll watches it.
+  bool WatchListener(int fd, FileEvents& handler);
+  // The next connection on listener `fd` (watched with WatchListener), non-blocking and
+  // close-on-exec, or -1 with *err (EAGAIN: none yet, EPOLLIN follows one). `room`: how many
+  // more connections the caller may take (a cap), which decides whether the ring may accept a
+  // whole listen queue at once (see UringPoller::Accept). The epoll backend calls accept4(2).
+  int Accept(FileEvents& handler, int fd, uint32_t room, int* err);
   // Input received for a handler with ring_reads(): see UringPoller::Read.
   size_t RingRead(FileEvents& handler, void* out, size_t len, bool peek, int* err);
   bool RingPending(const FileEvents& handler) const;

@@ -18,6 +18,8 @@
 namespace onedomain::dataplane {
 namespace {
 
+using uring::kAccept;
+using uring::kAcceptCancel;
 using uring::kGenerationMask;
 using uring::kGenerationShift;
 using uring::kIgnore;
@@ -198,7 +200,7 @@ void UringPoller::SetUpBuffers() {
 
 UringPoller::~UringPoller() { Exit(); }
 
-void UringPoller::Add(int fd, FileEvents& handler, bool ring_reads) {
+uint32_t UringPoller::NewSlot(int fd, FileEvents& handler) {
   uint32_t index;
   if (!free_.empty()) {
     index = free_.back();
@@ -209,10 +211,113 @@ void UringPoller::Add(int fd, FileEvents& handler, bool ring_reads) {
   Slot& s = slots_[index];
   s.handler = &handler;
   s.fd = fd;
-  s.ring = ring_reads && buffers_ != nullptr;
   handler.io_slot_ = index;
+  return index;
+}
+
+void UringPoller::Add(int fd, FileEvents& handler, bool ring_reads) {
+  const uint32_t index = NewSlot(fd, handler);
+  Slot& s = slots_[index];
+  s.ring = ring_reads && buffers_ != nullptr;
   handler.ring_reads_ = s.ring;
+  handler.ring_accepts_ = false;
   Arm(index);
+}
+
+void UringPoller::AddListener(int fd, FileEvents& handler) {
+  // Multishot accepts came with provided-buffer rings (5.19): no ring, no ring accepts.
+  if (buffers_ == nullptr) return Add(fd, handler);
+  const uint32_t index = NewSlot(fd, handler);
+  slots_[index].accepts = true;
+  handler.ring_reads_ = false;
+  handler.ring_accepts_ = true;
+  // Nothing is armed until the first Accept says how many connections it has room for.
+}
+
+void UringPoller::ArmAccept(uint32_t index, bool many) {
+  Slot& s = slots_[index];
+  io_uring_sqe* sqe = ring_->Sqe();
+  if (many) {
+    io_uring_prep_multishot_accept(sqe, s.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } else {
+    io_uring_prep_accept(sqe, s.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  }
+  io_uring_sqe_set_data64(sqe, UserData(index, s.generation, kAccept));
+  s.accept_armed = true;
+  s.accept_many = many;
+  s.accept_cancel = false;
+}
+
+int UringPoller::Accept(FileEvents& handler, uint32_t room, int* err) {
+  static_assert(kListenQueue == SOMAXCONN + 1);
+  *err = EBADF;
+  const uint32_t index = handler.io_slot_;
+  if (index == kNoSlot || closed_) return -1;
+  Slot& s = slots_[index];
+  if (!s.accepts) return -1;
+  const size_t queued = s.accepted() ? s.bytes->accepted.size() - s.bytes->accepted_off : 0;
+  const bool many = room > queued + kListenQueue;
+  // A multishot accept would take connections past the room the caller has: end it. Those it
+  // took before the cancellation lands are handed out first, as always.
+  if (!many && s.accept_armed && s.accept_many && !s.accept_cancel) {
+    Cancel(index, kAccept);
+    s.accept_cancel = true;
+  }
+  if (s.accepted()) {
+    Slot::Bytes& b = *s.bytes;
+    const int fd = b.accepted[b.accepted_off++];
+    if (b.accepted_off == b.accepted.size()) {
+      std::vector<int>().swap(b.accepted);
+      b.accepted_off = 0;
+      s.Trim();
+    }
+    *err = 0;
+    return fd;
+  }
+  if (s.bytes != nullptr && s.bytes->accept_err != 0) {
+    *err = s.bytes->accept_err;
+    s.bytes->accept_err = 0;
+    s.Trim();
+    return -1;
+  }
+  // Nothing queued: make sure a request waits for the next connection (a cancelled multishot
+  // one reports its end, and the caller comes back here to arm the next).
+  if (!s.accept_armed) ArmAccept(index, many && !s.accept_one_only);
+  *err = EAGAIN;
+  return -1;
+}
+
+void UringPoller::CompleteAccept(uint32_t index, int32_t res, uint32_t flags) {
+  Slot& s = slots_[index];
+  const bool refused = res == -EINVAL && s.accept_many;  // a kernel without multishot accepts
+  if ((flags & IORING_CQE_F_MORE) == 0) {
+    s.accept_armed = false;
+    s.accept_cancel = false;
+  }
+  if (s.handler == nullptr) {  // removed: connections still arriving are closed
+    if (res >= 0) ::close(res);
+    if (!Busy(s)) Release(index);
+    return;
+  }
+  if (res >= 0) {
+    s.B().accepted.push_back(res);
+  } else if (refused) {
+    s.accept_one_only = true;  // the next Accept arms a single-shot request
+  } else if (res != -ECANCELED) {
+    s.B().accept_err = -res;
+  }
+  // A connection, an error or the end of a request: the caller's next Accept sees which, and
+  // arms the next request if none is left.
+  s.handler->OnFileEvents(EPOLLIN);
+}
+
+void UringPoller::CloseAccepted(Slot& s) {
+  if (s.bytes == nullptr) return;
+  Slot::Bytes& b = *s.bytes;
+  for (size_t i = b.accepted_off; i < b.accepted.size(); ++i) ::close(b.accepted[i]);
+  std::vector<int>().swap(b.accepted);
+  b.accepted_off = 0;
+  b.accept_err = 0;
 }
 
 void UringPoller::Arm(uint32_t index) {
@@ -309,6 +414,7 @@ void UringPoller::Remove(FileEvents& handler) {
   Slot& s = slots_[index];
   s.handler = nullptr;
   s.cur_off = s.cur_len;  // whatever is being handed out is dropped
+  CloseAccepted(s);       // connections nobody will take
   if (s.bytes != nullptr) {
     std::string().swap(s.bytes->rx);
     s.bytes->rx_off = 0;
@@ -324,6 +430,7 @@ void UringPoller::Remove(FileEvents& handler) {
   // The requests' last completions (-ECANCELED) release the slot.
   if (s.armed) Cancel(index, kPoll);
   if (s.recv_armed) Cancel(index, kRecv);
+  if (s.accept_armed && !s.accept_cancel) Cancel(index, kAccept);
 }
 
 void UringPoller::Release(uint32_t index) {
@@ -404,14 +511,15 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
   if (user_data == kIgnore) return;
   const uint32_t index = static_cast<uint32_t>(user_data & 0xffffffffu) - 1;
   const uint32_t generation = static_cast<uint32_t>(user_data >> kGenerationShift);
+  const uint64_t kind = (user_data >> 32) & kKindMask;
   if (index >= slots_.size() || (slots_[index].generation & kGenerationMask) != generation) {
     // Stale (cannot happen while slots wait for their requests' ends; kept as a guard).
     if ((flags & IORING_CQE_F_BUFFER) != 0 && buffers_ != nullptr) {
       buffers_->Return(static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
     }
+    if (kind == kAccept && res >= 0) ::close(res);
     return;
   }
-  const uint64_t kind = (user_data >> 32) & kKindMask;
   switch (kind) {
     case kRecv:
       return CompleteRecv(index, res, flags);
@@ -419,9 +527,12 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
       return CompleteSend(index, res);
     case kLinger:
       return Linger(index);
+    case kAccept:
+      return CompleteAccept(index, res, flags);
     case kPollRemove:
     case kRecvCancel:
-    case kSendCancel: {
+    case kSendCancel:
+    case kAcceptCancel: {
       // -EALREADY: the request was completing (with deferred task work, its wake-up waits
       // for our next io_uring_enter), and a multishot poll or a receive that finds no bytes
       // arms itself again afterwards. Remove it again while it is still there.
@@ -430,6 +541,7 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
       if (kind == kPollRemove && s.armed) Cancel(index, kPoll);
       if (kind == kRecvCancel && s.recv_armed) Cancel(index, kRecv);
       if (kind == kSendCancel && s.send_armed) Cancel(index, kSend);
+      if (kind == kAcceptCancel && s.accept_armed) Cancel(index, kAccept);
       return;
     }
     default:
@@ -534,15 +646,15 @@ void UringPoller::Cancel(uint32_t index, uint64_t kind) {
     io_uring_prep_poll_remove(sqe, UserData(index, generation, kPoll));
     io_uring_sqe_set_data64(sqe, UserData(index, generation, kPollRemove));
   } else {
-    const Kind of = kind == kRecv ? kRecv : kSend;
+    const Kind of = kind == kRecv ? kRecv : kind == kAccept ? kAccept : kSend;
+    const Kind by = of == kRecv ? kRecvCancel : of == kAccept ? kAcceptCancel : kSendCancel;
     io_uring_prep_cancel64(sqe, UserData(index, generation, of), 0);
-    io_uring_sqe_set_data64(sqe,
-                            UserData(index, generation, of == kRecv ? kRecvCancel : kSendCancel));
+    io_uring_sqe_set_data64(sqe, UserData(index, generation, by));
   }
 }
 
 bool UringPoller::Busy(const Slot& s) {
-  return s.armed || s.recv_armed || s.send_armed || (s.queued() && s.tx_err == 0);
+  return s.armed || s.recv_armed || s.send_armed || s.accept_armed || (s.queued() && s.tx_err == 0);
 }
 
 void UringPoller::Close() {
@@ -564,11 +676,18 @@ void UringPoller::Exit() {
       (void)::send(s.fd, s.bytes->tx.data(), s.bytes->tx.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     }
   }
+  // Connections accepted and not reaped yet would stay open for good.
+  unsigned head;
+  io_uring_cqe* cqe;
+  io_uring_for_each_cqe(&ring_->ring, head, cqe) {
+    if (((cqe->user_data >> 32) & kKindMask) == kAccept && cqe->res >= 0) ::close(cqe->res);
+  }
   io_uring_queue_exit(&ring_->ring);  // ends every request, releasing its file
   for (uint32_t i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
     if (s.handler != nullptr) s.handler->io_slot_ = kNoSlot;
     if (s.owns_fd) ::close(s.fd);
+    CloseAccepted(s);
   }
   slots_.Clear();
   free_.clear();

@@ -26,6 +26,14 @@
 // Shutdown and RemoveAndClose wait for the queue: the slot keeps the descriptor until its
 // sends ended, or until a linger timeout cancels them (a peer that stopped reading).
 //
+// Accepts through the ring (AddListener, for listening sockets): a multishot accept request
+// takes every connection the kernel queues, inside the same io_uring_enter, and Accept hands
+// them out; one accept(2) and one poll wake-up less per connection. A multishot accept empties
+// the listen queue whenever it runs, so it is armed only while the caller has room (Accept's
+// `room`, under a connection cap) for a whole listen queue more than it has been handed; with
+// less room, one single-shot accept at a time, so a cap holds and the connections over it
+// wait in the kernel's queue.
+//
 // Where the kernel allows (6.1+), completions run only inside the loop thread's
 // io_uring_enter (IORING_SETUP_DEFER_TASKRUN): the ring is created disabled and the loop's
 // thread enables it on its first Wait, becoming its only issuer.
@@ -71,6 +79,9 @@ class UringPoller {
   // (when the ring has buffers), input arrives through Read after StartReads. A poll the kernel
   // refuses later (a descriptor that cannot be polled) reaches the handler as EPOLLERR.
   void Add(int fd, FileEvents& handler, bool ring_reads = false);
+  // A listening socket whose connections come through Accept (with provided-buffer rings:
+  // kernel 5.19+, as multishot accept); without, the same as Add.
+  void AddListener(int fd, FileEvents& handler);
   void Remove(FileEvents& handler);
 
   // Whether this ring receives into provided buffers (kernel 5.19+; probed at setup).
@@ -83,6 +94,16 @@ class UringPoller {
   size_t Read(FileEvents& handler, void* out, size_t len, bool peek, int* err);
   // Whether Read would return bytes, the end or an error.
   bool Pending(const FileEvents& handler) const;
+
+  // A connection accepted for `handler` (AddListener), non-blocking and close-on-exec, or -1
+  // with *err: EAGAIN when none is queued (EPOLLIN follows the next), or the errno of an
+  // accept that failed (once). `room`: how many more connections the caller may take; with
+  // room for kListenQueue more than are queued here, a multishot accept takes every
+  // connection the kernel queues, else they come one at a time.
+  int Accept(FileEvents& handler, uint32_t room, int* err);
+  // The most connections the kernel queues on a listening socket: listen(2) is given
+  // SOMAXCONN and clamps it to net.core.somaxconn, and the queue holds one more than that.
+  static constexpr uint32_t kListenQueue = 4096 + 1;
 
   // Sends through the ring (descriptors added with ring reads): takes what it can of the
   // iovecs, like a non-blocking sendmsg, and returns how much. Bytes are queued (copied) and
@@ -119,6 +140,12 @@ class UringPoller {
     int fd = -1;
     uint32_t generation = 0;
     bool armed = false;  // a poll request is in the kernel
+    // Ring accepts (listening sockets).
+    bool accepts = false;          // connections come by accept completions
+    bool accept_armed = false;     // an accept request is in the kernel
+    bool accept_many = false;      // that request is multishot
+    bool accept_cancel = false;    // and its cancellation is on the way
+    bool accept_one_only = false;  // the kernel refused multishot accepts
     // Ring reads.
     bool ring = false;          // input comes by receive completions
     bool recv_armed = false;    // a receive is in the kernel
@@ -139,10 +166,13 @@ class UringPoller {
     // Bytes held for the descriptor; allocated only while there are some, so an idle
     // descriptor's slot is small.
     struct Bytes {
-      std::string rx;         // bytes the handler left unread (the backlog)
-      uint32_t rx_off = 0;    // backlog bytes already read
-      std::string tx;         // written, not yet submitted
-      std::string tx_flight;  // the bytes of the send in the kernel
+      std::string rx;             // bytes the handler left unread (the backlog)
+      uint32_t rx_off = 0;        // backlog bytes already read
+      std::string tx;             // written, not yet submitted
+      std::string tx_flight;      // the bytes of the send in the kernel
+      std::vector<int> accepted;  // connections accepted, not yet handed out (listeners)
+      uint32_t accepted_off = 0;  // how many of them were handed out
+      int accept_err = 0;         // an accept failed (errno), not yet reported
     };
     std::unique_ptr<Bytes> bytes;
 
@@ -152,10 +182,14 @@ class UringPoller {
     }
     bool backlog() const { return bytes != nullptr && bytes->rx_off < bytes->rx.size(); }
     bool queued() const { return bytes != nullptr && !bytes->tx.empty(); }
+    bool accepted() const {
+      return bytes != nullptr && bytes->accepted_off < bytes->accepted.size();
+    }
     size_t held() const { return bytes ? bytes->tx.size() + bytes->tx_flight.size() : 0; }
     // Frees the bytes' holder once it holds nothing.
     void Trim() {
-      if (bytes != nullptr && bytes->rx.empty() && bytes->tx.empty() && bytes->tx_flight.empty()) {
+      if (bytes != nullptr && bytes->rx.empty() && bytes->tx.empty() && bytes->tx_flight.empty() &&
+          bytes->accepted.empty() && bytes->accept_err == 0) {
         bytes.reset();
       }
     }
@@ -188,14 +222,18 @@ class UringPoller {
   };
 
   void SetUpBuffers();
+  uint32_t NewSlot(int fd, FileEvents& handler);
   void Arm(uint32_t index);
   void ArmRecv(uint32_t index);
   void Release(uint32_t index);
   void Complete(uint64_t user_data, int32_t res, uint32_t flags);
   void CompleteRecv(uint32_t index, int32_t res, uint32_t flags);
   static bool Busy(const Slot& s);  // a request in the kernel, or bytes still to send
-  // Removes the slot's poll (kind 0) or cancels its receive (1) or send (2).
+  // Removes the slot's poll or cancels its receive, send or accept (by the request's kind).
   void Cancel(uint32_t index, uint64_t kind);
+  void ArmAccept(uint32_t index, bool many);
+  void CompleteAccept(uint32_t index, int32_t res, uint32_t flags);
+  void CloseAccepted(Slot& s);
   void FlushSends();
   void ArmSend(uint32_t index);
   void CompleteSend(uint32_t index, int32_t res);

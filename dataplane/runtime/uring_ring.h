@@ -14,7 +14,7 @@ namespace onedomain::dataplane::uring {
 // user_data of requests whose completions need nothing (removals of timeouts).
 inline constexpr uint64_t kIgnore = 0;
 
-// user_data: the slot's generation (29 bits), the request's kind (3 bits), the slot's
+// user_data: the slot's generation (28 bits), the request's kind (4 bits), the slot's
 // index + 1. Removals and cancellations carry their slot too: one that finds its request
 // already completing (-EALREADY) is issued again, see UringPoller::Complete.
 enum Kind : uint64_t {
@@ -25,10 +25,12 @@ enum Kind : uint64_t {
   kPollRemove = 4,
   kRecvCancel = 5,
   kSendCancel = 6,
+  kAccept = 7,
+  kAcceptCancel = 8,
 };
-inline constexpr uint32_t kGenerationMask = 0x1fffffffu;
-inline constexpr int kGenerationShift = 35;
-inline constexpr uint64_t kKindMask = 0x7;
+inline constexpr uint32_t kGenerationMask = 0x0fffffffu;
+inline constexpr int kGenerationShift = 36;
+inline constexpr uint64_t kKindMask = 0xf;
 
 inline uint64_t UserData(uint32_t index, uint32_t generation, Kind kind = kPoll) {
   return (static_cast<uint64_t>(generation & kGenerationMask) << kGenerationShift) |

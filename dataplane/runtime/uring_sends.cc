@@ -29,7 +29,6 @@ constexpr size_t kSendQueue = 64 * 1024;
 // How long sends may go on after their descriptor was closed (a peer that stopped reading).
 constexpr __kernel_timespec kLingerTime{10, 0};
 
-
 }  // namespace
 
 size_t UringPoller::Write(FileEvents& handler, const iovec* iov, size_t count, int* err) {

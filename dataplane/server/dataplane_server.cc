@@ -501,10 +501,11 @@ absl::Status DataplaneServer::Start() {
       log::Info("dataplane", str::Cat("io_uring unavailable (", why, "): workers use epoll"));
     }
   }
-  const char* reads = io != IoBackend::kIoUring ? ""
-                      : Dispatcher::IoUringRingReads()
-                          ? ", receiving into a provided-buffer ring, sending through the ring"
-                          : ", polling (no provided-buffer rings here)";
+  const char* reads =
+      io != IoBackend::kIoUring ? ""
+      : Dispatcher::IoUringRingReads()
+          ? ", receiving into a provided-buffer ring, sending and accepting through the ring"
+          : ", polling (no provided-buffer rings here)";
   log::Info("dataplane", str::Cat("worker event loop: ", IoBackendName(io), reads, " (worker_io ",
                                   want, "); ", AllocatorSummary()));
   auto& backend = prometheus::BuildGauge()

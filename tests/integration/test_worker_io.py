@@ -53,9 +53,10 @@ def test_auto_runs_io_uring_where_the_kernel_allows_it(procs):
     p = start(procs, config(api))
     ports = p.wait_ports()
     assert backend_gauge(ports["admin"]) == {"epoll": 0, "io_uring": 1}
-    # Kernels from 5.19 on receive into a provided-buffer ring (and send through the ring).
+    # Kernels from 5.19 on receive into a provided-buffer ring (and send and accept through
+    # the ring).
     major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    reads = ("receiving into a provided-buffer ring, sending through the ring"
+    reads = ("receiving into a provided-buffer ring, sending and accepting through the ring"
              if (major, minor) >= (5, 19)
              else "polling (no provided-buffer rings here)")
     assert f"worker event loop: io_uring, {reads} (worker_io auto)" in p.output()

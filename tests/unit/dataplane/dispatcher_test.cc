@@ -5,14 +5,17 @@
 #include "dataplane/runtime/dispatcher.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/error.hpp>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <future>
 #include <memory>
@@ -473,6 +476,186 @@ TEST_P(DispatcherTest, ACloseWithUnreadInputDropsTheQueuedSendsAtOnce) {
   const auto took = RunUntilClosed(dispatcher, fd, 10ms);
   EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "still open 15 s after the close";
   EXPECT_LT(took, 2s) << "lingered with unread input";
+}
+
+// ---- listeners (Accept; with io_uring, the ring accepts) ----
+
+// A listening socket on 127.0.0.1 (ephemeral port), non-blocking; *port is its port.
+UniqueFd ListenSocket(uint16_t* port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+      ::listen(fd.get(), SOMAXCONN) != 0 ||
+      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return {};
+  }
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+// A connected client (the kernel completes the handshake before anyone accepts).
+UniqueFd Connect(uint16_t port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return {};
+  return fd;
+}
+
+uint16_t LocalPortOf(int fd) {
+  sockaddr_in addr{};
+  socklen_t len = sizeof(addr);
+  return ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0 ? ntohs(addr.sin_port)
+                                                                          : 0;
+}
+
+uint16_t PeerPortOf(int fd) {
+  sockaddr_in addr{};
+  socklen_t len = sizeof(addr);
+  return ::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0 ? ntohs(addr.sin_port)
+                                                                          : 0;
+}
+
+// Accepts with `room` until `want` connections came or 2 s passed, turning the loop (as the
+// accept loop does: Accept until EAGAIN, then wait for EPOLLIN).
+std::vector<UniqueFd> AcceptSome(Dispatcher& d, Readable& l, int fd, uint32_t room, size_t want) {
+  std::vector<UniqueFd> got;
+  const auto until = std::chrono::steady_clock::now() + 2s;
+  while (got.size() < want && std::chrono::steady_clock::now() < until) {
+    int err = 0;
+    const int c = d.Accept(l, fd, room, &err);
+    if (c >= 0) {
+      got.emplace_back(c);
+      continue;
+    }
+    EXPECT_EQ(err, EAGAIN);
+    d.RunOnce(10ms);
+  }
+  return got;
+}
+
+// Whatever the backend, every connection queued on a listener comes out of Accept once,
+// non-blocking and close-on-exec, and then EAGAIN until the next one.
+TEST_P(DispatcherTest, AListenerHandsOutEveryConnectionOnce) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  uint16_t port = 0;
+  UniqueFd listener = ListenSocket(&port);
+  ASSERT_TRUE(listener);
+  Readable l;
+  ASSERT_TRUE(dispatcher.WatchListener(listener.get(), l));
+  if (GetParam() == IoBackend::kEpoll) {
+    EXPECT_FALSE(l.ring_accepts()) << "the epoll backend has no ring accepts";
+  }
+  std::vector<UniqueFd> clients;
+  std::vector<uint16_t> ports;
+  for (int i = 0; i < 10; ++i) {
+    clients.push_back(Connect(port));
+    ASSERT_TRUE(clients.back());
+    ports.push_back(LocalPortOf(clients.back().get()));
+  }
+  std::vector<UniqueFd> accepted = AcceptSome(dispatcher, l, listener.get(), UINT32_MAX, 10);
+  ASSERT_EQ(accepted.size(), 10u);
+  for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
+  int err = 0;
+  EXPECT_EQ(dispatcher.Accept(l, listener.get(), UINT32_MAX, &err), -1) << "one came twice";
+  EXPECT_EQ(err, EAGAIN);
+  std::vector<uint16_t> peers;
+  for (const UniqueFd& c : accepted) {
+    EXPECT_NE(::fcntl(c.get(), F_GETFL) & O_NONBLOCK, 0) << "accepted blocking";
+    EXPECT_NE(::fcntl(c.get(), F_GETFD) & FD_CLOEXEC, 0) << "accepted without close-on-exec";
+    peers.push_back(PeerPortOf(c.get()));
+  }
+  std::sort(ports.begin(), ports.end());
+  std::sort(peers.begin(), peers.end());
+  EXPECT_EQ(peers, ports);
+  // One more, after the loop went back to waiting: EPOLLIN, then it comes out too.
+  l.seen = 0;
+  clients.push_back(Connect(port));
+  for (int i = 0; i < 100 && (l.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
+  EXPECT_NE(l.seen & EPOLLIN, 0u) << "no wake-up for a new connection";
+  EXPECT_EQ(AcceptSome(dispatcher, l, listener.get(), UINT32_MAX, 1).size(), 1u);
+  dispatcher.Forget(l);
+}
+
+// With room for a whole listen queue, the ring takes every queued connection at once (the
+// kernel's queue is empty after one turn); with less, it takes one per Accept, and the rest
+// wait in the kernel's queue, so a connection cap holds.
+TEST_P(DispatcherTest, TheRingAcceptsNoMoreThanTheRoomItIsGiven) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  uint16_t port = 0;
+  UniqueFd listener = ListenSocket(&port);
+  ASSERT_TRUE(listener);
+  Readable l;
+  ASSERT_TRUE(dispatcher.WatchListener(listener.get(), l));
+  if (!l.ring_accepts()) {
+    dispatcher.Forget(l);
+    GTEST_SKIP() << "no ring accepts with this backend";
+  }
+  std::vector<UniqueFd> clients;
+  // Little room: one connection per Accept, the rest stay queued in the kernel.
+  for (int i = 0; i < 4; ++i) clients.push_back(Connect(port));
+  std::vector<UniqueFd> first = AcceptSome(dispatcher, l, listener.get(), 1, 1);
+  ASSERT_EQ(first.size(), 1u);
+  for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
+  int left = 0;
+  for (int fd; (fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
+    ::close(fd);
+    ++left;
+  }
+  EXPECT_EQ(left, 3) << "the ring took connections it had no room for";
+  // Room for a whole queue: one Accept arms a multishot accept, which empties the queue.
+  int err = 0;
+  EXPECT_EQ(dispatcher.Accept(l, listener.get(), UINT32_MAX, &err), -1);
+  EXPECT_EQ(err, EAGAIN);
+  for (int i = 0; i < 4; ++i) clients.push_back(Connect(port));
+  for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
+  EXPECT_EQ(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC), -1)
+      << "the multishot accept left connections in the kernel's queue";
+  EXPECT_EQ(AcceptSome(dispatcher, l, listener.get(), UINT32_MAX, 4).size(), 4u);
+  // Room shrinks: the multishot accept ends, connections wait in the kernel again.
+  EXPECT_EQ(dispatcher.Accept(l, listener.get(), 1, &err), -1);
+  for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
+  for (int i = 0; i < 3; ++i) clients.push_back(Connect(port));
+  for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
+  EXPECT_EQ(AcceptSome(dispatcher, l, listener.get(), 1, 1).size(), 1u);
+  left = 0;
+  for (int fd; (fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
+    ::close(fd);
+    ++left;
+  }
+  EXPECT_EQ(left, 2) << "the multishot accept went on after the room shrank";
+  dispatcher.Forget(l);
+}
+
+// Connections the ring accepted that nobody took are closed with the listener: their
+// clients see the end, and no descriptor stays open.
+TEST_P(DispatcherTest, ConnectionsAcceptedButNotTakenCloseWithTheListener) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  uint16_t port = 0;
+  UniqueFd listener = ListenSocket(&port);
+  ASSERT_TRUE(listener);
+  Readable l;
+  ASSERT_TRUE(dispatcher.WatchListener(listener.get(), l));
+  int err = 0;
+  EXPECT_EQ(dispatcher.Accept(l, listener.get(), UINT32_MAX, &err), -1);
+  UniqueFd client = Connect(port);
+  ASSERT_TRUE(client);
+  for (int i = 0; i < 100 && (l.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
+  ASSERT_NE(l.seen & EPOLLIN, 0u);
+  dispatcher.Forget(l);
+  listener.reset();
+  dispatcher.RunOnce(0ms);
+  timeval tv{2, 0};
+  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char byte;
+  const ssize_t n = ::read(client.get(), &byte, 1);
+  EXPECT_TRUE(n == 0 || (n < 0 && errno == ECONNRESET))
+      << "the client's connection stayed open (read: " << n << ", " << std::strerror(errno) << ")";
 }
 
 TEST_P(DispatcherTest, ShutdownAbandonsWhatWaits) {
