@@ -63,12 +63,15 @@ struct Stream {
   bool end_stream_with_headers = false;
 
   // Request body toward the exchange (chunked framing added when the length is unknown).
+  // DATA goes to `arriving` as frames come in; `in` changes only when its reader takes them
+  // (TakeArriving: H2Source::ReadMore, a tunnel's read, before the exchange starts). The
+  // exchange writes straight from `in`, and a write waiting for the upstream must not see
+  // its bytes move: appending to `in` itself could reallocate it under that write.
   beast::flat_buffer in;
+  beast::flat_buffer arriving;
   bool chunked_in = false;
-  bool end_in = false;     // END_STREAM received
-  uint64_t unacked = 0;    // DATA bytes received and not yet handed back to the window
-  uint64_t appended = 0;   // bytes ever appended to `in`
-  uint64_t delivered = 0;  // `appended` when ReadMore last returned: what the exchange has seen
+  bool end_in = false;   // END_STREAM received
+  uint64_t unacked = 0;  // DATA bytes received and not yet handed back to the window
   Parked reader;
 
   // Response toward the client.
@@ -105,6 +108,8 @@ struct Stream {
   bool finished = false;   // its coroutine ended: nobody takes request bytes any more
 
   size_t out_pending() const { return out.size() - out_off; }
+  // Moves what arrived to the end of `in` (no copy when `in` is empty).
+  void TakeArriving();
 };
 
 class Connection final : public StreamEvents {

@@ -573,8 +573,7 @@ int Connection::OnFrameRecv(nghttp2_session* session, const nghttp2_frame* frame
   }
   if (end && (frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS)) {
     if (s->chunked_in && !s->end_in) {
-      s->in.commit(net::buffer_copy(s->in.prepare(5), net::buffer("0\r\n\r\n", 5)));
-      s->appended += 5;
+      s->arriving.commit(net::buffer_copy(s->arriving.prepare(5), net::buffer("0\r\n\r\n", 5)));
     }
     s->end_in = true;
     s->reader.Post({});
@@ -597,15 +596,12 @@ int Connection::OnDataChunk(nghttp2_session* session, uint8_t, int32_t stream_id
   if (s->chunked_in) {
     char size_line[24];
     const int n = std::snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
-    s->in.commit(net::buffer_copy(s->in.prepare(static_cast<size_t>(n)),
-                                  net::buffer(size_line, static_cast<size_t>(n))));
-    s->appended += static_cast<uint64_t>(n);
+    s->arriving.commit(net::buffer_copy(s->arriving.prepare(static_cast<size_t>(n)),
+                                        net::buffer(size_line, static_cast<size_t>(n))));
   }
-  s->in.commit(net::buffer_copy(s->in.prepare(len), net::buffer(data, len)));
-  s->appended += len;
+  s->arriving.commit(net::buffer_copy(s->arriving.prepare(len), net::buffer(data, len)));
   if (s->chunked_in) {
-    s->in.commit(net::buffer_copy(s->in.prepare(2), net::buffer("\r\n", 2)));
-    s->appended += 2;
+    s->arriving.commit(net::buffer_copy(s->arriving.prepare(2), net::buffer("\r\n", 2)));
   }
   s->unacked += len;
   s->reader.Post({});

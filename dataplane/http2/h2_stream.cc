@@ -115,13 +115,13 @@ class H2Source final : public ByteSource {
   net::awaitable<RelayStatus> ReadMore() override {
     Connection& c = s_.conn;
     c.Consume(s_);  // the caller took what it has seen: its window goes back
-    // The buffer fills in the background, also while the caller was writing what it took
-    // from it: bytes that came in since the last return are news even if they came before
-    // this call.
+    // Bytes arrive in the background, also while the caller was writing what it took: those
+    // that came before this call are news too. They join the buffer only here, where the
+    // caller holds no pointer into it.
     const Clock::time_point until = c.worker().Now() + c.limits().body_timeout;
     for (;;) {
-      if (s_.appended != s_.delivered) {
-        s_.delivered = s_.appended;
+      if (s_.arriving.size() > 0) {
+        s_.TakeArriving();
         co_return RelayStatus::kOk;
       }
       if (s_.cancelled) co_return RelayStatus::kCancelled;
@@ -328,6 +328,7 @@ net::awaitable<std::optional<ProxyError>> BufferBodyStart(Stream& s, H2Client& c
   if (limits.request_buffer_bytes == 0 || !HasRequestBody(s.head)) co_return std::nullopt;
   H2Source& source = static_cast<H2Source&>(client.request_body());
   for (;;) {
+    s.TakeArriving();  // nothing is being written from `in` yet
     const std::string_view all(static_cast<const char*>(s.in.data().data()), s.in.size());
     const BufferedBody b = ProbeBufferedBody(s.head.framing, all, limit);
     if (b.error) co_return b.error;
@@ -364,6 +365,7 @@ net::awaitable<void> ServeTunnel(Stream& s, H2Client& client, RequestRecord& rec
                             /*client_takes_chunked=*/true,
                             ExchangeMode::kUpgrade,
                             c.client().replace_forwarded_for};
+  s.TakeArriving();  // what came with the request is the start of its body
   ExchangeResult result = co_await RunExchange(client, req, c.worker(), bufs);
   if (s.bad_accept) {
     // The 200 never went out (the sink refused it): the client gets a precise 502.
@@ -455,6 +457,7 @@ net::awaitable<void> ServeStream(Stream& s, H2Client& client, RequestRecord& rec
                             /*client_takes_chunked=*/true,
                             ExchangeMode::kHttp,
                             c.client().replace_forwarded_for};
+  s.TakeArriving();  // what came with the request is the start of its body
   ExchangeResult result = co_await RunExchange(client, req, c.worker(), bufs.get());
   (void)result;  // a stream carries one exchange: keep-alive is the connection's business
 }
@@ -503,6 +506,17 @@ net::awaitable<std::unique_ptr<WsHandoff>> ServeRequestPart(Stream& s, H2Client&
 }
 
 }  // namespace
+
+void Stream::TakeArriving() {
+  if (arriving.size() == 0) return;
+  if (in.size() == 0) {
+    using std::swap;
+    swap(in, arriving);
+    return;
+  }
+  in.commit(net::buffer_copy(in.prepare(arriving.size()), arriving.data()));
+  arriving.consume(arriving.size());
+}
 
 net::awaitable<void> RunStream(Stream& s) {
   Connection& c = s.conn;

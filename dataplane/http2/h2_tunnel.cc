@@ -27,6 +27,7 @@ class H2TunnelStream final : public NonBlockingStream {
 
   size_t TryRead(net::mutable_buffer buf, error_code& ec) override {
     ec = {};
+    if (s_.in.size() == 0) s_.TakeArriving();
     if (s_.in.size() > 0) {
       const size_t n = net::buffer_copy(buf, s_.in.data());
       s_.in.consume(n);
@@ -34,6 +35,7 @@ class H2TunnelStream final : public NonBlockingStream {
       return n;
     }
     if (s_.in.capacity() > 2 * kInitialReadSize) s_.in.shrink_to_fit();  // idle: no buffer
+    if (s_.arriving.capacity() > 2 * kInitialReadSize) s_.arriving.shrink_to_fit();
     if (s_.end_in) {
       ec = net::error::eof;
     } else if (s_.closed) {
@@ -73,7 +75,9 @@ class H2TunnelStream final : public NonBlockingStream {
     s_.out_eof = true;
     s_.conn.ResumeData(s_);
   }
-  bool maybe_readable() const override { return s_.in.size() > 0 || s_.end_in || s_.closed; }
+  bool maybe_readable() const override {
+    return s_.in.size() > 0 || s_.arriving.size() > 0 || s_.end_in || s_.closed;
+  }
   void SetEventSink(StreamEvents* sink) override {
     s_.ws_sink = sink;
     if (sink != nullptr && maybe_readable()) {

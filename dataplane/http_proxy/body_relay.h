@@ -39,7 +39,9 @@ enum class RelayStatus : uint8_t {
   kCancelled,   // cancelled from outside (the other half of an exchange finished)
 };
 
-// Where body bytes come from. buffer() holds what arrived and nobody consumed yet.
+// Where body bytes come from. buffer() holds what arrived and nobody consumed yet. It changes
+// only inside ReadMore: the relay writes straight from it, and a write may wait (a source
+// filled in the background keeps what arrives elsewhere until then).
 class ByteSource {
  public:
   virtual ~ByteSource() = default;
