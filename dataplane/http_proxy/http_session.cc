@@ -507,6 +507,46 @@ net::awaitable<bool> StartsWithHttp2Preface(AnyStream& stream, Worker& worker, u
   }
 }
 
+// Everything on a connection before a WebSocket tunnel: the TLS handshake, then HTTP/2 or
+// HTTP/1.1 requests. A coroutine of its own so that its locals are gone while an upgraded
+// connection idles in its tunnel: a coroutine's frame keeps a slot for every local of every
+// scope, and ServeConnection's frame is part of what each idle WebSocket costs.
+// `upgraded`: the handoff of a WebSocket upgrade, to run as a tunnel. False when the stream
+// is already closed (no shutdown to wait for).
+net::awaitable<bool> ServeRequests(AnyStream& stream, Worker& worker, uint32_t slot,
+                                   Http2Codec http2, ClientState& client, SessionLink& link,
+                                   Clock::time_point accepted, Timer& deadline,
+                                   std::unique_ptr<WsHandoff>& upgraded) {
+  if (stream.is_tls()) {
+    const Ref<WorkerConfig> cfg = worker.config();
+    const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
+    if (listener == nullptr) co_return false;
+    deadline.ArmAt(accepted + listener->limits.header_timeout);
+    const error_code ec = co_await stream.Handshake();
+    deadline.Disarm();
+    if (ec) {
+      log::Debug("http", str::Cat("TLS handshake with ", client.text, " failed: ", ec.message()));
+      stream.Close();
+      co_return false;
+    }
+  }
+  beast::flat_buffer in;
+  if (http2 != nullptr &&
+      (stream.alpn() == "h2" ||
+       (!stream.is_tls() && co_await StartsWithHttp2Preface(stream, worker, slot, accepted, in)))) {
+    const std::string_view already(static_cast<const char*>(in.data().data()), in.size());
+    if (const uint64_t linger = co_await http2(stream, worker, slot, client, link, already)) {
+      co_await Linger(stream, deadline, in, linger);
+    }
+    co_return true;
+  }
+  const bool linger =
+      co_await RunHttpSession(stream, worker, slot, client, link, accepted, in, upgraded);
+  // The upgrade's leftover bytes are in the handoff.
+  if (!upgraded && linger) co_await Linger(stream, deadline, in);
+  co_return true;
+}
+
 net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t slot,
                                      Http2Codec http2) {
   const Clock::time_point accepted = worker.Now();
@@ -522,49 +562,17 @@ net::awaitable<void> ServeConnection(UniqueFd socket, Worker& worker, uint32_t s
     co_return;
   }
   if (!co_await DecideClientAtAccept(stream, worker, slot, accepted, client)) co_return;
-  const std::string_view client_ip = client.text;
-  if (!co_await StartTlsIfListening(stream, worker, slot, client_ip, link)) co_return;
+  if (!co_await StartTlsIfListening(stream, worker, slot, client.text, link)) co_return;
 
   SessionScope scope(worker, link);
   link.stream = &stream;
   Timer deadline(worker.dispatcher(), [&stream] { stream.Cancel(); });
-  if (stream.is_tls()) {
-    const Ref<WorkerConfig> cfg = worker.config();
-    const CompiledListener* listener = cfg ? cfg->listener(slot) : nullptr;
-    if (listener == nullptr) co_return;
-    deadline.ArmAt(accepted + listener->limits.header_timeout);
-    const error_code ec = co_await stream.Handshake();
-    deadline.Disarm();
-    if (ec) {
-      log::Debug("http", str::Cat("TLS handshake with ", client_ip, " failed: ", ec.message()));
-      stream.Close();
-      co_return;
-    }
-  }
-  beast::flat_buffer in;
-  if (http2 != nullptr &&
-      (stream.alpn() == "h2" ||
-       (!stream.is_tls() && co_await StartsWithHttp2Preface(stream, worker, slot, accepted, in)))) {
-    const std::string_view already(static_cast<const char*>(in.data().data()), in.size());
-    if (const uint64_t linger = co_await http2(stream, worker, slot, client, link, already)) {
-      co_await Linger(stream, deadline, in, linger);
-    }
-    deadline.Arm(kShutdownTime);
-    co_await stream.Shutdown();
-    deadline.Disarm();
+  std::unique_ptr<WsHandoff> upgraded;
+  if (!co_await ServeRequests(stream, worker, slot, http2, client, link, accepted, deadline,
+                              upgraded)) {
     co_return;
   }
-  std::unique_ptr<WsHandoff> upgraded;
-  const bool linger =
-      co_await RunHttpSession(stream, worker, slot, client, link, accepted, in, upgraded);
-  if (upgraded) {
-    // The upgrade's leftover bytes are in the handoff; an idle tunnel keeps no read buffer.
-    in.clear();
-    in.shrink_to_fit();
-    co_await RunWsTunnel(stream, worker.ws_tunnels(), std::move(upgraded));
-  } else if (linger) {
-    co_await Linger(stream, deadline, in);
-  }
+  if (upgraded) co_await RunWsTunnel(stream, worker.ws_tunnels(), std::move(upgraded));
   deadline.Arm(kShutdownTime);
   co_await stream.Shutdown();
   deadline.Disarm();
