@@ -28,6 +28,7 @@
 
 #include "dataplane/runtime/parked.h"
 #include "dataplane/runtime/unique_fd.h"
+#include "tests/unit/dataplane/loopback.h"
 #include "tests/unit/dataplane/manual_time.h"
 
 namespace onedomain::dataplane {
@@ -480,32 +481,12 @@ TEST_P(DispatcherTest, ACloseWithUnreadInputDropsTheQueuedSendsAtOnce) {
 
 // ---- listeners (Accept; with io_uring, the ring accepts) ----
 
-// A listening socket on 127.0.0.1 (ephemeral port), non-blocking; *port is its port.
+// A non-blocking listening socket on 127.0.0.1; *port is its port.
 UniqueFd ListenSocket(uint16_t* port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-      ::listen(fd.get(), SOMAXCONN) != 0 ||
-      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return {};
-  }
-  *port = ntohs(addr.sin_port);
-  return fd;
+  return UniqueFd(testing::ListenLoopback(port, SOCK_NONBLOCK, SOMAXCONN));
 }
 
-// A connected client (the kernel completes the handshake before anyone accepts).
-UniqueFd Connect(uint16_t port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return {};
-  return fd;
-}
+UniqueFd Connect(uint16_t port) { return UniqueFd(testing::ConnectLoopback(port)); }
 
 uint16_t LocalPortOf(int fd) {
   sockaddr_in addr{};
@@ -539,30 +520,45 @@ std::vector<UniqueFd> AcceptSome(Dispatcher& d, Readable& l, int fd, uint32_t ro
   return got;
 }
 
+// A listening socket watched with WatchListener.
+struct Listening {
+  explicit Listening(Dispatcher& d) : fd(ListenSocket(&port)) {
+    watched = fd && d.WatchListener(fd.get(), events);
+  }
+  uint16_t port = 0;
+  UniqueFd fd;
+  Readable events;
+  bool watched = false;
+};
+
+// Accepts and closes what the kernel still queues on `listen_fd`; returns how many.
+int TakeQueued(int listen_fd) {
+  int n = 0;
+  for (int fd; (fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) ::close(fd);
+  return n;
+}
+
 // Whatever the backend, every connection queued on a listener comes out of Accept once,
 // non-blocking and close-on-exec, and then EAGAIN until the next one.
 TEST_P(DispatcherTest, AListenerHandsOutEveryConnectionOnce) {
   Dispatcher dispatcher(RealTime(), GetParam());
-  uint16_t port = 0;
-  UniqueFd listener = ListenSocket(&port);
-  ASSERT_TRUE(listener);
-  Readable l;
-  ASSERT_TRUE(dispatcher.WatchListener(listener.get(), l));
+  Listening l(dispatcher);
+  ASSERT_TRUE(l.watched);
   if (GetParam() == IoBackend::kEpoll) {
-    EXPECT_FALSE(l.ring_accepts()) << "the epoll backend has no ring accepts";
+    EXPECT_FALSE(l.events.ring_accepts()) << "the epoll backend has no ring accepts";
   }
   std::vector<UniqueFd> clients;
   std::vector<uint16_t> ports;
   for (int i = 0; i < 10; ++i) {
-    clients.push_back(Connect(port));
+    clients.push_back(Connect(l.port));
     ASSERT_TRUE(clients.back());
     ports.push_back(LocalPortOf(clients.back().get()));
   }
-  std::vector<UniqueFd> accepted = AcceptSome(dispatcher, l, listener.get(), UINT32_MAX, 10);
+  std::vector<UniqueFd> accepted = AcceptSome(dispatcher, l.events, l.fd.get(), UINT32_MAX, 10);
   ASSERT_EQ(accepted.size(), 10u);
   for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
   int err = 0;
-  EXPECT_EQ(dispatcher.Accept(l, listener.get(), UINT32_MAX, &err), -1) << "one came twice";
+  EXPECT_EQ(dispatcher.Accept(l.events, l.fd.get(), UINT32_MAX, &err), -1) << "one came twice";
   EXPECT_EQ(err, EAGAIN);
   std::vector<uint16_t> peers;
   for (const UniqueFd& c : accepted) {
@@ -574,12 +570,12 @@ TEST_P(DispatcherTest, AListenerHandsOutEveryConnectionOnce) {
   std::sort(peers.begin(), peers.end());
   EXPECT_EQ(peers, ports);
   // One more, after the loop went back to waiting: EPOLLIN, then it comes out too.
-  l.seen = 0;
-  clients.push_back(Connect(port));
-  for (int i = 0; i < 100 && (l.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
-  EXPECT_NE(l.seen & EPOLLIN, 0u) << "no wake-up for a new connection";
-  EXPECT_EQ(AcceptSome(dispatcher, l, listener.get(), UINT32_MAX, 1).size(), 1u);
-  dispatcher.Forget(l);
+  l.events.seen = 0;
+  clients.push_back(Connect(l.port));
+  for (int i = 0; i < 100 && (l.events.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
+  EXPECT_NE(l.events.seen & EPOLLIN, 0u) << "no wake-up for a new connection";
+  EXPECT_EQ(AcceptSome(dispatcher, l.events, l.fd.get(), UINT32_MAX, 1).size(), 1u);
+  dispatcher.Forget(l.events);
 }
 
 // With room for a whole listen queue, the ring takes every queued connection at once (the
@@ -587,68 +583,52 @@ TEST_P(DispatcherTest, AListenerHandsOutEveryConnectionOnce) {
 // wait in the kernel's queue, so a connection cap holds.
 TEST_P(DispatcherTest, TheRingAcceptsNoMoreThanTheRoomItIsGiven) {
   Dispatcher dispatcher(RealTime(), GetParam());
-  uint16_t port = 0;
-  UniqueFd listener = ListenSocket(&port);
-  ASSERT_TRUE(listener);
-  Readable l;
-  ASSERT_TRUE(dispatcher.WatchListener(listener.get(), l));
-  if (!l.ring_accepts()) {
-    dispatcher.Forget(l);
+  Listening l(dispatcher);
+  ASSERT_TRUE(l.watched);
+  if (!l.events.ring_accepts()) {
+    dispatcher.Forget(l.events);
     GTEST_SKIP() << "no ring accepts with this backend";
   }
   std::vector<UniqueFd> clients;
   // Little room: one connection per Accept, the rest stay queued in the kernel.
-  for (int i = 0; i < 4; ++i) clients.push_back(Connect(port));
-  std::vector<UniqueFd> first = AcceptSome(dispatcher, l, listener.get(), 1, 1);
+  for (int i = 0; i < 4; ++i) clients.push_back(Connect(l.port));
+  std::vector<UniqueFd> first = AcceptSome(dispatcher, l.events, l.fd.get(), 1, 1);
   ASSERT_EQ(first.size(), 1u);
   for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
-  int left = 0;
-  for (int fd; (fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
-    ::close(fd);
-    ++left;
-  }
-  EXPECT_EQ(left, 3) << "the ring took connections it had no room for";
+  EXPECT_EQ(TakeQueued(l.fd.get()), 3) << "the ring took connections it had no room for";
   // Room for a whole queue: one Accept arms a multishot accept, which empties the queue.
   int err = 0;
-  EXPECT_EQ(dispatcher.Accept(l, listener.get(), UINT32_MAX, &err), -1);
+  EXPECT_EQ(dispatcher.Accept(l.events, l.fd.get(), UINT32_MAX, &err), -1);
   EXPECT_EQ(err, EAGAIN);
-  for (int i = 0; i < 4; ++i) clients.push_back(Connect(port));
+  for (int i = 0; i < 4; ++i) clients.push_back(Connect(l.port));
   for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
-  EXPECT_EQ(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC), -1)
+  EXPECT_EQ(::accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC), -1)
       << "the multishot accept left connections in the kernel's queue";
-  EXPECT_EQ(AcceptSome(dispatcher, l, listener.get(), UINT32_MAX, 4).size(), 4u);
+  EXPECT_EQ(AcceptSome(dispatcher, l.events, l.fd.get(), UINT32_MAX, 4).size(), 4u);
   // Room shrinks: the multishot accept ends, connections wait in the kernel again.
-  EXPECT_EQ(dispatcher.Accept(l, listener.get(), 1, &err), -1);
+  EXPECT_EQ(dispatcher.Accept(l.events, l.fd.get(), 1, &err), -1);
   for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
-  for (int i = 0; i < 3; ++i) clients.push_back(Connect(port));
+  for (int i = 0; i < 3; ++i) clients.push_back(Connect(l.port));
   for (int i = 0; i < 5; ++i) dispatcher.RunOnce(10ms);
-  EXPECT_EQ(AcceptSome(dispatcher, l, listener.get(), 1, 1).size(), 1u);
-  left = 0;
-  for (int fd; (fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
-    ::close(fd);
-    ++left;
-  }
-  EXPECT_EQ(left, 2) << "the multishot accept went on after the room shrank";
-  dispatcher.Forget(l);
+  EXPECT_EQ(AcceptSome(dispatcher, l.events, l.fd.get(), 1, 1).size(), 1u);
+  EXPECT_EQ(TakeQueued(l.fd.get()), 2) << "the multishot accept went on after the room shrank";
+  dispatcher.Forget(l.events);
 }
 
 // Connections the ring accepted that nobody took are closed with the listener: their
 // clients see the end, and no descriptor stays open.
 TEST_P(DispatcherTest, ConnectionsAcceptedButNotTakenCloseWithTheListener) {
   Dispatcher dispatcher(RealTime(), GetParam());
-  uint16_t port = 0;
-  UniqueFd listener = ListenSocket(&port);
-  ASSERT_TRUE(listener);
-  Readable l;
-  ASSERT_TRUE(dispatcher.WatchListener(listener.get(), l));
+  Listening l(dispatcher);
+  ASSERT_TRUE(l.watched);
   int err = 0;
-  EXPECT_EQ(dispatcher.Accept(l, listener.get(), UINT32_MAX, &err), -1);
-  UniqueFd client = Connect(port);
+  EXPECT_EQ(dispatcher.Accept(l.events, l.fd.get(), UINT32_MAX, &err), -1);
+  UniqueFd client = Connect(l.port);
   ASSERT_TRUE(client);
-  for (int i = 0; i < 100 && (l.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
-  ASSERT_NE(l.seen & EPOLLIN, 0u);
-  dispatcher.Forget(l);
-  listener.reset();
+  for (int i = 0; i < 100 && (l.events.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
+  ASSERT_NE(l.events.seen & EPOLLIN, 0u);
+  dispatcher.Forget(l.events);
+  l.fd.reset();
   dispatcher.RunOnce(0ms);
   timeval tv{2, 0};
   ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));

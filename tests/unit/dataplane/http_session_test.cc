@@ -37,9 +37,9 @@ class HttpSessionTest : public proxytest::WorkerFixture {
   // Connects a client to a session served by the worker; the test holds the client end.
   void Connect() {
     uint16_t port = 0;
-    const int listener = proxytest::ListenLoopback(port);
+    const int listener = testing::ListenLoopback(&port);
     ASSERT_GE(listener, 0);
-    client_ = proxytest::ConnectLoopback(port);
+    client_ = testing::ConnectLoopback(port);
     ASSERT_GE(client_, 0);
     const int server = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     ::close(listener);

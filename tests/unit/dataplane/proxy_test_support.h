@@ -28,48 +28,18 @@
 #include "dataplane/stats/dataplane_stats.h"
 #include "dataplane/worker/worker.h"
 #include "onedomain/v1/snapshot.pb.h"
+#include "tests/unit/dataplane/loopback.h"
 
 namespace onedomain::dataplane::proxytest {
 
 using namespace std::chrono_literals;
 
-// A listening socket on 127.0.0.1:0. Returns the descriptor (and sets `port`), -1 on failure.
-inline int ListenLoopback(uint16_t& port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(fd, 16) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  port = ntohs(a.sin_port);
-  return fd;
-}
-
 // A loopback port nobody listens on (bound, then closed): connecting to it is refused.
 inline uint16_t ClosedPort() {
   uint16_t port = 0;
-  const int fd = ListenLoopback(port);
+  const int fd = testing::ListenLoopback(&port);
   ::close(fd);
   return port;
-}
-
-// A blocking client connection to 127.0.0.1:`port`; -1 on failure.
-inline int ConnectLoopback(uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 // Reads from `fd` until `done(bytes so far)` or the peer closes or `limit` passes.
@@ -100,7 +70,7 @@ class LoopbackUpstream {
   using Handler = std::function<Reply(const std::string& request)>;
 
   explicit LoopbackUpstream(Handler handler) : handler_(std::move(handler)) {
-    listen_fd_ = ListenLoopback(port_);
+    listen_fd_ = testing::ListenLoopback(&port_);
     thread_ = std::thread([this] { Run(); });
   }
   ~LoopbackUpstream() {

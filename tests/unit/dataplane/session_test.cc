@@ -24,6 +24,7 @@
 #include "dataplane/stats/dataplane_stats.h"
 #include "dataplane/worker/worker.h"
 #include "onedomain/v1/snapshot.pb.h"
+#include "tests/unit/dataplane/loopback.h"
 #include "tests/unit/dataplane/manual_time.h"
 #include "tests/unit/dataplane/proxy_test_support.h"
 
@@ -35,29 +36,12 @@ using testing::ManualTime;
 
 // ---- raw loopback sockets ---------------------------------------------------------------
 
-UniqueFd Listen(uint16_t* port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd.get(), 16) != 0 ||
-      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    return UniqueFd();
-  }
-  *port = ntohs(a.sin_port);
-  return fd;
-}
+UniqueFd Listen(uint16_t* port) { return UniqueFd(testing::ListenLoopback(port, SOCK_NONBLOCK)); }
 
 UniqueFd Connect(uint16_t port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return UniqueFd();
+  UniqueFd fd(testing::ConnectLoopback(port));
   const int one = 1;
-  ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (fd) ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   return fd;
 }
 
