@@ -183,6 +183,10 @@ class Connection final : public StreamEvents {
   static int OnStreamClose(nghttp2_session*, int32_t stream_id, uint32_t error_code, void* user);
   static ssize_t ReadBody(nghttp2_session*, int32_t stream_id, uint8_t* buf, size_t length,
                           uint32_t* data_flags, nghttp2_data_source* source, void* user);
+  // DATA without nghttp2's copy (NGHTTP2_DATA_FLAG_NO_COPY): ReadBody sizes the frame,
+  // SendData appends its header and payload from the stream's `out` to wbuf_.
+  static int SendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t length,
+                      nghttp2_data_source* source, void* user);
   static int OnFrameSend(nghttp2_session*, const nghttp2_frame* frame, void* user);
   static int OnInvalidFrame(nghttp2_session*, const nghttp2_frame* frame, int lib_error,
                             void* user);
@@ -236,6 +240,7 @@ class Connection final : public StreamEvents {
   std::string wbuf_;
   size_t woff_ = 0;
   bool write_blocked_ = false;
+  bool data_appended_ = false;  // SendData appended a DATA frame inside this mem_send call
   bool read_paused_ = false;
   bool reading_ = false;
   bool flushing_ = false;

@@ -133,6 +133,7 @@ bool Connection::Start(std::string_view already_read) {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, &Connection::OnDataChunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, &Connection::OnStreamClose);
   nghttp2_session_callbacks_set_on_frame_send_callback(cb, &Connection::OnFrameSend);
+  nghttp2_session_callbacks_set_send_data_callback(cb, &Connection::SendData);
   nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, &Connection::OnInvalidFrame);
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
@@ -296,7 +297,11 @@ void Connection::Flush() {
         dead_ = true;
         break;
       }
-      if (n == 0) break;
+      if (n == 0) {
+        if (!data_appended_) break;
+        data_appended_ = false;  // SendData paused mem_send after a DATA frame: ask again
+        continue;
+      }
       if (woff_ == wbuf_.size()) {
         wbuf_.clear();
         woff_ = 0;
@@ -634,33 +639,58 @@ int Connection::OnStreamClose(nghttp2_session* session, int32_t stream_id, uint3
   return 0;
 }
 
-ssize_t Connection::ReadBody(nghttp2_session*, int32_t, uint8_t* buf, size_t length,
+ssize_t Connection::ReadBody(nghttp2_session*, int32_t, uint8_t*, size_t length,
                              uint32_t* data_flags, nghttp2_data_source* source, void*) {
   auto* s = static_cast<Stream*>(source->ptr);
   const size_t n = std::min(length, s->out_pending());
+  if (n == s->out_pending() && s->out_eof) *data_flags |= NGHTTP2_DATA_FLAG_EOF;
   if (n > 0) {
-    std::memcpy(buf, s->out.data() + s->out_off, n);
-    s->out_off += n;
-    if (s->out_pending() <= kStreamOutHigh) s->writer.Post({});
-    if (s->ws_sink != nullptr) {
-      s->ev_write = true;
-      s->conn.OweEvents();
-    }
+    // SendData writes the frame straight from `out`, in this same mem_send call.
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    return static_cast<ssize_t>(n);
+  }
+  if (s->out.capacity() > 2 * kInitialReadSize) {
+    s->out.clear();
+    s->out.shrink_to_fit();  // an idle tunnel keeps no buffer
+    s->out_off = 0;
+  }
+  if (s->out_eof) return 0;
+  s->deferred = true;
+  return NGHTTP2_ERR_DEFERRED;
+}
+
+int Connection::SendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd,
+                         size_t length, nghttp2_data_source* source, void* user) {
+  auto* c = static_cast<Connection*>(user);
+  auto* s = static_cast<Stream*>(source->ptr);
+  if (length > s->out_pending()) return NGHTTP2_ERR_CALLBACK_FAILURE;  // ReadBody said less
+  // Called from inside nghttp2_session_mem_send, between the frames it returns: appending
+  // here keeps the frames in order in wbuf_.
+  if (c->woff_ == c->wbuf_.size()) {
+    c->wbuf_.clear();
+    c->woff_ = 0;
+  }
+  const size_t pad = frame->data.padlen;  // 0: we never ask for padding
+  c->wbuf_.append(reinterpret_cast<const char*>(framehd), 9);
+  if (pad > 0) c->wbuf_.push_back(static_cast<char>(pad - 1));
+  c->wbuf_.append(s->out.data() + s->out_off, length);
+  if (pad > 1) c->wbuf_.append(pad - 1, '\0');
+  s->out_off += length;
+  if (s->out_pending() <= kStreamOutHigh) s->writer.Post({});
+  if (s->ws_sink != nullptr) {
+    s->ev_write = true;
+    c->OweEvents();
   }
   if (s->out_pending() == 0 && s->out.capacity() > 2 * kInitialReadSize) {
     s->out.clear();
     s->out.shrink_to_fit();  // an idle tunnel keeps no buffer
     s->out_off = 0;
   }
-  if (s->out_pending() == 0) {
-    if (s->out_eof) {
-      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-    } else if (n == 0) {
-      s->deferred = true;
-      return NGHTTP2_ERR_DEFERRED;
-    }
-  }
-  return static_cast<ssize_t>(n);
+  // mem_send returns after each DATA frame (as it does with copied DATA), so that Flush
+  // bounds a batch to kWriteBatch; without the pause, one call would take every stream's DATA
+  // the windows allow.
+  c->data_appended_ = true;
+  return NGHTTP2_ERR_PAUSE;
 }
 
 int Connection::OnFrameSend(nghttp2_session*, const nghttp2_frame* frame, void* user) {
