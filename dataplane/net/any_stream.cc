@@ -136,15 +136,15 @@ using Polled = AnyStream::Polled;
 
 // Parks the calling coroutine in `w` until the readiness given wakes it, or Abort. Not a
 // coroutine itself (one frame fewer per wait): the caller awaits Wait at once.
-net::awaitable<Parked::Code> Park(Polled& p, Waiter& w, bool on_in, bool on_out) {
+Parked::WaitOp Park(Polled& p, Waiter& w, bool on_in, bool on_out) {
   p.streak = 0;
   w.on_in = on_in;
   w.on_out = on_out;
   return w.parked.Wait();
 }
 
-net::awaitable<Parked::Code> ParkReader(Polled& p) { return Park(p, p.reader, true, false); }
-net::awaitable<Parked::Code> ParkWriter(Polled& p) { return Park(p, p.writer, false, true); }
+Parked::WaitOp ParkReader(Polled& p) { return Park(p, p.reader, true, false); }
+Parked::WaitOp ParkWriter(Polled& p) { return Park(p, p.writer, false, true); }
 
 // After an operation that completed without waiting: true every kMaxStreak in a row, when
 // the caller lets the rest of the worker run (co_await p.dispatcher.Yield()). A test, not a
@@ -440,7 +440,7 @@ error_code TlsFailure(Polled& p, int r, int saved_errno, Want& want) {
 
 // Waits for what OpenSSL asked for. A read parks as the reader and a write as the writer,
 // whichever direction OpenSSL needs.
-net::awaitable<Parked::Code> TlsWait(Polled& p, Waiter& w, Want want) {
+Parked::WaitOp TlsWait(Polled& p, Waiter& w, Want want) {
   return Park(p, w, want == Want::kRead, want == Want::kWrite);
 }
 

@@ -26,17 +26,13 @@ std::optional<Parked::Handler> Parked::Take() {
   return h;
 }
 
-net::awaitable<Parked::Code> Parked::Wait() {
-  return net::async_initiate<const net::use_awaitable_t<>&, void(Code)>(
-      [this](Handler h) {
-        auto slot = net::get_associated_cancellation_slot(h);
-        if (slot.is_connected()) {
-          slot.assign([this](net::cancellation_type) { Post(net::error::operation_aborted); });
-        }
-        handler_.emplace(std::move(h));
-        if (dispatcher_ != nullptr) dispatcher_->Track(*this);
-      },
-      net::use_awaitable);
+void Parked::Hold(Handler h) {
+  auto slot = net::get_associated_cancellation_slot(h);
+  if (slot.is_connected()) {
+    slot.assign([this](net::cancellation_type) { Post(net::error::operation_aborted); });
+  }
+  handler_.emplace(std::move(h));
+  if (dispatcher_ != nullptr) dispatcher_->Track(*this);
 }
 
 void Parked::Resume(error_code ec) {

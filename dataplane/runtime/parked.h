@@ -6,10 +6,12 @@
 //
 // Thread: the worker's.
 
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
 #include <optional>
+#include <type_traits>
 
 #include "dataplane/runtime/dispatcher.h"
 
@@ -20,15 +22,34 @@ namespace onedomain::dataplane {
 // is tracked (and the owners of untracked ones, such as streams, drop theirs).
 class Parked final : private ShutdownHook {
  public:
-  // What a wait ends with. A struct, not a bare error_code: use_awaitable would throw an
+  // What a wait ends with. A struct, not a bare error_code: co_await would throw an
   // error_code passed as the completion's first argument.
   struct Code {
     boost::system::error_code ec;
     operator boost::system::error_code() const { return ec; }  // NOLINT: implicit on purpose
     explicit operator bool() const { return static_cast<bool>(ec); }
   };
+  // The parked coroutine's handler. `co_await` on an asynchronous operation (WaitOp) runs
+  // it in the awaiting coroutine's own frame (Asio's awaitable_async_op, Boost 1.81), where
+  // use_awaitable would allocate and push a coroutine frame of its own for every wait.
   using Handler =
-      boost::asio::async_result<boost::asio::use_awaitable_t<>, void(Code)>::handler_type;
+      boost::asio::detail::awaitable_async_op_handler<void(Code), boost::asio::any_io_executor>;
+
+  // What Wait returns: an asynchronous operation, for `co_await` in an awaitable coroutine
+  // (on the worker's any_io_executor) at once.
+  class WaitOp {
+   public:
+    explicit WaitOp(Parked& p) : p_(&p) {}
+    template <typename Token>
+    requires boost::asio::completion_token_for<Token, void(Code)>
+    auto operator()(Token&& token) const {
+      return boost::asio::async_initiate<Token, void(Code)>(
+          [p = p_](auto handler) { p->Park(std::move(handler)); }, token);
+    }
+
+   private:
+    Parked* p_;
+  };
 
   // Untracked: its owner must Drop it at shutdown.
   Parked() = default;
@@ -40,10 +61,10 @@ class Parked final : private ShutdownHook {
 
   bool parked() const { return handler_.has_value(); }
 
-  // Parks the calling coroutine until Resume or Post, and returns their code. Cancellation
-  // of the awaiting operation (awaitable operators) resumes it with operation_aborted. Not a
-  // coroutine itself (the code travels in the handler): one frame fewer per wait.
-  boost::asio::awaitable<Code> Wait();
+  // `co_await Wait()` parks the calling coroutine until Resume or Post, and returns their
+  // code. Cancellation of the awaiting operation (awaitable operators) resumes it with
+  // operation_aborted. No coroutine frame of its own: the code travels in the handler.
+  WaitOp Wait() { return WaitOp(*this); }
 
   // Resumes the parked coroutine now, on this stack: only from the event loop itself
   // (file events), never from inside a coroutine it could re-enter. No-op if none.
@@ -55,6 +76,13 @@ class Parked final : private ShutdownHook {
 
  private:
   void OnAbandon() override { Drop(); }
+  template <typename H>
+  void Park(H handler) {
+    static_assert(std::is_same_v<H, Handler>,
+                  "co_await Parked::Wait() directly, in an awaitable<T, any_io_executor>");
+    Hold(std::move(handler));
+  }
+  void Hold(Handler handler);
   std::optional<Handler> Take();
 
   Dispatcher* dispatcher_ = nullptr;
