@@ -108,6 +108,13 @@ struct Stream {
   bool finished = false;   // its coroutine ended: nobody takes request bytes any more
 
   size_t out_pending() const { return out.size() - out_off; }
+  // Lets go of a large response buffer once it is drained: an idle tunnel keeps none.
+  void ReleaseDrainedOut() {
+    if (out_pending() != 0 || out.capacity() <= 2 * kInitialReadSize) return;
+    out.clear();
+    out.shrink_to_fit();
+    out_off = 0;
+  }
   // Moves what arrived to the end of `in` (no copy when `in` is empty).
   void TakeArriving();
 };
@@ -216,6 +223,12 @@ class Connection final : public StreamEvents {
   // Writes wbuf_ from woff_ as far as the socket takes it now; false when it stopped early
   // (write_blocked_ set, or the socket failed: dead_ and socket_failed_ set).
   bool WriteBuffered();
+  // Starts wbuf_ over when everything in it was written, before more is appended.
+  void RewindWritten() {
+    if (woff_ != wbuf_.size()) return;
+    wbuf_.clear();
+    woff_ = 0;
+  }
   void MaybeFinish();
   void WakeAll();
   void ArmIdle();

@@ -302,10 +302,7 @@ void Connection::Flush() {
         data_appended_ = false;  // SendData paused mem_send after a DATA frame: ask again
         continue;
       }
-      if (woff_ == wbuf_.size()) {
-        wbuf_.clear();
-        woff_ = 0;
-      }
+      RewindWritten();
       wbuf_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
     }
     if (dead_ || woff_ == wbuf_.size() || write_blocked_) break;
@@ -649,11 +646,7 @@ ssize_t Connection::ReadBody(nghttp2_session*, int32_t, uint8_t*, size_t length,
     *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     return static_cast<ssize_t>(n);
   }
-  if (s->out.capacity() > 2 * kInitialReadSize) {
-    s->out.clear();
-    s->out.shrink_to_fit();  // an idle tunnel keeps no buffer
-    s->out_off = 0;
-  }
+  s->ReleaseDrainedOut();
   if (s->out_eof) return 0;
   s->deferred = true;
   return NGHTTP2_ERR_DEFERRED;
@@ -666,10 +659,7 @@ int Connection::SendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* 
   if (length > s->out_pending()) return NGHTTP2_ERR_CALLBACK_FAILURE;  // ReadBody said less
   // Called from inside nghttp2_session_mem_send, between the frames it returns: appending
   // here keeps the frames in order in wbuf_.
-  if (c->woff_ == c->wbuf_.size()) {
-    c->wbuf_.clear();
-    c->woff_ = 0;
-  }
+  c->RewindWritten();
   const size_t pad = frame->data.padlen;  // 0: we never ask for padding
   c->wbuf_.append(reinterpret_cast<const char*>(framehd), 9);
   if (pad > 0) c->wbuf_.push_back(static_cast<char>(pad - 1));
@@ -681,11 +671,7 @@ int Connection::SendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* 
     s->ev_write = true;
     c->OweEvents();
   }
-  if (s->out_pending() == 0 && s->out.capacity() > 2 * kInitialReadSize) {
-    s->out.clear();
-    s->out.shrink_to_fit();  // an idle tunnel keeps no buffer
-    s->out_off = 0;
-  }
+  s->ReleaseDrainedOut();
   // mem_send returns after each DATA frame (as it does with copied DATA), so that Flush
   // bounds a batch to kWriteBatch; without the pause, one call would take every stream's DATA
   // the windows allow.
