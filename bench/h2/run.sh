@@ -5,7 +5,8 @@
 # serving fixed files). Interleaved rounds of h2load (CLIENTS connections x STREAMS concurrent
 # streams, bounded by REQUESTS); prints the median req/s, p50 and p99 (from h2load's
 # per-request log) and CPU microseconds per request of the proxy per row, with the data
-# plane's ratios to the better peer. The data plane runs its default config.
+# plane's ratios to the better peer (of the medians, then round by round). The data plane
+# runs its default config.
 # Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and
 # backend compete, so compare side by side, as ratios).
 #
@@ -171,7 +172,7 @@ for w in $worker_counts; do
       for i in 0 1 2; do  # rotate the order each round
         j=$(( (i + round) % 3 ))
         line="$(run_h2load "${ports[$j]}" "$size" "${cpu_pids[$j]}" "$requests")"
-        [ -n "$line" ] && echo "$w $size ${names[$j]} $line" >> "$results"
+        [ -n "$line" ] && echo "$w $size ${names[$j]} $round $line" >> "$results"
         echo "  round $round/$rounds workers=$w size=$size ${names[$j]} done" >&2
       done
     done
@@ -183,12 +184,14 @@ done
 import statistics, sys
 from collections import defaultdict
 rows = defaultdict(list)
+by_round = defaultdict(dict)  # (workers, size, proxy) -> {round: req/s}
 for line in open(sys.argv[1]):
     parts = line.split()
-    if len(parts) != 7:
+    if len(parts) != 8:
         continue
-    w, size, name, rps, p50, p99, cpu = parts
+    w, size, name, rnd, rps, p50, p99, cpu = parts
     rows[(int(w), size, name)].append((float(rps), float(p50), float(p99), float(cpu)))
+    by_round[(int(w), size, name)][int(rnd)] = float(rps)
 if not rows:
     sys.exit("bench: no results")
 rounds = max(len(v) for v in rows.values())
@@ -213,4 +216,13 @@ for (w, size) in sorted({(k[0], k[1]) for k in rows},
             note = (f"   {rps / b[0]:.2f}x {best}, p99 {p99:.2f} vs {b[2]:.2f} ms, "
                     f"cpu {cpu:.1f} vs {b[3]:.1f} us")
         print(f"{w:>7} {size:>5} {name:>10} {rps:>9.0f} {p50:>7.2f} {p99:>7.2f} {cpu:>7.1f}{note}")
+    if best and "dataplane" in med:
+        # The same ratio round by round (the runs of one round follow each other within
+        # seconds): how far the machine's noise moves it.
+        mine, theirs = by_round[(w, size, "dataplane")], by_round[(w, size, best)]
+        ratios = sorted(mine[r] / theirs[r] for r in mine if r in theirs)
+        if ratios:
+            print(f"{'':>7} {'':>5} {'':>10} per round vs {best}: "
+                  + " ".join(f"{x:.2f}" for x in ratios)
+                  + f" (median {statistics.median(ratios):.2f})")
 PY

@@ -4,8 +4,10 @@
 # -Host headers added to each request), in front of the same fast
 # backend (nginx serving fixed files). Interleaved rounds of `wrk -t1 -c50 -d10s`; prints the
 # median req/s, p50, p99, CPU microseconds per request of the proxy, the backend and wrk, the
-# machine's idle CPU during each run, and the data plane's ratios to the better peer. The data plane runs twice side by side: with its
-# default config ("dataplane", what users run) and tuned ("dp-tuned", pool.max_idle 256).
+# machine's idle CPU during each run, and the data plane's ratios to the better peer (of the
+# medians, then round by round for the default config). The data plane runs twice side by
+# side: with its default config ("dataplane", what users run) and tuned ("dp-tuned",
+# pool.max_idle 256).
 # Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and
 # backend compete, so compare side by side, as ratios).
 #
@@ -193,7 +195,7 @@ for w in $worker_counts; do
       n=${#names[@]}
       for i in $(seq 0 $((n - 1))); do
         j=$(( (i + round) % n ))
-        echo "$w $size ${names[$j]} $(run_wrk "${ports[$j]}" "$size" "${cpu_pids[$j]}")" >> "$results"
+        echo "$w $size ${names[$j]} $round $(run_wrk "${ports[$j]}" "$size" "${cpu_pids[$j]}")" >> "$results"
         echo "  round $round/$rounds workers=$w size=$size ${names[$j]} done" >&2
       done
     done
@@ -208,12 +210,14 @@ echo "client limits: ${DATAPLANE_LIMITS:-0} (DATAPLANE_LIMITS=1: every limit con
 import statistics, sys
 from collections import defaultdict
 rows = defaultdict(list)
+by_round = defaultdict(dict)  # (workers, size, proxy) -> {round: req/s}
 for line in open(sys.argv[1]):
     parts = line.split()
-    if len(parts) != 10:
+    if len(parts) != 11:
         continue  # a failed run (reported above)
-    w, size, name = parts[:3]
-    rows[(int(w), size, name)].append(tuple(float(x) for x in parts[3:]))
+    w, size, name, rnd = parts[:4]
+    rows[(int(w), size, name)].append(tuple(float(x) for x in parts[4:]))
+    by_round[(int(w), size, name)][int(rnd)] = float(parts[4])
 rounds = max(len(v) for v in rows.values())
 print(f"\nwrk -t1 -c{sys.argv[3]} -d{sys.argv[2]}s, median of {rounds} interleaved rounds; "
       "cpu = the proxy's CPU time per request, be cpu = the backend's, wrk cpu = the client's;\n"
@@ -239,4 +243,13 @@ for (w, size) in sorted({(k[0], k[1]) for k in rows},
                     f"cpu {cpu:.1f} vs {b[3]:.1f} us")
         print(f"{w:>7} {size:>5} {name:>10} {rps:>9.0f} {p50:>7.2f} {p99:>7.2f} {cpu:>7.1f} "
               f"{bcpu:>7.1f} {ccpu:>7.1f} {idle:>6.1f}{note}")
+    if best and "dataplane" in med:
+        # The default node's ratio round by round (the runs of one round follow each other
+        # within seconds): how far the machine's noise moves it.
+        mine, theirs = by_round[(w, size, "dataplane")], by_round[(w, size, best)]
+        ratios = sorted(mine[r] / theirs[r] for r in mine if r in theirs)
+        if ratios:
+            print(f"{'':>7} {'':>5} {'':>10} per round vs {best}: "
+                  + " ".join(f"{x:.2f}" for x in ratios)
+                  + f" (median {statistics.median(ratios):.2f})")
 PY
