@@ -180,9 +180,11 @@ for w in $worker_counts; do
   stop_proxies
 done
 
-/usr/bin/python3 - "$results" "$requests" "$clients" "$streams" <<'PY'
-import statistics, sys
+BENCH_LIB="$repo/bench/http" PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 - "$results" "$requests" "$clients" "$streams" <<'PY'
+import os, statistics, sys
 from collections import defaultdict
+sys.path.insert(0, os.environ["BENCH_LIB"])
+from round_ratios import round_ratios_line
 rows = defaultdict(list)
 by_round = defaultdict(dict)  # (workers, size, proxy) -> {round: req/s}
 for line in open(sys.argv[1]):
@@ -217,12 +219,7 @@ for (w, size) in sorted({(k[0], k[1]) for k in rows},
                     f"cpu {cpu:.1f} vs {b[3]:.1f} us")
         print(f"{w:>7} {size:>5} {name:>10} {rps:>9.0f} {p50:>7.2f} {p99:>7.2f} {cpu:>7.1f}{note}")
     if best and "dataplane" in med:
-        # The same ratio round by round (the runs of one round follow each other within
-        # seconds): how far the machine's noise moves it.
-        mine, theirs = by_round[(w, size, "dataplane")], by_round[(w, size, best)]
-        ratios = sorted(mine[r] / theirs[r] for r in mine if r in theirs)
-        if ratios:
-            print(f"{'':>7} {'':>5} {'':>10} per round vs {best}: "
-                  + " ".join(f"{x:.2f}" for x in ratios)
-                  + f" (median {statistics.median(ratios):.2f})")
+        line = round_ratios_line(by_round[(w, size, "dataplane")], by_round[(w, size, best)], best)
+        if line:
+            print(line)
 PY
