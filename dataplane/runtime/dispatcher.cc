@@ -287,6 +287,10 @@ void Dispatcher::ReleaseIdleBuffers() {
   if (uring_) uring_->ReleaseIdleBuffers();
 }
 
+void Dispatcher::set_yield_before_sleep(bool on) {
+  if (uring_) uring_->set_yield_before_sleep(on);
+}
+
 bool Dispatcher::idle_buffer_pages_held() const { return uring_ && uring_->buffer_pages_held(); }
 
 bool Dispatcher::ring_reads_available() const {

@@ -180,6 +180,11 @@ class Dispatcher {
   // owner calls this before destroying what coroutine frames refer to.
   void Shutdown();
 
+  // io_uring backend: yield the CPU once before a wait that would sleep with nothing to
+  // collect (see UringPoller::set_yield_before_sleep). The server turns it on when it runs
+  // two workers or more. Before Run; the epoll backend ignores it.
+  void set_yield_before_sleep(bool on);
+
   IoBackend io_backend() const { return backend_; }
   // Timers in the heap, including disarmed ones not yet dropped (disarming is lazy).
   size_t timers_queued() const { return heap_.size(); }

@@ -1,6 +1,7 @@
 #include "dataplane/runtime/uring_poller.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -52,9 +53,12 @@ constexpr uint16_t kBufferGroup = 0;
 // Sets up a ring. *deferred: the ring's task work runs only inside io_uring_enter of the loop's
 // thread (IORING_SETUP_DEFER_TASKRUN, kernel 6.1+); such a ring is created disabled and
 // enabled by the loop's thread on its first Wait, which makes that thread its only issuer.
+// It also flags pending task work in the SQ ring (IORING_SETUP_TASKRUN_FLAG), which tells
+// Wait without a system call whether events wait to be collected.
 int Setup(io_uring* ring, bool* deferred) {
   io_uring_params p{};
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED |
+            IORING_SETUP_TASKRUN_FLAG;
   int r = io_uring_queue_init_params(kEntries, ring, &p);
   *deferred = r == 0;
   if (r != -EINVAL) return r;
@@ -460,6 +464,7 @@ void UringPoller::Wait(int timeout_ms) {
     disabled_ = false;
   }
   FlushSends();
+  if (timeout_ms != 0 && yield_before_sleep_) YieldBeforeSleep(&timeout_ms);
   if (timeout_ms == 0) {
     io_uring_submit_and_get_events(ring);
   } else if (timeout_ms < 0) {
@@ -505,6 +510,24 @@ void UringPoller::Wait(int timeout_ms) {
     }
     starved_.clear();
   }
+}
+
+// Measured on 2 shared cores (2 workers, wrk and the backend; `wrk -c50`): the loop used to
+// sleep 0.51 times per request against the epoll loop's 0.17, and 45 % of its wake-ups had
+// to rouse an idle CPU by an inter-processor interrupt. Yielding first, the node served
+// 1.27-1.30x the requests at two thirds of the CPU per request; with one worker, whose
+// thread is the busiest on the machine, it served 4-8 % fewer, so the server turns it on
+// for two workers or more.
+void UringPoller::YieldBeforeSleep(int* timeout_ms) {
+  io_uring* ring = &ring_->ring;
+  // This turn's sends go out first: their peers may be what runs in the meantime.
+  if (io_uring_sq_ready(ring) != 0) io_uring_submit_and_get_events(ring);
+  if (io_uring_cq_ready(ring) != 0 ||
+      (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN) != 0) {
+    *timeout_ms = 0;  // events are there: collect them, no sleep to avoid
+    return;
+  }
+  ::sched_yield();
 }
 
 void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {

@@ -128,6 +128,13 @@ class UringPoller {
   // not wait), then hands out at most a batch of them.
   void Wait(int timeout_ms);
 
+  // Before a Wait that would sleep with nothing to collect, sched_yield(2) once: when other
+  // threads are runnable on this CPU (the clients and backends of a busy node, its other
+  // workers), they run first and what they send is there when the loop comes back, instead
+  // of a sleep and a wake-up (see dispatcher.h, Dispatcher::set_yield_before_sleep). With
+  // nothing else runnable, sched_yield returns at once. Before the first Wait.
+  void set_yield_before_sleep(bool on) { yield_before_sleep_ = on; }
+
   // Ends every poll and the ring (at the end of the batch when called from a handler).
   void Close();
   bool closed() const { return closed_; }
@@ -241,6 +248,9 @@ class UringPoller {
   // Bytes came that the handler did not read (held here, or still in the kernel).
   static bool UnreadInput(const Slot& s);
   void Exit();
+  // Wait's yield (set_yield_before_sleep); sets *timeout_ms to 0 when events are already
+  // there to collect.
+  void YieldBeforeSleep(int* timeout_ms);
 
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<Buffers> buffers_;  // null: no ring reads
@@ -252,6 +262,7 @@ class UringPoller {
   bool dispatching_ = false;
   bool close_requested_ = false;
   bool closed_ = false;
+  bool yield_before_sleep_ = false;
   std::atomic<bool> buffer_pages_held_{false};
 };
 

@@ -59,7 +59,9 @@ def test_auto_runs_io_uring_where_the_kernel_allows_it(procs):
     reads = ("receiving into a provided-buffer ring, sending and accepting through the ring"
              if (major, minor) >= (5, 19)
              else "polling (no provided-buffer rings here)")
-    assert f"worker event loop: io_uring, {reads} (worker_io auto)" in p.output()
+    # Two workers: each loop yields the CPU before it sleeps (uring_poller.cc).
+    assert (f"worker event loop: io_uring, {reads}, yielding the CPU before it sleeps "
+            "(2+ workers) (worker_io auto)") in p.output()
     for i in range(20):  # both workers serve (SO_REUSEPORT spreads the connections)
         assert dp.request(ports["listener.main"], "GET", f"/api/v1/echo?i={i}").status == 200
 

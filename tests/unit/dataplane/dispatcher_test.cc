@@ -301,6 +301,65 @@ TEST_P(DispatcherTest, ADescriptorClosedAfterForgetReallyCloses) {
   EXPECT_EQ(r.calls, calls);
 }
 
+// A loop that yields the CPU before it sleeps (what the server sets with 2+ workers) still
+// sleeps when idle, and bytes written to one of its sockets from another thread, then a
+// post, still wake it.
+class Signalled final : public FileEvents {
+ public:
+  void OnFileEvents(uint32_t events) override {
+    if ((events & EPOLLIN) != 0 && !fired) {
+      fired = true;
+      readable.set_value();
+    }
+  }
+  void OnAbandon() override {}
+  bool fired = false;  // the loop's thread only
+  std::promise<void> readable;
+};
+
+TEST_P(DispatcherTest, AYieldingLoopStillSleepsAndWakesForBytesAndPosts) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  dispatcher.set_yield_before_sleep(true);
+  auto [a, b] = SocketPair();
+  ASSERT_TRUE(a && b);
+  Signalled r;
+  ASSERT_TRUE(dispatcher.Watch(a.get(), r, /*ring_reads=*/true));
+  dispatcher.StartRingReads(r);
+  std::promise<pid_t> tid;
+  dispatcher.Post([&] { tid.set_value(static_cast<pid_t>(::syscall(SYS_gettid))); });
+  std::thread loop([&] { dispatcher.Run(); });
+  auto tid_future = tid.get_future();
+  ASSERT_EQ(tid_future.wait_for(5s), std::future_status::ready);
+  const pid_t loop_tid = tid_future.get();
+  const auto seen_asleep = [&] {
+    for (int i = 0; i < 5000; ++i) {
+      if (InEpollWait(loop_tid)) return true;
+      std::this_thread::sleep_for(1ms);  // polling a condition, bounded
+    }
+    return false;
+  };
+  const bool asleep_before_bytes = seen_asleep();
+  ASSERT_EQ(::write(b.get(), "x", 1), 1);
+  const bool bytes_seen = r.readable.get_future().wait_for(5s) == std::future_status::ready;
+  const bool asleep_before_post = seen_asleep();
+  std::promise<void> ran;
+  dispatcher.Post([&] { ran.set_value(); });
+  const bool woken = ran.get_future().wait_for(5s) == std::future_status::ready;
+  std::promise<void> forgotten;  // on the loop's thread, before the handler goes away
+  dispatcher.Post([&] {
+    dispatcher.Forget(r);
+    forgotten.set_value();
+  });
+  const bool forgot = forgotten.get_future().wait_for(5s) == std::future_status::ready;
+  dispatcher.Stop();
+  loop.join();
+  EXPECT_TRUE(forgot);
+  EXPECT_TRUE(asleep_before_bytes) << "the idle loop was never seen asleep";
+  EXPECT_TRUE(bytes_seen) << "bytes written to a watched socket did not reach its handler";
+  EXPECT_TRUE(asleep_before_post) << "the loop did not go back to sleep";
+  EXPECT_TRUE(woken) << "a post to the sleeping loop did not run within 5 s";
+}
+
 // Ring reads (io_uring): bytes come with the EPOLLIN event and wait, received, until read;
 // the end follows them. Forgotten with bytes unread, the descriptor still closes at once.
 TEST_P(DispatcherTest, RingReadsHandOutReceivedBytesThenTheEnd) {
