@@ -188,21 +188,32 @@ bool InEpollWait(pid_t tid) {
   return nr == SYS_epoll_pwait;
 }
 
+// Runs `dispatcher` on `loop`; returns the loop thread's id, or 0 when it did not report it
+// within 5 s.
+pid_t RunOnThread(Dispatcher& dispatcher, std::thread& loop) {
+  auto tid = std::make_shared<std::promise<pid_t>>();  // the post may outlive a timeout here
+  dispatcher.Post([tid] { tid->set_value(static_cast<pid_t>(::syscall(SYS_gettid))); });
+  auto reported = tid->get_future();
+  loop = std::thread([&dispatcher] { dispatcher.Run(); });
+  return reported.wait_for(5s) == std::future_status::ready ? reported.get() : 0;
+}
+
+// Whether loop thread `tid` is seen asleep in its wait within 5 s (polled, bounded).
+bool SeenAsleep(pid_t tid) {
+  for (int i = 0; i < 5000; ++i) {
+    if (InEpollWait(tid)) return true;
+    std::this_thread::sleep_for(1ms);  // polling a condition, bounded
+  }
+  return false;
+}
+
 TEST_P(DispatcherTest, APostFromAnotherThreadWakesTheSleepingLoop) {
   // With no timer armed the loop sleeps in epoll_wait with no timeout: a post that did not
   // wake it would never run.
   Dispatcher dispatcher(RealTime(), GetParam());
-  std::promise<pid_t> tid;
-  dispatcher.Post([&] { tid.set_value(static_cast<pid_t>(::syscall(SYS_gettid))); });
-  std::thread loop([&] { dispatcher.Run(); });
-  auto tid_future = tid.get_future();
-  ASSERT_EQ(tid_future.wait_for(5s), std::future_status::ready);
-  const pid_t loop_tid = tid_future.get();
-  bool asleep = false;
-  for (int i = 0; i < 5000 && !asleep; ++i) {
-    asleep = InEpollWait(loop_tid);
-    if (!asleep) std::this_thread::sleep_for(1ms);  // polling a condition, bounded
-  }
+  std::thread loop;
+  const pid_t loop_tid = RunOnThread(dispatcher, loop);
+  const bool asleep = loop_tid != 0 && SeenAsleep(loop_tid);
   std::promise<void> ran;
   dispatcher.Post([&] { ran.set_value(); });
   const bool woken = ran.get_future().wait_for(5s) == std::future_status::ready;
@@ -325,23 +336,12 @@ TEST_P(DispatcherTest, AYieldingLoopStillSleepsAndWakesForBytesAndPosts) {
   Signalled r;
   ASSERT_TRUE(dispatcher.Watch(a.get(), r, /*ring_reads=*/true));
   dispatcher.StartRingReads(r);
-  std::promise<pid_t> tid;
-  dispatcher.Post([&] { tid.set_value(static_cast<pid_t>(::syscall(SYS_gettid))); });
-  std::thread loop([&] { dispatcher.Run(); });
-  auto tid_future = tid.get_future();
-  ASSERT_EQ(tid_future.wait_for(5s), std::future_status::ready);
-  const pid_t loop_tid = tid_future.get();
-  const auto seen_asleep = [&] {
-    for (int i = 0; i < 5000; ++i) {
-      if (InEpollWait(loop_tid)) return true;
-      std::this_thread::sleep_for(1ms);  // polling a condition, bounded
-    }
-    return false;
-  };
-  const bool asleep_before_bytes = seen_asleep();
-  ASSERT_EQ(::write(b.get(), "x", 1), 1);
+  std::thread loop;
+  const pid_t loop_tid = RunOnThread(dispatcher, loop);
+  const bool asleep_before_bytes = loop_tid != 0 && SeenAsleep(loop_tid);
+  const bool wrote = ::write(b.get(), "x", 1) == 1;
   const bool bytes_seen = r.readable.get_future().wait_for(5s) == std::future_status::ready;
-  const bool asleep_before_post = seen_asleep();
+  const bool asleep_before_post = loop_tid != 0 && SeenAsleep(loop_tid);
   std::promise<void> ran;
   dispatcher.Post([&] { ran.set_value(); });
   const bool woken = ran.get_future().wait_for(5s) == std::future_status::ready;
@@ -354,6 +354,8 @@ TEST_P(DispatcherTest, AYieldingLoopStillSleepsAndWakesForBytesAndPosts) {
   dispatcher.Stop();
   loop.join();
   EXPECT_TRUE(forgot);
+  ASSERT_NE(loop_tid, 0) << "the loop did not start";
+  ASSERT_TRUE(wrote);
   EXPECT_TRUE(asleep_before_bytes) << "the idle loop was never seen asleep";
   EXPECT_TRUE(bytes_seen) << "bytes written to a watched socket did not reach its handler";
   EXPECT_TRUE(asleep_before_post) << "the loop did not go back to sleep";
