@@ -506,7 +506,10 @@ absl::Status DataplaneServer::Start() {
       : Dispatcher::IoUringRingReads()
           ? ", receiving into a provided-buffer ring, sending and accepting through the ring"
           : ", polling (no provided-buffer rings here)";
-  const char* yields = io == IoBackend::kIoUring && m.options.workers > 1
+  // With two workers or more, an io_uring loop yields the CPU before it sleeps (measured in
+  // uring_poller.cc: fewer wake-ups of idle CPUs; one worker lost by it).
+  const bool yield_before_sleep = m.options.workers > 1;
+  const char* yields = io == IoBackend::kIoUring && yield_before_sleep
                            ? ", yielding the CPU before it sleeps (2+ workers)"
                            : "";
   log::Info("dataplane", str::Cat("worker event loop: ", IoBackendName(io), reads, yields,
@@ -518,9 +521,6 @@ absl::Status DataplaneServer::Start() {
   backend.Add({{"backend", "epoll"}}).Set(io == IoBackend::kEpoll ? 1 : 0);
   backend.Add({{"backend", "io_uring"}}).Set(io == IoBackend::kIoUring ? 1 : 0);
   const uint32_t cap = DefaultConnectionCap(m.options.workers);
-  // With two workers or more, an io_uring loop yields the CPU before it sleeps (measured in
-  // uring_poller.cc: fewer wake-ups of idle CPUs; one worker lost by it).
-  const bool yield_before_sleep = m.options.workers > 1;
   for (size_t i = 0; i < m.options.workers; ++i) {
     m.workers.push_back(std::make_unique<Worker>(i, m.catalog, m.access_log.get(), RealTime(), io));
     m.workers.back()->set_default_connection_cap(cap);
