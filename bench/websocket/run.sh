@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # WebSocket proxying: the onedomain data plane vs nginx vs HAProxy, side by side on loopback.
-# All three proxy to the same echo backend (ws_echo_server), with one worker/thread each and
+# All three proxy to the same echo backend (ws_echo_server), with WORKERS workers/threads each and
 # no idle timeout that could cut a test; configs are generated into a temp dir, ports on
 # 127.0.0.1 are picked free, and every process started here is stopped by its PID at the end.
 #
@@ -13,7 +13,8 @@
 #
 # Environment: BUILD (build dir, default "build"); DATAPLANE (data-plane binary; default
 # $BUILD/dataplane/dataplane, built first with JOBS parallel jobs, default nproc); PROXIES
-# (default "nginx haproxy dataplane"); ROUNDS (3), DURATION (3 s), WARMUP (1 s), CONNS (100),
+# (default "nginx haproxy dataplane"); WORKERS (1: each proxy's workers, nginx's worker
+# processes, HAProxy's threads; idle runs 1); ROUNDS (3), DURATION (3 s), WARMUP (1 s), CONNS (100),
 # SIZES ("64 16384"), CLIENT_THREADS (1), CLIENT_PROCS (1: client processes, CONNS split over
 # them; rates and round trips summed, p50 the mean, p99 and max the worst), BACKEND_THREADS (1);
 # DATAPLANE_LIMITS=1 sets every client limit (issue 20) far above what the bench reaches.
@@ -38,6 +39,8 @@ sizes=${SIZES:-64 16384}
 client_threads=${CLIENT_THREADS:-1}
 client_procs=${CLIENT_PROCS:-1}
 backend_threads=${BACKEND_THREADS:-1}
+workers=${WORKERS:-1}
+[ "$mode" = idle ] && workers=1  # RSS is read from one process: nginx's one worker
 origin=https://bench.onedomain.test
 cookie="session=wsbench-0123456789; theme=dark"
 
@@ -116,10 +119,15 @@ wait_file() {  # FILE PID: until FILE is non-empty (5 s)
   return 1
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-# User + system CPU of a process (all its threads), in clock ticks.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# User + system CPU of processes (all their threads), in clock ticks, summed.
+cpu_ticks() {
+  local p t=0
+  for p in "$@"; do t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}'))); done
+  echo "$t"
+}
 
-# Each start_* sets: port (proxy listener), pid (the process that proxies: nginx's worker).
+# Each start_* sets: port (proxy listener), pid (the process that proxies: nginx's worker) and
+# cpu_pids (those whose CPU is counted: all of nginx's workers).
 backend_port="" backend_pid=""
 start_backend() {
   rm -f "$work/echo.port"
@@ -135,7 +143,7 @@ start_nginx() {
   mkdir -p "$work/nginx"
   cat >"$work/nginx/nginx.conf" <<EOF
 daemon off;
-worker_processes 1;
+worker_processes $workers;
 worker_rlimit_nofile $fd_limit;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
@@ -168,7 +176,13 @@ EOF
   local master=$!
   started+=("$master")
   wait_port "$port" "$master" || die "nginx did not start:" "$work/nginx/error.log"
-  pid=$(ps -o pid= --ppid "$master" | awk 'NR == 1 {print $1}')
+  local _
+  for _ in $(seq 100); do
+    cpu_pids=$(ps -o pid= --ppid "$master" | awk '{printf "%s%s", sep, $1; sep = " "}')
+    [ "$(wc -w <<<"$cpu_pids")" -ge "$workers" ] && break
+    sleep 0.05
+  done
+  pid=${cpu_pids%% *}
   [ -n "$pid" ] || { echo "nginx: no worker process" >&2; exit 1; }
 }
 
@@ -177,7 +191,7 @@ start_haproxy() {
   local maxconn=$(((fd_limit - 200) / 2))
   cat >"$work/haproxy.cfg" <<EOF
 global
-  nbthread 1
+  nbthread $workers
   maxconn $maxconn
 defaults
   mode http
@@ -197,6 +211,7 @@ EOF
   pid=$!
   started+=("$pid")
   wait_port "$port" "$pid" || die "haproxy did not start:" "$work/haproxy.log"
+  cpu_pids=$pid
 }
 
 start_dataplane() {
@@ -212,7 +227,7 @@ start_dataplane() {
   cat >"$work/dataplane.yaml" <<EOF
 node: {id: wsbench}
 admin: {address: 127.0.0.1, port: 0}
-workers: 1
+workers: $workers
 logging: {level: warn}
 drain: {delay: 0s, timeout: 5s}
 snapshot:
@@ -234,7 +249,7 @@ snapshot:
 $limits
 EOF
   rm -f "$work/dataplane.ports"
-  "$dataplane_bin" --config "$work/dataplane.yaml" --workers 1 --port-file "$work/dataplane.ports" \
+  "$dataplane_bin" --config "$work/dataplane.yaml" --workers "$workers" --port-file "$work/dataplane.ports" \
     >"$work/dataplane.log" 2>&1 &
   pid=$!
   started+=("$pid")
@@ -242,6 +257,7 @@ EOF
   port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["listener.main"])' \
     "$work/dataplane.ports")
   wait_port "$port" "$pid" || die "dataplane not listening:" "$work/dataplane.log"
+  cpu_pids=$pid
 }
 
 stop_started() {  # stops and forgets the given PIDs
@@ -311,19 +327,19 @@ PYMERGE
 # ---------------------------------------------------------------------------------------------
 if [ "$mode" = pingpong ]; then
   start_backend
-  declare -A target_port=([direct]=$backend_port) target_pid=([direct]=$backend_pid)
+  declare -A target_port=([direct]=$backend_port) target_pids=([direct]=$backend_pid)
   targets="direct"
   for p in $proxies; do
     [ "$p" = dataplane ] && [ -n "$dataplane_missing" ] && continue
     "start_$p"
     target_port[$p]=$port
-    target_pid[$p]=$pid
+    target_pids[$p]=$cpu_pids
     targets+=" $p"
   done
   echo "ping-pong: $conns connections, $rounds rounds x (${warmup}s warm-up + ${duration}s)," \
        "rounds interleaved; client $client_procs process(es) x $client_threads thread(s)," \
        "backend $backend_threads," \
-       "each proxy 1 worker"
+       "each proxy $workers worker(s)"
   results="$work/results"
   : >"$results"
   for size in $sizes; do
@@ -331,7 +347,8 @@ if [ "$mode" = pingpong ]; then
       for t in $targets; do
         [ -e "$work/declined.$t" ] && continue
         rc=0
-        cpu_before=$(cpu_ticks "${target_pid[$t]}")
+        # shellcheck disable=SC2086  # a list of PIDs
+        cpu_before=$(cpu_ticks ${target_pids[$t]})
         out=$(run_load "${target_port[$t]}" "$size") || rc=$?
         if [ "$rc" -eq 3 ]; then
           unsupported_line "$t" "$out" >"$work/declined.$t"
@@ -346,7 +363,8 @@ if [ "$mode" = pingpong ]; then
         if [ "$rc" -ne 0 ]; then
           echo "$t size=$size round=$round: exit $rc: $(grep '^first_error' <<<"$out")" >&2
         fi
-        cpu=$(($(cpu_ticks "${target_pid[$t]}") - cpu_before))
+        # shellcheck disable=SC2086
+        cpu=$(($(cpu_ticks ${target_pids[$t]}) - cpu_before))
         echo "$size $t $round $line cpu_ticks=$cpu" >>"$results"
       done
     done
