@@ -556,9 +556,12 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
     case kRecvCancel:
     case kSendCancel:
     case kAcceptCancel: {
-      // -EALREADY: the request was completing (with deferred task work, its wake-up waits
-      // for our next io_uring_enter), and a multishot poll or a receive that finds no bytes
-      // arms itself again afterwards. Remove it again while it is still there.
+      // -EALREADY: the request could not be stopped where it was (running in the kernel's
+      // worker pool, say), and it may arm itself again afterwards. Cancel it again while it
+      // is still there. Polls are cancelled like the other requests (see Cancel), not with
+      // POLL_REMOVE, which answered -EALREADY on every retry for a poll on a socket whose
+      // peer had closed: the loop spun at 100 % and such slots, and their sockets, were
+      // never freed.
       const Slot& s = slots_[index];
       if (res != -EALREADY) return;
       if (kind == kPollRemove && s.armed) Cancel(index, kPoll);
@@ -662,11 +665,14 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
   }
 }
 
+// An async cancel (IORING_OP_ASYNC_CANCEL) of a poll marks it cancelled and lets its own
+// task work end it (-ECANCELED), whoever holds the poll at the time; POLL_REMOVE must take
+// the poll over first and fails with -EALREADY while its task work is pending.
 void UringPoller::Cancel(uint32_t index, uint64_t kind) {
   const uint32_t generation = slots_[index].generation;
   io_uring_sqe* sqe = ring_->Sqe();
   if (kind == kPoll) {
-    io_uring_prep_poll_remove(sqe, UserData(index, generation, kPoll));
+    io_uring_prep_cancel64(sqe, UserData(index, generation, kPoll), 0);
     io_uring_sqe_set_data64(sqe, UserData(index, generation, kPollRemove));
   } else {
     const Kind of = kind == kRecv ? kRecv : kind == kAccept ? kAccept : kSend;

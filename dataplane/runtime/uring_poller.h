@@ -236,7 +236,7 @@ class UringPoller {
   void Complete(uint64_t user_data, int32_t res, uint32_t flags);
   void CompleteRecv(uint32_t index, int32_t res, uint32_t flags);
   static bool Busy(const Slot& s);  // a request in the kernel, or bytes still to send
-  // Removes the slot's poll or cancels its receive, send or accept (by the request's kind).
+  // Cancels the slot's poll, receive, send or accept (by the request's kind).
   void Cancel(uint32_t index, uint64_t kind);
   void ArmAccept(uint32_t index, bool many);
   void CompleteAccept(uint32_t index, int32_t res, uint32_t flags);
