@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # WebSocket proxying: the onedomain data plane vs nginx vs HAProxy, side by side on loopback.
-# All three proxy to the same echo backend (ws_echo_server), with WORKERS workers/threads each and
-# no idle timeout that could cut a test; configs are generated into a temp dir, ports on
-# 127.0.0.1 are picked free, and every process started here is stopped by its PID at the end.
+# All three proxy to the same echo backend (ws_echo_server), with WORKERS workers/threads
+# each and no idle timeout that could cut a test; configs are generated into a temp dir, ports
+# on 127.0.0.1 are picked free, and every process started here is stopped by its PID at the
+# end.
 #
 #   bench/websocket/run.sh [pingpong]   100 connections ping-ponging 64 B and 16 KiB messages
 #                                       through each proxy and direct, rounds interleaved;
@@ -14,9 +15,10 @@
 # Environment: BUILD (build dir, default "build"); DATAPLANE (data-plane binary; default
 # $BUILD/dataplane/dataplane, built first with JOBS parallel jobs, default nproc); PROXIES
 # (default "nginx haproxy dataplane"); WORKERS (1: each proxy's workers, nginx's worker
-# processes, HAProxy's threads; idle runs 1); ROUNDS (3), DURATION (3 s), WARMUP (1 s), CONNS (100),
-# SIZES ("64 16384"), CLIENT_THREADS (1), CLIENT_PROCS (1: client processes, CONNS split over
-# them; rates and round trips summed, p50 the mean, p99 and max the worst), BACKEND_THREADS (1);
+# processes, HAProxy's threads; idle runs 1); ROUNDS (3), DURATION (3 s), WARMUP (1 s),
+# CONNS (100), SIZES ("64 16384"), CLIENT_THREADS (1), CLIENT_PROCS (1: client processes,
+# CONNS split over them; rates and round trips summed, p50 the mean, p99 and max the worst),
+# BACKEND_THREADS (1);
 # DATAPLANE_LIMITS=1 sets every client limit (issue 20) far above what the bench reaches.
 # The data plane runs with its default config. Each measured phase lasts
 # WARMUP + DURATION (keep it <= 10 s).
@@ -249,8 +251,8 @@ snapshot:
 $limits
 EOF
   rm -f "$work/dataplane.ports"
-  "$dataplane_bin" --config "$work/dataplane.yaml" --workers "$workers" --port-file "$work/dataplane.ports" \
-    >"$work/dataplane.log" 2>&1 &
+  "$dataplane_bin" --config "$work/dataplane.yaml" --workers "$workers" \
+    --port-file "$work/dataplane.ports" >"$work/dataplane.log" 2>&1 &
   pid=$!
   started+=("$pid")
   wait_file "$work/dataplane.ports" "$pid" || die "dataplane did not start:" "$work/dataplane.log"
