@@ -28,7 +28,7 @@ using uring::Kind;
 using uring::kKindMask;
 using uring::kLinger;
 using uring::kPoll;
-using uring::kPollRemove;
+using uring::kPollCancel;
 using uring::kRecv;
 using uring::kRecvCancel;
 using uring::kSend;
@@ -552,7 +552,7 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
       return Linger(index);
     case kAccept:
       return CompleteAccept(index, res, flags);
-    case kPollRemove:
+    case kPollCancel:
     case kRecvCancel:
     case kSendCancel:
     case kAcceptCancel: {
@@ -564,7 +564,7 @@ void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {
       // never freed.
       const Slot& s = slots_[index];
       if (res != -EALREADY) return;
-      if (kind == kPollRemove && s.armed) Cancel(index, kPoll);
+      if (kind == kPollCancel && s.armed) Cancel(index, kPoll);
       if (kind == kRecvCancel && s.recv_armed) Cancel(index, kRecv);
       if (kind == kSendCancel && s.send_armed) Cancel(index, kSend);
       if (kind == kAcceptCancel && s.accept_armed) Cancel(index, kAccept);
@@ -671,15 +671,13 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
 void UringPoller::Cancel(uint32_t index, uint64_t kind) {
   const uint32_t generation = slots_[index].generation;
   io_uring_sqe* sqe = ring_->Sqe();
-  if (kind == kPoll) {
-    io_uring_prep_cancel64(sqe, UserData(index, generation, kPoll), 0);
-    io_uring_sqe_set_data64(sqe, UserData(index, generation, kPollRemove));
-  } else {
-    const Kind of = kind == kRecv ? kRecv : kind == kAccept ? kAccept : kSend;
-    const Kind by = of == kRecv ? kRecvCancel : of == kAccept ? kAcceptCancel : kSendCancel;
-    io_uring_prep_cancel64(sqe, UserData(index, generation, of), 0);
-    io_uring_sqe_set_data64(sqe, UserData(index, generation, by));
-  }
+  const Kind of = kind == kPoll ? kPoll : kind == kRecv ? kRecv : kind == kAccept ? kAccept : kSend;
+  const Kind by = of == kPoll     ? kPollCancel
+                  : of == kRecv   ? kRecvCancel
+                  : of == kAccept ? kAcceptCancel
+                                  : kSendCancel;
+  io_uring_prep_cancel64(sqe, UserData(index, generation, of), 0);
+  io_uring_sqe_set_data64(sqe, UserData(index, generation, by));
 }
 
 bool UringPoller::Busy(const Slot& s) {

@@ -15,14 +15,14 @@ namespace onedomain::dataplane::uring {
 inline constexpr uint64_t kIgnore = 0;
 
 // user_data: the slot's generation (28 bits), the request's kind (4 bits), the slot's
-// index + 1. Removals and cancellations carry their slot too: one that finds its request
-// already completing (-EALREADY) is issued again, see UringPoller::Complete.
+// index + 1. Cancellations carry their slot too: one that finds its request already
+// completing (-EALREADY) is issued again, see UringPoller::Complete.
 enum Kind : uint64_t {
   kPoll = 0,
   kRecv = 1,
   kSend = 2,
   kLinger = 3,
-  kPollRemove = 4,
+  kPollCancel = 4,
   kRecvCancel = 5,
   kSendCancel = 6,
   kAccept = 7,
