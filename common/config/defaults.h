@@ -44,6 +44,9 @@ inline constexpr seconds kWsDrainSpread{5};
 inline constexpr seconds kDrainDelay{5};
 inline constexpr seconds kDrainTimeout{30};
 
+// Workers: the scheduler slice of threads that yield before they sleep (worker_slice auto).
+inline constexpr std::chrono::microseconds kYieldingWorkerSlice{500};
+
 // Control-plane client.
 inline constexpr milliseconds kBackoffInitial{250};
 inline constexpr seconds kBackoffMax{30};

@@ -510,6 +510,14 @@ FieldErrors ValidateDataplaneBootstrap(const v1::DataplaneBootstrap& b) {
       b.worker_io() != "io_uring") {
     check.Add("worker_io", str::Cat("must be auto, epoll or io_uring, got '", b.worker_io(), "'"));
   }
+  if (b.has_worker_slice()) {
+    // Linux clamps a thread's slice to 0.1-100 ms; a value outside is a mistake, not a wish.
+    const int64_t ns = b.worker_slice().seconds() * 1000000000 + b.worker_slice().nanos();
+    if (ns != 0 && (ns < 100000 || ns > 100000000)) {
+      check.Add("worker_slice", str::Cat("must be 0s (the kernel's slice) or 100us to 100ms, got ",
+                                         ns / 1000, "us"));
+    }
+  }
   if (b.has_controlplane()) {
     const v1::ControlPlaneSource& cp = b.controlplane();
     if (str::StripWhitespace(cp.address()).empty()) {

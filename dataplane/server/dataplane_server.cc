@@ -30,6 +30,7 @@
 #include "dataplane/listener/acceptor.h"
 #include "dataplane/net/tls_context.h"
 #include "dataplane/runtime/dispatcher.h"
+#include "dataplane/runtime/sched_slice.h"
 #include "dataplane/server/admin_endpoints.h"
 #include "dataplane/server/allocator.h"
 #include "dataplane/server/listener_set.h"
@@ -509,11 +510,24 @@ absl::Status DataplaneServer::Start() {
   // With two workers or more, an io_uring loop yields the CPU before it sleeps (measured in
   // uring_poller.cc: fewer wake-ups of idle CPUs; one worker lost by it).
   const bool yield_before_sleep = m.options.workers > 1;
-  const char* yields = io == IoBackend::kIoUring && yield_before_sleep
-                           ? ", yielding the CPU before it sleeps (2+ workers)"
-                           : "";
-  log::Info("dataplane", str::Cat("worker event loop: ", IoBackendName(io), reads, yields,
-                                  " (worker_io ", want, "); ", AllocatorSummary()));
+  const bool yields = io == IoBackend::kIoUring && yield_before_sleep;
+  // worker_slice: a yield puts the thread a whole slice back in the run queue, and the
+  // kernel's 1.4 ms (two cores) set the node's p99 on cores shared with the client and the
+  // backend (README "Benchmarks"); one worker does not yield and lost with a short slice.
+  const std::chrono::nanoseconds slice = config::DurationOr(
+      b.has_worker_slice(), b.worker_slice(),
+      yields ? config::defaults::kYieldingWorkerSlice : std::chrono::microseconds(0));
+  std::string slice_text;
+  if (slice.count() > 0) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(slice).count();
+    slice_text =
+        CurrentSchedulerSlice().count() > 0
+            ? str::Cat(", scheduler slice ", us, "us")
+            : str::Cat(", kernel scheduler slice (worker_slice ", us, "us needs Linux 6.12+)");
+  }
+  log::Info("dataplane", str::Cat("worker event loop: ", IoBackendName(io), reads,
+                                  yields ? ", yielding the CPU before it sleeps (2+ workers)" : "",
+                                  slice_text, " (worker_io ", want, "); ", AllocatorSummary()));
   auto& backend = prometheus::BuildGauge()
                       .Name("onedomain_worker_io_backend")
                       .Help("1 for the event-loop backend the workers run (worker_io), else 0.")
@@ -525,6 +539,7 @@ absl::Status DataplaneServer::Start() {
     m.workers.push_back(std::make_unique<Worker>(i, m.catalog, m.access_log.get(), RealTime(), io));
     m.workers.back()->set_default_connection_cap(cap);
     m.workers.back()->dispatcher().set_yield_before_sleep(yield_before_sleep);
+    m.workers.back()->set_scheduler_slice(slice);
   }
   std::vector<Worker*> siblings;
   for (auto& w : m.workers) siblings.push_back(w.get());

@@ -2,9 +2,12 @@
 
 #include <pthread.h>
 
+#include <cstring>
+
 #include "common/log/log.h"
 #include "common/strings/strings.h"
 #include "dataplane/net/any_stream.h"
+#include "dataplane/runtime/sched_slice.h"
 #include "dataplane/ws_tunnel/ws_tunnel.h"
 
 namespace onedomain::dataplane {
@@ -39,6 +42,12 @@ void Worker::Start() {
   thread_ = std::thread([this] {
     const std::string name = str::Cat("worker-", index_);
     pthread_setname_np(pthread_self(), name.c_str());
+    if (scheduler_slice_.count() > 0) {
+      if (const int err = SetSchedulerSlice(scheduler_slice_); err != 0) {
+        log::Warn("worker", str::Cat("worker ", index_, ": the kernel refused worker_slice (",
+                                     std::strerror(err), "); the thread keeps its slice"));
+      }
+    }
     // Exceptions never escape coroutine roots (each has a catch-all); this one guards the
     // thread itself so a bug logs instead of terminating the process silently.
     for (;;) {

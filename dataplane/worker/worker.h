@@ -10,6 +10,7 @@
 // it every coroutine frame, is destroyed first).
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -89,6 +90,9 @@ class Worker {
   // the open-file limit by the server). Set before Start; 0 means none.
   void set_default_connection_cap(uint32_t cap) { default_connection_cap_ = cap; }
   uint32_t default_connection_cap() const { return default_connection_cap_; }
+  // The kernel scheduler slice the worker's thread asks for when it starts (worker_slice;
+  // runtime/sched_slice.h); 0 keeps the kernel's. Set before Start.
+  void set_scheduler_slice(std::chrono::nanoseconds slice) { scheduler_slice_ = slice; }
 
   // ---- worker thread only ----
   const Ref<WorkerConfig>& config() const { return config_; }
@@ -177,6 +181,7 @@ class Worker {
   std::atomic<int64_t> live_sessions_{0};
   std::atomic<int64_t> session_peak_{0};  // see TakeSessionPeak
   uint32_t default_connection_cap_ = 0;
+  std::chrono::nanoseconds scheduler_slice_{0};
   uint32_t connections_ = 0;
   std::atomic<uint32_t> load_{0};  // see load()
   std::vector<Worker*> siblings_;

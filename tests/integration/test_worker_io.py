@@ -6,6 +6,7 @@ runs under both backends (ctest labels io_uring and epoll)."""
 
 import ctypes
 import os
+import struct
 import sys
 import tempfile
 
@@ -26,6 +27,30 @@ def io_uring_allowed():
         os.close(fd)
         return True
     return False
+
+
+def thread_slices(pid):
+    """{thread name: its scheduler slice in ns} (sched_getattr's sched_runtime; Linux 6.12+
+    gives every SCHED_OTHER thread one, older kernels report 0)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    slices = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        attr = (ctypes.c_uint8 * 56)()
+        if libc.syscall(315, int(tid), attr, 56, 0) != 0:  # sched_getattr (x86_64)
+            continue  # the thread has just ended
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            name = f.read().strip()
+        slices.setdefault(name, set()).add(struct.unpack_from("IIQiIQ", bytes(attr))[5])
+    return slices
+
+
+def kernel_slice():
+    """The slice of this test's own thread, which asked for none: the kernel's default (0:
+    no per-thread slices on this kernel)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint8 * 56)()
+    assert libc.syscall(315, 0, attr, 56, 0) == 0  # sched_getattr
+    return struct.unpack_from("IIQiIQ", bytes(attr))[5]
 
 
 def config(api):
@@ -59,9 +84,12 @@ def test_auto_runs_io_uring_where_the_kernel_allows_it(procs):
     reads = ("receiving into a provided-buffer ring, sending and accepting through the ring"
              if (major, minor) >= (5, 19)
              else "polling (no provided-buffer rings here)")
-    # Two workers: each loop yields the CPU before it sleeps (uring_poller.cc).
+    # Two workers: each loop yields the CPU before it sleeps (uring_poller.cc), in 500us
+    # scheduler slices where the kernel lets a thread choose (worker_slice).
+    slice_text = (", scheduler slice 500us" if kernel_slice() else
+                  ", kernel scheduler slice (worker_slice 500us needs Linux 6.12+)")
     assert (f"worker event loop: io_uring, {reads}, yielding the CPU before it sleeps "
-            "(2+ workers) (worker_io auto)") in p.output()
+            f"(2+ workers){slice_text} (worker_io auto)") in p.output()
     for i in range(20):  # both workers serve (SO_REUSEPORT spreads the connections)
         assert dp.request(ports["listener.main"], "GET", f"/api/v1/echo?i={i}").status == 200
 
@@ -104,3 +132,63 @@ def test_a_bad_worker_io_names_the_key(procs):
     p = start(procs, doc)
     assert p.wait_exit(timeout=15) == 1
     assert "worker_io: must be auto, epoll or io_uring, got 'uring'" in p.output()
+
+
+@pytest.mark.skipif(not io_uring_allowed() or kernel_slice() == 0,
+                    reason="needs io_uring and per-thread scheduler slices (Linux 6.12+)")
+def test_yielding_workers_run_in_short_scheduler_slices(procs):
+    # Two io_uring workers yield the CPU before they sleep; a yield puts a thread a whole
+    # slice back in the run queue, so they ask for 500us instead of the kernel's slice.
+    _, api = dp.start_demo_backend(procs)
+    p = start(procs, config(api))
+    p.wait_ports()
+    support.wait_for(lambda: thread_slices(p.pid).get("worker-0") == {500000} and
+                     thread_slices(p.pid).get("worker-1") == {500000},
+                     what=f"both workers in 500us slices: {thread_slices(p.pid)}")
+    # The other threads (control, admin, gRPC) keep the kernel's.
+    assert thread_slices(p.pid)["dataplane"] == {kernel_slice()}
+    assert ", scheduler slice 500us (worker_io auto)" in p.output()
+    assert dp.request(p.ports["listener.main"], "GET", "/api/v1/echo").status == 200
+
+
+@pytest.mark.skipif(kernel_slice() == 0, reason="no per-thread scheduler slices before 6.12")
+def test_worker_slice_in_the_file_is_every_workers_and_0s_the_kernels(procs):
+    _, api = dp.start_demo_backend(procs)
+    doc = config(api)
+    doc["worker_slice"] = "2ms"  # on epoll too, which does not yield
+    p = start(procs, doc, args=("--io", "epoll"))
+    p.wait_ports()
+    support.wait_for(lambda: thread_slices(p.pid).get("worker-0") == {2000000} and
+                     thread_slices(p.pid).get("worker-1") == {2000000},
+                     what=f"both workers in 2ms slices: {thread_slices(p.pid)}")
+    assert "worker event loop: epoll, scheduler slice 2000us (worker_io epoll)" in p.output()
+    p.stop()
+
+    doc["worker_slice"] = "0s"
+    p = start(procs, doc)
+    p.wait_ports()
+    assert dp.request(p.ports["listener.main"], "GET", "/api/v1/echo").status == 200
+    slices = thread_slices(p.pid)
+    assert slices["worker-0"] == slices["worker-1"] == {kernel_slice()}, slices
+    assert "scheduler slice" not in p.output()
+
+
+def test_one_worker_keeps_the_kernels_slice(procs):
+    # One worker does not yield before it sleeps, and lost throughput with a short slice.
+    _, api = dp.start_demo_backend(procs)
+    path = dp.write_bootstrap(tempfile.mkdtemp(prefix="dp-io-"), config(api))
+    p = procs([support.binary("dataplane"), "--config", path, "--workers", "1"],
+              env=NO_OVERRIDE, name="dataplane")
+    p.wait_ports()
+    assert dp.request(p.ports["listener.main"], "GET", "/api/v1/echo").status == 200
+    assert thread_slices(p.pid)["worker-0"] == {kernel_slice()}
+    assert "scheduler slice" not in p.output()
+
+
+def test_a_worker_slice_linux_would_clamp_names_the_key(procs):
+    doc = config(1)
+    doc["worker_slice"] = "50us"
+    p = start(procs, doc)
+    assert p.wait_exit(timeout=15) == 1
+    assert "worker_slice: must be 0s (the kernel's slice) or 100us to 100ms, got 50us" \
+        in p.output()

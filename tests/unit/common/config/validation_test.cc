@@ -268,6 +268,26 @@ TEST(Validation, BootstrapControlplaneAddress) {
   EXPECT_TRUE(ValidateDataplaneBootstrap(b).empty());
 }
 
+// worker_slice: 0s (the kernel's) or what Linux accepts for a thread, 100us to 100ms.
+TEST(Validation, BootstrapWorkerSlice) {
+  v1::DataplaneBootstrap b;
+  b.mutable_controlplane()->set_address("controlplane:18000");
+  for (const int64_t us : {0, 100, 500, 100000}) {
+    b.mutable_worker_slice()->set_seconds(us / 1000000);
+    b.mutable_worker_slice()->set_nanos(static_cast<int32_t>(us % 1000000 * 1000));
+    EXPECT_TRUE(ValidateDataplaneBootstrap(b).empty())
+        << us << "us: " << ToStatus(ValidateDataplaneBootstrap(b));
+  }
+  b.mutable_worker_slice()->set_seconds(0);
+  b.mutable_worker_slice()->set_nanos(50000);
+  EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "worker_slice", "100us to 100ms, got 50us"));
+  b.mutable_worker_slice()->set_nanos(200000000);
+  EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "worker_slice", "got 200000us"));
+  b.mutable_worker_slice()->set_seconds(-1);
+  b.mutable_worker_slice()->set_nanos(0);
+  EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "worker_slice", "100us to 100ms"));
+}
+
 TEST(Validation, ControlplaneConfig) {
   v1::ControlplaneConfig c;
   c.mutable_store()->set_keep_versions(1);
