@@ -510,3 +510,14 @@ def test_worker_io_defaults_to_auto_and_the_seccomp_profile_follows_values():
         {"type": "RuntimeDefault"}
     bad = render_raw(sets={"dataplane.workerIo": "uring"}, check=False)
     assert bad.returncode != 0 and "workerIo" in bad.stderr, bad.stderr
+
+
+def test_worker_slice_is_the_nodes_auto_unless_values_set_it():
+    # Unset: the node picks (500us for yielding io_uring workers, the kernel's otherwise).
+    assert "worker_slice" not in config(render_case("default"), "dataplane")
+    docs = render(sets={"dataplane.workerSlice": "300us"})
+    assert config(docs, "dataplane")["worker_slice"] == "300us"
+    docs = render(sets={"dataplane.workerSlice": "0s"})
+    assert config(docs, "dataplane")["worker_slice"] == "0s"
+    bad = render_raw(sets={"dataplane.workerSlice": "short"}, check=False)
+    assert bad.returncode != 0 and "workerSlice" in bad.stderr, bad.stderr
