@@ -512,10 +512,14 @@ FieldErrors ValidateDataplaneBootstrap(const v1::DataplaneBootstrap& b) {
   }
   if (b.has_worker_slice()) {
     // Linux clamps a thread's slice to 0.1-100 ms; a value outside is a mistake, not a wish.
-    const int64_t ns = b.worker_slice().seconds() * 1000000000 + b.worker_slice().nanos();
-    if (ns != 0 && (ns < 100000 || ns > 100000000)) {
+    // (Seconds are compared apart: a Duration's seconds times 1e9 can overflow.)
+    const google::protobuf::Duration& d = b.worker_slice();
+    const bool ok =
+        d.seconds() == 0 && (d.nanos() == 0 || (d.nanos() >= 100000 && d.nanos() <= 100000000));
+    if (!ok) {
       check.Add("worker_slice", str::Cat("must be 0s (the kernel's slice) or 100us to 100ms, got ",
-                                         ns / 1000, "us"));
+                                         d.seconds() != 0 ? str::Cat(d.seconds(), "s")
+                                                          : str::Cat(d.nanos() / 1000, "us")));
     }
   }
   if (b.has_controlplane()) {

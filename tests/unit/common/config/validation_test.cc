@@ -285,7 +285,9 @@ TEST(Validation, BootstrapWorkerSlice) {
   EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "worker_slice", "got 200000us"));
   b.mutable_worker_slice()->set_seconds(-1);
   b.mutable_worker_slice()->set_nanos(0);
-  EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "worker_slice", "100us to 100ms"));
+  EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "worker_slice", "got -1s"));
+  b.mutable_worker_slice()->set_seconds(315576000000);  // the largest Duration: no overflow
+  EXPECT_TRUE(HasError(ValidateDataplaneBootstrap(b), "worker_slice", "got 315576000000s"));
 }
 
 TEST(Validation, ControlplaneConfig) {
