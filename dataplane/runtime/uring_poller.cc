@@ -671,7 +671,7 @@ void UringPoller::CompleteRecv(uint32_t index, int32_t res, uint32_t flags) {
 void UringPoller::Cancel(uint32_t index, uint64_t kind) {
   const uint32_t generation = slots_[index].generation;
   io_uring_sqe* sqe = ring_->Sqe();
-  const Kind of = kind == kPoll ? kPoll : kind == kRecv ? kRecv : kind == kAccept ? kAccept : kSend;
+  const auto of = static_cast<Kind>(kind);  // kPoll, kRecv, kSend or kAccept
   const Kind by = of == kPoll     ? kPollCancel
                   : of == kRecv   ? kRecvCancel
                   : of == kAccept ? kAcceptCancel

@@ -29,28 +29,35 @@ def io_uring_allowed():
     return False
 
 
-def thread_slices(pid):
-    """{thread name: its scheduler slice in ns} (sched_getattr's sched_runtime; Linux 6.12+
-    gives every SCHED_OTHER thread one, older kernels report 0)."""
+def slice_of(tid):
+    """A thread's scheduler slice in ns (sched_getattr's sched_runtime; Linux 6.12+ gives
+    every SCHED_OTHER thread one, older kernels report 0), or None once it has ended. 0: the
+    calling thread."""
     libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint8 * 56)()
+    if libc.syscall(315, tid, attr, 56, 0) != 0:  # sched_getattr (x86_64)
+        return None
+    return struct.unpack_from("IIQiIQ", bytes(attr))[5]
+
+
+def thread_slices(pid):
+    """{thread name: the set of its threads' scheduler slices in ns}."""
     slices = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        attr = (ctypes.c_uint8 * 56)()
-        if libc.syscall(315, int(tid), attr, 56, 0) != 0:  # sched_getattr (x86_64)
+        ns = slice_of(int(tid))
+        if ns is None:
             continue  # the thread has just ended
         with open(f"/proc/{pid}/task/{tid}/comm") as f:
-            name = f.read().strip()
-        slices.setdefault(name, set()).add(struct.unpack_from("IIQiIQ", bytes(attr))[5])
+            slices.setdefault(f.read().strip(), set()).add(ns)
     return slices
 
 
 def kernel_slice():
     """The slice of this test's own thread, which asked for none: the kernel's default (0:
     no per-thread slices on this kernel)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = (ctypes.c_uint8 * 56)()
-    assert libc.syscall(315, 0, attr, 56, 0) == 0  # sched_getattr
-    return struct.unpack_from("IIQiIQ", bytes(attr))[5]
+    ns = slice_of(0)
+    assert ns is not None
+    return ns
 
 
 def config(api):
