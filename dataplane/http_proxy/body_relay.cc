@@ -5,18 +5,54 @@
 #include <string>
 
 namespace onedomain::dataplane {
+net::awaitable<RelayStatus> ByteSource::Lend(net::const_buffer& bytes) {
+  bytes = {};
+  co_return RelayStatus::kSrcError;  // sources that lend override it
+}
+
+RelayStatus StreamSource::Failure(const error_code& ec) const {
+  if (deadline_.fired()) return RelayStatus::kSrcTimeout;
+  if (ec == net::error::eof) return RelayStatus::kSrcClosed;
+  if (ec == net::error::operation_aborted) return RelayStatus::kCancelled;
+  return RelayStatus::kSrcError;
+}
+
 net::awaitable<RelayStatus> StreamSource::ReadMore() {
   deadline_.Arm(timeout_);
   const IoResult r = co_await stream_.ReadSome(buf_.prepare(kRelayChunk));
   deadline_.Disarm();
-  if (r.ec) {
-    if (deadline_.fired()) co_return RelayStatus::kSrcTimeout;
-    if (r.ec == net::error::eof) co_return RelayStatus::kSrcClosed;
-    if (r.ec == net::error::operation_aborted) co_return RelayStatus::kCancelled;
-    co_return RelayStatus::kSrcError;
-  }
+  if (r.ec) co_return Failure(r.ec);
   buf_.commit(r.n);
   co_return RelayStatus::kOk;
+}
+
+bool StreamSource::lends() const { return stream_.lends(); }
+
+net::awaitable<RelayStatus> StreamSource::Lend(net::const_buffer& bytes) {
+  lent_ = 0;
+  deadline_.Arm(timeout_);
+  const IoResult r = co_await stream_.Lend(bytes);
+  deadline_.Disarm();
+  if (r.ec) co_return Failure(r.ec);
+  lent_ = r.n;
+  co_return RelayStatus::kOk;
+}
+
+void StreamSource::Return(size_t n) {
+  n = std::min(n, lent_);
+  stream_.ConsumeLent(n);
+  lent_ -= n;
+}
+
+void StreamSource::Keep() {
+  while (lent_ > 0) {
+    error_code ec;
+    const size_t n = stream_.TryRead(buf_.prepare(lent_), ec);
+    if (n == 0) break;  // cannot happen: the bytes are there
+    buf_.commit(n);
+    lent_ -= std::min(n, lent_);
+  }
+  lent_ = 0;
 }
 
 net::awaitable<RelayStatus> StreamSink::Write(net::const_buffer a, net::const_buffer b,
@@ -68,6 +104,25 @@ net::awaitable<RelayResult> RelayFixed(RelayIo io, uint64_t length, net::const_b
       result.body_bytes += avail;
     }
     if (remaining == 0) co_return result;
+    if (io.src.lends()) {
+      // Straight from where the bytes arrived to the sink, without a copy into buffer()
+      // (empty here) in between, as long as the sink takes them without waiting.
+      net::const_buffer lent;
+      result.status = co_await io.src.Lend(lent);
+      if (!result.ok()) co_return result;
+      const size_t take = static_cast<size_t>(std::min<uint64_t>(lent.size(), remaining));
+      net::const_buffer body(lent.data(), take);
+      const bool settled = io.dst.TryWriteNow(prefix, body, result.wire_bytes, result.status);
+      const size_t went = take - body.size();
+      io.src.Return(went);
+      remaining -= went;
+      result.body_bytes += went;
+      if (settled && !result.ok()) co_return result;
+      // What the sink did not take now, and bytes past the body's end, go into buffer():
+      // the loop writes the first (waiting), the caller gets the others.
+      if (went < lent.size()) io.src.Keep();
+      continue;
+    }
     result.status = co_await io.src.ReadMore();
     if (!result.ok()) co_return result;
   }

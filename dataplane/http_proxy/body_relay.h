@@ -50,6 +50,17 @@ class ByteSource {
   // kSrcTimeout, kSrcError, kCancelled). A source filled in the background returns kOk at
   // once when bytes arrived since its last return, so none wait unseen behind an end.
   virtual net::awaitable<RelayStatus> ReadMore() = 0;
+
+  // ReadMore without the copy, for sources that can lend what arrives (a plain socket read
+  // through the io_uring ring; lends() says so). With buffer() empty, Lend waits as ReadMore
+  // does, then points `bytes` at what arrived, where it arrived: valid until the caller next
+  // suspends or calls the source again. Return(n) marks the first n of them read; Keep() then
+  // moves the rest into buffer() (before the caller suspends with them, or leaves them for
+  // its caller). The defaults lend nothing.
+  virtual bool lends() const { return false; }
+  virtual net::awaitable<RelayStatus> Lend(net::const_buffer& bytes);
+  virtual void Return(size_t /*n*/) {}
+  virtual void Keep() {}
 };
 
 // Where bytes go. Write sends all of `a` then all of `b` (either may be empty) and adds what
@@ -77,12 +88,19 @@ class StreamSource final : public ByteSource {
       : stream_(stream), deadline_(deadline), timeout_(timeout), buf_(buf) {}
   beast::flat_buffer& buffer() override { return buf_; }
   net::awaitable<RelayStatus> ReadMore() override;
+  bool lends() const override;
+  net::awaitable<RelayStatus> Lend(net::const_buffer& bytes) override;
+  void Return(size_t n) override;
+  void Keep() override;
 
  private:
+  RelayStatus Failure(const error_code& ec) const;
+
   AnyStream& stream_;
   Timer& deadline_;
   std::chrono::nanoseconds timeout_;
   beast::flat_buffer& buf_;
+  size_t lent_ = 0;  // bytes Lend showed and Return has not marked read
 };
 
 // A socket as a sink: one gathered write under a progress deadline.

@@ -366,6 +366,36 @@ IoAwaitable PolledRead(Polled& p, net::mutable_buffer buf) {
   }
 }
 
+IoAwaitable PolledLend(Polled& p, net::const_buffer& bytes) {
+  bool waited = false;
+  for (;;) {
+    if (p.fd < 0) co_return std::tuple<error_code, size_t>{net::error::bad_descriptor, 0};
+    if (p.readable) {
+      int err = 0;
+      const char* data = nullptr;
+      const size_t n = p.dispatcher.RingLend(p, &data, &err);
+      if (n > 0) {
+        // As PolledRead's streak, but before lending: bytes lent must not outlive a yield.
+        if (!waited && YieldDue(p)) {
+          co_await p.dispatcher.Yield();
+          continue;
+        }
+        bytes = net::const_buffer(data, n);
+        co_return std::tuple<error_code, size_t>{error_code{}, n};
+      }
+      if (err == 0) co_return std::tuple<error_code, size_t>{net::error::eof, 0};
+      if (err != EAGAIN) {
+        co_return std::tuple<error_code, size_t>{error_code(err, boost::system::system_category()),
+                                                 0};
+      }
+      p.readable = false;
+    }
+    const error_code ec = co_await ParkReader(p);
+    if (ec) co_return std::tuple<error_code, size_t>{ec, 0};
+    waited = true;
+  }
+}
+
 IoAwaitable PolledWrite(Polled& p, net::const_buffer a, net::const_buffer b) {
   std::array<iovec, 2> iov{};
   size_t count = 0;
@@ -768,6 +798,25 @@ void AnyStream::ShutdownSend() {
 bool AnyStream::read_hup() const { return polled_->hup; }
 
 bool AnyStream::reads_through_ring() const { return polled_->ring_reads(); }
+
+bool AnyStream::lends() const { return polled_->ssl == nullptr && polled_->ring_reads(); }
+
+IoAwaitable AnyStream::Lend(net::const_buffer& bytes) {
+  bytes = {};
+  if (!lends()) {
+    return []() -> IoAwaitable {
+      co_return std::tuple<error_code, size_t>{net::error::operation_not_supported, 0};
+    }();
+  }
+  return PolledLend(*polled_, bytes);
+}
+
+void AnyStream::ConsumeLent(size_t n) {
+  Polled& p = *polled_;
+  if (p.fd < 0 || n == 0) return;
+  p.dispatcher.RingConsume(p, n);
+  p.readable = p.dispatcher.RingPending(p);
+}
 
 void AnyStream::SetEventSink(StreamEvents* sink) { polled_->sink = sink; }
 

@@ -147,6 +147,15 @@ class AnyStream final : public NonBlockingStream {
   // Input is received by the io_uring backend's ring, not read from the descriptor: the
   // socket itself holds nothing to peek at (maybe_readable tells what arrived).
   bool reads_through_ring() const;
+  // Whether Lend works: a plain stream reading through the ring.
+  bool lends() const;
+  // ReadSome without the copy: waits for input as ReadSome does, then points `bytes` at what
+  // arrived (the ring's buffer, or the stream's backlog) and completes with its size. The
+  // bytes are valid until the caller next suspends or calls the stream again; ConsumeLent
+  // marks them read (those not marked stay for the next read). Streams that do not lend
+  // fail with operation_not_supported.
+  IoAwaitable Lend(net::const_buffer& bytes);
+  void ConsumeLent(size_t n);
 
   // TLS: sends close_notify and waits briefly for the peer's (bounded by the caller's
   // deadline); then, for both kinds, shuts the socket down. Never fails.

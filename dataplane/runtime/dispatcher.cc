@@ -256,6 +256,19 @@ size_t Dispatcher::RingRead(FileEvents& handler, void* out, size_t len, bool pee
   return uring_->Read(handler, out, len, peek, err);
 }
 
+size_t Dispatcher::RingLend(FileEvents& handler, const char** data, int* err) {
+  if (!uring_) {
+    *data = nullptr;
+    *err = EBADF;
+    return 0;
+  }
+  return uring_->Lend(handler, data, err);
+}
+
+void Dispatcher::RingConsume(FileEvents& handler, size_t len) {
+  if (uring_) uring_->Consume(handler, len);
+}
+
 bool Dispatcher::RingPending(const FileEvents& handler) const {
   return uring_ && uring_->Pending(handler);
 }

@@ -151,6 +151,9 @@ class Dispatcher {
   // Input received for a handler with ring_reads(): see UringPoller::Read.
   size_t RingRead(FileEvents& handler, void* out, size_t len, bool peek, int* err);
   bool RingPending(const FileEvents& handler) const;
+  // RingRead without the copy: see UringPoller::Lend and Consume.
+  size_t RingLend(FileEvents& handler, const char** data, int* err);
+  void RingConsume(FileEvents& handler, size_t len);
   // Output for a handler with ring_reads() (sockets on the io_uring backend): see
   // UringPoller::Write. Such a descriptor is shut down and closed with ShutdownSocket and
   // ForgetAndClose, after the bytes written before.

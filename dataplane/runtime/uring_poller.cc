@@ -367,9 +367,8 @@ size_t UringPoller::Read(FileEvents& handler, void* out, size_t len, bool peek, 
     std::memcpy(to, b.rx.data() + b.rx_off, take);
     n = take;
   }
-  size_t from_cur = 0;
   if (n < len && s.cur_off < s.cur_len) {
-    from_cur = std::min(len - n, static_cast<size_t>(s.cur_len - s.cur_off));
+    const size_t from_cur = std::min(len - n, static_cast<size_t>(s.cur_len - s.cur_off));
     std::memcpy(to + n, s.cur + s.cur_off, from_cur);
     n += from_cur;
   }
@@ -378,21 +377,56 @@ size_t UringPoller::Read(FileEvents& handler, void* out, size_t len, bool peek, 
     return 0;
   }
   *err = 0;
-  if (peek) return n;
-  s.cur_off += static_cast<uint32_t>(from_cur);
-  if (n > from_cur) {
-    Slot::Bytes& b = *s.bytes;
-    b.rx_off += static_cast<uint32_t>(n - from_cur);
-    if (b.rx_off == b.rx.size()) {
-      std::string().swap(b.rx);  // an idle descriptor keeps no backlog memory
-      b.rx_off = 0;
-      s.Trim();
-      // The backlog is read: receive on (one starved of buffers goes on after the batch
-      // anyway).
-      if (s.recv_paused && !s.recv_armed && !s.rx_eof && s.rx_err == 0) ArmRecv(index);
-    }
-  }
+  if (!peek) Consumed(index, n);
   return n;
+}
+
+size_t UringPoller::Lend(FileEvents& handler, const char** data, int* err) {
+  *err = EBADF;
+  *data = nullptr;
+  const uint32_t index = handler.io_slot_;
+  if (index == kNoSlot || closed_) return 0;
+  const Slot& s = slots_[index];
+  *err = 0;
+  if (s.backlog()) {  // older than the completion
+    const Slot::Bytes& b = *s.bytes;
+    *data = b.rx.data() + b.rx_off;
+    return b.rx.size() - b.rx_off;
+  }
+  if (s.cur_off < s.cur_len) {
+    *data = s.cur + s.cur_off;
+    return s.cur_len - s.cur_off;
+  }
+  *err = s.rx_err != 0 ? s.rx_err : s.rx_eof ? 0 : EAGAIN;
+  return 0;
+}
+
+void UringPoller::Consume(FileEvents& handler, size_t len) {
+  const uint32_t index = handler.io_slot_;
+  if (index == kNoSlot || closed_ || len == 0) return;
+  Consumed(index, len);
+}
+
+void UringPoller::Consumed(uint32_t index, size_t len) {
+  Slot& s = slots_[index];
+  // The backlog first, as Read and Lend hand it out.
+  size_t from_backlog = 0;
+  if (s.backlog()) {
+    Slot::Bytes& b = *s.bytes;
+    from_backlog = std::min(len, b.rx.size() - b.rx_off);
+    b.rx_off += static_cast<uint32_t>(from_backlog);
+  }
+  s.cur_off += static_cast<uint32_t>(
+      std::min(len - from_backlog, static_cast<size_t>(s.cur_len - s.cur_off)));
+  if (from_backlog > 0 && s.bytes->rx_off == s.bytes->rx.size()) {
+    Slot::Bytes& b = *s.bytes;
+    std::string().swap(b.rx);  // an idle descriptor keeps no backlog memory
+    b.rx_off = 0;
+    s.Trim();
+    // The backlog is read: receive on (one starved of buffers goes on after the batch
+    // anyway).
+    if (s.recv_paused && !s.recv_armed && !s.rx_eof && s.rx_err == 0) ArmRecv(index);
+  }
 }
 
 void UringPoller::ReleaseIdleBuffers() {

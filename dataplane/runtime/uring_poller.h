@@ -9,7 +9,8 @@
 // Receives through the ring (Add with ring reads, for sockets): instead of polling for input
 // and then calling recv(2), a receive request waits in the kernel and takes the bytes into a
 // buffer of the worker's provided-buffer ring as they arrive, inside the same io_uring_enter;
-// the handler hears EPOLLIN with the bytes already there and Read copies them out. One
+// the handler hears EPOLLIN with the bytes already there and Read copies them out (or Lend
+// shows them where they are, and Consume marks them read). One
 // system call less per read (on this machine's VM a system call costs about 1 us). A ring
 // buffer is lent for one completion: bytes the handler leaves unread move to the
 // descriptor's own backlog and the buffer goes back at once, so an idle socket holds no
@@ -22,7 +23,8 @@
 // Sends through the ring (the same descriptors): Write copies the bytes into the
 // descriptor's send queue (kSendQueue at most) and every queue written in a turn goes out as
 // one send request in the next io_uring_enter, one in flight per descriptor so that bytes
-// keep their order. A large write with nothing queued goes straight out with sendmsg(2).
+// keep their order. A write that makes the queue large, with no send in the kernel, goes
+// straight out with sendmsg(2), the queued bytes first.
 // Shutdown and RemoveAndClose wait for the queue: the slot keeps the descriptor until its
 // sends ended, or until a linger timeout cancels them (a peer that stopped reading).
 //
@@ -92,6 +94,15 @@ class UringPoller {
   // consumes them (not with `peek`). 0 with *err: EAGAIN when nothing is there yet, 0 at the
   // peer's end, or the receive's errno (sticky).
   size_t Read(FileEvents& handler, void* out, size_t len, bool peek, int* err);
+  // Read without the copy: points *data at the oldest bytes received for `handler` and not
+  // read yet (one contiguous piece: the backlog, else the completion being handed out) and
+  // returns how many; 0 with *err as Read. The bytes stay where they are until Consume:
+  // valid until then, or until the handler's OnFileEvents returns when they are the
+  // completion's (its unread bytes then move to the backlog and the buffer goes back), so
+  // a caller resumed after that calls Lend again.
+  size_t Lend(FileEvents& handler, const char** data, int* err);
+  // Marks the first `len` bytes Lend showed (or fewer) read.
+  void Consume(FileEvents& handler, size_t len);
   // Whether Read would return bytes, the end or an error.
   bool Pending(const FileEvents& handler) const;
 
@@ -235,6 +246,8 @@ class UringPoller {
   void Release(uint32_t index);
   void Complete(uint64_t user_data, int32_t res, uint32_t flags);
   void CompleteRecv(uint32_t index, int32_t res, uint32_t flags);
+  // `len` bytes of the slot's input were read (the backlog's first).
+  void Consumed(uint32_t index, size_t len);
   static bool Busy(const Slot& s);  // a request in the kernel, or bytes still to send
   // Cancels the slot's poll, receive, send or accept (by the request's kind).
   void Cancel(uint32_t index, uint64_t kind);

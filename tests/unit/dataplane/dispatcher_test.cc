@@ -416,6 +416,67 @@ TEST_P(DispatcherTest, RingReadsHandOutReceivedBytesThenTheEnd) {
   dispatcher.Forget(r);
 }
 
+// Lends what a receive brought without copying it, then consumes part of it while the
+// handler runs (the rest moves to the backlog when the handler returns).
+class Lender final : public FileEvents {
+ public:
+  explicit Lender(Dispatcher& dispatcher) : dispatcher_(dispatcher) {}
+  void OnFileEvents(uint32_t events) override {
+    seen |= events;
+    const char* data = nullptr;
+    int err = -1;
+    const size_t n = dispatcher_.RingLend(*this, &data, &err);
+    if (n > 0) lent.emplace_back(data, n);
+    dispatcher_.RingConsume(*this, std::min(n, take));
+  }
+  void OnAbandon() override {}
+  uint32_t seen = 0;
+  std::vector<std::string> lent;  // what each call saw
+  size_t take = 0;                // how much of it each call consumes
+
+ private:
+  Dispatcher& dispatcher_;
+};
+
+TEST_P(DispatcherTest, RingLendShowsReceivedBytesUntilTheyAreConsumed) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  auto [a, b] = SocketPair();
+  ASSERT_TRUE(a && b);
+  Lender r(dispatcher);
+  ASSERT_TRUE(dispatcher.Watch(a.get(), r, /*ring_reads=*/true));
+  if (!r.ring_reads()) {
+    dispatcher.Forget(r);
+    GTEST_SKIP() << "no ring reads with this backend";
+  }
+  dispatcher.StartRingReads(r);
+  r.take = 2;
+  ASSERT_EQ(::write(b.get(), "hello", 5), 5);
+  for (int i = 0; i < 100 && (r.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
+  ASSERT_EQ(r.lent, std::vector<std::string>{"hello"});
+  // The handler consumed 2; the rest is still there, lent again (from the backlog now).
+  const char* data = nullptr;
+  int err = -1;
+  ASSERT_EQ(dispatcher.RingLend(r, &data, &err), 3u);
+  EXPECT_EQ(std::string(data, 3), "llo");
+  dispatcher.RingConsume(r, 1);
+  ASSERT_EQ(dispatcher.RingLend(r, &data, &err), 2u);
+  EXPECT_EQ(std::string(data, 2), "lo");
+  char buf[8];
+  EXPECT_EQ(dispatcher.RingRead(r, buf, sizeof(buf), false, &err), 2u) << "Read and Lend disagree";
+  EXPECT_EQ(std::string(buf, 2), "lo");
+  EXPECT_EQ(dispatcher.RingLend(r, &data, &err), 0u);
+  EXPECT_EQ(err, EAGAIN);
+  // Everything was consumed: the next receive runs, and the end follows its bytes.
+  ASSERT_EQ(::write(b.get(), "!", 1), 1);
+  ::shutdown(b.get(), SHUT_WR);
+  for (int i = 0; i < 100 && (dispatcher.RingLend(r, &data, &err) > 0 || err != 0); ++i) {
+    dispatcher.RunOnce(10ms);
+  }
+  EXPECT_EQ(err, 0) << "the end did not come";
+  EXPECT_EQ(r.lent, (std::vector<std::string>{"hello", "!"})) << "the end came before the bytes";
+  dispatcher.Forget(r);
+}
+
 // A descriptor forgotten and closed while its wake-up is on the way (with io_uring's deferred
 // task work, the wake-up waits for the next io_uring_enter, and a removal then finds the poll
 // "already completing"): the requests still end, so the socket really closes.
@@ -514,6 +575,38 @@ TEST_P(DispatcherTest, RingSendsGoOutInOrderAndACloseLingersBoundedly) {
   const auto took = RunUntilClosed(dispatcher, fd, 100ms);
   EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "still open 15 s after the close";
   EXPECT_LT(took, 12s);
+}
+
+// A large write takes the bytes queued before it in the same turn along, in one sendmsg(2),
+// before the loop turns: the peer can read both at once, in order.
+TEST_P(DispatcherTest, ALargeRingWriteSendsTheQueuedBytesFirstAtOnce) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  auto [a, b] = SocketPair();
+  ASSERT_TRUE(a && b);
+  Readable r;
+  ASSERT_TRUE(dispatcher.Watch(a.get(), r, /*ring_reads=*/true));
+  if (!StartRingSends(dispatcher, r)) GTEST_SKIP() << "no ring sends with this backend";
+  int err = -1;
+  std::string small(100, 's');
+  std::string large(20000, 'L');
+  iovec one{small.data(), small.size()};
+  ASSERT_EQ(dispatcher.RingWrite(r, &one, 1, &err), small.size());
+  char probe;
+  EXPECT_EQ(::recv(b.get(), &probe, 1, MSG_PEEK | MSG_DONTWAIT), -1)
+      << "a small write went at once";
+  iovec two{large.data(), large.size()};
+  ASSERT_EQ(dispatcher.RingWrite(r, &two, 1, &err), large.size());
+  std::string got(small.size() + large.size(), '\0');
+  size_t have = 0;
+  while (have < got.size()) {  // no RunOnce: the bytes went with the write
+    const ssize_t n = ::recv(b.get(), got.data() + have, got.size() - have, MSG_DONTWAIT);
+    ASSERT_GT(n, 0) << "only " << have << " bytes went with the write";
+    have += static_cast<size_t>(n);
+  }
+  EXPECT_EQ(got, small + large);
+  dispatcher.RunOnce(0ms);  // nothing else goes out
+  EXPECT_EQ(::recv(b.get(), &probe, 1, MSG_DONTWAIT), -1);
+  dispatcher.Forget(r);
 }
 
 // As close(2) of a socket with unread input: the sends still queued are dropped and the

@@ -190,13 +190,13 @@ inline v1::Snapshot OneRouteSnapshot(const std::vector<uint16_t>& ports) {
 // A started worker running `snapshot`.
 class WorkerFixture : public ::testing::Test {
  protected:
-  void StartWorker(const v1::Snapshot& snapshot) {
+  void StartWorker(const v1::Snapshot& snapshot, IoBackend io = IoBackend::kEpoll) {
     CompileOptions options;
     options.catalog = &catalog_;
     auto compiled = CompileSnapshot(std::make_shared<v1::Snapshot>(snapshot), nullptr, options);
     ASSERT_TRUE(compiled.ok()) << compiled.status();
     std::shared_ptr<const CompiledSnapshot> c = *std::move(compiled);
-    worker_ = std::make_unique<Worker>(0, catalog_, nullptr);
+    worker_ = std::make_unique<Worker>(0, catalog_, nullptr, RealTime(), io);
     worker_->Start();
     ASSERT_TRUE(RunOnWorker([&] { worker_->SwitchConfig(c); }));
   }

@@ -6,6 +6,9 @@
 #include "dataplane/http_proxy/upstream_exchange.h"
 
 #include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -241,6 +244,135 @@ TEST_F(UpstreamExchangeTest, BufferedResponseGoesOutAtOnceOrItsRestIsAwaited) {
     EXPECT_TRUE(run.keep_alive) << "takes " << takes;
     EXPECT_EQ(run.pooled, 1u) << "takes " << takes;
   }
+}
+
+// With io_uring the body past the head is lent from the ring's buffers to the sink (no copy
+// into the exchange's buffer); what the sink does not take at once is kept and awaited.
+TEST_F(UpstreamExchangeTest, LargeResponseFromTheRingGoesOutWhole) {
+  if (!Dispatcher::IoUringAvailable(nullptr) || !Dispatcher::IoUringRingReads()) {
+    GTEST_SKIP() << "no io_uring ring reads here";
+  }
+  std::string body(300 * 1024, 'x');
+  for (size_t i = 0; i < body.size(); i += 997) body[i] = static_cast<char>('a' + i % 26);
+  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                             "\r\n\r\n" + body));
+  StartWorker(OneRouteSnapshot({up.port()}), IoBackend::kIoUring);
+  for (const size_t takes : {size_t{1} << 20, size_t{4093}, size_t{0}}) {
+    FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    run.codec.out.takes_now = takes;
+    Exchange(run);
+    EXPECT_TRUE(run.codec.out.bytes == "<head 200>" + body) << "takes " << takes;
+    EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size()) << "takes " << takes;
+    EXPECT_EQ(run.codec.out.awaited_writes == 0, takes > body.size()) << "takes " << takes;
+    EXPECT_TRUE(run.keep_alive) << "takes " << takes;
+    EXPECT_EQ(run.pooled, 1u) << "takes " << takes;
+  }
+}
+
+// A source that lends (as a socket read through the ring): pieces in turn, each lent until
+// Return or Keep; counts what it was asked.
+class FakeLender final : public ByteSource {
+ public:
+  beast::flat_buffer& buffer() override { return buf_; }
+  net::awaitable<RelayStatus> ReadMore() override {
+    ++reads;  // a lending source is not read
+    co_return RelayStatus::kSrcError;
+  }
+  bool lends() const override { return true; }
+  net::awaitable<RelayStatus> Lend(net::const_buffer& bytes) override {
+    if (piece_.empty()) {
+      if (more.empty()) co_return RelayStatus::kSrcClosed;
+      piece_ = more.front();
+      more.pop_front();
+    }
+    bytes = net::buffer(piece_);
+    co_return RelayStatus::kOk;
+  }
+  void Return(size_t n) override {
+    piece_.erase(0, n);
+    returned += n;
+  }
+  void Keep() override {
+    buf_.commit(net::buffer_copy(buf_.prepare(piece_.size()), net::buffer(piece_)));
+    piece_.clear();
+    ++kept;
+  }
+  std::string Buffered() const {
+    return {static_cast<const char*>(buf_.data().data()), buf_.size()};
+  }
+  std::deque<std::string> more;
+  int reads = 0;
+  size_t returned = 0;
+  int kept = 0;
+
+ private:
+  beast::flat_buffer buf_;
+  std::string piece_;
+};
+
+RelayResult RunRelayFixed(FakeLender& src, FakeOut& dst, uint64_t length, std::string_view prefix) {
+  net::io_context io;
+  RelayResult result;
+  net::co_spawn(
+      io,
+      [&]() -> net::awaitable<void> {
+        result = co_await RelayFixed(RelayIo{src, dst}, length, net::buffer(prefix));
+      },
+      net::detached);
+  io.run();
+  return result;
+}
+
+TEST(RelayFixedTest, LentBytesTheSinkTakesAtOnceAreReturnedNotCopied) {
+  FakeLender src;
+  src.more = {"abcdef", "ghij"};
+  FakeOut dst;
+  dst.takes_now = 1 << 20;
+  const RelayResult r = RunRelayFixed(src, dst, 10, "H:");
+  EXPECT_TRUE(r.ok());
+  EXPECT_EQ(dst.bytes, "H:abcdefghij");
+  EXPECT_EQ(r.body_bytes, 10u);
+  EXPECT_EQ(r.wire_bytes, 12u);
+  EXPECT_EQ(src.returned, 10u);
+  EXPECT_EQ(src.kept, 0);
+  EXPECT_EQ(src.reads, 0);
+  EXPECT_EQ(dst.awaited_writes, 0);
+}
+
+TEST(RelayFixedTest, WhatTheSinkLeavesIsKeptThenAwaitedInOrder) {
+  FakeLender src;
+  src.more = {"abcdef", "ghij"};
+  FakeOut dst;
+  dst.takes_now = 1;  // of each lent piece: the rest is kept; of that, 1 more, then a wait
+  const RelayResult r = RunRelayFixed(src, dst, 10, "");
+  EXPECT_TRUE(r.ok());
+  EXPECT_EQ(dst.bytes, "abcdefghij");
+  EXPECT_EQ(r.body_bytes, 10u);
+  EXPECT_EQ(src.kept, 2);
+  EXPECT_EQ(dst.awaited_writes, 2);
+  EXPECT_EQ(src.Buffered(), "");
+}
+
+TEST(RelayFixedTest, BytesPastTheBodyStayInTheSourceBuffer) {
+  FakeLender src;
+  src.more = {"abc", "defXYZ"};
+  FakeOut dst;
+  dst.takes_now = 1 << 20;
+  const RelayResult r = RunRelayFixed(src, dst, 6, "");
+  EXPECT_TRUE(r.ok());
+  EXPECT_EQ(dst.bytes, "abcdef");
+  EXPECT_EQ(src.Buffered(), "XYZ") << "the next response's bytes were lost";
+}
+
+TEST(RelayFixedTest, TheSourcesEndBeforeTheBodysEndIsReported) {
+  FakeLender src;
+  src.more = {"abc"};
+  FakeOut dst;
+  dst.takes_now = 1 << 20;
+  const RelayResult r = RunRelayFixed(src, dst, 6, "");
+  EXPECT_EQ(r.status, RelayStatus::kSrcClosed);
+  EXPECT_EQ(dst.bytes, "abc");
+  EXPECT_EQ(r.body_bytes, 3u);
 }
 
 TEST_F(UpstreamExchangeTest, FakeCodecStreamsBodyAndGetsChunkedResponseWithTrailers) {
