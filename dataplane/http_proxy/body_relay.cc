@@ -86,6 +86,33 @@ bool StreamSink::TryWriteNow(net::const_buffer& a, net::const_buffer& b, uint64_
   return a.size() + b.size() == 0;
 }
 
+namespace {
+
+// The first `take` bytes of what the source lent go to the sink as far as it takes them
+// without waiting; what went is marked read. Anything left of `lent` (what the sink did not
+// take, bytes past `take`) moves into the source's buffer before the caller can suspend.
+// Returns the bytes that went; result.status says whether the sink failed.
+size_t WriteLent(RelayIo io, net::const_buffer lent, size_t take, RelayResult& result) {
+  net::const_buffer none;
+  net::const_buffer body(lent.data(), take);
+  io.dst.TryWriteNow(none, body, result.wire_bytes, result.status);
+  const size_t went = take - body.size();
+  io.src.Return(went);
+  if (went < lent.size()) io.src.Keep();
+  return went;
+}
+
+// Whether a chunked body's scan lets the relay go on: kOk, kBadFraming or kTooLarge (more
+// data than `limit`, when not 0).
+RelayStatus ScanStatus(const ChunkedScanner::Result& scan, const ChunkedScanner& scanner,
+                       uint64_t limit) {
+  if (scan.error) return RelayStatus::kBadFraming;
+  if (limit != 0 && scanner.data_bytes() > limit) return RelayStatus::kTooLarge;
+  return RelayStatus::kOk;
+}
+
+}  // namespace
+
 net::awaitable<RelayResult> RelayFixed(RelayIo io, uint64_t length, net::const_buffer prefix) {
   RelayResult result;
   uint64_t remaining = length;
@@ -106,21 +133,17 @@ net::awaitable<RelayResult> RelayFixed(RelayIo io, uint64_t length, net::const_b
     if (remaining == 0) co_return result;
     if (io.src.lends()) {
       // Straight from where the bytes arrived to the sink, without a copy into buffer()
-      // (empty here) in between, as long as the sink takes them without waiting.
+      // (empty here) in between, as long as the sink takes them without waiting. What it
+      // does not take goes into buffer() for the loop's (waiting) write; bytes past the
+      // body's end stay there for the caller.
       net::const_buffer lent;
       result.status = co_await io.src.Lend(lent);
       if (!result.ok()) co_return result;
       const size_t take = static_cast<size_t>(std::min<uint64_t>(lent.size(), remaining));
-      net::const_buffer body(lent.data(), take);
-      const bool settled = io.dst.TryWriteNow(prefix, body, result.wire_bytes, result.status);
-      const size_t went = take - body.size();
-      io.src.Return(went);
+      const size_t went = WriteLent(io, lent, take, result);
       remaining -= went;
       result.body_bytes += went;
-      if (settled && !result.ok()) co_return result;
-      // What the sink did not take now, and bytes past the body's end, go into buffer():
-      // the loop writes the first (waiting), the caller gets the others.
-      if (went < lent.size()) io.src.Keep();
+      if (!result.ok()) co_return result;
       continue;
     }
     result.status = co_await io.src.ReadMore();
@@ -143,14 +166,8 @@ net::awaitable<RelayResult> RelayChunked(RelayIo io, ChunkedScanner& scanner,
       } else {
         scan = scanner.Feed(view);
       }
-      if (scan.error) {
-        result.status = RelayStatus::kBadFraming;
-        co_return result;
-      }
-      if (limit != 0 && scanner.data_bytes() > limit) {
-        result.status = RelayStatus::kTooLarge;
-        co_return result;
-      }
+      result.status = ScanStatus(scan, scanner, limit);
+      if (!result.ok()) co_return result;
       const net::const_buffer out = dechunk ? net::const_buffer(plain.data(), plain.size())
                                             : net::const_buffer(view.data(), scan.consumed);
       if (out.size() > 0 || prefix.size() > 0) {
@@ -168,6 +185,29 @@ net::awaitable<RelayResult> RelayChunked(RelayIo io, ChunkedScanner& scanner,
       result.status = co_await io.dst.Write(prefix, {}, result.wire_bytes);
       if (!result.ok()) co_return result;
       prefix = {};
+    }
+    if (!dechunk && io.src.lends() && io.src.buffer().size() == 0) {
+      // As in RelayFixed: scanned where the bytes arrived and written from there.
+      net::const_buffer lent;
+      result.status = co_await io.src.Lend(lent);
+      if (!result.ok()) co_return result;
+      const ChunkedScanner::Result scan =
+          scanner.Feed(std::string_view(static_cast<const char*>(lent.data()), lent.size()));
+      result.status = ScanStatus(scan, scanner, limit);
+      if (!result.ok()) co_return result;
+      const size_t went = WriteLent(io, lent, scan.consumed, result);
+      if (!result.ok()) co_return result;
+      if (went < scan.consumed) {
+        // Scanned already: written from buffer() (where WriteLent kept it), not scanned again.
+        const size_t rest = scan.consumed - went;
+        result.status = co_await io.dst.Write(
+            {}, net::const_buffer(io.src.buffer().data().data(), rest), result.wire_bytes);
+        if (!result.ok()) co_return result;
+        io.src.buffer().consume(rest);
+      }
+      result.body_bytes += scan.consumed;
+      if (scan.done) co_return result;
+      continue;
     }
     result.status = co_await io.src.ReadMore();
     if (!result.ok()) co_return result;
@@ -188,6 +228,19 @@ net::awaitable<RelayResult> RelayUntilEof(RelayIo io, net::const_buffer prefix) 
       prefix = {};
       io.src.buffer().consume(avail);
       result.body_bytes += avail;
+    }
+    if (io.src.lends()) {
+      // As in RelayFixed.
+      net::const_buffer lent;
+      const RelayStatus s = co_await io.src.Lend(lent);
+      if (s == RelayStatus::kSrcClosed) co_return result;  // the end of this body
+      if (s != RelayStatus::kOk) {
+        result.status = s;
+        co_return result;
+      }
+      result.body_bytes += WriteLent(io, lent, lent.size(), result);
+      if (!result.ok()) co_return result;
+      continue;
     }
     const RelayStatus s = co_await io.src.ReadMore();
     if (s == RelayStatus::kSrcClosed) co_return result;  // the end of this body

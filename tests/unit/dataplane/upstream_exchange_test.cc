@@ -9,6 +9,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <cstdio>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -254,18 +255,34 @@ TEST_F(UpstreamExchangeTest, LargeResponseFromTheRingGoesOutWhole) {
   }
   std::string body(300 * 1024, 'x');
   for (size_t i = 0; i < body.size(); i += 997) body[i] = static_cast<char>('a' + i % 26);
-  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
-                             "\r\n\r\n" + body));
-  StartWorker(OneRouteSnapshot({up.port()}), IoBackend::kIoUring);
-  for (const size_t takes : {size_t{1} << 20, size_t{4093}, size_t{0}}) {
-    FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
-    run.codec.out.takes_now = takes;
-    Exchange(run);
-    EXPECT_TRUE(run.codec.out.bytes == "<head 200>" + body) << "takes " << takes;
-    EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size()) << "takes " << takes;
-    EXPECT_EQ(run.codec.out.awaited_writes == 0, takes > body.size()) << "takes " << takes;
-    EXPECT_TRUE(run.keep_alive) << "takes " << takes;
-    EXPECT_EQ(run.pooled, 1u) << "takes " << takes;
+  // The same bytes in 7 KiB chunks (relayed as they are: the fake codec takes chunked).
+  std::string chunked;
+  for (size_t at = 0; at < body.size(); at += 7 * 1024) {
+    const std::string piece = body.substr(at, 7 * 1024);
+    char size[16];
+    std::snprintf(size, sizeof(size), "%zx\r\n", piece.size());
+    chunked.append(size).append(piece).append("\r\n");
+  }
+  chunked.append("0\r\n\r\n");
+  const std::string fixed_head =
+      "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  const std::string chunked_head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (const bool is_chunked : {false, true}) {
+    const std::string& expected = is_chunked ? chunked : body;
+    LoopbackUpstream up(Always(is_chunked ? chunked_head + chunked : fixed_head + body));
+    StartWorker(OneRouteSnapshot({up.port()}), IoBackend::kIoUring);
+    for (const size_t takes : {size_t{1} << 20, size_t{4093}, size_t{0}}) {
+      FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
+      run.codec.out.takes_now = takes;
+      Exchange(run);
+      const std::string what = (is_chunked ? "chunked, takes " : "takes ") + std::to_string(takes);
+      EXPECT_TRUE(run.codec.out.bytes == "<head 200>" + expected) << what;
+      EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size()) << what;
+      EXPECT_EQ(run.codec.out.awaited_writes == 0, takes > expected.size()) << what;
+      EXPECT_TRUE(run.keep_alive) << what;
+      EXPECT_EQ(run.pooled, 1u) << what;
+    }
+    worker_->Stop();
   }
 }
 
@@ -310,17 +327,19 @@ class FakeLender final : public ByteSource {
   std::string piece_;
 };
 
-RelayResult RunRelayFixed(FakeLender& src, FakeOut& dst, uint64_t length, std::string_view prefix) {
+// Runs the relay `start()` begins to its end on a loop of its own.
+template <typename Start>
+RelayResult RunRelay(Start start) {
   net::io_context io;
   RelayResult result;
   net::co_spawn(
-      io,
-      [&]() -> net::awaitable<void> {
-        result = co_await RelayFixed(RelayIo{src, dst}, length, net::buffer(prefix));
-      },
-      net::detached);
+      io, [&]() -> net::awaitable<void> { result = co_await start(); }, net::detached);
   io.run();
   return result;
+}
+
+RelayResult RunRelayFixed(FakeLender& src, FakeOut& dst, uint64_t length, std::string_view prefix) {
+  return RunRelay([&] { return RelayFixed(RelayIo{src, dst}, length, net::buffer(prefix)); });
 }
 
 TEST(RelayFixedTest, LentBytesTheSinkTakesAtOnceAreReturnedNotCopied) {
@@ -362,6 +381,49 @@ TEST(RelayFixedTest, BytesPastTheBodyStayInTheSourceBuffer) {
   EXPECT_TRUE(r.ok());
   EXPECT_EQ(dst.bytes, "abcdef");
   EXPECT_EQ(src.Buffered(), "XYZ") << "the next response's bytes were lost";
+}
+
+TEST(RelayChunkedTest, LentChunksAreScannedOnceAndBytesPastTheEndStay) {
+  for (const size_t takes : {size_t{1} << 20, size_t{3}, size_t{0}}) {
+    FakeLender src;
+    src.more = {"5\r\nhel", "lo\r\n0\r\n\r\nNEXT"};
+    FakeOut dst;
+    dst.takes_now = takes;
+    ChunkedScanner scanner;
+    const RelayResult r = RunRelay([&] {
+      return RelayChunked(RelayIo{src, dst}, scanner, net::buffer("H:", 2), 0, false);
+    });
+    EXPECT_TRUE(r.ok()) << "takes " << takes;
+    EXPECT_EQ(dst.bytes, "H:5\r\nhello\r\n0\r\n\r\n") << "takes " << takes;
+    EXPECT_EQ(r.body_bytes, 15u) << "takes " << takes;
+    EXPECT_EQ(src.Buffered(), "NEXT") << "takes " << takes;
+    EXPECT_EQ(src.reads, 0) << "takes " << takes;
+  }
+}
+
+TEST(RelayChunkedTest, MalformedFramingInLentBytesIsReported) {
+  FakeLender src;
+  src.more = {"5\r\nhello\r\nzz\r\n"};
+  FakeOut dst;
+  dst.takes_now = 1 << 20;
+  ChunkedScanner scanner;
+  const RelayResult r = RunRelay([&] {
+    return RelayChunked(RelayIo{src, dst}, scanner, {}, 0, false);
+  });
+  EXPECT_EQ(r.status, RelayStatus::kBadFraming);
+}
+
+TEST(RelayUntilEofTest, LentBytesGoOutUntilTheSourceEnds) {
+  FakeLender src;
+  src.more = {"abc", "defg"};
+  FakeOut dst;
+  dst.takes_now = 2;
+  const RelayResult r = RunRelay([&] {
+    return RelayUntilEof(RelayIo{src, dst}, net::buffer("H:", 2));
+  });
+  EXPECT_TRUE(r.ok());
+  EXPECT_EQ(dst.bytes, "H:abcdefg");
+  EXPECT_EQ(r.body_bytes, 7u);
 }
 
 TEST(RelayFixedTest, TheSourcesEndBeforeTheBodysEndIsReported) {
