@@ -39,22 +39,11 @@ fi
 . "$repo/bench/http/lib.sh"
 
 # ---- a self-signed certificate for all three proxies --------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+make_cert
 cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
 
 # ---- the backend: nginx serving the files -------------------------------------------------
-mkdir -p "$work/www"
-printf 'hello world\n' > "$work/www/small"
-head -c 4096 /dev/zero | tr '\0' 'a' > "$work/www/4k"
-head -c 65536 /dev/zero | tr '\0' 'b' > "$work/www/64k"
-backend_port="$(free_port)"
-write_backend_conf "$work/backend.conf" "$backend_port"
-nginx -c "$work/backend.conf" -p "$work" &
-backend_pid=$!
-pids+=($backend_pid)
-wait_port "$backend_port"
+start_file_backend
 
 start_proxies() {  # $1: workers; sets dp_port nginx_port haproxy_port and their pids
   local w="$1"

@@ -22,18 +22,8 @@ requests="${REQUESTS:-60000}"
 # shellcheck source=bench/http/lib.sh
 . "$repo/bench/http/lib.sh"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-mkdir -p "$work/www"
-printf 'hello world\n' > "$work/www/small"
-head -c 4096 /dev/zero | tr '\0' 'a' > "$work/www/4k"
-head -c 65536 /dev/zero | tr '\0' 'b' > "$work/www/64k"
-backend_port="$(free_port)"
-write_backend_conf "$work/backend.conf" "$backend_port"
-nginx -c "$work/backend.conf" -p "$work" &
-pids+=($!)
-wait_port "$backend_port"
+make_cert
+start_file_backend
 
 start() {  # $1 binary, $2 name; prints "tls_port plain_port pid"
   local tls plain

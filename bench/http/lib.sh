@@ -43,6 +43,28 @@ cpu_ticks() {  # $1: pid
   echo "$total"
 }
 
+# A self-signed certificate for 127.0.0.1 and localhost: $work/cert.pem, $work/key.pem.
+make_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+}
+
+# Starts the backend (write_backend_conf) serving /small, /4k and /64k and waits for it.
+# Sets backend_port and backend_pid (appended to pids).
+start_file_backend() {
+  mkdir -p "$work/www"
+  printf 'hello world\n' > "$work/www/small"
+  head -c 4096 /dev/zero | tr '\0' 'a' > "$work/www/4k"
+  head -c 65536 /dev/zero | tr '\0' 'b' > "$work/www/64k"
+  backend_port="$(free_port)"
+  write_backend_conf "$work/backend.conf" "$backend_port"
+  nginx -c "$work/backend.conf" -p "$work" &
+  backend_pid=$!
+  pids+=("$backend_pid")
+  wait_port "$backend_port"
+}
+
 # The backend: nginx, one worker, serving $work/www with sendfile.
 write_backend_conf() {  # $1 file, $2 port
   cat > "$1" <<CONF

@@ -45,16 +45,7 @@ fi
 . "$repo/bench/http/lib.sh"
 
 # ---- the backend: nginx serving three files ----------------------------------------------
-mkdir -p "$work/www"
-printf 'hello world\n' > "$work/www/small"
-head -c 4096 /dev/zero | tr '\0' 'a' > "$work/www/4k"
-head -c 65536 /dev/zero | tr '\0' 'b' > "$work/www/64k"
-backend_port="$(free_port)"
-write_backend_conf "$work/backend.conf" "$backend_port"
-nginx -c "$work/backend.conf" -p "$work" &
-backend_pid=$!
-pids+=($backend_pid)
-wait_port "$backend_port"
+start_file_backend
 
 # ---- the proxies, per worker count -------------------------------------------------------
 start_proxies() {  # $1: workers; sets dp_port dpt_port nginx_port haproxy_port and pids
