@@ -191,6 +191,19 @@ net::awaitable<void> DriveExchange(Worker& worker, FakeRun& run) {
   run.finished = true;
 }
 
+// The event loops a test runs under: epoll, and io_uring with ring reads where the kernel
+// has them (a ring read hands over bytes the kernel already received, and body relays
+// borrow them from the ring's buffers).
+std::vector<IoBackend> Backends() {
+  std::vector<IoBackend> v{IoBackend::kEpoll};
+  if (Dispatcher::IoUringAvailable(nullptr) && Dispatcher::IoUringRingReads()) {
+    v.push_back(IoBackend::kIoUring);
+  }
+  return v;
+}
+
+std::string Named(IoBackend io) { return io == IoBackend::kEpoll ? "epoll" : "io_uring"; }
+
 class UpstreamExchangeTest : public proxytest::WorkerFixture {
  protected:
   void Exchange(FakeRun& run) {
@@ -202,48 +215,56 @@ class UpstreamExchangeTest : public proxytest::WorkerFixture {
 };
 
 TEST_F(UpstreamExchangeTest, FakeCodecSendsBufferedRequestAndGetsHeadAndBody) {
-  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nX-Up: yes\r\nContent-Length: 5\r\n\r\nhello"));
-  StartWorker(OneRouteSnapshot({up.port()}));
-  FakeRun run("POST /submit HTTP/1.1\r\nHost: example.test\r\nContent-Length: 3\r\n\r\nabc");
-  Exchange(run);
+  for (const IoBackend io : Backends()) {
+    SCOPED_TRACE(Named(io));
+    LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nX-Up: yes\r\nContent-Length: 5\r\n\r\nhello"));
+    StartWorker(OneRouteSnapshot({up.port()}), io);
+    FakeRun run("POST /submit HTTP/1.1\r\nHost: example.test\r\nContent-Length: 3\r\n\r\nabc");
+    Exchange(run);
 
-  ASSERT_EQ(up.requests().size(), 1u);
-  const std::string sent = up.requests()[0];
-  EXPECT_EQ(sent.rfind("POST /submit HTTP/1.1\r\n", 0), 0u) << sent;
-  EXPECT_NE(sent.find("X-Forwarded-For: 192.0.2.7\r\n"), std::string::npos) << sent;
-  EXPECT_NE(sent.find("X-Forwarded-Proto: https\r\n"), std::string::npos) << sent;
-  EXPECT_EQ(sent.substr(sent.size() - 7), "\r\n\r\nabc");
+    ASSERT_EQ(up.requests().size(), 1u);
+    const std::string sent = up.requests()[0];
+    EXPECT_EQ(sent.rfind("POST /submit HTTP/1.1\r\n", 0), 0u) << sent;
+    EXPECT_NE(sent.find("X-Forwarded-For: 192.0.2.7\r\n"), std::string::npos) << sent;
+    EXPECT_NE(sent.find("X-Forwarded-Proto: https\r\n"), std::string::npos) << sent;
+    EXPECT_EQ(sent.substr(sent.size() - 7), "\r\n\r\nabc");
 
-  ASSERT_EQ(run.codec.heads.size(), 1u);
-  EXPECT_EQ(run.codec.heads[0].status, 200);
-  EXPECT_EQ(run.codec.heads[0].Field("X-Up"), "yes");
-  EXPECT_FALSE(run.codec.heads[0].params.close);
-  EXPECT_EQ(run.codec.out.bytes, "<head 200>hello");  // the head goes with the body
-  EXPECT_FALSE(run.codec.local_reply);
-  EXPECT_TRUE(run.keep_alive);
-  EXPECT_EQ(run.record.status, 200);
-  EXPECT_EQ(run.record.bytes_received, 3u);
-  EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size());
-  EXPECT_EQ(run.pooled, 1u);  // the clean upstream connection went back to the pool
-  EXPECT_EQ(run.codec.body.buffer().size(), 0u);  // the body was consumed
+    ASSERT_EQ(run.codec.heads.size(), 1u);
+    EXPECT_EQ(run.codec.heads[0].status, 200);
+    EXPECT_EQ(run.codec.heads[0].Field("X-Up"), "yes");
+    EXPECT_FALSE(run.codec.heads[0].params.close);
+    EXPECT_EQ(run.codec.out.bytes, "<head 200>hello");  // the head goes with the body
+    EXPECT_FALSE(run.codec.local_reply);
+    EXPECT_TRUE(run.keep_alive);
+    EXPECT_EQ(run.record.status, 200);
+    EXPECT_EQ(run.record.bytes_received, 3u);
+    EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size());
+    EXPECT_EQ(run.pooled, 1u);  // the clean upstream connection went back to the pool
+    EXPECT_EQ(run.codec.body.buffer().size(), 0u);  // the body was consumed
+    worker_->Stop();
+  }
 }
 
 // A response whose body came whole with its head goes out without waiting when the sink
 // takes it; a sink that takes part of it gets the rest awaited, in order, counted once.
 TEST_F(UpstreamExchangeTest, BufferedResponseGoesOutAtOnceOrItsRestIsAwaited) {
-  const std::string body(300, 'b');
-  LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n" + body));
-  StartWorker(OneRouteSnapshot({up.port()}));
-  for (const size_t takes : {size_t{1} << 20, size_t{7}, size_t{0}}) {
-    FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
-    run.codec.out.takes_now = takes;
-    Exchange(run);
-    EXPECT_EQ(run.codec.out.bytes, "<head 200>" + body) << "takes " << takes;
-    EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size()) << "takes " << takes;
-    EXPECT_EQ(run.codec.out.awaited_writes, takes > body.size() ? 0 : 1) << "takes " << takes;
-    EXPECT_EQ(run.codec.out.immediate_writes > 0, takes > 0) << "takes " << takes;
-    EXPECT_TRUE(run.keep_alive) << "takes " << takes;
-    EXPECT_EQ(run.pooled, 1u) << "takes " << takes;
+  for (const IoBackend io : Backends()) {
+    SCOPED_TRACE(Named(io));
+    const std::string body(300, 'b');
+    LoopbackUpstream up(Always("HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n" + body));
+    StartWorker(OneRouteSnapshot({up.port()}), io);
+    for (const size_t takes : {size_t{1} << 20, size_t{7}, size_t{0}}) {
+      FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
+      run.codec.out.takes_now = takes;
+      Exchange(run);
+      EXPECT_EQ(run.codec.out.bytes, "<head 200>" + body) << "takes " << takes;
+      EXPECT_EQ(run.record.bytes_sent, run.codec.out.bytes.size()) << "takes " << takes;
+      EXPECT_EQ(run.codec.out.awaited_writes, takes > body.size() ? 0 : 1) << "takes " << takes;
+      EXPECT_EQ(run.codec.out.immediate_writes > 0, takes > 0) << "takes " << takes;
+      EXPECT_TRUE(run.keep_alive) << "takes " << takes;
+      EXPECT_EQ(run.pooled, 1u) << "takes " << takes;
+    }
+    worker_->Stop();
   }
 }
 
@@ -539,25 +560,53 @@ constexpr const char* kUpgradeRequest =
     "GET /chat HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
-TEST_F(UpstreamExchangeTest, UpgradeSwitchesOnA101AndHandsOverTheBytesPastIt) {
-  LoopbackUpstream up(
-      Always("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"));
-  StartWorker(OneRouteSnapshot({up.port()}));
-  FakeRun run(kUpgradeRequest);
-  run.mode = ExchangeMode::kUpgrade;
-  Exchange(run);
+// An interim answer (103) goes to the client before the final head, whose fields and body
+// are read on from the bytes of the same read, under either event loop.
+TEST_F(UpstreamExchangeTest, InterimAnswerThenFinalHeadAndBodyFromOneRead) {
+  for (const IoBackend io : Backends()) {
+    SCOPED_TRACE(Named(io));
+    LoopbackUpstream up(
+        Always("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+               "HTTP/1.1 200 OK\r\nX-Final: yes\r\nContent-Length: 2\r\n\r\nok"));
+    StartWorker(OneRouteSnapshot({up.port()}), io);
+    FakeRun run("GET /x HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    run.codec.out.takes_now = 1 << 20;
+    Exchange(run);
+    ASSERT_EQ(run.codec.heads.size(), 2u);
+    EXPECT_EQ(run.codec.heads[0].status, 103);
+    EXPECT_EQ(run.codec.heads[0].Field("Link"), "</a.css>; rel=preload");
+    EXPECT_EQ(run.codec.heads[1].status, 200);
+    EXPECT_EQ(run.codec.heads[1].Field("X-Final"), "yes");
+    EXPECT_EQ(run.codec.out.bytes, "<head 103><head 200>ok");
+    EXPECT_TRUE(run.keep_alive);
+    EXPECT_EQ(run.pooled, 1u);
+    worker_->Stop();
+  }
+}
 
-  ASSERT_EQ(up.requests().size(), 1u);
-  EXPECT_NE(up.requests()[0].find("Upgrade: websocket\r\n"), std::string::npos);
-  ASSERT_EQ(run.codec.heads.size(), 1u);
-  EXPECT_EQ(run.codec.heads[0].status, 101);
-  EXPECT_TRUE(run.codec.heads[0].params.keep_upgrade);
-  EXPECT_EQ(run.codec.out.bytes, "<head 101>");
-  EXPECT_TRUE(run.upgraded);
-  EXPECT_EQ(run.from_upstream, "\x81\x02hi");
-  EXPECT_FALSE(run.keep_alive);
-  EXPECT_EQ(run.pooled, 0u);
+TEST_F(UpstreamExchangeTest, UpgradeSwitchesOnA101AndHandsOverTheBytesPastIt) {
+  for (const IoBackend io : Backends()) {
+    SCOPED_TRACE(Named(io));
+    LoopbackUpstream up(
+        Always("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"));
+    StartWorker(OneRouteSnapshot({up.port()}), io);
+    FakeRun run(kUpgradeRequest);
+    run.mode = ExchangeMode::kUpgrade;
+    Exchange(run);
+
+    ASSERT_EQ(up.requests().size(), 1u);
+    EXPECT_NE(up.requests()[0].find("Upgrade: websocket\r\n"), std::string::npos);
+    ASSERT_EQ(run.codec.heads.size(), 1u);
+    EXPECT_EQ(run.codec.heads[0].status, 101);
+    EXPECT_TRUE(run.codec.heads[0].params.keep_upgrade);
+    EXPECT_EQ(run.codec.out.bytes, "<head 101>");
+    EXPECT_TRUE(run.upgraded);
+    EXPECT_EQ(run.from_upstream, "\x81\x02hi");
+    EXPECT_FALSE(run.keep_alive);
+    EXPECT_EQ(run.pooled, 0u);
+    worker_->Stop();
+  }
 }
 
 TEST_F(UpstreamExchangeTest, UpgradeRefusedByTheBackendIsRelayedAndCloses) {
