@@ -74,7 +74,7 @@ for r in $(seq 1 "$rounds"); do
       if [ "$proto" = h2 ]; then
         rps="$(echo "$out" | sed -n 's/.*finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p')"
         reqs="$requests"
-        p99=0
+        p99=-1  # h2load prints no percentiles (bench/h2/run.sh has them, from its log)
       else
         rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
         reqs="$(echo "$out" | awk '/requests in/ {print $1}')"
@@ -100,8 +100,9 @@ for line in open(sys.argv[1]):
 for size in dict.fromkeys(k[0] for k in runs):
     a, b = runs[(size, "a")], runs[(size, "b")]
     med = lambda xs, i: st.median(x[i] for x in xs)
-    print(f"{size:>6}: A {med(a, 0):8.0f} req/s {med(a, 1):5.1f} us p99 {med(a, 2):.2f} ms | "
-          f"B {med(b, 0):8.0f} req/s {med(b, 1):5.1f} us p99 {med(b, 2):.2f} ms | "
+    p99 = lambda xs: f"{med(xs, 2):.2f} ms" if med(xs, 2) >= 0 else "n/a"
+    print(f"{size:>6}: A {med(a, 0):8.0f} req/s {med(a, 1):5.1f} us p99 {p99(a)} | "
+          f"B {med(b, 0):8.0f} req/s {med(b, 1):5.1f} us p99 {p99(b)} | "
           f"B/A req/s {med(b, 0) / med(a, 0):.3f} cpu {med(b, 1) / med(a, 1):.3f}")
     print("        req/s A:", [round(x[0]) for x in a], " B:", [round(x[0]) for x in b])
 PY
