@@ -3,20 +3,29 @@
 # on all three, configured alike (same worker/thread count, upstream HTTP/1.1 keep-alive, no
 # access logs, X-Forwarded-For/-Proto/-Host added), in front of the same backend (nginx
 # serving fixed files). Interleaved rounds of h2load (CLIENTS connections x STREAMS concurrent
-# streams, bounded by REQUESTS); prints the median req/s, p50 and p99 (from h2load's
-# per-request log) and CPU microseconds per request of the proxy per row, with the data
-# plane's ratios to the better peer (of the medians, then round by round). The data plane
-# runs its default config.
+# streams, DURATION seconds each, or REQUESTS requests when that is set); prints the median
+# req/s, p50 and p99 (from h2load's per-request log) and CPU microseconds per request of the
+# proxy per row, with the data plane's ratios to the better peer (of the medians, then round
+# by round). The data plane runs its default config.
 # Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and
 # backend compete, so compare side by side, as ratios).
 #
-# Usage: bench/h2/run.sh   (env: REQUESTS=100000 ROUNDS=3 CLIENTS=100 STREAMS=10
-#                           WORKERS="1 2" SIZES="small 4k" BUILD_DIR=...)
+# Usage: bench/h2/run.sh   (env: DURATION=10 ROUNDS=3 CLIENTS=100 STREAMS=10
+#                           WORKERS="1 2" SIZES="small 4k" BUILD_DIR=...;
+#                           REQUESTS=N: rounds of N requests instead of DURATION seconds)
+# Rounds of a fixed length (as bench/http's wrk rounds), not of a fixed count: a count of
+# 100,000 ended each round in about 3 s, and ratios moved by a tenth from round to round.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 build="${BUILD_DIR:-$repo/build}"
-requests="${REQUESTS:-100000}"
+requests="${REQUESTS:-}"
+duration="${DURATION:-10}"
+if [ -n "$requests" ]; then
+  amount=(-n "$requests"); warm=(-n $((requests / 10))); amount_text="-n$requests"
+else
+  amount=(-D "$duration"); warm=(-D 2); amount_text="-D${duration}s"
+fi
 rounds="${ROUNDS:-3}"
 clients="${CLIENTS:-100}"
 streams="${STREAMS:-10}"
@@ -111,10 +120,10 @@ stop_proxies() {
 
 # One h2load run: prints "req/s p50_ms p99_ms cpu_us_per_request", or nothing when the proxy
 # did not negotiate h2 (reported on stderr).
-run_h2load() {  # $1 port, $2 path, $3 pid whose CPU to measure, $4 requests
+run_h2load() {  # $1 port, $2 path, $3 pid whose CPU to measure
   local before after
   before="$(cpu_ticks "$3")"
-  if ! h2load -c "$clients" -m "$streams" -n "$4" -T 30 --log-file "$work/h2load.log" \
+  if ! h2load -c "$clients" -m "$streams" "${amount[@]}" -T 30 --log-file "$work/h2load.log" \
       "https://127.0.0.1:$1/$2" > "$work/h2load.out" 2>&1; then
     echo "bench: h2load failed against port $1:" >&2; tail -5 "$work/h2load.out" >&2
     return 0
@@ -149,7 +158,7 @@ for w in $worker_counts; do
   start_proxies "$w"
   for size in $sizes; do  # warm-up: TLS sessions, pools, caches
     for port in "$dp_port" "$nginx_port" "$haproxy_port"; do
-      h2load -c "$clients" -m "$streams" -n $((requests / 10)) "https://127.0.0.1:$port/$size" \
+      h2load -c "$clients" -m "$streams" "${warm[@]}" "https://127.0.0.1:$port/$size" \
         > /dev/null 2>&1 || true
     done
   done
@@ -160,7 +169,7 @@ for w in $worker_counts; do
       cpu_pids=("$dp_pid" "$nginx_pid" "$haproxy_pid")
       for i in 0 1 2; do  # rotate the order each round
         j=$(( (i + round) % 3 ))
-        line="$(run_h2load "${ports[$j]}" "$size" "${cpu_pids[$j]}" "$requests")"
+        line="$(run_h2load "${ports[$j]}" "$size" "${cpu_pids[$j]}")"
         [ -n "$line" ] && echo "$w $size ${names[$j]} $round $line" >> "$results"
         echo "  round $round/$rounds workers=$w size=$size ${names[$j]} done" >&2
       done
@@ -169,7 +178,7 @@ for w in $worker_counts; do
   stop_proxies
 done
 
-BENCH_LIB="$repo/bench/http" PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 - "$results" "$requests" "$clients" "$streams" <<'PY'
+BENCH_LIB="$repo/bench/http" PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 - "$results" "$amount_text" "$clients" "$streams" <<'PY'
 import os, statistics, sys
 from collections import defaultdict
 sys.path.insert(0, os.environ["BENCH_LIB"])
@@ -186,7 +195,7 @@ for line in open(sys.argv[1]):
 if not rows:
     sys.exit("bench: no results")
 rounds = max(len(v) for v in rows.values())
-print(f"\nh2load -c{sys.argv[3]} -m{sys.argv[4]} -n{sys.argv[2]} over TLS (h2), median of "
+print(f"\nh2load -c{sys.argv[3]} -m{sys.argv[4]} {sys.argv[2]} over TLS (h2), median of "
       f"{rounds} interleaved rounds; cpu = the proxy's CPU time per request")
 print(f"{'workers':>7} {'size':>5} {'proxy':>10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
       f"{'cpu us':>7}   vs best peer (req/s ratio, p99, cpu)")
