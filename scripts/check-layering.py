@@ -3,7 +3,9 @@
 declares the folders it depends on (onedomain_dataplane_library(... DEPS ...) in
 dataplane/CMakeLists.txt or the folder's own CMakeLists.txt), and a file may include headers of its own folder and of those
 folders only. Also checks that nothing on a worker thread reaches Asio's reactor or its
-detail/ headers: workers run on their Dispatcher (runtime/dispatcher.h) and nothing else.
+detail/ headers: workers run on their Dispatcher (runtime/dispatcher.h) and nothing else. The
+dispatcher's own loop alone may name Asio's thread context (detail/), so that Asio recycles
+coroutine frames in callbacks it runs outside io_context::poll_one.
 
 Usage: check-layering.py [SOURCE_DIR]   (exit 1 with one line per violation)
 """
@@ -25,6 +27,8 @@ REACTOR_USE = re.compile(r"\b(io_context|steady_timer|system_timer|basic_waitabl
 # Control-thread code inside worker folders (DNS refresh runs on the server's control loop).
 REACTOR_ALLOWED = {"runtime/dispatcher.h", "runtime/dispatcher.cc",
                    "upstream/dns_refresher.h", "upstream/dns_refresher.cc"}
+# The one file that may include Asio's detail/ headers (Dispatcher::Run's thread context).
+DETAIL_ALLOWED = {"runtime/dispatcher.cc"}
 
 
 def declared_deps():
@@ -82,7 +86,7 @@ def main():
                 line = text.count("\n", 0, m.start()) + 1
                 problems.append(f"dataplane/{rel}:{line}: includes dataplane/{target}/{m.group(2)}"
                                 f" but {folder} does not depend on {target}")
-        if "boost/asio/detail/" in text:
+        if "boost/asio/detail/" in text and str(rel) not in DETAIL_ALLOWED:
             problems.append(f"dataplane/{rel}: includes an Asio detail/ header")
         if folder in WORKER_FOLDERS and str(rel) not in REACTOR_ALLOWED:
             for i, line in enumerate(text.splitlines(), 1):

@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detail/call_stack.hpp>
+#include <boost/asio/detail/thread_context.hpp>
+#include <boost/asio/detail/thread_info_base.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -141,6 +144,16 @@ void Dispatcher::Wake() {
 }
 
 void Dispatcher::Run() {
+  // Asio recycles coroutine frames and handler memory through the innermost thread context,
+  // and its io_context makes one only inside each poll_one call. Completions resume
+  // coroutines from our own loop (outside poll_one), so the frames made and freed there went
+  // to the allocator every time; one context for the whole loop lets them be reused. Its key
+  // is no scheduler's: dispatch and exception capture ignore it.
+  namespace detail = boost::asio::detail;
+  detail::thread_context key;
+  detail::thread_info_base recycler;
+  const detail::call_stack<detail::thread_context, detail::thread_info_base>::context frames(
+      &key, recycler);
   while (RunOnce(std::chrono::milliseconds::max())) {
   }
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/asio/detail/thread_context.hpp>
 #include <boost/asio/error.hpp>
 #include <chrono>
 #include <cstring>
@@ -205,6 +206,26 @@ bool SeenAsleep(pid_t tid) {
     std::this_thread::sleep_for(1ms);  // polling a condition, bounded
   }
   return false;
+}
+
+// Completions and timers run from the loop itself, outside Asio's poll_one, and resume
+// coroutines there: Asio recycles the frames they make and free only through a thread
+// context, which the loop provides for its whole run (not only inside poll_one).
+TEST_P(DispatcherTest, TheLoopsOwnCallbacksRunInsideAnAsioThreadContext) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  std::promise<bool> seen;
+  Timer timer(dispatcher, [&seen] {
+    seen.set_value(boost::asio::detail::thread_context::top_of_thread_call_stack() != nullptr);
+  });
+  dispatcher.Post([&] { timer.ArmAt(dispatcher.Now()); });  // fires from RunTimers
+  std::thread loop([&dispatcher] { dispatcher.Run(); });
+  auto result = seen.get_future();
+  const bool fired = result.wait_for(5s) == std::future_status::ready;
+  dispatcher.Stop();
+  loop.join();
+  ASSERT_TRUE(fired) << "the timer did not fire within 5 s";
+  EXPECT_TRUE(result.get()) << "a timer action ran with no Asio thread context";
+  EXPECT_EQ(boost::asio::detail::thread_context::top_of_thread_call_stack(), nullptr);
 }
 
 TEST_P(DispatcherTest, APostFromAnotherThreadWakesTheSleepingLoop) {
