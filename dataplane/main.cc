@@ -10,12 +10,15 @@
 #include "common/version.h"
 #include "dataplane/config_client/config_client.h"
 #include "dataplane/config_client/managed_mode.h"
+#include "dataplane/server/copy_tuning.h"
 #include "dataplane/server/dataplane_server.h"
 #include "dataplane/server/flags.h"
 #include "onedomain/v1/bootstrap.pb.h"
 
 int main(int argc, char** argv) {
   using namespace onedomain;  // NOLINT: main only
+  // First: it may run this program again, with a glibc tunable (copy_tuning.h).
+  dataplane::ReexecForVectorCopies(argv);
   // Before any thread exists, so every thread inherits the mask.
   BlockProcessSignals();
 

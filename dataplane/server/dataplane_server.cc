@@ -33,6 +33,7 @@
 #include "dataplane/runtime/sched_slice.h"
 #include "dataplane/server/admin_endpoints.h"
 #include "dataplane/server/allocator.h"
+#include "dataplane/server/copy_tuning.h"
 #include "dataplane/server/listener_set.h"
 #include "dataplane/server/snapshot_compiler.h"
 #include "dataplane/upstream/dns_refresher.h"
@@ -525,9 +526,10 @@ absl::Status DataplaneServer::Start() {
             ? str::Cat(", scheduler slice ", us, "us")
             : str::Cat(", kernel scheduler slice (worker_slice ", us, "us needs Linux 6.12+)");
   }
-  log::Info("dataplane", str::Cat("worker event loop: ", IoBackendName(io), reads,
-                                  yields ? ", yielding the CPU before it sleeps (2+ workers)" : "",
-                                  slice_text, " (worker_io ", want, "); ", AllocatorSummary()));
+  log::Info("dataplane",
+            str::Cat("worker event loop: ", IoBackendName(io), reads,
+                     yields ? ", yielding the CPU before it sleeps (2+ workers)" : "", slice_text,
+                     " (worker_io ", want, "); ", AllocatorSummary(), "; ", CopySummary()));
   auto& backend = prometheus::BuildGauge()
                       .Name("onedomain_worker_io_backend")
                       .Help("1 for the event-loop backend the workers run (worker_io), else 0.")
