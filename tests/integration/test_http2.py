@@ -297,6 +297,11 @@ def test_body_end_arriving_while_the_upstream_write_waits(procs):
     sid = c.request(base_headers(p.direct_port(), "/upload", method="POST"), end_stream=False)
     sent = bytearray()
     block = bytes(range(256)) * 64  # 16 KiB
+    # Returns from here on happen while the body flows (not quiet: none) or while the write
+    # waits. Counted after the stall was seen, a return made in the quiet half second that
+    # detects it (its receive buffers' pages then gone, none held again) would leave none to
+    # wait for.
+    returns = p.proc.output().count("traffic went quiet")
     deadline = dp.monotonic() + 30
     # Send while the window allows; the node relays it all to the backend, which reads
     # nothing, until the node's write waits: then the window it gives back after each write
@@ -323,7 +328,6 @@ def test_body_end_arriving_while_the_upstream_write_waits(procs):
     if p.counter("onedomain_worker_io_backend", backend="io_uring") == 1:
         # Its receive buffers' pages make the next quiet pass return memory (on epoll, a
         # return needs more free heap than this test leaves).
-        returns = p.proc.output().count("traffic went quiet")
         dp.wait_until(lambda: p.proc.output().count("traffic went quiet") > returns, 10,
                       "the node to return its freed memory while the write waits")
     go.set()
