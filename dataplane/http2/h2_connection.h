@@ -162,8 +162,16 @@ class Connection final : public StreamEvents {
   bool SubmitInterim(Stream& s, const H2Response& interim);
   void Reset(Stream& s, uint32_t code);
   void Flush();
+  // Whether a stream is still producing its response (more frames will follow).
+  bool MoreOutputComing() const;
   // Flushes once at the end of this loop turn: the frames every stream queued in the turn
-  // (response HEADERS, DATA, END_STREAM) leave in one TLS record and one write.
+  // (response HEADERS, DATA, END_STREAM) leave in one TLS record and one write. While the loop
+  // already has completions waiting (a busy io_uring loop) and a stream of this connection
+  // is still making its response, the flush waits for them, a turn at a time (at most 16
+  // turns and 1 ms): the responses they complete leave in the same write. Fewer, larger
+  // writes cost the client and the node less per response (h2load -c100 -m10, small GETs:
+  // 7.7 instead of 4.3 responses per TLS write, the client 8.1 instead of 10.9 us of CPU per
+  // request, 1.13x the requests). An idle loop flushes at once.
   void FlushSoon() {
     if (!flush_soon_.armed()) flush_soon_.ArmAt(worker_.Now());
   }
@@ -271,6 +279,8 @@ class Connection final : public StreamEvents {
   Timer idle_;
   Timer drain_poll_;
   Timer flush_soon_;
+  int flush_holds_ = 0;  // turns FlushSoon's flush has waited (see FlushSoon)
+  Clock::time_point flush_held_since_{};
   Parked done_;
 };
 

@@ -52,6 +52,11 @@ constexpr uint64_t kLingerSlack = 64 * 1024;
 // Frames nghttp2 produced that the socket has not taken: reading stops above this.
 constexpr size_t kWriteBacklogHigh = 256 * 1024;
 
+// How long FlushSoon's flush may wait for the responses still being made on the connection
+// while the loop has completions waiting: at most this many turns, and this long.
+constexpr int kFlushHoldTurns = 16;
+constexpr std::chrono::microseconds kFlushHold{1000};
+
 // nghttp2_session_mem_send is asked for more until this much is ready for one write.
 constexpr size_t kWriteBatch = 64 * 1024;
 
@@ -108,6 +113,16 @@ Connection::Connection(AnyStream& stream, Worker& worker, uint32_t slot, ClientS
                   }),
       flush_soon_(worker.dispatcher(),
                   [this] {
+                    const Clock::time_point now = worker_.Now();
+                    if (flush_holds_ == 0) flush_held_since_ = now;
+                    if (flush_holds_ < kFlushHoldTurns && now - flush_held_since_ < kFlushHold &&
+                        worker_.dispatcher().events_waiting() && MoreOutputComing()) {
+                      // Next turn, after the waiting completions: see FlushSoon.
+                      ++flush_holds_;
+                      flush_soon_.ArmAt(now + std::chrono::nanoseconds(1));
+                      return;
+                    }
+                    flush_holds_ = 0;
                     flush_soon_.Disarm();
                     Flush();
                   }),
@@ -259,6 +274,13 @@ void Connection::OnStreamDone(Stream* s) {
   ArmIdle();
   MaybeFinish();
   NotifyIfDone();
+}
+
+bool Connection::MoreOutputComing() const {
+  for (const auto& [id, s] : streams_) {
+    if (s->running && !s->out_eof) return true;
+  }
+  return false;
 }
 
 void Connection::NotifyIfDone() {

@@ -319,6 +319,8 @@ void Dispatcher::set_yield_before_sleep(bool on) {
 
 bool Dispatcher::idle_buffer_pages_held() const { return uring_ && uring_->buffer_pages_held(); }
 
+bool Dispatcher::events_waiting() const { return uring_ && uring_->events_waiting(); }
+
 bool Dispatcher::ring_reads_available() const {
   return uring_ && !uring_->closed() && uring_->ring_reads();
 }

@@ -160,6 +160,10 @@ class Dispatcher {
   size_t RingWrite(FileEvents& handler, const iovec* iov, size_t count, int* err);
   // Whether Watch with ring_reads gives ring reads on this loop.
   bool ring_reads_available() const;
+  // Whether events are already waiting to be collected (io_uring: completions in the ring),
+  // so the next Poll will not sleep. The epoll backend cannot tell without a system call and
+  // says false.
+  bool events_waiting() const;
   // Loop thread, between turns: the receive buffers' pages go back to the system.
   void ReleaseIdleBuffers();
   // Whether ReleaseIdleBuffers has pages to give back (any thread; see UringPoller).

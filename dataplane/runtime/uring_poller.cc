@@ -556,12 +556,18 @@ void UringPoller::YieldBeforeSleep(int* timeout_ms) {
   io_uring* ring = &ring_->ring;
   // This turn's sends go out first: their peers may be what runs in the meantime.
   if (io_uring_sq_ready(ring) != 0) io_uring_submit_and_get_events(ring);
-  if (io_uring_cq_ready(ring) != 0 ||
-      (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN) != 0) {
+  if (events_waiting()) {
     *timeout_ms = 0;  // events are there: collect them, no sleep to avoid
     return;
   }
   ::sched_yield();
+}
+
+bool UringPoller::events_waiting() const {
+  if (closed_) return false;  // the ring is unmapped
+  io_uring* ring = &ring_->ring;
+  return io_uring_cq_ready(ring) != 0 ||
+         (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN) != 0;
 }
 
 void UringPoller::Complete(uint64_t user_data, int32_t res, uint32_t flags) {

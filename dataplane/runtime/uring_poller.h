@@ -88,6 +88,9 @@ class UringPoller {
 
   // Whether this ring receives into provided buffers (kernel 5.19+; probed at setup).
   bool ring_reads() const { return buffers_ != nullptr; }
+  // Completions are in the ring (or the kernel has task work that makes some): the next Wait
+  // will not sleep.
+  bool events_waiting() const;
   // A descriptor added with ring reads starts receiving (after a connect completes).
   void StartReads(FileEvents& handler);
   // Bytes received for `handler` (ring reads only): copies up to `len` into `out` and

@@ -441,6 +441,39 @@ TEST_P(DispatcherTest, RingReadsHandOutReceivedBytesThenTheEnd) {
   dispatcher.Forget(r);
 }
 
+// events_waiting: with io_uring, true once a completion sits in the ring (or the kernel flags
+// task work that makes one) and false again after the turn that collects it; the epoll
+// backend cannot tell and always says false.
+TEST_P(DispatcherTest, EventsWaitingSaysWhetherTheNextTurnWouldFindCompletions) {
+  Dispatcher dispatcher(RealTime(), GetParam());
+  auto [a, b] = SocketPair();
+  ASSERT_TRUE(a && b);
+  Readable r;
+  ASSERT_TRUE(dispatcher.Watch(a.get(), r, /*ring_reads=*/true));
+  dispatcher.StartRingReads(r);
+  dispatcher.RunOnce(0ms);  // submits the receive (io_uring)
+  dispatcher.RunOnce(0ms);
+  EXPECT_FALSE(dispatcher.events_waiting()) << "nothing happened, yet events are waiting";
+  ASSERT_EQ(::write(b.get(), "x", 1), 1);
+  bool waiting = dispatcher.events_waiting();
+  const auto until = std::chrono::steady_clock::now() + 2s;
+  while (GetParam() == IoBackend::kIoUring && !waiting &&
+         std::chrono::steady_clock::now() < until) {
+    waiting = dispatcher.events_waiting();
+    if (!waiting) std::this_thread::yield();
+  }
+  if (GetParam() == IoBackend::kEpoll) {
+    EXPECT_FALSE(waiting) << "the epoll backend claims to know";
+  } else {
+    EXPECT_TRUE(waiting) << "a received byte left no sign in the ring within 2 s";
+  }
+  EXPECT_EQ(r.seen & EPOLLIN, 0u) << "delivered before the loop turned";
+  for (int i = 0; i < 100 && (r.seen & EPOLLIN) == 0; ++i) dispatcher.RunOnce(10ms);
+  EXPECT_NE(r.seen & EPOLLIN, 0u);
+  EXPECT_FALSE(dispatcher.events_waiting()) << "still waiting after the turn that collected it";
+  dispatcher.Forget(r);
+}
+
 // Lends what a receive brought without copying it, then consumes part of it while the
 // handler runs (the rest moves to the backlog when the handler returns).
 class Lender final : public FileEvents {
