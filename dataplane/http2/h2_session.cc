@@ -117,7 +117,9 @@ Connection::Connection(AnyStream& stream, Worker& worker, uint32_t slot, ClientS
                     if (flush_holds_ == 0) flush_held_since_ = now;
                     if (flush_holds_ < kFlushHoldTurns && now - flush_held_since_ < kFlushHold &&
                         worker_.dispatcher().events_waiting() && MoreOutputComing()) {
-                      // Next turn, after the waiting completions: see FlushSoon.
+                      // Next turn, after the waiting completions: see FlushSoon. (Due a
+                      // nanosecond on, so this turn's timer pass does not run it again; a
+                      // test's manual clock that stands still would hold it until it moves.)
                       ++flush_holds_;
                       flush_soon_.ArmAt(now + std::chrono::nanoseconds(1));
                       return;
