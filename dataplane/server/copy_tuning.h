@@ -27,8 +27,8 @@ namespace onedomain::dataplane {
 // re-exec failed (CopySummary says so). Call before anything else: no thread may exist yet.
 void ReexecForVectorCopies(char** argv);
 
-// For the startup log: "memory copies: glibc's vector loop (GLIBC_TUNABLES
-// glibc.cpu.x86_rep_movsb_threshold=1073741824)", "memory copies: glibc's defaults", ...
+// For the startup log: "memory copies: GLIBC_TUNABLES glibc.cpu.x86_rep_movsb_threshold=N"
+// (set by the re-exec or by the operator), "memory copies: glibc's defaults", or why not.
 std::string CopySummary();
 
 }  // namespace onedomain::dataplane
