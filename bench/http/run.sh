@@ -2,7 +2,7 @@
 # HTTP proxy benchmark: the data plane against nginx and HAProxy, configured alike (same
 # worker/thread count, upstream keep-alive, no access logs, the same X-Forwarded-For/-Proto/
 # -Host headers added to each request), in front of the same fast
-# backend (nginx serving fixed files). Interleaved rounds of `wrk -t1 -c50 -d10s`; prints the
+# backend (nginx returning fixed bodies; BACKEND=file: serving files, see lib.sh). Interleaved rounds of `wrk -t1 -c50 -d10s`; prints the
 # median req/s, p50, p99, CPU microseconds per request of the proxy, the backend and wrk, the
 # machine's idle CPU during each run, and the data plane's ratios to the better peer (of the
 # medians, then round by round for the default config). The data plane runs twice side by
@@ -18,7 +18,8 @@
 #                                       the epoll event loop (--io epoll),
 #                                       HOGS=N: N busy-looping processes for the whole run
 #                                       (CPU contention, as on a shared node),
-#                                       DATAPLANE_LIMITS=1: every client limit set, none hit)
+#                                       DATAPLANE_LIMITS=1: every client limit set, none hit,
+#                                       BACKEND=return|file: the backend's bodies, lib.sh)
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -196,6 +197,7 @@ done
 
 echo "dataplane: the node's default config; dp-tuned: pool.max_idle 256; dp-epoll: default config, --io epoll"
 echo "CPU hogs: $hogs busy-looping processes during the run"
+echo "backend: nginx, 1 worker, ${BACKEND:-return} (return: fixed bodies from its config; file: sendfile)"
 echo "client limits: ${DATAPLANE_LIMITS:-0} (DATAPLANE_LIMITS=1: every limit configured, none hit)"
 BENCH_LIB="$repo/bench/http" PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 - "$results" "$duration" "$connections" <<'PY'
 import os, statistics, sys
