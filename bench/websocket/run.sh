@@ -7,7 +7,9 @@
 #
 #   bench/websocket/run.sh [pingpong]   100 connections ping-ponging 64 B and 16 KiB messages
 #                                       through each proxy and direct, rounds interleaved;
-#                                       prints msgs/s, p50, p99, max and ratios vs the best peer
+#                                       prints msgs/s, p50, p99, max, CPU per round trip of
+#                                       the proxy, the backend and the client, the machine's
+#                                       idle CPU, and ratios vs the best peer
 #   bench/websocket/run.sh idle [N]     N idle proxied connections (default 9000) through each
 #                                       proxy in turn (each freshly started): the proxy's
 #                                       VmRSS growth per connection, then every one must echo
@@ -121,6 +123,16 @@ wait_file() {  # FILE PID: until FILE is non-empty (5 s)
   return 1
 }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# The machine's idle and iowait time so far (clock ticks, all cores).
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+# The children's CPU seconds (user + system) from the output of `times`: "0m1.234s 0m0.567s".
+client_seconds() {
+  sed -n 2p "$1" | awk '{
+    t = 0
+    for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
+    printf "%.3f", t
+  }'
+}
 # User + system CPU of processes (all their threads), in clock ticks, summed.
 cpu_ticks() {
   local p t=0
@@ -300,6 +312,7 @@ run_load() {  # $1 port, $2 size
     r=0; wait "${lpids[$i]}" || r=$?
     [ "$r" -gt "$rc" ] && rc=$r
   done
+  times >"$work/load.times"  # second line: the clients' user and system CPU
   [ "$client_procs" -eq 1 ] && { cat "$work/load.1"; return "$rc"; }
   grep -hv '^result ' "$work"/load.* || true
   python3 - "$work"/load.* <<'PYMERGE'
@@ -351,7 +364,13 @@ if [ "$mode" = pingpong ]; then
         rc=0
         # shellcheck disable=SC2086  # a list of PIDs
         cpu_before=$(cpu_ticks ${target_pids[$t]})
+        backend_before=$(cpu_ticks "$backend_pid")
+        idle_before=$(idle_ticks)
+        start_ns=$(date +%s%N)
         out=$(run_load "${target_port[$t]}" "$size") || rc=$?
+        elapsed_ns=$(( $(date +%s%N) - start_ns ))
+        idle=$(( $(idle_ticks) - idle_before ))
+        backend_cpu=$(( $(cpu_ticks "$backend_pid") - backend_before ))
         if [ "$rc" -eq 3 ]; then
           unsupported_line "$t" "$out" >"$work/declined.$t"
           continue
@@ -367,7 +386,9 @@ if [ "$mode" = pingpong ]; then
         fi
         # shellcheck disable=SC2086
         cpu=$(($(cpu_ticks ${target_pids[$t]}) - cpu_before))
-        echo "$size $t $round $line cpu_ticks=$cpu" >>"$results"
+        client_s=$(client_seconds "$work/load.times")
+        echo "$size $t $round $line cpu_ticks=$cpu backend_ticks=$backend_cpu" \
+          "client_s=$client_s idle_ticks=$idle elapsed_ns=$elapsed_ns" >>"$results"
       done
     done
   done
@@ -390,21 +411,28 @@ def pick(runs):
     med = runs[len(runs) // 2]
     errs = sum(int(r["errors"]) + int(r["open_failed"]) + int(r["close_errors"]) +
                int(r["timed_out"]) for r in runs)
-    # CPU of the proxying process (direct: the backend) per round trip, warm-up included.
-    cpu_us = 1e6 * float(med["cpu_ticks"]) / tick_hz / max(1, int(med["all_round_trips"]))
+    # CPU of the proxying process (direct: the backend), of the backend and of the client
+    # per round trip, warm-up included; the machine's idle CPU during the round.
+    trips = max(1, int(med["all_round_trips"]))
+    cpu_us = 1e6 * float(med["cpu_ticks"]) / tick_hz / trips
+    be_us = 1e6 * float(med["backend_ticks"]) / tick_hz / trips
+    client_us = 1e6 * float(med["client_s"]) / trips
+    idle_pct = 100.0 * float(med["idle_ticks"]) / tick_hz / (
+        os.cpu_count() * max(1e-9, int(med["elapsed_ns"]) / 1e9))
     return (float(med["rate"]), float(med["p50_us"]), float(med["p99_us"]), float(med["max_us"]),
-            errs, cpu_us)
+            errs, cpu_us, be_us, client_us, idle_pct)
 
 print()
 print(f"{'size':>7} {'target':<10} {'msgs/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-      f"{'errors':>6} {'CPU us/msg':>10}  {'msgs/s vs best peer':>19}  {'p99 vs best peer':>16}")
+      f"{'errors':>6} {'CPU us/msg':>10} {'be cpu':>6} {'client':>6} {'idle %':>6}  "
+      f"{'msgs/s vs best peer':>19}  {'p99 vs best peer':>16}")
 for size in sorted({k[0] for k in rows}):
     picked = {t: pick(rows[(size, t)]) for t in targets if (size, t) in rows}
     label = f"{size} B" if size < 1024 else f"{size // 1024} KiB"
     for t in targets:
         if t not in picked:
             continue
-        rate, p50, p99, mx, errs, cpu_us = picked[t]
+        rate, p50, p99, mx, errs, cpu_us, be_us, client_us, idle_pct = picked[t]
         peers = [picked[p] for p in proxies if p != t and p in picked]
         if t != "direct" and peers:
             best_rate = max(p[0] for p in peers)
@@ -414,9 +442,12 @@ for size in sorted({k[0] for k in rows}):
         else:
             ratio = pratio = "-"
         print(f"{label:>7} {t:<10} {rate:>9.0f} {p50 / 1000:>7.2f} {p99 / 1000:>7.2f} "
-              f"{mx / 1000:>7.2f} {errs:>6} {cpu_us:>10.1f}  {ratio:>19}  {pratio:>16}")
+              f"{mx / 1000:>7.2f} {errs:>6} {cpu_us:>10.1f} {be_us:>6.1f} {client_us:>6.1f} "
+              f"{idle_pct:>6.1f}  {ratio:>19}  {pratio:>16}")
 print("(median round by msgs/s; msgs/s = round trips (one message out, its echo back) per second;\n"
       " CPU us/msg = CPU time of the proxy process (direct: the backend) per round trip;\n"
+      " be cpu, client = the backend's and the load client's per round trip;\n"
+      " idle % = the machine's idle CPU during the round (all cores);\n"
       " ratios compare each proxy with the best other proxy: msgs/s higher is better, p99 lower)")
 EOF
   exit 0
