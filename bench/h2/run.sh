@@ -2,11 +2,12 @@
 # HTTP/2 proxy benchmark: the data plane against nginx (`http2`) and HAProxy (`alpn h2`), TLS
 # on all three, configured alike (same worker/thread count, upstream HTTP/1.1 keep-alive, no
 # access logs, X-Forwarded-For/-Proto/-Host added), in front of the same backend (nginx
-# returning fixed bodies; BACKEND=file: serving files, see bench/http/lib.sh). Interleaved rounds of h2load (CLIENTS connections x STREAMS concurrent
-# streams, DURATION seconds each, or REQUESTS requests when that is set); prints the median
-# req/s, p50 and p99 (from h2load's per-request log) and CPU microseconds per request of the
-# proxy per row, with the data plane's ratios to the better peer (of the medians, then round
-# by round). The data plane runs its default config.
+# returning fixed bodies; BACKEND=file: serving files, see bench/http/lib.sh). Interleaved
+# rounds of h2load (CLIENTS connections x STREAMS concurrent streams, DURATION seconds each,
+# or REQUESTS requests when that is set); prints the median req/s, p50 and p99 (from
+# h2load's per-request log) and CPU microseconds per request of the proxy per row, with the
+# data plane's ratios to the better peer (of the medians, then round by round). The data
+# plane runs its default config.
 # Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and
 # backend compete, so compare side by side, as ratios).
 #

@@ -70,7 +70,7 @@ start_file_backend() {
 # nginx backend returning a fixed body": 12 us of backend CPU per small request here);
 # BACKEND=file serves the same bytes from $work/www with sendfile (open, fstat, sendfile and
 # close per request: 22-32 us, so the backend rather than the proxy sets the pace; the bench
-# used it until December 2026). Same bodies and Content-Type either way.
+# used it until 2026-12-05). Same bodies and Content-Type either way.
 write_backend_conf() {  # $1 file, $2 port
   local body=""
   case "${BACKEND:-return}" in

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # HTTP proxy benchmark: the data plane against nginx and HAProxy, configured alike (same
 # worker/thread count, upstream keep-alive, no access logs, the same X-Forwarded-For/-Proto/
-# -Host headers added to each request), in front of the same fast
-# backend (nginx returning fixed bodies; BACKEND=file: serving files, see lib.sh). Interleaved rounds of `wrk -t1 -c50 -d10s`; prints the
-# median req/s, p50, p99, CPU microseconds per request of the proxy, the backend and wrk, the
-# machine's idle CPU during each run, and the data plane's ratios to the better peer (of the
-# medians, then round by round for the default config). The data plane runs twice side by
+# -Host headers added to each request), in front of the same fast backend (nginx returning
+# fixed bodies; BACKEND=file: serving files, see lib.sh). Interleaved rounds of
+# `wrk -t1 -c50 -d10s`; prints the median req/s, p50, p99, CPU microseconds per request of
+# the proxy, the backend and wrk, the machine's idle CPU during each run, and the data
+# plane's ratios to the better peer (of the medians, then round by round for the default
+# config). The data plane runs twice side by
 # side: with its default config ("dataplane", what users run) and tuned ("dp-tuned",
 # pool.max_idle 256).
 # Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and

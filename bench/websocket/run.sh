@@ -312,7 +312,7 @@ run_load() {  # $1 port, $2 size
     r=0; wait "${lpids[$i]}" || r=$?
     [ "$r" -gt "$rc" ] && rc=$r
   done
-  times >"$work/load.times"  # second line: the clients' user and system CPU
+  times >"$work/client.times"  # second line: the clients' user and system CPU
   [ "$client_procs" -eq 1 ] && { cat "$work/load.1"; return "$rc"; }
   grep -hv '^result ' "$work"/load.* || true
   python3 - "$work"/load.* <<'PYMERGE'
@@ -386,7 +386,7 @@ if [ "$mode" = pingpong ]; then
         fi
         # shellcheck disable=SC2086
         cpu=$(($(cpu_ticks ${target_pids[$t]}) - cpu_before))
-        client_s=$(client_seconds "$work/load.times")
+        client_s=$(client_seconds "$work/client.times")
         echo "$size $t $round $line cpu_ticks=$cpu backend_ticks=$backend_cpu" \
           "client_s=$client_s idle_ticks=$idle elapsed_ns=$elapsed_ns" >>"$results"
       done
