@@ -20,7 +20,11 @@
 # processes, HAProxy's threads; idle runs 1); ROUNDS (3), DURATION (3 s), WARMUP (1 s),
 # CONNS (100), SIZES ("64 16384"), CLIENT_THREADS (1), CLIENT_PROCS (1: client processes,
 # CONNS split over them; rates and round trips summed, p50 the mean, p99 and max the worst),
-# BACKEND_THREADS (1);
+# BACKEND_THREADS (1); CLIENT (cpp: the C++ ws_load; node: bench/websocket/ws_load.js, Node.js
+# with the npm `ws` package as issue 21's independent benchmark ran it, one thread per process,
+# installed on first use by scripts/install-bench-node.sh; pingpong only); BACKEND (cpp: the
+# C++ ws_echo_server; node: bench/websocket/ws_echo.js, a Node.js `ws` echo server, one thread;
+# pingpong only);
 # DATAPLANE_LIMITS=1 sets every client limit (issue 20) far above what the bench reaches.
 # The data plane runs with its default config. Each measured phase lasts
 # WARMUP + DURATION (keep it <= 10 s).
@@ -44,6 +48,20 @@ client_threads=${CLIENT_THREADS:-1}
 client_procs=${CLIENT_PROCS:-1}
 backend_threads=${BACKEND_THREADS:-1}
 workers=${WORKERS:-1}
+client=${CLIENT:-cpp}
+case "$client" in
+  cpp|node) ;;
+  *) echo "CLIENT must be cpp or node, got '$client'" >&2; exit 2 ;;
+esac
+backend=${BACKEND:-cpp}
+case "$backend" in
+  cpp|node) ;;
+  *) echo "BACKEND must be cpp or node, got '$backend'" >&2; exit 2 ;;
+esac
+if [ "$mode" = idle ] && [ "$client$backend" != cppcpp ]; then
+  echo "CLIENT=node and BACKEND=node run pingpong only" >&2
+  exit 2
+fi
 [ "$mode" = idle ] && workers=1  # RSS is read from one process: nginx's one worker
 origin=https://bench.onedomain.test
 cookie="session=wsbench-0123456789; theme=dark"
@@ -64,6 +82,10 @@ haproxy_bin=$(find_tool haproxy)
 
 ninja -C "$build" ws_load ws_echo_server >/dev/null
 load="$build/bench/websocket/ws_load"
+if [ "$client" = node ] || [ "$backend" = node ]; then
+  node_tools="${ONEDOMAIN_TOOLS_DIR:-$PWD/.tools}/bench-node"
+  [ -f "$node_tools/node_modules/ws/package.json" ] || scripts/install-bench-node.sh
+fi
 echo_server="$build/bench/websocket/ws_echo_server"
 
 # The data plane: a given binary as is, else built here. Not available -> its rows say why.
@@ -145,10 +167,17 @@ cpu_ticks() {
 backend_port="" backend_pid=""
 start_backend() {
   rm -f "$work/echo.port"
-  "$echo_server" --threads "$backend_threads" --port-file "$work/echo.port" >"$work/echo.log" 2>&1 &
+  if [ "$backend" = node ]; then
+    ONEDOMAIN_NODE_TOOLS="$node_tools" node bench/websocket/ws_echo.js \
+      --port-file "$work/echo.port" >"$work/echo.log" 2>&1 &
+  else
+    "$echo_server" --threads "$backend_threads" --port-file "$work/echo.port" \
+      >"$work/echo.log" 2>&1 &
+  fi
   backend_pid=$!
   started+=("$backend_pid")
-  wait_file "$work/echo.port" "$backend_pid" || die "ws_echo_server did not start:" "$work/echo.log"
+  wait_file "$work/echo.port" "$backend_pid" ||
+    die "the echo backend did not start:" "$work/echo.log"
   backend_port=$(cat "$work/echo.port")
 }
 
@@ -303,9 +332,15 @@ echo "onedomain WebSocket bench: $(nproc) cores, open-file limit $fd_limit," \
 run_load() {  # $1 port, $2 size
   local i rc=0 r per=$((conns / client_procs)) lpids=()
   for i in $(seq "$client_procs"); do
-    "$load" pingpong --target "127.0.0.1:$1" --conns "$per" --size "$2" --duration "$duration" \
-      --warmup "$warmup" --threads "$client_threads" --path /ws/bench --origin "$origin" \
-      --cookie "$cookie" >"$work/load.$i" 2>&1 &
+    if [ "$client" = node ]; then
+      ONEDOMAIN_NODE_TOOLS="$node_tools" node bench/websocket/ws_load.js --target "127.0.0.1:$1" \
+        --conns "$per" --size "$2" --duration "$duration" --warmup "$warmup" --path /ws/bench \
+        --origin "$origin" --cookie "$cookie" >"$work/load.$i" 2>&1 &
+    else
+      "$load" pingpong --target "127.0.0.1:$1" --conns "$per" --size "$2" --duration "$duration" \
+        --warmup "$warmup" --threads "$client_threads" --path /ws/bench --origin "$origin" \
+        --cookie "$cookie" >"$work/load.$i" 2>&1 &
+    fi
     lpids+=($!)
   done
   for i in "${!lpids[@]}"; do
@@ -352,8 +387,9 @@ if [ "$mode" = pingpong ]; then
     targets+=" $p"
   done
   echo "ping-pong: $conns connections, $rounds rounds x (${warmup}s warm-up + ${duration}s)," \
-       "rounds interleaved; client $client_procs process(es) x $client_threads thread(s)," \
-       "backend $backend_threads," \
+       "rounds interleaved; client ($client) $client_procs process(es)" \
+       "x $client_threads thread(s)," \
+       "backend ($backend) $backend_threads," \
        "each proxy $workers worker(s)"
   results="$work/results"
   : >"$results"
@@ -444,6 +480,21 @@ for size in sorted({k[0] for k in rows}):
         print(f"{label:>7} {t:<10} {rate:>9.0f} {p50 / 1000:>7.2f} {p99 / 1000:>7.2f} "
               f"{mx / 1000:>7.2f} {errs:>6} {cpu_us:>10.1f} {be_us:>6.1f} {client_us:>6.1f} "
               f"{idle_pct:>6.1f}  {ratio:>19}  {pratio:>16}")
+# Per round: each proxy's msgs/s over the best other proxy's in the same round (rounds are
+# interleaved, so a round's ratio shares its minute of machine noise).
+for size in sorted({k[0] for k in rows}):
+    label = f"{size} B" if size < 1024 else f"{size // 1024} KiB"
+    for t in proxies:
+        peers = [p for p in proxies if p != t and (size, p) in rows]
+        if (size, t) not in rows or not peers:
+            continue
+        n = min(len(rows[(size, x)]) for x in [t] + peers)
+        ratios = [float(rows[(size, t)][i]["rate"]) /
+                  max(1e-9, max(float(rows[(size, p)][i]["rate"]) for p in peers))
+                  for i in range(n)]
+        med = sorted(ratios)[len(ratios) // 2]
+        print(f"{label:>7} {t:<10} per-round msgs/s vs best peer: "
+              + " ".join(f"{r:.2f}" for r in ratios) + f"  (median {med:.2f})")
 print("(median round by msgs/s; msgs/s = round trips (one message out, its echo back) per second;\n"
       " CPU us/msg = CPU time of the proxy process (direct: the backend) per round trip;\n"
       " be cpu, client = the backend's and the load client's per round trip;\n"

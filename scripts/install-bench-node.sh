@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Node.js WebSocket client that `CLIENT=node bench/websocket/run.sh` runs,
+# idempotently: Debian's nodejs and npm if no node is on PATH, and the `ws` package from the npm
+# registry into $ONEDOMAIN_TOOLS_DIR/bench-node (default .tools/bench-node).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="${ONEDOMAIN_TOOLS_DIR:-$repo/.tools}/bench-node"
+WS_PKG="ws@8.18.3"
+
+missing=()
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-bench-node: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ ! -f "$tools/node_modules/ws/package.json" ]; then
+  echo "install-bench-node: npm install $WS_PKG into $tools"
+  mkdir -p "$tools"
+  [ -f "$tools/package.json" ] ||
+    echo '{"name":"onedomain-bench-node","private":true}' >"$tools/package.json"
+  (cd "$tools" && npm install --no-audit --no-fund --silent "$WS_PKG")
+fi
+ws_version=$(node -p "require('$tools/node_modules/ws/package.json').version")
+echo "install-bench-node: node $(node --version), ws $ws_version"
