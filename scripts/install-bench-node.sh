@@ -1,22 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Node.js WebSocket client that `CLIENT=node bench/websocket/run.sh` runs,
-# idempotently: Debian's nodejs and npm if no node is on PATH, and the `ws` package from the npm
-# registry into $ONEDOMAIN_TOOLS_DIR/bench-node (default .tools/bench-node).
+# Installs what `CLIENT=node` and `BACKEND=node bench/websocket/run.sh` run (a Node.js client,
+# a Node.js echo backend), idempotently: Debian's nodejs and npm if no node is on PATH, and the
+# `ws` package from the npm registry into $ONEDOMAIN_TOOLS_DIR/bench-node (default
+# .tools/bench-node).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${ONEDOMAIN_TOOLS_DIR:-$repo/.tools}/bench-node"
 WS_PKG="ws@8.18.3"
 
-missing=()
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "install-bench-node: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# A node already on PATH (Debian's or another build) is used as it is.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  "$repo/scripts/install-deps.sh" --with-node
 fi
 if [ ! -f "$tools/node_modules/ws/package.json" ]; then
   echo "install-bench-node: npm install $WS_PKG into $tools"

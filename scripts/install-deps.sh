@@ -2,7 +2,7 @@
 # Installs every Debian 12 package onedomain needs to build, test and run.
 # Idempotent: packages already installed are skipped, and apt is not touched at all
 # when nothing is missing.
-# Usage: scripts/install-deps.sh [--with-bench] [--with-browser] [--with-containers]
+# Usage: scripts/install-deps.sh [--with-bench] [--with-browser] [--with-node] [--with-containers]
 set -euo pipefail
 
 packages=(
@@ -33,6 +33,7 @@ for arg in "$@"; do
   case "$arg" in
     --with-bench) packages+=(nginx-light haproxy wrk linux-perf valgrind) ;;
     --with-browser) packages+=(chromium nodejs npm) ;;
+    --with-node) packages+=(nodejs npm) ;;  # scripts/install-bench-node.sh
     # scripts/container-test.sh: podman with runc (Debian's crun 1.8 fails on hybrid cgroups),
     # buildah, debootstrap for the local base image; CNI plugins and catatonit (the pause
     # process of the infra container) for `podman kube play` pods.
