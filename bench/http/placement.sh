@@ -4,8 +4,8 @@
 # worker and wrk share the cores; while two of them share one core the other core can idle,
 # and how often the kernel moves a task decides how much. Each round samples the three
 # tasks' state and last CPU (/proc/PID/task/TID/stat) every 0.5 ms for 2 s of a 4 s wrk run
-# and prints req/s, how long each pairing lasted (which two tasks last ran on the same core),
-# how often two were runnable on one core, and each task's moves between cores per second.
+# and prints req/s, the share of samples in which each pair of tasks had last run on the same
+# core, how often two were runnable on one core, and each task's moves between cores per second.
 #
 # Usage: bench/http/placement.sh   (env: BUILD_DIR=build ROUNDS=3 SIZE=small|4k|64k)
 set -euo pipefail
@@ -49,6 +49,7 @@ thread_of() {  # PID NAME
 }
 dthread=$(thread_of "$dpid" worker-0)
 hthread=$(thread_of "$hpid" "")
+[ -n "$dthread" ] && [ -n "$hthread" ] || exit 1
 backend_worker=$(pgrep -P "$backend_pid" -x nginx | head -1)  # nginx's one worker process
 [ -n "$backend_worker" ] || { echo "placement.sh: the backend has no worker" >&2; exit 1; }
 
@@ -103,7 +104,7 @@ for round in $(seq "$rounds"); do
     wrk -t1 -c50 -d4s "http://127.0.0.1:$port/$size" >"$work/wrk.out" &
     wpid=$!
     sleep 0.5  # wrk under way; the sample window is 2 s of its 4
-    wthread=$(ls "/proc/$wpid/task" | sed -n 2p)
+    wthread=$(ls "/proc/$wpid/task" | grep -vx "$wpid" | head -1)  # wrk's one worker thread
     line=$(python3 "$work/place.py" 2 "/proc/$pid/task/$tid/stat" "/proc/$backend_worker/stat" \
       "/proc/$wpid/task/$wthread/stat")
     wait "$wpid"
