@@ -6,9 +6,8 @@
 # `wrk -t1 -c50 -d10s`; prints the median req/s, p50, p99, CPU microseconds per request of
 # the proxy, the backend and wrk, the machine's idle CPU during each run, and the data
 # plane's ratios to the better peer (of the medians, then round by round for the default
-# config). The data plane runs twice side by
-# side: with its default config ("dataplane", what users run) and tuned ("dp-tuned",
-# pool.max_idle 256).
+# config). The data plane runs twice side by side: with its default config ("dataplane",
+# what users run) and tuned ("dp-tuned", pool.max_idle 256).
 # Not a test: numbers depend on the machine (2 shared cores here: load generator, proxy and
 # backend compete, so compare side by side, as ratios).
 #

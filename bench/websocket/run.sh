@@ -388,7 +388,7 @@ if [ "$mode" = pingpong ]; then
   done
   echo "ping-pong: $conns connections, $rounds rounds x (${warmup}s warm-up + ${duration}s)," \
        "rounds interleaved; client ($client) $client_procs process(es)" \
-       "x $client_threads thread(s)," \
+       "x $([ "$client" = node ] && echo 1 || echo "$client_threads") thread(s)," \
        "backend ($backend) $backend_threads," \
        "each proxy $workers worker(s)"
   results="$work/results"
